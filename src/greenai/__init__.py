@@ -1,0 +1,9 @@
+"""greenai: what ML training and inference cost in joules, CO2e and money, and how to lower it.
+
+``import greenai`` stays light: torch, CodeCarbon and the NVML bindings load only
+when they are used.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,27 @@
+"""greenai's exception classes: every sensor or vendor failure is translated into one of these."""
+
+from __future__ import annotations
+
+
+class GreenAIError(Exception):
+    """Base class of every error greenai raises on purpose."""
+
+
+class DeviceError(GreenAIError):
+    """A device or its driver failed to answer."""
+
+
+class NotSupportedError(DeviceError):
+    """The device does not support this query or setting (for example no energy counter)."""
+
+
+class DeviceLostError(DeviceError):
+    """The device fell off the bus or stopped answering for good."""
+
+
+class NoPermissionError(DeviceError):
+    """The caller may not change this setting (power limits need root or admin rights)."""
+
+
+class DriverNotLoadedError(DeviceError):
+    """The vendor library or driver is missing, so no device of its kind can be probed."""
