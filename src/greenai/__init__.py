@@ -7,3 +7,8 @@ when they are used.
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from greenai.result import Result
+from greenai.track import Tracker, Window, track
+
+__all__ = ["Result", "Tracker", "Window", "__version__", "track"]

@@ -25,3 +25,11 @@ class NoPermissionError(DeviceError):
 
 class DriverNotLoadedError(DeviceError):
     """The vendor library or driver is missing, so no device of its kind can be probed."""
+
+
+class SensorWarning(RuntimeWarning):
+    """A sensor failed or is missing during tracking; the result is marked partial.
+
+    Shown once per device and run. Tracking never raises into the user's code
+    because of a sensor.
+    """

@@ -1,0 +1,662 @@
+"""Tracking: ``greenai.track()``, :class:`Tracker`, windows, steps and the sampler.
+
+How a window's energy is measured, per device:
+
+* Counters read at the boundary (RAPL, the CPU estimate): the difference of the
+  two readings.
+* GPU energy counters (NVML) update only every ~20-100 ms, so a reading at a
+  boundary is stale by up to one update period, several percent of a one-second
+  window. After each boundary the sampler polls the counter every millisecond
+  until it has seen the next two updates; with their times known it back-dates
+  the first update to the boundary, assuming the power after the boundary held
+  since the boundary (the usual case: work starts or stops there). Reading a
+  window's result, or stopping, therefore waits up to two counter updates; on a
+  virtual clock the wait advances simulated time.
+* Devices that only report power (pre-Volta GPUs, the DRAM estimate): the
+  trapezoidal integral of the sampled power.
+
+The tracker never raises into the user's code because a sensor failed: the
+device is dropped from then on, results that span the failure are marked
+partial, and one :class:`~greenai.errors.SensorWarning` is shown.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import sys
+import threading
+import time
+import warnings
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
+
+from greenai import clock as _clock
+from greenai.devices import Device, probe, probe_gpus
+from greenai.errors import NotSupportedError, SensorWarning
+from greenai.result import PowerTimeline, Result, StepStats
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_SAMPLE_PERIOD_S = 0.1
+_BURST_PERIOD_S = 0.001  # polling interval while locating GPU counter updates
+_RESOLVE_TIMEOUT_S = 1.0  # longest wait for two counter updates after a boundary
+
+
+class _CounterBoundary:
+    """A boundary on a coarse (GPU) counter, refined once the next two updates are seen."""
+
+    __slots__ = ("seen_j", "seen_t", "stale_j", "t", "ticks", "value_j")
+
+    def __init__(self, t: float, stale_j: float) -> None:
+        self.t = t
+        self.stale_j = stale_j
+        self.seen_t = t
+        self.seen_j = stale_j
+        self.ticks: list[tuple[float, float]] = []
+        self.value_j: float | None = None
+
+    def observe(self, t: float, energy_j: float) -> bool:
+        """Feed one poll of the counter; True once the boundary is resolved."""
+        if energy_j != self.seen_j:
+            # The update happened between the previous poll and this one.
+            self.ticks.append(((self.seen_t + t) / 2.0, energy_j))
+            self.seen_j = energy_j
+        self.seen_t = t
+        if len(self.ticks) < 2:
+            return False
+        (t1, j1), (t2, j2) = self.ticks[0], self.ticks[1]
+        power_after_w = (j2 - j1) / (t2 - t1) if t2 > t1 else 0.0
+        estimate_j = j1 - power_after_w * (t1 - self.t)
+        self.value_j = min(max(estimate_j, self.stale_j), j1)
+        return True
+
+    def value(self) -> float:
+        return self.stale_j if self.value_j is None else self.value_j
+
+
+class _Meter:
+    """One device's readings within one tracker."""
+
+    def __init__(self, device: Device) -> None:
+        self.device = device
+        self.name = device.name
+        self.counter = device.has_energy_counter
+        self.coarse = self.counter and device.kind == "gpu"
+        # GPUs report a smoothed power; other counters' power is derived from energy deltas.
+        self.power_from_reading = not self.counter or self.coarse
+        self.failed_at: float | None = None
+        self.failure = ""
+        self.resets_seen = device.counter_resets
+        self.reset_times: list[float] = []
+        self.cum_j = array("d")  # cumulative energy at each sample (held after a failure)
+        self.power_w = array("d")
+        self.pending: list[_CounterBoundary] = []
+
+
+class _Mark:
+    """A window boundary: its time and the counters read there."""
+
+    __slots__ = ("t", "values")
+
+    def __init__(self, t: float, values: dict[str, float | _CounterBoundary]) -> None:
+        self.t = t
+        self.values = values
+
+
+class _Span:
+    __slots__ = ("children", "end", "name", "result", "start")
+
+    def __init__(self, name: str | None, start: _Mark) -> None:
+        self.name = name
+        self.start = start
+        self.end: _Mark | None = None
+        self.children: list[_Span] = []
+        self.result: Result | None = None
+
+
+class Window:
+    """A named phase of a run. Its :attr:`result` is ready once the window has ended."""
+
+    def __init__(self, tracker: Tracker, name: str) -> None:
+        self._tracker = tracker
+        self.name = name
+        self._span: _Span | None = None
+
+    def __enter__(self) -> Window:
+        self._span = self._tracker._open_span(self.name, nested=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._span is not None
+        self._tracker._close_span(self._span)
+
+    @property
+    def result(self) -> Result:
+        """The window's energy; may wait up to two GPU counter updates on first access."""
+        if self._span is None or self._span.end is None:
+            raise RuntimeError(f"window {self.name!r} has not ended yet")
+        return self._tracker._finalize(self._span)
+
+
+class _Step:
+    __slots__ = ("_t0", "_tracker")
+
+    def __init__(self, tracker: Tracker) -> None:
+        self._tracker = tracker
+        self._t0 = 0.0
+
+    def __enter__(self) -> _Step:
+        self._t0 = self._tracker._clock.now()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        t1 = self._tracker._clock.now()
+        with self._tracker._lock:
+            self._tracker._step_t0.append(self._t0)
+            self._tracker._step_t1.append(t1)
+
+
+class Tracker:
+    """Meters energy from :meth:`start` to :meth:`stop`; also a context manager and a decorator.
+
+    Args:
+        name: Name of the run (the decorated function's name when used as a decorator).
+        gpus: CUDA device indices to meter; None meters every visible GPU, [] none.
+        cpu: Meter CPU packages (RAPL, else an estimate).
+        dram: Meter memory (RAPL, else an estimate).
+        devices: Meter exactly these devices instead of probing (for custom sensors).
+        sample_period_s: How often the sampler thread records power. Units: s.
+        synchronize: At window boundaries, wait for queued CUDA work on the metered
+            GPUs (only when torch is already imported and CUDA initialized), so
+            the work is counted in the window that launched it.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        gpus: Sequence[int] | None = None,
+        cpu: bool = True,
+        dram: bool = True,
+        devices: Sequence[Device] | None = None,
+        sample_period_s: float = DEFAULT_SAMPLE_PERIOD_S,
+        synchronize: bool = True,
+    ) -> None:
+        if not (isinstance(sample_period_s, (int, float)) and 0 < sample_period_s < math.inf):
+            raise ValueError(f"sample_period_s must be a positive number of seconds, "
+                             f"got {sample_period_s!r}")
+        if gpus is not None and (isinstance(gpus, (str, bytes)) or not isinstance(gpus, Sequence)):
+            raise TypeError(f"gpus must be a sequence of CUDA device indices or None, got {gpus!r}")
+        self.name = name
+        self._config: dict[str, Any] = {
+            "gpus": gpus, "cpu": cpu, "dram": dram, "devices": devices,
+            "sample_period_s": float(sample_period_s), "synchronize": synchronize,
+        }
+        self._state = "new"
+        self._result: Result | None = None
+        self._lock = threading.RLock()
+
+    # ----------------------------------------------------------------- public API
+    def start(self) -> Tracker:
+        """Probe the devices, take the first readings and start the sampler."""
+        if self._state == "running":
+            raise RuntimeError(f"tracker {self.name!r} is already running")
+        cfg = self._config
+        self._clock = _clock.active()
+        self._period_s: float = cfg["sample_period_s"]
+        self._sync = bool(cfg["synchronize"])
+        self._missing: list[str] = []
+        if cfg["devices"] is not None:
+            devices = list(cfg["devices"])
+        else:
+            devices = probe(cfg["gpus"], cpu=cfg["cpu"], dram=cfg["dram"])
+            if cfg["gpus"] is not None:
+                found = {getattr(d, "cuda_index", None) for d in probe_gpus(cfg["gpus"])}
+                self._missing = [f"gpu{i}: requested but not present" for i in cfg["gpus"]
+                                 if i not in found]
+        self._meters = [_Meter(d) for d in devices]
+        self._cuda_indices = [i for d in devices if d.kind == "gpu"
+                              and isinstance(i := getattr(d, "cuda_index", None), int)]
+        self._unwarned: list[str] = list(self._missing)
+        self._sampler_error = ""
+        self._times = array("d")
+        self._step_t0 = array("d")
+        self._step_t1 = array("d")
+        self._stack: list[_Span] = []
+        self._keyed: dict[str, _Span] = {}
+        self._start_unix_s = time.time()
+        self._t_origin = self._clock.now()
+        self._sample(self._t_origin)
+        self._sample_index = 1
+        self._next_sample_t = self._t_origin + self._period_s
+        self._root = _Span(self.name, self._mark())
+        self._result = None
+        self._state = "running"
+        self._start_sampler()
+        self._flush_warnings()
+        return self
+
+    def stop(self) -> Result:
+        """End the run: close open windows, settle the last readings, join the sampler."""
+        if self._state != "running":
+            raise RuntimeError(f"tracker {self.name!r} is not running")
+        for span in [*reversed(self._stack), *self._keyed.values()]:
+            self._close_span(span)
+        self._keyed.clear()
+        self._root.end = self._mark()
+        self._await_resolution()
+        self._stop_sampler()
+        now = self._clock.now()
+        if now > self._times[-1]:
+            self._sample(now)
+        self._state = "stopped"
+        self._result = self._finalize(self._root)
+        self._flush_warnings()
+        return self._result
+
+    @property
+    def result(self) -> Result:
+        """The run's result, once it has stopped."""
+        if self._result is None:
+            raise RuntimeError(f"tracker {self.name!r} has no result yet: it has not stopped")
+        return self._result
+
+    def window(self, name: str) -> Window:
+        """A named phase, as a context manager; windows opened inside it nest under it."""
+        self._require_running("window")
+        return Window(self, name)
+
+    def begin_window(self, key: str) -> None:
+        """Open a window that may overlap others (Zeus style); end it with :meth:`end_window`."""
+        self._require_running("begin_window")
+        if key in self._keyed:
+            raise ValueError(f"a window with key {key!r} is already open")
+        self._keyed[key] = self._open_span(key, nested=False)
+
+    def end_window(self, key: str) -> Result:
+        """Close the window opened with ``begin_window(key)`` and return its result."""
+        self._require_running("end_window")
+        try:
+            span = self._keyed.pop(key)
+        except KeyError:
+            raise KeyError(f"no open window with key {key!r} (open: {sorted(self._keyed)})") from None
+        self._close_span(span)
+        return self._finalize(span)
+
+    def step(self) -> _Step:
+        """Mark one training step (a light window: count, time and energy per step)."""
+        self._require_running("step")
+        return _Step(self)
+
+    def __enter__(self) -> Tracker:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._state == "running":
+            self.stop()
+
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """Use as a decorator: each call is tracked; the last call's result is ``self.result``."""
+
+        @functools.wraps(fn)
+        def tracked(*args: P.args, **kwargs: P.kwargs) -> R:
+            run = Tracker(self.name or fn.__qualname__, **self._config)
+            try:
+                with run:
+                    return fn(*args, **kwargs)
+            finally:
+                self._result = run._result
+
+        return tracked
+
+    # ----------------------------------------------------------------- windows
+    def _require_running(self, what: str) -> None:
+        if self._state != "running":
+            raise RuntimeError(f"{what}() needs a running tracker (call start() or use 'with')")
+
+    def _open_span(self, name: str | None, *, nested: bool) -> _Span:
+        span = _Span(name, self._mark())
+        with self._lock:
+            parent = self._stack[-1] if nested and self._stack else self._root
+            parent.children.append(span)
+            if nested:
+                self._stack.append(span)
+        return span
+
+    def _close_span(self, span: _Span) -> None:
+        if span.end is not None:
+            return
+        span.end = self._mark()
+        with self._lock:
+            if span in self._stack:
+                self._stack.remove(span)
+
+    def _mark(self) -> _Mark:
+        """Synchronize, timestamp and read the counters at a window boundary."""
+        if self._sync and self._cuda_indices:
+            _synchronize_cuda(self._cuda_indices)
+        t = self._clock.now()
+        values: dict[str, float | _CounterBoundary] = {}
+        coarse = False
+        for m in self._meters:
+            if not m.counter or m.failed_at is not None:
+                continue
+            energy_j = self._read_energy(m, t)
+            if energy_j is None:
+                continue
+            if m.coarse:
+                boundary = _CounterBoundary(t, energy_j)
+                with self._lock:
+                    m.pending.append(boundary)
+                values[m.name] = boundary
+                coarse = True
+            else:
+                values[m.name] = energy_j
+        if coarse:
+            self._wake()
+        self._flush_warnings()
+        return _Mark(t, values)
+
+    # ----------------------------------------------------------------- readings
+    def _read_energy(self, m: _Meter, t: float) -> float | None:
+        try:
+            energy_j = m.device.energy_j()
+        except Exception as e:  # any sensor failure: the run goes on without this device
+            self._fail(m, e, t)
+            return None
+        resets = m.device.counter_resets
+        if resets != m.resets_seen:
+            m.resets_seen = resets
+            m.reset_times.append(t)
+        return energy_j
+
+    def _fail(self, m: _Meter, error: BaseException, t: float) -> None:
+        with self._lock:
+            if m.failed_at is not None:
+                return
+            m.failed_at = t
+            m.failure = f"{type(error).__name__}: {error}"
+            for boundary in m.pending:
+                boundary.value_j = boundary.stale_j
+            m.pending.clear()
+            self._unwarned.append(f"{m.name} stopped answering ({m.failure})")
+        logger.debug("%s failed at t=%.3f: %s", m.name, t, m.failure)
+
+    def _flush_warnings(self) -> None:
+        """Show queued sensor warnings, in the user's thread (never from the sampler)."""
+        with self._lock:
+            messages, self._unwarned = self._unwarned, []
+        for message in messages:
+            warnings.warn(f"greenai: {message}; results are marked partial", SensorWarning,
+                          stacklevel=3)
+
+    def _sample(self, now: float) -> None:
+        """Record one power sample of every device."""
+        readings: list[tuple[float, float]] = []
+        for m in self._meters:
+            energy_j = power_w = math.nan
+            if m.failed_at is None:
+                try:
+                    if m.counter:
+                        energy_j = m.device.energy_j()
+                    if m.power_from_reading:
+                        power_w = _read_power(m)
+                except Exception as e:  # any sensor failure: the run goes on without this device
+                    self._fail(m, e, now)
+                    energy_j = power_w = math.nan
+            readings.append((energy_j, power_w))
+        with self._lock:
+            previous_t = self._times[-1] if self._times else now
+            self._times.append(now)
+            for m, (energy_j, power_w) in zip(self._meters, readings):
+                last_j = m.cum_j[-1] if m.cum_j else 0.0
+                if m.counter:
+                    cum_j = last_j if math.isnan(energy_j) else energy_j
+                    if m.device.counter_resets != m.resets_seen:
+                        m.resets_seen = m.device.counter_resets
+                        m.reset_times.append(now)
+                elif math.isnan(power_w):
+                    cum_j = last_j
+                else:
+                    last_w = m.power_w[-1] if m.power_w and not math.isnan(m.power_w[-1]) else power_w
+                    cum_j = last_j + (last_w + power_w) / 2.0 * (now - previous_t)
+                if m.counter and not m.power_from_reading and len(m.cum_j) and now > previous_t:
+                    power_w = (cum_j - last_j) / (now - previous_t) if m.failed_at is None else math.nan
+                    if len(m.power_w) == 1:
+                        m.power_w[0] = power_w  # the first sample has no delta: use the first interval's
+                m.cum_j.append(cum_j)
+                m.power_w.append(power_w)
+
+    def _poll_counters(self) -> None:
+        """Poll the GPU counters that have unresolved boundaries (burst mode)."""
+        for m in self._meters:
+            if not m.pending or m.failed_at is not None:
+                continue
+            t_before = self._clock.now()
+            energy_j = self._read_energy(m, t_before)
+            if energy_j is None:
+                continue
+            t = (t_before + self._clock.now()) / 2.0
+            with self._lock:
+                m.pending = [b for b in m.pending if not b.observe(t, energy_j)]
+
+    def _tick(self, now: float) -> float:
+        """One round of the sampler; returns when the next round is due."""
+        try:
+            if now >= self._next_sample_t:
+                self._sample(now)
+                # sample on a fixed grid (no drift), skipping instants already past
+                self._sample_index = max(self._sample_index + 1,
+                                         math.floor((now - self._t_origin) / self._period_s) + 1)
+                self._next_sample_t = self._t_origin + self._sample_index * self._period_s
+            self._poll_counters()
+        except Exception as e:  # a bug here must not kill the sampler silently: results say so
+            logger.debug("sampler error", exc_info=True)
+            with self._lock:
+                self._sampler_error = self._sampler_error or f"sampler error: {e!r}"
+        with self._lock:
+            self._resolved.notify_all()
+            pending = any(m.pending for m in self._meters)
+        return min(self._next_sample_t, now + _BURST_PERIOD_S) if pending else self._next_sample_t
+
+    # ----------------------------------------------------------------- sampler
+    def _start_sampler(self) -> None:
+        self._resolved = threading.Condition(self._lock)
+        self._stopping = threading.Event()
+        self._wake_event = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._timer: _clock.Timer | None = None
+        if isinstance(self._clock, _clock.VirtualClock):
+            self._schedule(self._next_sample_t)
+        else:
+            self._thread = threading.Thread(target=self._run_thread, name="greenai-sampler",
+                                            daemon=True)
+            self._thread.start()
+
+    def _schedule(self, when_s: float) -> None:
+        assert isinstance(self._clock, _clock.VirtualClock)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._clock.call_at(when_s, self._on_timer)
+
+    def _on_timer(self, now: float) -> None:
+        self._timer = None
+        if not self._stopping.is_set():
+            self._schedule(self._tick(now))
+
+    def _run_thread(self) -> None:
+        while not self._stopping.is_set():
+            due = self._tick(self._clock.now())
+            delay = due - self._clock.now()
+            if delay > 0:
+                self._wake_event.wait(delay)
+                self._wake_event.clear()
+
+    def _wake(self) -> None:
+        if self._thread is not None:
+            self._wake_event.set()
+        elif self._timer is not None:
+            self._schedule(self._clock.now())
+
+    def _stop_sampler(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._wake_event.set()
+            self._thread.join()
+            self._thread = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _await_resolution(self) -> None:
+        """Wait (bounded) until every GPU counter boundary so far is resolved."""
+        deadline = self._clock.now() + _RESOLVE_TIMEOUT_S
+        virtual = isinstance(self._clock, _clock.VirtualClock)
+        with self._lock:
+            while any(m.pending for m in self._meters):
+                remaining = deadline - self._clock.now()
+                if remaining <= 0:
+                    logger.debug("GPU counters did not update within %.1f s; using stale readings",
+                                 _RESOLVE_TIMEOUT_S)
+                    for m in self._meters:
+                        m.pending.clear()
+                    break
+                if virtual:
+                    self._clock.sleep(_BURST_PERIOD_S)
+                else:
+                    self._resolved.wait(remaining)
+
+    # ----------------------------------------------------------------- results
+    def _finalize(self, span: _Span) -> Result:
+        if span.result is not None:
+            return span.result
+        assert span.end is not None
+        if self._state == "running":
+            self._await_resolution()
+        with self._lock:
+            span.result = self._compute(span)
+        return span.result
+
+    def _energy_at(self, m: _Meter, mark: _Mark) -> float:
+        value = mark.values.get(m.name)
+        if isinstance(value, _CounterBoundary):
+            return value.value()
+        if value is not None:
+            return value
+        return self._interpolate(m, mark.t)
+
+    def _interpolate(self, m: _Meter, t: float) -> float:
+        """Cumulative energy at ``t`` from the samples (linear; extrapolated at the last power)."""
+        times, cum = self._times, m.cum_j
+        i = bisect_right(times, t)
+        if i == 0:
+            return cum[0]
+        if i == len(times):
+            last_w = m.power_w[-1]
+            extra = 0.0 if math.isnan(last_w) or m.failed_at is not None else last_w * (t - times[-1])
+            return cum[-1] + extra
+        t0, t1 = times[i - 1], times[i]
+        return cum[i - 1] + (cum[i] - cum[i - 1]) * ((t - t0) / (t1 - t0) if t1 > t0 else 0.0)
+
+    def _compute(self, span: _Span) -> Result:
+        assert span.end is not None
+        t0, t1 = span.start.t, span.end.t
+        energy: dict[str, float] = {}
+        reasons = list(self._missing)
+        for m in self._meters:
+            energy[m.name] = max(0.0, self._energy_at(m, span.end) - self._energy_at(m, span.start))
+            if m.failed_at is not None and m.failed_at <= t1:
+                reasons.append(f"{m.name} failed at {m.failed_at - self._t_origin:.3f} s "
+                               f"into the run: {m.failure}")
+            resets = [r for r in m.reset_times if t0 < r <= t1]
+            if resets:
+                reasons.append(f"{m.name}: energy counter restarted {len(resets)} time(s); "
+                               "energy before each restart since the previous reading is missing")
+        if self._sampler_error:
+            reasons.append(self._sampler_error)
+        lo, hi = bisect_left(self._times, t0), bisect_right(self._times, t1)
+        timeline = PowerTimeline(
+            times_s=[t - self._t_origin for t in self._times[lo:hi]],
+            power_w={m.name: list(m.power_w[lo:hi]) for m in self._meters},
+        )
+        return Result(
+            name=span.name,
+            start_unix_s=self._start_unix_s + (t0 - self._t_origin),
+            duration_s=t1 - t0,
+            energy_by_device_j=energy,
+            sources={m.name: m.device.source for m in self._meters},
+            kinds={m.name: m.device.kind for m in self._meters},
+            partial=bool(reasons),
+            partial_reasons=tuple(reasons),
+            windows=tuple(self._compute_child(c) for c in span.children),
+            timeline=timeline,
+            steps=self._step_stats(t0, t1),
+        )
+
+    def _compute_child(self, span: _Span) -> Result:
+        if span.result is None:
+            span.result = self._compute(span)
+        return span.result
+
+    def _step_stats(self, t0: float, t1: float) -> StepStats | None:
+        indices = [i for i in range(len(self._step_t0))
+                   if self._step_t0[i] >= t0 and self._step_t1[i] <= t1]
+        if not indices:
+            return None
+        durations = [self._step_t1[i] - self._step_t0[i] for i in indices]
+        energies = [
+            sum(max(0.0, self._interpolate(m, self._step_t1[i]) - self._interpolate(m, self._step_t0[i]))
+                for m in self._meters)
+            for i in indices
+        ]
+        return StepStats(count=len(indices), time_s=sum(durations), energy_j=sum(energies),
+                         durations_s=durations, energies_j=energies)
+
+
+def _read_power(m: _Meter) -> float:
+    """The device's power reading; a counter device without one derives it from energy."""
+    try:
+        return m.device.power_w()
+    except NotSupportedError:
+        if not m.counter:
+            raise
+        m.power_from_reading = False
+        return math.nan
+
+
+def _synchronize_cuda(cuda_indices: Sequence[int]) -> None:
+    """Wait for queued kernels, only if torch is already imported and CUDA is initialized."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return
+    for index in cuda_indices:
+        if index < torch.cuda.device_count():
+            torch.cuda.synchronize(index)
+
+
+def track(
+    name: str | None = None,
+    *,
+    gpus: Sequence[int] | None = None,
+    cpu: bool = True,
+    dram: bool = True,
+    devices: Sequence[Device] | None = None,
+    sample_period_s: float = DEFAULT_SAMPLE_PERIOD_S,
+    synchronize: bool = True,
+) -> Tracker:
+    """Meter the energy of a block (``with greenai.track() as run:``) or function (``@greenai.track()``).
+
+    See :class:`Tracker` for the arguments. After the block, ``run.result`` holds a
+    :class:`~greenai.result.Result`.
+    """
+    return Tracker(name, gpus=gpus, cpu=cpu, dram=dram, devices=devices,
+                   sample_period_s=sample_period_s, synchronize=synchronize)
