@@ -69,14 +69,18 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"window begin+end, this machine's devices: {window_cost_us(2000):8.1f} us  (goal < 50)")
-    gpus = [SimulatedGPU(name="sim-A", idle_w=60, max_w=400),
-            SimulatedGPU(name="sim-B", idle_w=60, max_w=400)]
+    gpus = [
+        SimulatedGPU(name="sim-A", idle_w=60, max_w=400),
+        SimulatedGPU(name="sim-B", idle_w=60, max_w=400),
+    ]
     with simulated_nvml(gpus):
         cost = window_cost_us(2000, cpu=False, dram=False)
     print(f"window begin+end, 2 simulated GPUs:     {cost:8.1f} us  (goal < 50)")
     plain_s, tracked_s, ratio = loop_slowdown(args.steps, args.rounds)
-    print(f"CPU torch training loop: untracked {plain_s:.3f} s, tracked {tracked_s:.3f} s, "
-          f"ratio {ratio:.4f}  (goal < 1.01)")
+    print(
+        f"CPU torch training loop: untracked {plain_s:.3f} s, tracked {tracked_s:.3f} s, "
+        f"ratio {ratio:.4f}  (goal < 1.01)"
+    )
 
 
 if __name__ == "__main__":

@@ -14,10 +14,17 @@ from greenai.errors import DeviceLostError, NotSupportedError, SensorWarning
 
 
 class ScriptedDevice(NoPowerLimit):
-    """A device whose power follows ``power_at(t)`` on a virtual clock; energy is its exact integral."""
+    """A device with a settable power on a virtual clock; its energy is the exact integral."""
 
-    def __init__(self, vc: clock.VirtualClock, name: str, kind: str = "cpu", *,
-                 counter: bool = True, power_w: float = 50.0) -> None:
+    def __init__(
+        self,
+        vc: clock.VirtualClock,
+        name: str,
+        kind: str = "cpu",
+        *,
+        counter: bool = True,
+        power_w: float = 50.0,
+    ) -> None:
         self.vc = vc
         self.name = name
         self.kind = kind

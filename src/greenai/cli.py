@@ -11,11 +11,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="greenai", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
-        "demo", help="train a small torch model on synthetic data under greenai.track()")
-    demo.add_argument("--seconds", type=float, default=20.0,
-                      help="how long to train (default: 20)")
-    demo.add_argument("--device", default=None,
-                      help="torch device to train on (default: cuda if available, else cpu)")
+        "demo", help="train a small torch model on synthetic data under greenai.track()"
+    )
+    demo.add_argument("--seconds", type=float, default=20.0, help="how long to train (default: 20)")
+    demo.add_argument(
+        "--device",
+        default=None,
+        help="torch device to train on (default: cuda if available, else cpu)",
+    )
     commands.add_parser("info", help="show what greenai can meter on this machine")
     args = parser.parse_args(argv)
     if args.command == "demo":
@@ -40,8 +43,10 @@ def _info() -> int:
     from greenai.devices import probe
 
     build = _C.build_info()
-    print(f"greenai {__version__} (native: cuda={build['cuda']}, "
-          f"cuda_version={build['cuda_version']}, cuda devices={_C.cuda_device_count()})")
+    print(
+        f"greenai {__version__} (native: cuda={build['cuda']}, "
+        f"cuda_version={build['cuda_version']}, cuda devices={_C.cuda_device_count()})"
+    )
     devices = probe()
     if not devices:
         print("no devices to meter")

@@ -82,7 +82,7 @@ class VirtualClock:
         self.advance(seconds)
 
     def call_at(self, when_s: float, callback: Callable[[float], None]) -> Timer:
-        """Run ``callback(now)`` once the clock reaches ``when_s`` (at once on the next advance if past)."""
+        """Run ``callback(now)`` when the clock reaches ``when_s`` (on the next advance if past)."""
         timer = Timer(callback)
         with self._lock:
             heapq.heappush(self._queue, (max(when_s, self._now), next(self._seq), timer))

@@ -18,8 +18,10 @@ def run_demo(*, seconds: float = 20.0, device: str | None = None, epochs: int = 
     y = (x @ torch.randn(256, 1, generator=gen)).tanh() + 0.05 * torch.randn(8192, 1, generator=gen)
     x, y = x.to(dev), y.to(dev)
     model = torch.nn.Sequential(
-        torch.nn.Linear(256, 512), torch.nn.ReLU(),
-        torch.nn.Linear(512, 512), torch.nn.ReLU(),
+        torch.nn.Linear(256, 512),
+        torch.nn.ReLU(),
+        torch.nn.Linear(512, 512),
+        torch.nn.ReLU(),
         torch.nn.Linear(512, 1),
     ).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -32,9 +34,11 @@ def run_demo(*, seconds: float = 20.0, device: str | None = None, epochs: int = 
                 while time.monotonic() < deadline:
                     for i in range(0, len(x), batch):
                         with run.step():
-                            loss = torch.nn.functional.mse_loss(model(x[i:i + batch]), y[i:i + batch])
+                            loss = torch.nn.functional.mse_loss(
+                                model(x[i : i + batch]), y[i : i + batch]
+                            )
                             opt.zero_grad(set_to_none=True)
-                            loss.backward()
+                            loss.backward()  # type: ignore[no-untyped-call]
                             opt.step()
                     if dev.type == "cuda":
                         torch.cuda.synchronize(dev)

@@ -22,7 +22,10 @@ class PowerTimeline:
     power_w: Mapping[str, Sequence[float]]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"times_s": list(self.times_s), "power_w": {k: list(v) for k, v in self.power_w.items()}}
+        return {
+            "times_s": list(self.times_s),
+            "power_w": {k: list(v) for k, v in self.power_w.items()},
+        }
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,13 @@ class StepStats:
         return self.energy_j / self.count if self.count else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"count": self.count, "time_s": self.time_s, "energy_j": self.energy_j,
-                "mean_time_s": self.mean_time_s, "mean_energy_j": self.mean_energy_j}
+        return {
+            "count": self.count,
+            "time_s": self.time_s,
+            "energy_j": self.energy_j,
+            "mean_time_s": self.mean_time_s,
+            "mean_energy_j": self.mean_energy_j,
+        }
 
 
 @dataclass(frozen=True)
@@ -144,13 +152,19 @@ class Result:
     def summary(self) -> str:
         """A short human-readable table: energy by device with its source, and the duration."""
         title = self.name or "run"
-        lines = [f"{title}: {self.energy_j:,.1f} J over {self.duration_s:,.2f} s "
-                 f"(mean {self.mean_power_w:,.1f} W)" + (" [PARTIAL]" if self.partial else "")]
+        lines = [
+            f"{title}: {self.energy_j:,.1f} J over {self.duration_s:,.2f} s "
+            f"(mean {self.mean_power_w:,.1f} W)" + (" [PARTIAL]" if self.partial else "")
+        ]
         width = max((len(d) for d in self.energy_by_device_j), default=6)
         for device, energy_j in self.energy_by_device_j.items():
-            lines.append(f"  {device:<{width}}  {energy_j:>12,.1f} J   source: {self.sources[device]}")
+            lines.append(
+                f"  {device:<{width}}  {energy_j:>12,.1f} J   source: {self.sources[device]}"
+            )
         if self.steps and self.steps.count:
-            lines.append(f"  steps: {self.steps.count}, {self.steps.mean_time_s * 1e3:,.1f} ms "
-                         f"and {self.steps.mean_energy_j:,.2f} J per step")
+            lines.append(
+                f"  steps: {self.steps.count}, {self.steps.mean_time_s * 1e3:,.1f} ms "
+                f"and {self.steps.mean_energy_j:,.2f} J per step"
+            )
         lines.extend(f"  partial: {reason}" for reason in self.partial_reasons)
         return "\n".join(lines)

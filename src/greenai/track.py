@@ -191,14 +191,19 @@ class Tracker:
         synchronize: bool = True,
     ) -> None:
         if not (isinstance(sample_period_s, (int, float)) and 0 < sample_period_s < math.inf):
-            raise ValueError(f"sample_period_s must be a positive number of seconds, "
-                             f"got {sample_period_s!r}")
+            raise ValueError(
+                f"sample_period_s must be a positive number of seconds, got {sample_period_s!r}"
+            )
         if gpus is not None and (isinstance(gpus, (str, bytes)) or not isinstance(gpus, Sequence)):
             raise TypeError(f"gpus must be a sequence of CUDA device indices or None, got {gpus!r}")
         self.name = name
         self._config: dict[str, Any] = {
-            "gpus": gpus, "cpu": cpu, "dram": dram, "devices": devices,
-            "sample_period_s": float(sample_period_s), "synchronize": synchronize,
+            "gpus": gpus,
+            "cpu": cpu,
+            "dram": dram,
+            "devices": devices,
+            "sample_period_s": float(sample_period_s),
+            "synchronize": synchronize,
         }
         self._state = "new"
         self._result: Result | None = None
@@ -220,11 +225,15 @@ class Tracker:
             devices = probe(cfg["gpus"], cpu=cfg["cpu"], dram=cfg["dram"])
             if cfg["gpus"] is not None:
                 found = {getattr(d, "cuda_index", None) for d in probe_gpus(cfg["gpus"])}
-                self._missing = [f"gpu{i}: requested but not present" for i in cfg["gpus"]
-                                 if i not in found]
+                self._missing = [
+                    f"gpu{i}: requested but not present" for i in cfg["gpus"] if i not in found
+                ]
         self._meters = [_Meter(d) for d in devices]
-        self._cuda_indices = [i for d in devices if d.kind == "gpu"
-                              and isinstance(i := getattr(d, "cuda_index", None), int)]
+        self._cuda_indices = [
+            i
+            for d in devices
+            if d.kind == "gpu" and isinstance(i := getattr(d, "cuda_index", None), int)
+        ]
         self._unwarned: list[str] = list(self._missing)
         self._sampler_error = ""
         self._times = array("d")
@@ -236,7 +245,7 @@ class Tracker:
         self._t_origin = self._clock.now()
         self._sample(self._t_origin)
         self._sample_index = 1
-        self._next_sample_t = self._t_origin + self._period_s
+        self._next_sample_t: float = self._t_origin + self._period_s
         self._root = _Span(self.name, self._mark())
         self._result = None
         self._state = "running"
@@ -287,7 +296,9 @@ class Tracker:
         try:
             span = self._keyed.pop(key)
         except KeyError:
-            raise KeyError(f"no open window with key {key!r} (open: {sorted(self._keyed)})") from None
+            raise KeyError(
+                f"no open window with key {key!r} (open: {sorted(self._keyed)})"
+            ) from None
         self._close_span(span)
         return self._finalize(span)
 
@@ -299,8 +310,12 @@ class Tracker:
     def __enter__(self) -> Tracker:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if self._state == "running":
             self.stop()
 
@@ -396,8 +411,9 @@ class Tracker:
         with self._lock:
             messages, self._unwarned = self._unwarned, []
         for message in messages:
-            warnings.warn(f"greenai: {message}; results are marked partial", SensorWarning,
-                          stacklevel=3)
+            warnings.warn(
+                f"greenai: {message}; results are marked partial", SensorWarning, stacklevel=3
+            )
 
     def _sample(self, now: float) -> None:
         """Record one power sample of every device."""
@@ -417,7 +433,8 @@ class Tracker:
         with self._lock:
             previous_t = self._times[-1] if self._times else now
             self._times.append(now)
-            for m, (energy_j, power_w) in zip(self._meters, readings):
+            for m, (energy_j, read_w) in zip(self._meters, readings, strict=True):
+                power_w = read_w
                 last_j = m.cum_j[-1] if m.cum_j else 0.0
                 if m.counter:
                     cum_j = last_j if math.isnan(energy_j) else energy_j
@@ -427,12 +444,18 @@ class Tracker:
                 elif math.isnan(power_w):
                     cum_j = last_j
                 else:
-                    last_w = m.power_w[-1] if m.power_w and not math.isnan(m.power_w[-1]) else power_w
+                    last_w = (
+                        m.power_w[-1] if m.power_w and not math.isnan(m.power_w[-1]) else power_w
+                    )
                     cum_j = last_j + (last_w + power_w) / 2.0 * (now - previous_t)
                 if m.counter and not m.power_from_reading and len(m.cum_j) and now > previous_t:
-                    power_w = (cum_j - last_j) / (now - previous_t) if m.failed_at is None else math.nan
+                    power_w = (
+                        (cum_j - last_j) / (now - previous_t) if m.failed_at is None else math.nan
+                    )
                     if len(m.power_w) == 1:
-                        m.power_w[0] = power_w  # the first sample has no delta: use the first interval's
+                        m.power_w[0] = (
+                            power_w  # the first sample has no delta: use the first interval's
+                        )
                 m.cum_j.append(cum_j)
                 m.power_w.append(power_w)
 
@@ -455,8 +478,9 @@ class Tracker:
             if now >= self._next_sample_t:
                 self._sample(now)
                 # sample on a fixed grid (no drift), skipping instants already past
-                self._sample_index = max(self._sample_index + 1,
-                                         math.floor((now - self._t_origin) / self._period_s) + 1)
+                self._sample_index = max(
+                    self._sample_index + 1, math.floor((now - self._t_origin) / self._period_s) + 1
+                )
                 self._next_sample_t = self._t_origin + self._sample_index * self._period_s
             self._poll_counters()
         except Exception as e:  # a bug here must not kill the sampler silently: results say so
@@ -478,8 +502,9 @@ class Tracker:
         if isinstance(self._clock, _clock.VirtualClock):
             self._schedule(self._next_sample_t)
         else:
-            self._thread = threading.Thread(target=self._run_thread, name="greenai-sampler",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._run_thread, name="greenai-sampler", daemon=True
+            )
             self._thread.start()
 
     def _schedule(self, when_s: float) -> None:
@@ -525,8 +550,10 @@ class Tracker:
             while any(m.pending for m in self._meters):
                 remaining = deadline - self._clock.now()
                 if remaining <= 0:
-                    logger.debug("GPU counters did not update within %.1f s; using stale readings",
-                                 _RESOLVE_TIMEOUT_S)
+                    logger.debug(
+                        "GPU counters did not update within %.1f s; using stale readings",
+                        _RESOLVE_TIMEOUT_S,
+                    )
                     for m in self._meters:
                         m.pending.clear()
                     break
@@ -562,10 +589,13 @@ class Tracker:
             return cum[0]
         if i == len(times):
             last_w = m.power_w[-1]
-            extra = 0.0 if math.isnan(last_w) or m.failed_at is not None else last_w * (t - times[-1])
+            extra = (
+                0.0 if math.isnan(last_w) or m.failed_at is not None else last_w * (t - times[-1])
+            )
             return cum[-1] + extra
         t0, t1 = times[i - 1], times[i]
-        return cum[i - 1] + (cum[i] - cum[i - 1]) * ((t - t0) / (t1 - t0) if t1 > t0 else 0.0)
+        fraction = (t - t0) / (t1 - t0) if t1 > t0 else 0.0
+        return float(cum[i - 1] + (cum[i] - cum[i - 1]) * fraction)
 
     def _compute(self, span: _Span) -> Result:
         assert span.end is not None
@@ -575,12 +605,16 @@ class Tracker:
         for m in self._meters:
             energy[m.name] = max(0.0, self._energy_at(m, span.end) - self._energy_at(m, span.start))
             if m.failed_at is not None and m.failed_at <= t1:
-                reasons.append(f"{m.name} failed at {m.failed_at - self._t_origin:.3f} s "
-                               f"into the run: {m.failure}")
+                reasons.append(
+                    f"{m.name} failed at {m.failed_at - self._t_origin:.3f} s "
+                    f"into the run: {m.failure}"
+                )
             resets = [r for r in m.reset_times if t0 < r <= t1]
             if resets:
-                reasons.append(f"{m.name}: energy counter restarted {len(resets)} time(s); "
-                               "energy before each restart since the previous reading is missing")
+                reasons.append(
+                    f"{m.name}: energy counter restarted {len(resets)} time(s); "
+                    "energy before each restart since the previous reading is missing"
+                )
         if self._sampler_error:
             reasons.append(self._sampler_error)
         lo, hi = bisect_left(self._times, t0), bisect_right(self._times, t1)
@@ -608,18 +642,31 @@ class Tracker:
         return span.result
 
     def _step_stats(self, t0: float, t1: float) -> StepStats | None:
-        indices = [i for i in range(len(self._step_t0))
-                   if self._step_t0[i] >= t0 and self._step_t1[i] <= t1]
+        indices = [
+            i
+            for i in range(len(self._step_t0))
+            if self._step_t0[i] >= t0 and self._step_t1[i] <= t1
+        ]
         if not indices:
             return None
         durations = [self._step_t1[i] - self._step_t0[i] for i in indices]
         energies = [
-            sum(max(0.0, self._interpolate(m, self._step_t1[i]) - self._interpolate(m, self._step_t0[i]))
-                for m in self._meters)
+            sum(
+                max(
+                    0.0,
+                    self._interpolate(m, self._step_t1[i]) - self._interpolate(m, self._step_t0[i]),
+                )
+                for m in self._meters
+            )
             for i in indices
         ]
-        return StepStats(count=len(indices), time_s=sum(durations), energy_j=sum(energies),
-                         durations_s=durations, energies_j=energies)
+        return StepStats(
+            count=len(indices),
+            time_s=sum(durations),
+            energy_j=sum(energies),
+            durations_s=durations,
+            energies_j=energies,
+        )
 
 
 def _read_power(m: _Meter) -> float:
@@ -653,10 +700,17 @@ def track(
     sample_period_s: float = DEFAULT_SAMPLE_PERIOD_S,
     synchronize: bool = True,
 ) -> Tracker:
-    """Meter the energy of a block (``with greenai.track() as run:``) or function (``@greenai.track()``).
+    """Meter a block (``with greenai.track() as run:``) or a function (``@greenai.track()``).
 
     See :class:`Tracker` for the arguments. After the block, ``run.result`` holds a
     :class:`~greenai.result.Result`.
     """
-    return Tracker(name, gpus=gpus, cpu=cpu, dram=dram, devices=devices,
-                   sample_period_s=sample_period_s, synchronize=synchronize)
+    return Tracker(
+        name,
+        gpus=gpus,
+        cpu=cpu,
+        dram=dram,
+        devices=devices,
+        sample_period_s=sample_period_s,
+        synchronize=synchronize,
+    )

@@ -14,8 +14,16 @@ from collections.abc import Sequence
 
 from greenai.devices.base import Device, DeviceKind, NoPowerLimit, Source
 
-__all__ = ["Device", "DeviceKind", "NoPowerLimit", "Source", "probe", "probe_cpu", "probe_gpus",
-           "reset_cache"]
+__all__ = [
+    "Device",
+    "DeviceKind",
+    "NoPowerLimit",
+    "Source",
+    "probe",
+    "probe_cpu",
+    "probe_gpus",
+    "reset_cache",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +67,9 @@ def probe_cpu(powercap_root: str = POWERCAP_ROOT) -> tuple[Device, ...]:
     return (*measured, *estimates)
 
 
-def probe(gpus: Sequence[int] | None = None, *, cpu: bool = True, dram: bool = True) -> list[Device]:
+def probe(
+    gpus: Sequence[int] | None = None, *, cpu: bool = True, dram: bool = True
+) -> list[Device]:
     """Everything to meter: the chosen GPUs, then CPU packages, then DRAM."""
     devices = probe_gpus(gpus)
     devices += [d for d in probe_cpu() if (d.kind == "cpu" and cpu) or (d.kind == "dram" and dram)]

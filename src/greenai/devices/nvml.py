@@ -66,8 +66,17 @@ class NvmlGpu:
 
     kind: DeviceKind = "gpu"
 
-    def __init__(self, handle: Any, *, cuda_index: int, nvml_index: int, model: str, uuid: str,
-                 has_energy_counter: bool, simulated: bool) -> None:
+    def __init__(
+        self,
+        handle: Any,
+        *,
+        cuda_index: int,
+        nvml_index: int,
+        model: str,
+        uuid: str,
+        has_energy_counter: bool,
+        simulated: bool,
+    ) -> None:
         self._handle = handle
         self.cuda_index = cuda_index
         self.nvml_index = nvml_index
@@ -75,8 +84,8 @@ class NvmlGpu:
         self.uuid = uuid
         self.name = f"gpu{cuda_index}"
         self.has_energy_counter = has_energy_counter
-        self.source: Source = "sim" if simulated else (
-            "nvml-counter" if has_energy_counter else "nvml-power"
+        self.source: Source = (
+            "sim" if simulated else ("nvml-counter" if has_energy_counter else "nvml-power")
         )
         self.counter_resets = 0
         self._lock = threading.Lock()
@@ -92,8 +101,13 @@ class NvmlGpu:
 
         if not self.has_energy_counter:
             raise NotSupportedError(f"{self.name}: no energy counter (pre-Volta GPU)")
-        raw_mj = _nvml_call(f"{self.name}: total energy",
-                            pynvml.nvmlDeviceGetTotalEnergyConsumption, self._handle)
+        raw_mj = int(
+            _nvml_call(
+                f"{self.name}: total energy",
+                pynvml.nvmlDeviceGetTotalEnergyConsumption,
+                self._handle,
+            )
+        )
         with self._lock:
             if self._last_raw_mj is not None and raw_mj < self._last_raw_mj:
                 # The counter restarted (driver reload, GPU reset): continue from the last
@@ -113,16 +127,22 @@ class NvmlGpu:
     def power_limit_w(self) -> float:
         import pynvml
 
-        mw = _nvml_call(f"{self.name}: enforced power limit",
-                        pynvml.nvmlDeviceGetEnforcedPowerLimit, self._handle)
+        mw = _nvml_call(
+            f"{self.name}: enforced power limit",
+            pynvml.nvmlDeviceGetEnforcedPowerLimit,
+            self._handle,
+        )
         return float(mw) / 1000.0
 
     def power_limit_range_w(self) -> tuple[float, float]:
         import pynvml
 
-        lo, hi = _nvml_call(f"{self.name}: power limit constraints",
-                            pynvml.nvmlDeviceGetPowerManagementLimitConstraints, self._handle)
-        return float(lo) / 1000.0, float(hi) / 1000.0
+        lo_mw, hi_mw = _nvml_call(
+            f"{self.name}: power limit constraints",
+            pynvml.nvmlDeviceGetPowerManagementLimitConstraints,
+            self._handle,
+        )
+        return float(lo_mw) / 1000.0, float(hi_mw) / 1000.0
 
     def set_power_limit_w(self, limit_w: float) -> None:
         import pynvml
@@ -130,8 +150,12 @@ class NvmlGpu:
         lo, hi = self.power_limit_range_w()
         if not lo <= limit_w <= hi:
             raise ValueError(f"limit_w={limit_w!r} is outside {self.name}'s range [{lo}, {hi}] W")
-        _nvml_call(f"{self.name}: set power limit", pynvml.nvmlDeviceSetPowerManagementLimit,
-                   self._handle, round(limit_w * 1000))
+        _nvml_call(
+            f"{self.name}: set power limit",
+            pynvml.nvmlDeviceSetPowerManagementLimit,
+            self._handle,
+            round(limit_w * 1000),
+        )
 
 
 @dataclass(frozen=True)
@@ -162,8 +186,11 @@ def parse_cuda_visible_devices(value: str | None) -> list[_VisibleEntry] | None:
             entries.append(_VisibleEntry(uuid_prefix=token))
         else:
             if token:
-                logger.debug("CUDA_VISIBLE_DEVICES entry %r is not a GPU index or UUID; "
-                             "it and the entries after it are ignored, as CUDA does", token)
+                logger.debug(
+                    "CUDA_VISIBLE_DEVICES entry %r is not a GPU index or UUID; "
+                    "it and the entries after it are ignored, as CUDA does",
+                    token,
+                )
             break
     return entries
 
@@ -187,7 +214,11 @@ def probe() -> list[NvmlGpu]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     key = (pynvml.nvmlInit, visible)
     with _probe_lock:
-        if _probe_cache is not None and _probe_cache[0][0] is key[0] and _probe_cache[0][1] == visible:
+        if (
+            _probe_cache is not None
+            and _probe_cache[0][0] is key[0]
+            and _probe_cache[0][1] == visible
+        ):
             return list(_probe_cache[1])
         gpus = _probe_uncached(pynvml, parse_cuda_visible_devices(visible))
         _probe_cache = (key, gpus)
@@ -205,10 +236,13 @@ def _probe_uncached(pynvml: Any, visible: list[_VisibleEntry] | None) -> list[Nv
     try:
         _nvml_call("init", pynvml.nvmlInit)
         count = _nvml_call("device count", pynvml.nvmlDeviceGetCount)
-        handles = [_nvml_call(f"handle {i}", pynvml.nvmlDeviceGetHandleByIndex, i)
-                   for i in range(count)]
-        uuids = [_as_str(_nvml_call(f"uuid {i}", pynvml.nvmlDeviceGetUUID, h))
-                 for i, h in enumerate(handles)]
+        handles = [
+            _nvml_call(f"handle {i}", pynvml.nvmlDeviceGetHandleByIndex, i) for i in range(count)
+        ]
+        uuids = [
+            _as_str(_nvml_call(f"uuid {i}", pynvml.nvmlDeviceGetUUID, h))
+            for i, h in enumerate(handles)
+        ]
     except DeviceError as e:
         logger.debug("no NVIDIA GPUs: %s", e)
         return []
@@ -224,12 +258,21 @@ def _probe_uncached(pynvml: Any, visible: list[_VisibleEntry] | None) -> list[Nv
             continue
         has_counter = _answers(pynvml.nvmlDeviceGetTotalEnergyConsumption, handle)
         if not has_counter and not _answers(pynvml.nvmlDeviceGetPowerUsage, handle):
-            logger.debug("GPU %d (%s) reports neither energy nor power; not metered",
-                         cuda_index, model)
+            logger.debug(
+                "GPU %d (%s) reports neither energy nor power; not metered", cuda_index, model
+            )
             continue
-        gpus.append(NvmlGpu(handle, cuda_index=cuda_index, nvml_index=nvml_index, model=model,
-                            uuid=uuids[nvml_index], has_energy_counter=has_counter,
-                            simulated=simulated))
+        gpus.append(
+            NvmlGpu(
+                handle,
+                cuda_index=cuda_index,
+                nvml_index=nvml_index,
+                model=model,
+                uuid=uuids[nvml_index],
+                has_energy_counter=has_counter,
+                simulated=simulated,
+            )
+        )
     return gpus
 
 
@@ -246,8 +289,11 @@ def _select_visible(uuids: list[str], visible: list[_VisibleEntry] | None) -> li
             hits = [i for i, u in enumerate(uuids) if u.startswith(entry.uuid_prefix)]
             match = hits[0] if len(hits) == 1 else None
         if match is None or match in order:
-            logger.debug("CUDA_VISIBLE_DEVICES entry %s matches no single GPU (or repeats one); "
-                         "it and the entries after it are ignored, as CUDA does", entry)
+            logger.debug(
+                "CUDA_VISIBLE_DEVICES entry %s matches no single GPU (or repeats one); "
+                "it and the entries after it are ignored, as CUDA does",
+                entry,
+            )
             break
         order.append(match)
     return order
