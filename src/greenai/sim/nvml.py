@@ -123,6 +123,9 @@ class _UnsimulatedFunction:
     def __call__(self, *args: object) -> int:
         return self.backend.unsimulated_return_code(args)
 
+    def __repr__(self) -> str:
+        return f"<unsimulated NVML function {self.name}>"
+
 
 class _SimulatedNvml:
     """The NVML API over one :class:`Simulation`; :meth:`functions` maps pynvml names to it."""
