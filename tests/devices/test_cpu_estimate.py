@@ -1,0 +1,376 @@
+"""CPU and DRAM estimates: the models, the TDP lookup, and that codecarbon is never imported."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import psutil
+import pytest
+
+from greenai.devices import cpu_estimate
+from greenai.devices.base import Device
+from greenai.devices.cpu_estimate import (
+    DEFAULT_TDP_W,
+    POWER_WINDOW_S,
+    W_PER_GIB,
+    CpuEstimate,
+    DramEstimate,
+    count_packages,
+    cpu_model_name,
+    load_tdp_table,
+    lookup_tdp,
+    normalize_cpu_name,
+    probe,
+)
+from greenai.errors import DeviceError, NotSupportedError
+
+TICK_S = 1 / os.sysconf("SC_CLK_TCK")  # os.times() resolution
+
+FAKE_CSV = """\
+Name,TDP
+Intel Xeon Gold 6130,125.0
+Intel Xeon Gold 6130F,135.0
+Intel Core i7-8700,65.0
+Intel Core i7-8700K,95.0
+Intel Core i9-13900K,125.0
+Intel Xeon E5-2680,130.0
+Intel Xeon E5-2690 v4,135.0
+AMD EPYC 7763,280.0
+AMD Ryzen 9 5950X,105.0
+AMD Ryzen 7 5800H,45.0
+AMD Ryzen 5 3500 Processor (OEM Only),65
+AMD Ryzen 5 PRO 4650U,15
+AMD Ryzen 5 PRO 4650U Mobile,25
+Intel Xeon Bronze 3104,85.0
+Intel(R) Xeon(R) Bronze 3104 CPU,90
+Intel Xeon Silver 4110,n/a
+"""
+
+
+@pytest.fixture(autouse=True)
+def clear_caches() -> None:
+    """The lookups are cached per process; every test starts from a clean slate."""
+    for cached in (load_tdp_table, lookup_tdp, cpu_model_name, count_packages):
+        cached.cache_clear()
+
+
+@pytest.fixture
+def fake_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "cpu_power.csv"
+    path.write_text(FAKE_CSV)
+    return path
+
+
+def cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def burn_cpu(seconds: float) -> None:
+    """Spin in this thread until this process has used ``seconds`` more CPU time."""
+    end = cpu_s() + seconds
+    while cpu_s() < end:
+        sum(range(1_000))
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalized"),
+    [
+        ("Intel(R) Xeon(R) Gold 6130 CPU @ 2.10GHz", "intel xeon gold 6130"),
+        ("13th Gen Intel(R) Core(TM) i9-13900K", "intel core i9-13900k"),
+        ("AMD EPYC 7763 64-Core Processor", "amd epyc 7763"),
+        ("AMD Ryzen Threadripper PRO 5995WX 64-Cores", "amd ryzen threadripper pro 5995wx"),
+        ("AMD Ryzen 7 5800H with Radeon Graphics", "amd ryzen 7 5800h"),
+        ("AMD Ryzen 5 3500 Processor (OEM Only)", "amd ryzen 5 3500"),
+    ],
+)
+def test_normalize_cpu_name(raw: str, normalized: str) -> None:
+    assert normalize_cpu_name(raw) == normalized
+
+
+@pytest.mark.parametrize(
+    ("model", "tdp_w", "how"),
+    [
+        ("Intel(R) Xeon(R) Gold 6130 CPU @ 2.10GHz", 125.0, "exact"),
+        ("Intel(R) Xeon(R) Gold 6130F CPU @ 2.10GHz", 135.0, "exact"),
+        ("Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz", 65.0, "exact"),
+        ("Intel(R) Core(TM) i7-8700K CPU @ 3.70GHz", 95.0, "exact"),
+        ("13th Gen Intel(R) Core(TM) i9-13900K", 125.0, "exact"),
+        ("AMD EPYC 7763 64-Core Processor", 280.0, "exact"),
+        ("AMD Ryzen 9 5950X 16-Core Processor", 105.0, "exact"),
+        ("AMD Ryzen 5 3500 6-Core Processor", 65.0, "exact"),
+        ("AMD Ryzen 5 PRO 4650U with Radeon Graphics", 15.0, "exact"),
+        # Extra descriptive words on either side; the model number is the same.
+        ("AMD Ryzen 7 5800H Mobile w/ Radeon Vega", 45.0, "token"),
+        ("EPYC 7763", 280.0, "token"),
+    ],
+)
+def test_tdp_matches(fake_csv: Path, model: str, tdp_w: float, how: str) -> None:
+    found_tdp_w, origin = lookup_tdp(model, fake_csv)
+    assert found_tdp_w == tdp_w
+    assert origin.startswith("CodeCarbon cpu_power.csv")
+    assert f"{how} match" in origin
+    assert model in origin
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "Intel(R) Xeon(R) Gold 6138 CPU @ 2.00GHz",  # not in the table
+        "Intel(R) Xeon(R) CPU E5-2680 v4 @ 2.40GHz",  # only v1 is: a different chip
+        "Intel(R) Xeon(R) CPU E5-2690 @ 2.90GHz",  # only v4 is
+        "Intel(R) Core(TM) i7-8700T CPU @ 2.40GHz",  # never the i7-8700's TDP
+        "AMD EPYC 7763X 64-Core Processor",
+        "Ryzen 5 PRO 4650U",  # two token matches, two TDPs
+        "AMD EPYC",  # no model number: nothing to match on
+        "Intel(R) Xeon(R) Bronze 3104 CPU @ 1.70GHz",  # two rows normalize alike, disagree
+        "Intel(R) Xeon(R) Silver 4110 CPU @ 2.10GHz",  # its row has no usable TDP
+    ],
+)
+def test_unknown_or_ambiguous_cpu_gets_the_default(fake_csv: Path, model: str) -> None:
+    tdp_w, origin = lookup_tdp(model, fake_csv)
+    assert tdp_w == DEFAULT_TDP_W == 85.0
+    assert origin.startswith("default 85 W")
+    assert model in origin
+
+
+def test_default_when_model_or_table_is_missing(tmp_path: Path) -> None:
+    assert lookup_tdp(None, tmp_path / "x.csv") == (85.0, "default 85 W: the CPU model is unknown")
+    tdp_w, origin = lookup_tdp("AMD EPYC 7763", None)
+    assert (tdp_w, origin.startswith("default")) == (85.0, True)
+    tdp_w, origin = lookup_tdp("AMD EPYC 7763", tmp_path / "missing.csv")
+    assert (tdp_w, origin.startswith("default"), "cannot read" in origin) == (85.0, True, True)
+
+
+def test_cpu_estimate_looks_up_this_cpu(fake_csv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu_estimate, "cpu_power_csv_path", lambda: fake_csv)
+    monkeypatch.setattr(cpu_estimate, "cpu_model_name", lambda: "AMD EPYC 7763 64-Core Processor")
+    est = CpuEstimate()
+    assert est.tdp_w == 280.0
+    assert "'amd epyc 7763'" in est.tdp_origin
+    monkeypatch.setattr(cpu_estimate, "cpu_model_name", lambda: "Some Future CPU 9999")
+    est = CpuEstimate()
+    assert est.tdp_w == 85.0
+    assert est.tdp_origin.startswith("default")
+
+
+def test_user_tdp_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail() -> None:
+        raise AssertionError("a given TDP needs no lookup")
+
+    monkeypatch.setattr(cpu_estimate, "cpu_model_name", fail)
+    est = CpuEstimate(tdp_w=200)
+    assert (est.tdp_w, est.tdp_origin) == (200.0, "user-given (tdp_w=)")
+
+
+@pytest.mark.parametrize("tdp_w", [0.0, -10.0, float("nan"), float("inf"), True])
+def test_invalid_tdp_is_rejected(tdp_w: float) -> None:
+    with pytest.raises(ValueError, match="tdp_w"):
+        CpuEstimate(tdp_w=tdp_w)
+
+
+def test_real_table_is_found_without_importing_codecarbon() -> None:
+    code = (
+        "import sys\n"
+        "from greenai.devices import cpu_estimate as c\n"
+        "path = c.cpu_power_csv_path()\n"
+        "assert path is not None and path.name == 'cpu_power.csv', path\n"
+        "tdp_w, origin = c.lookup_tdp('Intel(R) Xeon(R) Gold 6130 CPU @ 2.10GHz', path)\n"
+        "assert tdp_w == 125.0, (tdp_w, origin)\n"
+        "c.probe()\n"
+        "assert 'codecarbon' not in sys.modules, [m for m in sys.modules if 'codecarbon' in m]\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
+
+
+def test_cpu_model_name_reads_cpuinfo(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nvendor_id\t: GenuineIntel\n"
+        "model name\t: Intel(R) Xeon(R) Gold 6130 CPU @ 2.10GHz\nflags\t\t: fpu vme\n\n"
+        "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) Gold 6130 CPU @ 2.10GHz\n"
+    )
+    assert cpu_model_name(cpuinfo) == "Intel(R) Xeon(R) Gold 6130 CPU @ 2.10GHz"
+
+
+def test_cpu_model_name_falls_back_to_platform(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(platform, "processor", lambda: "AMD EPYC 7763")
+    assert cpu_model_name(tmp_path / "missing") == "AMD EPYC 7763"
+    cpu_model_name.cache_clear()
+    monkeypatch.setattr(platform, "processor", lambda: "")
+    assert cpu_model_name(tmp_path / "missing") is None
+
+
+def test_count_packages(tmp_path: Path) -> None:
+    for cpu, package in enumerate([0, 0, 1, 1]):
+        topology = tmp_path / f"cpu{cpu}" / "topology"
+        topology.mkdir(parents=True)
+        (topology / "physical_package_id").write_text(f"{package}\n")
+    (tmp_path / "cpufreq").mkdir()
+    assert count_packages(tmp_path) == 2
+    assert count_packages(tmp_path / "missing") == 1
+
+
+def test_cpu_energy_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """4 of 64 logical CPUs busy for 10 s on two 200 W packages: 200 * 2 * 40 / 64 J."""
+    cpu_s_now = [1_000.0]
+    monkeypatch.setattr(cpu_estimate, "_process_cpu_s", lambda: cpu_s_now[0])
+    monkeypatch.setattr(cpu_estimate, "count_packages", lambda: 2)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    est = CpuEstimate(tdp_w=200.0)
+    assert (est.packages, est.logical_cpus, est.energy_j()) == (2, 64, 0.0)
+    cpu_s_now[0] += 40.0
+    assert est.energy_j() == 250.0
+
+
+def test_cpu_energy_follows_cpu_time_not_wall_time() -> None:
+    est = CpuEstimate(tdp_w=120.0)
+    j_per_cpu_s = 120.0 * est.packages / est.logical_cpus
+    assert est.logical_cpus == os.cpu_count()
+    assert (est.kind, est.name, est.source, est.has_energy_counter) == (
+        "cpu",
+        "cpu0",
+        "estimate",
+        True,
+    )
+    assert isinstance(est, Device)
+
+    e0, t0 = est.energy_j(), cpu_s()
+    burn_cpu(0.2)
+    e1, t1 = est.energy_j(), cpu_s()
+    assert t1 - t0 >= 0.2
+    assert e1 - e0 == pytest.approx((t1 - t0) * j_per_cpu_s, abs=2 * TICK_S * j_per_cpu_s)
+
+    time.sleep(0.2)  # wall time passes, CPU time barely does
+    assert est.energy_j() - e1 == pytest.approx(0, abs=3 * TICK_S * j_per_cpu_s)
+
+
+@pytest.fixture
+def fake_times(monkeypatch: pytest.MonkeyPatch) -> Callable[[float, float], None]:
+    """Replace wall and process CPU time with counters; returns ``advance(wall_s, cpu_s)``.
+
+    One package, 8 logical CPUs: with ``tdp_w=80`` each busy logical CPU is worth 10 W.
+    """
+    now = {"wall": 100.0, "cpu": 10.0}
+    monkeypatch.setattr(cpu_estimate, "time", SimpleNamespace(monotonic=lambda: now["wall"]))
+    monkeypatch.setattr(cpu_estimate, "_process_cpu_s", lambda: now["cpu"])
+    monkeypatch.setattr(cpu_estimate, "count_packages", lambda: 1)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+
+    def advance(wall_s: float, cpu_s: float) -> None:
+        now["wall"] += wall_s
+        now["cpu"] += cpu_s
+
+    return advance
+
+
+def test_cpu_power_over_intervals(fake_times: Callable[[float, float], None]) -> None:
+    est = CpuEstimate(tdp_w=80.0)
+    fake_times(1.0, 2.0)  # 2 CPUs busy since construction
+    assert est.power_w() == 20.0
+    fake_times(0.0625, 0.0625)  # too short an interval: the last figure stands
+    assert est.power_w() == 20.0
+    fake_times(0.0625, 0.4375)  # the open interval is now 0.125 s long, with 0.5 CPU-s
+    assert est.power_w() == 40.0
+    fake_times(1.0, 20.0)  # more than all 8 CPUs (tick rounding): capped at the TDP
+    assert est.power_w() == 80.0
+    fake_times(1.0, 0.0)
+    assert est.power_w() == 0.0
+
+
+def test_first_cpu_power_call_uses_the_short_interval(
+    fake_times: Callable[[float, float], None],
+) -> None:
+    est = CpuEstimate(tdp_w=80.0)
+    assert est.power_w() == 0.0  # no time has passed at all
+    fake_times(0.03125, 0.09375)  # 3 CPUs busy, shorter than the window, but nothing better
+    assert est.power_w() == 30.0
+
+
+def test_cpu_power_in_real_time() -> None:
+    est = CpuEstimate(tdp_w=100.0)
+    one_cpu_w = 100.0 * est.packages / est.logical_cpus
+    est.power_w()  # starts a fresh interval
+    burn_cpu(0.3)  # one busy thread: about one logical CPU, less if others compete for it
+    assert 0.2 * one_cpu_w < est.power_w() <= 1.1 * one_cpu_w
+    time.sleep(2 * POWER_WINDOW_S)
+    assert est.power_w() < 0.2 * one_cpu_w  # an idle interval
+
+
+def test_dram_power_follows_rss() -> None:
+    dram = DramEstimate()
+    assert (dram.kind, dram.name, dram.source, dram.has_energy_counter) == (
+        "dram",
+        "dram0",
+        "estimate",
+        False,
+    )
+    assert isinstance(dram, Device)
+    before_w = dram.power_w()
+    block = np.ones(200 * 1024**2 // 8)  # 200 MiB, every page written
+    during_w = dram.power_w()
+    del block
+    expected_w = 200 / 1024 * W_PER_GIB
+    assert W_PER_GIB == 0.375
+    assert during_w - before_w == pytest.approx(expected_w, rel=0.1)
+    assert dram.power_w() == pytest.approx(before_w, abs=0.1 * expected_w)
+
+
+def test_dram_has_no_energy_counter() -> None:
+    with pytest.raises(NotSupportedError):
+        DramEstimate().energy_j()
+
+
+def test_dram_read_failure_raises_device_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def gone() -> None:
+        raise psutil.NoSuchProcess(os.getpid())
+
+    dram = DramEstimate()
+    monkeypatch.setattr(psutil, "Process", gone)
+    with pytest.raises(DeviceError) as excinfo:
+        dram.power_w()
+    assert isinstance(excinfo.value.__cause__, psutil.NoSuchProcess)
+
+
+def test_power_limits_are_not_supported() -> None:
+    for device in (CpuEstimate(tdp_w=50.0), DramEstimate()):
+        with pytest.raises(NotSupportedError):
+            device.power_limit_w()
+        with pytest.raises(NotSupportedError):
+            device.set_power_limit_w(10.0)
+
+
+def test_probe_returns_both_estimates() -> None:
+    devices = probe()
+    assert [(type(d), d.name) for d in devices] == [(CpuEstimate, "cpu0"), (DramEstimate, "dram0")]
+
+
+def test_probe_leaves_out_what_fails(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="greenai.devices.cpu_estimate")
+
+    def denied() -> None:
+        raise psutil.AccessDenied(os.getpid())
+
+    monkeypatch.setattr(psutil, "Process", denied)
+    assert [d.name for d in probe()] == ["cpu0"]
+    assert [(r.levelno, "DRAM estimate unavailable" in r.message) for r in caplog.records] == [
+        (logging.DEBUG, True)
+    ]
