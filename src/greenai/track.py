@@ -39,6 +39,7 @@ from greenai import clock as _clock
 from greenai.devices import Device, probe, probe_gpus
 from greenai.errors import NotSupportedError, SensorWarning
 from greenai.result import PowerTimeline, Result, StepStats
+from greenai.staleness import POLL_S, CounterBoundary, UpdateLog
 
 logger = logging.getLogger(__name__)
 
@@ -46,40 +47,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_SAMPLE_PERIOD_S = 0.1
-_BURST_PERIOD_S = 0.001  # polling interval while locating GPU counter updates
-_RESOLVE_TIMEOUT_S = 1.0  # longest wait for two counter updates after a boundary
-
-
-class _CounterBoundary:
-    """A boundary on a coarse (GPU) counter, refined once the next two updates are seen."""
-
-    __slots__ = ("seen_j", "seen_t", "stale_j", "t", "ticks", "value_j")
-
-    def __init__(self, t: float, stale_j: float) -> None:
-        self.t = t
-        self.stale_j = stale_j
-        self.seen_t = t
-        self.seen_j = stale_j
-        self.ticks: list[tuple[float, float]] = []
-        self.value_j: float | None = None
-
-    def observe(self, t: float, energy_j: float) -> bool:
-        """Feed one poll of the counter; True once the boundary is resolved."""
-        if energy_j != self.seen_j:
-            # The update happened between the previous poll and this one.
-            self.ticks.append(((self.seen_t + t) / 2.0, energy_j))
-            self.seen_j = energy_j
-        self.seen_t = t
-        if len(self.ticks) < 2:
-            return False
-        (t1, j1), (t2, j2) = self.ticks[0], self.ticks[1]
-        power_after_w = (j2 - j1) / (t2 - t1) if t2 > t1 else 0.0
-        estimate_j = j1 - power_after_w * (t1 - self.t)
-        self.value_j = min(max(estimate_j, self.stale_j), j1)
-        return True
-
-    def value(self) -> float:
-        return self.stale_j if self.value_j is None else self.value_j
+_RESOLVE_TIMEOUT_S = 1.0  # longest wait for GPU counter updates around a boundary
 
 
 class _Meter:
@@ -98,7 +66,10 @@ class _Meter:
         self.reset_times: list[float] = []
         self.cum_j = array("d")  # cumulative energy at each sample (held after a failure)
         self.power_w = array("d")
-        self.pending: list[_CounterBoundary] = []
+        self.pending: list[CounterBoundary] = []  # in time order, settled in that order
+        self.last_boundary: CounterBoundary | None = None
+        self.updates = UpdateLog()
+        self.next_poll_t = -math.inf
 
 
 class _Mark:
@@ -106,7 +77,7 @@ class _Mark:
 
     __slots__ = ("t", "values")
 
-    def __init__(self, t: float, values: dict[str, float | _CounterBoundary]) -> None:
+    def __init__(self, t: float, values: dict[str, float | CounterBoundary]) -> None:
         self.t = t
         self.values = values
 
@@ -245,6 +216,11 @@ class Tracker:
         self._t_origin = self._clock.now()
         self._sample(self._t_origin)
         self._sample_index = 1
+        self._resolved = threading.Condition(self._lock)
+        self._stopping = threading.Event()
+        self._wake_event = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._timer: _clock.Timer | None = None
         self._next_sample_t: float = self._t_origin + self._period_s
         self._root = _Span(self.name, self._mark())
         self._result = None
@@ -360,24 +336,24 @@ class Tracker:
         if self._sync and self._cuda_indices:
             _synchronize_cuda(self._cuda_indices)
         t = self._clock.now()
-        values: dict[str, float | _CounterBoundary] = {}
-        coarse = False
+        values: dict[str, float | CounterBoundary] = {}
         for m in self._meters:
             if not m.counter or m.failed_at is not None:
                 continue
             energy_j = self._read_energy(m, t)
             if energy_j is None:
                 continue
-            if m.coarse:
-                boundary = _CounterBoundary(t, energy_j)
-                with self._lock:
-                    m.pending.append(boundary)
-                values[m.name] = boundary
-                coarse = True
-            else:
+            if not m.coarse:
                 values[m.name] = energy_j
-        if coarse:
-            self._wake()
+                continue
+            boundary = CounterBoundary(t, energy_j)
+            with self._lock:
+                m.updates.observe(t, energy_j)
+                if m.pending or not boundary.resolve(m.updates.updates, m.last_boundary):
+                    m.pending.append(boundary)
+                else:
+                    m.last_boundary = boundary
+            values[m.name] = boundary
         self._flush_warnings()
         return _Mark(t, values)
 
@@ -438,6 +414,8 @@ class Tracker:
                 last_j = m.cum_j[-1] if m.cum_j else 0.0
                 if m.counter:
                     cum_j = last_j if math.isnan(energy_j) else energy_j
+                    if m.coarse and not math.isnan(energy_j):
+                        m.updates.observe(now, energy_j)
                     if m.device.counter_resets != m.resets_seen:
                         m.resets_seen = m.device.counter_resets
                         m.reset_times.append(now)
@@ -459,18 +437,28 @@ class Tracker:
                 m.cum_j.append(cum_j)
                 m.power_w.append(power_w)
 
-    def _poll_counters(self) -> None:
-        """Poll the GPU counters that have unresolved boundaries (burst mode)."""
+    def _poll_counters(self, now: float) -> None:
+        """Poll the GPU counters that are due, to time their updates and settle boundaries."""
         for m in self._meters:
-            if not m.pending or m.failed_at is not None:
+            if not m.coarse or m.failed_at is not None or now < m.next_poll_t:
                 continue
-            t_before = self._clock.now()
-            energy_j = self._read_energy(m, t_before)
+            energy_j = self._read_energy(m, now)
             if energy_j is None:
                 continue
-            t = (t_before + self._clock.now()) / 2.0
+            t = (now + self._clock.now()) / 2.0
             with self._lock:
-                m.pending = [b for b in m.pending if not b.observe(t, energy_j)]
+                m.updates.observe(t, energy_j)
+                while m.pending and m.pending[0].resolve(m.updates.updates, m.last_boundary):
+                    m.last_boundary = m.pending.pop(0)
+                if m.updates.fresh:
+                    logger.debug(
+                        "%s: counter updates every %.4f s; no correction needed",
+                        m.name,
+                        m.updates.period_s,
+                    )
+                    m.coarse = False
+                    m.pending.clear()  # their stale readings are fresh enough
+                m.next_poll_t = m.updates.next_poll(now)
 
     def _tick(self, now: float) -> float:
         """One round of the sampler; returns when the next round is due."""
@@ -482,25 +470,20 @@ class Tracker:
                     self._sample_index + 1, math.floor((now - self._t_origin) / self._period_s) + 1
                 )
                 self._next_sample_t = self._t_origin + self._sample_index * self._period_s
-            self._poll_counters()
+            self._poll_counters(now)
         except Exception as e:  # a bug here must not kill the sampler silently: results say so
             logger.debug("sampler error", exc_info=True)
             with self._lock:
                 self._sampler_error = self._sampler_error or f"sampler error: {e!r}"
         with self._lock:
             self._resolved.notify_all()
-            pending = any(m.pending for m in self._meters)
-        return min(self._next_sample_t, now + _BURST_PERIOD_S) if pending else self._next_sample_t
+            polls = [m.next_poll_t for m in self._meters if m.coarse and m.failed_at is None]
+        return min([self._next_sample_t, *polls])
 
     # ----------------------------------------------------------------- sampler
     def _start_sampler(self) -> None:
-        self._resolved = threading.Condition(self._lock)
-        self._stopping = threading.Event()
-        self._wake_event = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._timer: _clock.Timer | None = None
         if isinstance(self._clock, _clock.VirtualClock):
-            self._schedule(self._next_sample_t)
+            self._schedule(self._clock.now())
         else:
             self._thread = threading.Thread(
                 target=self._run_thread, name="greenai-sampler", daemon=True
@@ -525,12 +508,6 @@ class Tracker:
             if delay > 0:
                 self._wake_event.wait(delay)
                 self._wake_event.clear()
-
-    def _wake(self) -> None:
-        if self._thread is not None:
-            self._wake_event.set()
-        elif self._timer is not None:
-            self._schedule(self._clock.now())
 
     def _stop_sampler(self) -> None:
         self._stopping.set()
@@ -558,7 +535,7 @@ class Tracker:
                         m.pending.clear()
                     break
                 if virtual:
-                    self._clock.sleep(_BURST_PERIOD_S)
+                    self._clock.sleep(POLL_S)
                 else:
                     self._resolved.wait(remaining)
 
@@ -575,7 +552,7 @@ class Tracker:
 
     def _energy_at(self, m: _Meter, mark: _Mark) -> float:
         value = mark.values.get(m.name)
-        if isinstance(value, _CounterBoundary):
+        if isinstance(value, CounterBoundary):
             return value.value()
         if value is not None:
             return value

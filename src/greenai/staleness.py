@@ -1,0 +1,160 @@
+"""Correcting coarse energy counters for staleness at window boundaries.
+
+NVML's energy counter updates only every ~20-100 ms, so a reading taken at a
+window boundary is up to one update period old: several percent of a one-second
+window. :class:`UpdateLog` follows when the counter updates: it polls every
+millisecond until it has timed two consecutive updates, then polls only just
+before each predicted update (phase-locked), so it keeps a log of precisely
+timed updates at a cost of a few reads per update. :class:`CounterBoundary`
+then places a boundary between updates:
+
+* backward (no wait): the update that produced the boundary's reading, at
+  ``t_k``, plus the power over the interval before it, extends the reading to
+  the boundary: ``E(t) = E_k + P_before * (t - t_k)``;
+* forward (when that update was not timed, e.g. at the first boundary): the
+  next update after the boundary minus the power over the interval after it:
+  ``E(t) = E_next - P_after * (t_next - t)``.
+
+Both are exact when the power changes at the boundary itself (the usual case:
+work starts or stops there) and otherwise err by at most the power change
+within one update period. Units: s, J.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import deque
+from typing import NamedTuple
+
+POLL_S = 0.001
+"""Polling interval while locating a counter update."""
+
+PRECISE_GAP_S = 0.005
+"""An update seen across a longer gap between two polls is not timed precisely."""
+
+FRESH_PERIOD_S = 0.005
+"""Counters that update at least this often need no correction."""
+
+IDLE_SEARCH_S = 0.01
+"""Polling interval while searching for an update when none came for a second (a stuck or
+idle counter should not be polled a thousand times a second)."""
+
+_HISTORY = 256
+_PERIOD_SAMPLES = 8
+
+
+class Update(NamedTuple):
+    """One observed counter update: when (midpoint of the polls around it) and the new value."""
+
+    t: float
+    energy_j: float
+    precise: bool
+
+
+class UpdateLog:
+    """When one counter updates, learned from the polls fed to :meth:`observe`."""
+
+    def __init__(self) -> None:
+        self.updates: deque[Update] = deque(maxlen=_HISTORY)
+        self.period_s: float | None = None
+        self._periods: deque[float] = deque(maxlen=_PERIOD_SAMPLES)
+        self._last_t = -math.inf
+        self._last_j: float | None = None
+        self._searching_since: float | None = None
+
+    @property
+    def fresh(self) -> bool:
+        """True once the counter is known to update so often that it needs no correction."""
+        return self.period_s is not None and self.period_s < FRESH_PERIOD_S
+
+    def observe(self, t: float, energy_j: float) -> None:
+        """Feed one reading taken at ``t`` (readings older than the last one are ignored)."""
+        if t <= self._last_t:
+            return
+        if self._last_j is not None and energy_j != self._last_j:
+            precise = t - self._last_t <= PRECISE_GAP_S
+            update = Update((self._last_t + t) / 2.0, energy_j, precise)
+            previous = self.updates[-1] if self.updates else None
+            if (
+                precise
+                and previous is not None
+                and previous.precise
+                and previous.energy_j == self._last_j
+            ):
+                gap_s = update.t - previous.t
+                periods = max(1, round(gap_s / self.period_s)) if self.period_s else 1
+                self._periods.append(gap_s / periods)
+                self.period_s = statistics.median(self._periods)
+            self.updates.append(update)
+        self._last_t, self._last_j = t, energy_j
+
+    def next_poll(self, now: float) -> float:
+        """When to poll next: just before the predicted update, or at once while searching."""
+        last = self.updates[-1] if self.updates else None
+        if self.period_s is None or last is None or not last.precise:
+            if self._searching_since is None:
+                self._searching_since = now
+            since = max(self._searching_since, last.t if last else -math.inf)
+            return now + (POLL_S if now - since < 1.0 else IDLE_SEARCH_S)
+        self._searching_since = None
+        lead_s = max(2 * POLL_S, 0.05 * self.period_s)
+        expected = last.t + self.period_s
+        return expected - lead_s if now < expected - lead_s else now + POLL_S
+
+
+class CounterBoundary:
+    """A boundary's reading of a coarse counter, refined from an :class:`UpdateLog`."""
+
+    __slots__ = ("stale_j", "t", "value_j")
+
+    def __init__(self, t: float, stale_j: float) -> None:
+        self.t = t
+        self.stale_j = stale_j
+        self.value_j: float | None = None
+
+    def value(self) -> float:
+        """The refined energy at the boundary, or the stale reading if it could not be refined."""
+        return self.stale_j if self.value_j is None else self.value_j
+
+    def resolve(self, updates: deque[Update], previous: CounterBoundary | None = None) -> bool:
+        """Try to place the boundary between updates; True once done.
+
+        ``previous`` is the last boundary placed before this one on the same counter.
+        If it falls inside the update interval used for the power before this
+        boundary, the power changed there, so only the part after it is used.
+        """
+        log = list(updates)
+        own = next(
+            (i for i in range(len(log) - 1, -1, -1) if log[i].energy_j == self.stale_j), None
+        )
+        if own is not None and own >= 1 and log[own].precise and log[own - 1].precise:
+            before, at = log[own - 1], log[own]
+            since_t, since_j = before.t, before.energy_j
+            if (
+                previous is not None
+                and previous.value_j is not None
+                and before.t < previous.t < at.t - 0.2 * (at.t - before.t)
+            ):
+                since_t, since_j = previous.t, previous.value_j
+            power_w = (at.energy_j - since_j) / (at.t - since_t)
+            upper = log[own + 1].energy_j if own + 1 < len(log) else math.inf
+            self.value_j = min(max(at.energy_j + power_w * (self.t - at.t), before.energy_j), upper)
+            return True
+        after = (
+            own + 1
+            if own is not None
+            else next((i for i, u in enumerate(log) if u.energy_j > self.stale_j), len(log))
+        )
+        # The first pair of precisely timed updates after the boundary; normally the
+        # very next two, later ones if the first was seen only coarsely.
+        pair = next(
+            (i for i in range(after, len(log) - 1) if log[i].precise and log[i + 1].precise), None
+        )
+        if pair is None:
+            return False
+        first, second = log[pair], log[pair + 1]
+        power_w = (second.energy_j - first.energy_j) / (second.t - first.t)
+        estimate_j = first.energy_j - power_w * (first.t - self.t)
+        self.value_j = min(max(estimate_j, self.stale_j), log[after].energy_j)
+        return True
