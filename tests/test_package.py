@@ -1,0 +1,66 @@
+"""Package-level promises: light import, quiet logs, the command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+
+import pytest
+
+import greenai
+from greenai.cli import main
+
+
+def test_import_is_light() -> None:
+    code = (
+        "import sys, time, json; t = time.perf_counter(); import greenai; "
+        "dt = time.perf_counter() - t; "
+        "print(json.dumps([dt, [m for m in ('torch', 'codecarbon', 'pynvml', 'numpy') "
+        "if m in sys.modules]]))"
+    )
+    times = []
+    for _ in range(3):
+        out = subprocess.run(
+            [sys.executable, "-c", code], check=True, capture_output=True, text=True
+        ).stdout
+        seconds, heavy = json.loads(out)
+        assert heavy == []
+        times.append(seconds)
+    assert min(times) < 0.150
+
+
+def test_tracking_is_quiet_by_default(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="greenai")
+    with greenai.track("quiet") as run, run.window("w"):
+        pass
+    assert [r for r in caplog.records if r.levelno >= logging.INFO] == []
+
+
+def test_cli_info(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert f"greenai {greenai.__version__}" in out
+    assert "cpu0" in out
+
+
+def test_cli_demo_prints_a_summary() -> None:
+    pytest.importorskip("torch")
+    out = subprocess.run(
+        [sys.executable, "-m", "greenai.cli", "demo", "--seconds", "2"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    assert "demo:" in out
+    assert "source:" in out
+    assert "epoch 3" in out
+    assert "steps:" in out
+
+
+def test_cli_demo_rejects_bad_seconds(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["demo", "--seconds", "-1"])
+    assert "--seconds must be positive" in capsys.readouterr().err
