@@ -188,7 +188,7 @@ def test_decorator_tracks_each_call(vc: clock.VirtualClock) -> None:
 def test_failed_sensor_never_raises_and_marks_partial(vc: clock.VirtualClock) -> None:
     gpu = ScriptedDevice(vc, "gpu0", "cpu", power_w=100.0)
     cpu = ScriptedDevice(vc, "cpu1", power_w=10.0)
-    with pytest.warns(SensorWarning, match="cpu0|gpu0") as caught:  # noqa: PT031
+    with pytest.warns(SensorWarning, match="cpu0|gpu0") as caught:
         with greenai.track(devices=[gpu, cpu]) as run:
             with run.window("before"):
                 vc.advance(1.0)
