@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from greenai.devices.base import DeviceKind, Source
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 
 @dataclass(frozen=True)
@@ -34,14 +38,15 @@ class StepStats:
 
     A single step's energy is interpolated from the sampler's timeline (counters
     tick every ~100 ms, so short steps blur into each other); totals and means
-    over many steps are accurate. Units: s, J.
+    over many steps are accurate. Per-step arrays are in the order the steps ended.
+    Units: s, J.
     """
 
     count: int
     time_s: float
     energy_j: float
-    durations_s: Sequence[float]
-    energies_j: Sequence[float]
+    durations_s: npt.NDArray[np.float64]
+    energies_j: npt.NDArray[np.float64]
 
     @property
     def mean_time_s(self) -> float:

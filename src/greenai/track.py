@@ -619,28 +619,29 @@ class Tracker:
         return span.result
 
     def _step_stats(self, t0: float, t1: float) -> StepStats | None:
-        indices = [
-            i
-            for i in range(len(self._step_t0))
-            if self._step_t0[i] >= t0 and self._step_t1[i] <= t1
-        ]
-        if not indices:
+        """Steps inside [t0, t1], their energy interpolated from the sampled cumulative energy."""
+        import numpy as np
+
+        lo, hi = bisect_left(self._step_t0, t0), bisect_right(self._step_t1, t1)
+        if hi <= lo:
             return None
-        durations = [self._step_t1[i] - self._step_t0[i] for i in indices]
-        energies = [
-            sum(
-                max(
-                    0.0,
-                    self._interpolate(m, self._step_t1[i]) - self._interpolate(m, self._step_t0[i]),
-                )
-                for m in self._meters
-            )
-            for i in indices
-        ]
+        starts = np.array(self._step_t0[lo:hi], dtype=np.float64)
+        ends = np.array(self._step_t1[lo:hi], dtype=np.float64)
+        times = np.array(self._times, dtype=np.float64)
+        t_last = max(t1, times[-1])
+        if t_last > times[-1]:  # a window read before the next sample: extend at the last power
+            times = np.append(times, t_last)
+        energies = np.zeros(hi - lo)
+        for m in self._meters:
+            cum = np.array(m.cum_j, dtype=np.float64)
+            if len(cum) < len(times):
+                cum = np.append(cum, self._interpolate(m, t_last))
+            energies += np.maximum(0.0, np.interp(ends, times, cum) - np.interp(starts, times, cum))
+        durations = ends - starts
         return StepStats(
-            count=len(indices),
-            time_s=sum(durations),
-            energy_j=sum(energies),
+            count=hi - lo,
+            time_s=float(durations.sum()),
+            energy_j=float(energies.sum()),
             durations_s=durations,
             energies_j=energies,
         )
