@@ -31,15 +31,17 @@ def run_demo(*, seconds: float = 20.0, device: str | None = None, epochs: int = 
         for epoch in range(epochs):
             with run.window(f"epoch {epoch}"):
                 deadline = time.monotonic() + seconds / epochs
+                step = 0
                 while time.monotonic() < deadline:
-                    for i in range(0, len(x), batch):
-                        with run.step():
-                            loss = torch.nn.functional.mse_loss(
-                                model(x[i : i + batch]), y[i : i + batch]
-                            )
-                            opt.zero_grad(set_to_none=True)
-                            loss.backward()  # type: ignore[no-untyped-call]
-                            opt.step()
-                    if dev.type == "cuda":
-                        torch.cuda.synchronize(dev)
+                    i = (step * batch) % len(x)
+                    with run.step():
+                        loss = torch.nn.functional.mse_loss(
+                            model(x[i : i + batch]), y[i : i + batch]
+                        )
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()  # type: ignore[no-untyped-call]
+                        opt.step()
+                        if dev.type == "cuda":
+                            torch.cuda.synchronize(dev)  # so a step's time is its real time
+                    step += 1
     return run.result
