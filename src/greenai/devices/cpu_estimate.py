@@ -6,7 +6,10 @@ models follow CodeCarbon's, restricted to what THIS process uses:
 
 - CPU: each package draws its TDP when all its logical CPUs are busy, shared
   evenly among them; the process is charged for the CPU time it used
-  (:class:`CpuEstimate`).
+  (:class:`CpuEstimate`). In a virtual machine the share is the host's, not the
+  guest's: a vCPU is one thread of the host's package, whose TDP is divided
+  among the host's threads when the model name says how many cores it has, and
+  is otherwise worth :data:`VM_W_PER_VCPU` (:func:`lookup_vm_power`).
 - DRAM: 3 W per 8 GiB of resident memory (:class:`DramEstimate`).
 
 The TDP comes from CodeCarbon's CPU table (``codecarbon/data/hardware/cpu_power.csv``),
@@ -42,6 +45,15 @@ CodeCarbon's constant for a CPU of unknown TDP (``POWER_CONSTANT`` in
 ``codecarbon.external.hardware``), per package like the table's entries.
 (CodeCarbon 3 assumes 4 W per logical CPU instead when it can read a model name
 that is not in its table.)"""
+
+VM_W_PER_VCPU = 4.0
+"""Power of one busy vCPU when the host's TDP or thread count is unknown. Units: W per vCPU.
+
+CodeCarbon 3's figure for a CPU it cannot size (4 W per thread). Server chips
+rented out as vCPUs land around it: AMD EPYC 7763 280 W / 128 threads = 2.2 W,
+Intel Xeon Platinum 8375C 300 W / 64 threads = 4.7 W, Intel Xeon Gold 6130
+125 W / 32 threads = 3.9 W. So the figure is good to a factor of about 2, not
+better; the ``tdp_origin`` of an estimate that uses it says so."""
 
 W_PER_GIB = 3 / 8
 """DRAM power per GiB resident: CodeCarbon's long-standing 3 W per 8 GB. Units: W/GiB."""
@@ -116,6 +128,28 @@ def match_tdp(model_name: str, table: dict[str, float]) -> tuple[str, float, str
     return entry, tdp_w, "token"
 
 
+# Core counts as CPU model names spell them: "64-Core", "64-Cores", "Quad-Core".
+_CORES = re.compile(r"\b(\d+|dual|quad|six|eight|twelve|sixteen)-cores?\b", re.IGNORECASE)
+_CORE_WORDS = {"dual": 2, "quad": 4, "six": 6, "eight": 8, "twelve": 12, "sixteen": 16}
+
+
+def host_threads_from_name(model_name: str) -> int | None:
+    """Hardware threads of one package, from a core count in its model name, else None.
+
+    AMD names carry the core count (``"AMD EPYC 7763 64-Core Processor"``);
+    Intel names do not. Two threads per core are assumed (SMT), as on nearly
+    every server chip rented out as vCPUs: ``"... 64-Core ..."`` -> 128. On a host
+    that runs with SMT off, each vCPU is a whole core and the per-thread share
+    derived from this is half the right one. None when the name gives no core
+    count, or more than one.
+    """
+    counts = {_CORE_WORDS.get(m.lower()) or int(m) for m in _CORES.findall(model_name)}
+    if len(counts) != 1:
+        return None
+    (cores,) = counts
+    return 2 * cores if cores > 0 else None
+
+
 def cpu_power_csv_path() -> Path | None:
     """Locate CodeCarbon's ``cpu_power.csv`` without importing ``codecarbon``.
 
@@ -185,6 +219,26 @@ def cpu_model_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
 
 
 @functools.cache
+def running_in_vm(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this kernel runs under a hypervisor: the ``hypervisor`` flag in ``/proc/cpuinfo``.
+
+    x86 kernels list that flag (CPUID leaf 1, ECX bit 31, which hypervisors set
+    and CPUs leave clear) in the ``flags`` line of each processor. Other
+    architectures have no such flag, and an unreadable file says nothing:
+    both read as bare metal (False). Cached.
+    """
+    try:
+        with cpuinfo.open(encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == "flags":
+                    return "hypervisor" in value.split()
+    except OSError:
+        pass
+    return False
+
+
+@functools.cache
 def lookup_tdp(model_name: str | None, csv_path: Path | None) -> tuple[float, str]:
     """The TDP of ``model_name`` from the table at ``csv_path``, or :data:`DEFAULT_TDP_W`.
 
@@ -210,6 +264,47 @@ def lookup_tdp(model_name: str | None, csv_path: Path | None) -> tuple[float, st
 
 
 @functools.cache
+def lookup_vm_power(
+    model_name: str | None, csv_path: Path | None
+) -> tuple[float | None, float, str]:
+    """Power of one busy vCPU in a VM whose host CPU is ``model_name``. Units: W.
+
+    A guest counts only its own vCPUs, while ``/proc/cpuinfo`` names the host's
+    chip, whose TDP is that of a whole host package: dividing it among the
+    guest's vCPUs (the bare-metal model) charges each one a large slice of the
+    host (280 W / 8 vCPUs = 35 W each for an EPYC 7763 instead of 2.2 W). So
+    the TDP is divided among the host package's threads instead
+    (:func:`host_threads_from_name`), and when either the TDP (not in the table)
+    or the thread count (not in the name) is unknown, a vCPU is worth
+    :data:`VM_W_PER_VCPU`. :data:`DEFAULT_TDP_W` is never divided by a thread
+    count: it is a guess for a package of unknown size, and 85 W over 128 threads
+    would be far too low.
+
+    Returns:
+        ``(tdp_w, w_per_vcpu, tdp_origin)``: the host package's TDP in W, or None
+        when the estimate does not use one; the power of one busy vCPU in W; and
+        a sentence starting with ``"vm: "`` saying which way it was found.
+    """
+    fallback = f"vm: {VM_W_PER_VCPU:g} W per vCPU (host size unknown"
+    tdp_w, tdp_origin = lookup_tdp(model_name, csv_path)
+    if tdp_origin.startswith("default"):
+        # "default 85 W: <why>" -> "<why>": no TDP is used, so none is quoted.
+        return None, VM_W_PER_VCPU, f"{fallback}; no host TDP: {tdp_origin.partition(': ')[2]})"
+    threads = host_threads_from_name(model_name) if model_name is not None else None
+    if threads is None:
+        return (
+            None,
+            VM_W_PER_VCPU,
+            f"{fallback}; no core count in {model_name!r}, so its {tdp_w:g} W TDP is unused)",
+        )
+    origin = (
+        f"vm: {tdp_w:g} W / {threads} host threads from model name "
+        f"({threads // 2} cores, SMT assumed); TDP from {tdp_origin}"
+    )
+    return tdp_w, tdp_w / threads, origin
+
+
+@functools.cache
 def count_packages(sys_cpu: Path = Path("/sys/devices/system/cpu")) -> int:
     """How many CPU packages (sockets) the machine has, from sysfs; 1 if unknown. Cached."""
     ids: set[str] = set()
@@ -232,33 +327,47 @@ class CpuEstimate(NoPowerLimit):
 
     Model::
 
-        energy_j = tdp_w * packages * process_cpu_s / logical_cpus
+        energy_j = power_per_busy_cpu_w * process_cpu_s
 
-    Each of the machine's ``logical_cpus`` (``os.cpu_count()``) is worth an
+    On bare metal, ``power_per_busy_cpu_w = tdp_w * packages / logical_cpus``:
+    each of the machine's ``logical_cpus`` (``os.cpu_count()``) is worth an
     equal share of the packages' combined TDP while busy, and the process is
     charged for the CPU seconds it used (user + system time of all its threads,
     plus that of children it has waited for, as :func:`os.times` counts them).
     A process keeping 4 of 64 logical CPUs busy for 10 s on one 200 W package
     is charged 200 * 40 / 64 = 125 J.
 
+    In a virtual machine (:func:`running_in_vm`) that share would be wrong:
+    ``/proc/cpuinfo`` names the host's chip, whose TDP covers all the host's
+    threads, while ``os.cpu_count()`` counts only the guest's vCPUs, so each
+    vCPU would be charged many host threads' worth (35 W instead of 2.2 W for 8
+    vCPUs of an AMD EPYC 7763). There, ``power_per_busy_cpu_w`` is the host
+    TDP divided among the host's threads when the model name gives the core
+    count, else :data:`VM_W_PER_VCPU` (see :func:`lookup_vm_power`), and
+    ``tdp_origin`` starts with ``"vm: "`` and says which.
+
     No idle share is included, on purpose: idle power belongs to the machine,
     whether or not the run happens, so the estimate is what the run added, and
     two runs on one machine do not both claim its idle draw. A package at full
     load draws close to its TDP; at partial load the even share per busy CPU
-    is an approximation. On a virtual machine the guest counts only its vCPUs
-    while the model's TDP is the whole host package's, so there the estimate
-    runs high (pass ``tdp_w`` to correct it).
+    is an approximation.
 
     Because the model is integrated exactly from cumulative CPU time,
     :meth:`energy_j` is a true counter (``has_energy_counter=True``) even though
     nothing is measured.
 
     Attributes:
-        tdp_w: TDP of one package. Units: W.
-        tdp_origin: Where ``tdp_w`` came from: ``"user-given (tdp_w=)"``, a CodeCarbon table
-            match, or a sentence starting with ``"default"``.
-        packages: CPU packages (sockets) in the machine.
-        logical_cpus: Logical CPUs in the machine.
+        tdp_w: TDP of one package, the one the estimate uses. Units: W. In a VM, the
+            host package's TDP, or None when the estimate rests on
+            :data:`VM_W_PER_VCPU` and uses no TDP.
+        tdp_origin: Where the figures came from: ``"user-given (tdp_w=)"``, a
+            CodeCarbon table match, a sentence starting with ``"default"``, or, in
+            a VM without ``tdp_w=``, a sentence starting with ``"vm: "``.
+        packages: CPU packages (sockets) the kernel sees (in a VM, the guest's).
+        logical_cpus: Logical CPUs the kernel sees (in a VM, the guest's vCPUs).
+        vm: Whether the kernel runs under a hypervisor.
+        power_per_busy_cpu_w: Power charged for one logical CPU (vCPU) kept busy,
+            i.e. energy per CPU-second. Units: W (= J per CPU-s).
     """
 
     name = "cpu0"
@@ -271,20 +380,35 @@ class CpuEstimate(NoPowerLimit):
 
         Args:
             tdp_w: TDP of one package in W; looked up from the CPU model when None.
+                A given value always means the bare-metal model,
+                ``tdp_w * packages / logical_cpus`` per busy CPU, VM or not. So in a
+                VM pass the power of the guest's CPUs all busy, per guest package:
+                with 8 vCPUs on one package of an EPYC 7763 host, 8 * 280 / 128 =
+                17.5 W.
 
         Raises:
             ValueError: ``tdp_w`` is not a positive, finite number.
         """
-        if tdp_w is None:
-            self.tdp_w, self.tdp_origin = lookup_tdp(cpu_model_name(), cpu_power_csv_path())
-        elif isinstance(tdp_w, bool) or not (math.isfinite(tdp_w) and tdp_w > 0):
+        if tdp_w is not None and (
+            isinstance(tdp_w, bool) or not (math.isfinite(tdp_w) and tdp_w > 0)
+        ):
             raise ValueError(f"tdp_w must be a positive number of watts, got {tdp_w!r}")
-        else:
-            self.tdp_w, self.tdp_origin = float(tdp_w), "user-given (tdp_w=)"
         self.counter_resets = 0
         self.packages = count_packages()
         self.logical_cpus = os.cpu_count() or 1
-        self._j_per_cpu_s = self.tdp_w * self.packages / self.logical_cpus
+        self.vm = running_in_vm()
+        self.tdp_w: float | None
+        if tdp_w is None and self.vm:
+            self.tdp_w, self.power_per_busy_cpu_w, self.tdp_origin = lookup_vm_power(
+                cpu_model_name(), cpu_power_csv_path()
+            )
+        else:
+            if tdp_w is None:
+                package_w, self.tdp_origin = lookup_tdp(cpu_model_name(), cpu_power_csv_path())
+            else:
+                package_w, self.tdp_origin = float(tdp_w), "user-given (tdp_w=)"
+            self.tdp_w = package_w
+            self.power_per_busy_cpu_w = package_w * self.packages / self.logical_cpus
         self._origin_cpu_s = _process_cpu_s()
         self._lock = threading.Lock()
         self._window_start = (time.monotonic(), self._origin_cpu_s)
@@ -292,13 +416,14 @@ class CpuEstimate(NoPowerLimit):
 
     def energy_j(self) -> float:
         """The model's energy for this process's CPU time since construction. Units: J."""
-        return (_process_cpu_s() - self._origin_cpu_s) * self._j_per_cpu_s
+        return (_process_cpu_s() - self._origin_cpu_s) * self.power_per_busy_cpu_w
 
     def power_w(self) -> float:
         """The model's power over the interval since the previous call. Units: W.
 
-        Equals ``tdp_w * packages * load``, ``load`` being the share of all
-        logical CPUs this process kept busy over the interval (capped at 1). The
+        Equals ``power_per_busy_cpu_w * busy_cpus``, ``busy_cpus`` being the CPU
+        seconds this process used per second of the interval (capped at
+        ``logical_cpus``); on bare metal, ``tdp_w * packages * load``. The
         first interval starts at construction. CPU time advances in clock ticks,
         so an interval shorter than :data:`POWER_WINDOW_S` is too coarse to
         close: the call returns the last closed interval's figure and leaves the
@@ -312,13 +437,17 @@ class CpuEstimate(NoPowerLimit):
             if elapsed_s < POWER_WINDOW_S and self._last_power_w is not None:
                 return self._last_power_w
             busy_cpus = (now[1] - self._window_start[1]) / elapsed_s if elapsed_s > 0 else 0.0
-            power_w = min(busy_cpus, self.logical_cpus) * self._j_per_cpu_s
+            power_w = min(busy_cpus, self.logical_cpus) * self.power_per_busy_cpu_w
             if elapsed_s >= POWER_WINDOW_S:
                 self._window_start, self._last_power_w = now, power_w
             return power_w
 
     def __repr__(self) -> str:
-        return f"CpuEstimate(tdp_w={self.tdp_w:g}, tdp_origin={self.tdp_origin!r})"
+        return (
+            f"CpuEstimate(tdp_w={self.tdp_w!r}, "
+            f"power_per_busy_cpu_w={self.power_per_busy_cpu_w:.4g}, "
+            f"tdp_origin={self.tdp_origin!r})"
+        )
 
 
 class DramEstimate(NoPowerLimit):
