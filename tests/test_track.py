@@ -219,6 +219,12 @@ def test_missing_gpu_is_partial_with_warning() -> None:
     assert run.result.energy_by_device_j == {}
 
 
+def test_duplicate_device_names_are_rejected(vc: clock.VirtualClock) -> None:
+    twins = [ScriptedDevice(vc, "cpu0"), ScriptedDevice(vc, "cpu0")]
+    with pytest.raises(ValueError, match="unique names"):
+        greenai.track(devices=twins).start()
+
+
 @pytest.mark.parametrize("period", [0, -1, float("nan"), float("inf"), "0.1"])
 def test_bad_sample_period(period: object) -> None:
     with pytest.raises(ValueError, match="sample_period_s"):

@@ -199,6 +199,9 @@ class Tracker:
                 self._missing = [
                     f"gpu{i}: requested but not present" for i in cfg["gpus"] if i not in found
                 ]
+        names = [d.name for d in devices]
+        if len(set(names)) != len(names):
+            raise ValueError(f"devices must have unique names, got {names!r}")
         self._meters = [_Meter(d) for d in devices]
         self._cuda_indices = [
             i

@@ -469,6 +469,9 @@ class DramEstimate(NoPowerLimit):
     def __init__(self) -> None:
         self.counter_resets = 0
 
+    def __repr__(self) -> str:
+        return f"DramEstimate({W_PER_GIB:.3f} W per GiB of this process's resident set)"
+
     def energy_j(self) -> float:
         """There is no DRAM energy counter to estimate from: integrate :meth:`power_w`.
 
