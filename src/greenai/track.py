@@ -671,27 +671,7 @@ def _synchronize_cuda(cuda_indices: Sequence[int]) -> None:
             torch.cuda.synchronize(index)
 
 
-def track(
-    name: str | None = None,
-    *,
-    gpus: Sequence[int] | None = None,
-    cpu: bool = True,
-    dram: bool = True,
-    devices: Sequence[Device] | None = None,
-    sample_period_s: float = DEFAULT_SAMPLE_PERIOD_S,
-    synchronize: bool = True,
-) -> Tracker:
-    """Meter a block (``with greenai.track() as run:``) or a function (``@greenai.track()``).
-
-    See :class:`Tracker` for the arguments. After the block, ``run.result`` holds a
-    :class:`~greenai.result.Result`.
-    """
-    return Tracker(
-        name,
-        gpus=gpus,
-        cpu=cpu,
-        dram=dram,
-        devices=devices,
-        sample_period_s=sample_period_s,
-        synchronize=synchronize,
-    )
+track = Tracker
+"""``greenai.track(...)`` is :class:`Tracker`: meter a block (``with greenai.track() as run:``)
+or a function (``@greenai.track()``); after it, ``run.result`` holds a
+:class:`~greenai.result.Result`."""
