@@ -5,13 +5,11 @@ How a window's energy is measured, per device:
 * Counters read at the boundary (RAPL, the CPU estimate): the difference of the
   two readings.
 * GPU energy counters (NVML) update only every ~20-100 ms, so a reading at a
-  boundary is stale by up to one update period, several percent of a one-second
-  window. After each boundary the sampler polls the counter every millisecond
-  until it has seen the next two updates; with their times known it back-dates
-  the first update to the boundary, assuming the power after the boundary held
-  since the boundary (the usual case: work starts or stops there). Reading a
-  window's result, or stopping, therefore waits up to two counter updates; on a
-  virtual clock the wait advances simulated time.
+  boundary is up to one update old: several percent of a one-second window.
+  The sampler times the counter's updates (phase-locked polling, see
+  :mod:`greenai.staleness`) and each boundary is placed between two updates,
+  normally at once; only the run's first boundary waits for the next updates,
+  in the background. Results are ready without waiting.
 * Devices that only report power (pre-Volta GPUs, the DRAM estimate): the
   trapezoidal integral of the sampled power.
 
@@ -111,7 +109,7 @@ class Window:
 
     @property
     def result(self) -> Result:
-        """The window's energy; may wait up to two GPU counter updates on first access."""
+        """The window's energy (waits only if a GPU counter has not updated since the start)."""
         if self._span is None or self._span.end is None:
             raise RuntimeError(f"window {self.name!r} has not ended yet")
         return self._tracker._finalize(self._span)
