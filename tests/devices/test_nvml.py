@@ -88,3 +88,20 @@ def test_probe_without_driver_is_quiet_and_empty() -> None:
     found = probe_gpus()  # never raises
     if not Path("/dev/nvidiactl").exists():
         assert found == []
+
+
+def test_probe_survives_a_broken_binding() -> None:
+    def broken(handle: object) -> object:
+        raise AttributeError("this binding has no such call")
+
+    with simulated_nvml([SimulatedGPU(), SimulatedGPU()], virtual_clock=True):
+        import pynvml
+
+        # undone before the simulation restores pynvml's own functions
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(pynvml, "nvmlDeviceGetPowerUsage", broken)
+            gpus = probe_gpus()  # the counter still works: both GPUs are there
+            assert [g.has_energy_counter for g in gpus] == [True, True]
+            mp.setattr(pynvml, "nvmlDeviceGetUUID", broken)
+            mp.setattr(pynvml, "nvmlInit", lambda: None)  # a new binding: probed anew
+            assert probe_gpus() == []

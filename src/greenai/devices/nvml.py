@@ -220,7 +220,11 @@ def probe() -> list[NvmlGpu]:
             and _probe_cache[0][1] == visible
         ):
             return list(_probe_cache[1])
-        gpus = _probe_uncached(pynvml, parse_cuda_visible_devices(visible))
+        try:
+            gpus = _probe_uncached(pynvml, parse_cuda_visible_devices(visible))
+        except Exception as e:  # a broken or partial NVML binding: no GPUs, never a crash
+            logger.debug("no NVIDIA GPUs: probing NVML failed: %r", e, exc_info=True)
+            gpus = []
         _probe_cache = (key, gpus)
         return list(gpus)
 
@@ -303,7 +307,7 @@ def _answers(fn: Callable[[Any], object], handle: Any) -> bool:
     """Whether an NVML query works on this GPU (NotSupported and friends mean no)."""
     try:
         _nvml_call("probe", fn, handle)
-    except DeviceError as e:
+    except Exception as e:  # NotSupported, or a binding that lacks the call
         logger.debug("%s: %s", getattr(fn, "__name__", fn), e)
         return False
     return True
