@@ -246,3 +246,55 @@ def test_real_clock_sampler_thread_is_joined_even_on_exception() -> None:
     assert r.duration_s >= 0.05
     assert len(r.timeline.times_s) >= 3
     assert set(r.sources.values()) <= {"rapl", "estimate"}
+
+
+def test_result_round_trips_through_plain_data(vc: clock.VirtualClock) -> None:
+    import json
+
+    cpu = ScriptedDevice(vc, "cpu0", power_w=10.0)
+    gpu = ScriptedDevice(vc, "gpu0", "gpu", counter=False, power_w=100.0)
+    with greenai.track("rt", devices=[cpu, gpu]) as run:
+        with run.window("w"):
+            for _ in range(3):
+                with run.step():
+                    vc.advance(0.2)
+        gpu.fail_with = DeviceLostError("gone")
+        with pytest.warns(SensorWarning):
+            vc.advance(0.5)
+            run.begin_window("k")
+    r = run.result
+    data = json.loads(json.dumps(r.to_dict(), allow_nan=False))
+    back = greenai.Result.from_dict(data)
+    assert back.to_dict() == r.to_dict()
+    assert back.run_id == r.run_id != ""
+    assert back.window("w").steps is not None
+    assert back.window("w").steps.count == 3
+    assert r.metadata["greenai_version"] == greenai.__version__
+    assert r.metadata["gpu_count"] == 1
+    with pytest.raises(ValueError, match="not a greenai result record"):
+        greenai.Result.from_dict({"name": "x"})
+
+
+def test_account_and_output_hooks(vc: clock.VirtualClock) -> None:
+    import dataclasses
+
+    seen: list[greenai.Result] = []
+
+    def account(result: greenai.Result) -> greenai.Result:
+        return dataclasses.replace(result, co2_kg=result.energy_kwh * 0.5)
+
+    def broken_output(result: greenai.Result) -> None:
+        raise OSError("disk full")
+
+    run = greenai.track(
+        devices=[ScriptedDevice(vc, "cpu0", power_w=3600.0)],
+        account=account,
+        outputs=[seen.append, broken_output],
+    )
+    with pytest.warns(greenai.errors.OutputWarning, match="disk full"):
+        with run:
+            with run.window("w"):
+                vc.advance(1.0)
+    assert run.result.co2_kg == pytest.approx(0.0005)  # 3600 J = 0.001 kWh
+    assert run.result.window("w").co2_kg == pytest.approx(0.0005)
+    assert seen == [run.result]

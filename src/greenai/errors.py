@@ -33,3 +33,7 @@ class SensorWarning(RuntimeWarning):
     Shown once per device and run. Tracking never raises into the user's code
     because of a sensor.
     """
+
+
+class OutputWarning(RuntimeWarning):
+    """A report or record of a run could not be written; the run's result is still returned."""

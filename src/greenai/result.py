@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -28,8 +29,20 @@ class PowerTimeline:
     def to_dict(self) -> dict[str, Any]:
         return {
             "times_s": list(self.times_s),
-            "power_w": {k: list(v) for k, v in self.power_w.items()},
+            "power_w": {
+                k: [None if math.isnan(w) else w for w in v] for k, v in self.power_w.items()
+            },
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PowerTimeline:
+        return cls(
+            times_s=[float(t) for t in data["times_s"]],
+            power_w={
+                k: [math.nan if w is None else float(w) for w in v]
+                for k, v in data["power_w"].items()
+            },
+        )
 
 
 @dataclass(frozen=True)
@@ -63,7 +76,21 @@ class StepStats:
             "energy_j": self.energy_j,
             "mean_time_s": self.mean_time_s,
             "mean_energy_j": self.mean_energy_j,
+            "durations_s": [float(x) for x in self.durations_s],
+            "energies_j": [float(x) for x in self.energies_j],
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StepStats:
+        import numpy as np
+
+        return cls(
+            count=int(data["count"]),
+            time_s=float(data["time_s"]),
+            energy_j=float(data["energy_j"]),
+            durations_s=np.asarray(data.get("durations_s", []), dtype=np.float64),
+            energies_j=np.asarray(data.get("energies_j", []), dtype=np.float64),
+        )
 
 
 @dataclass(frozen=True)
@@ -84,6 +111,15 @@ class Result:
         windows: Sub-windows, in the order they started.
         timeline: The power samples within this window.
         steps: Steps marked with ``run.step()`` in this window, if any.
+        run_id: Unique id of the run this result belongs to (windows share it).
+        metadata: Machine and software the run ran on (host, OS, Python, CPU, GPUs,
+            greenai version), for reports.
+        co2_kg: Emissions, once accounted (``None`` until then). Units: kg CO2e.
+        cost_usd: Money spent, once accounted. Units: USD.
+        intensity_g_per_kwh: Grid carbon intensity charged (energy-weighted mean over
+            the run when it varied). Units: g CO2e per kWh.
+        accounting: How ``co2_kg`` and ``cost_usd`` were obtained: location, intensity
+            source, PUE, prices, GPU-hours, and any warning.
     """
 
     name: str | None
@@ -97,6 +133,12 @@ class Result:
     windows: tuple[Result, ...] = ()
     timeline: PowerTimeline = field(default_factory=lambda: PowerTimeline((), {}))
     steps: StepStats | None = None
+    run_id: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    co2_kg: float | None = None
+    cost_usd: float | None = None
+    intensity_g_per_kwh: float | None = None
+    accounting: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def energy_j(self) -> float:
@@ -119,6 +161,11 @@ class Result:
         return self._kind_energy_j("dram")
 
     @property
+    def energy_kwh(self) -> float:
+        """Total energy over all devices. Units: kWh."""
+        return self.energy_j / 3.6e6
+
+    @property
     def mean_power_w(self) -> float:
         return self.energy_j / self.duration_s if self.duration_s > 0 else float("nan")
 
@@ -138,21 +185,63 @@ class Result:
         raise KeyError(f"no window named {name!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (JSON-ready), everything on the result."""
+        """Plain data, everything on the result; JSON-ready (NaN power samples become None)."""
         return {
             "name": self.name,
+            "run_id": self.run_id,
             "start_unix_s": self.start_unix_s,
             "duration_s": self.duration_s,
             "energy_j": self.energy_j,
+            "energy_kwh": self.energy_kwh,
+            "gpu_energy_j": self.gpu_energy_j,
+            "cpu_energy_j": self.cpu_energy_j,
+            "dram_energy_j": self.dram_energy_j,
             "energy_by_device_j": dict(self.energy_by_device_j),
             "sources": dict(self.sources),
             "kinds": dict(self.kinds),
             "partial": self.partial,
             "partial_reasons": list(self.partial_reasons),
-            "windows": [w.to_dict() for w in self.windows],
-            "timeline": self.timeline.to_dict(),
+            "co2_kg": self.co2_kg,
+            "cost_usd": self.cost_usd,
+            "intensity_g_per_kwh": self.intensity_g_per_kwh,
+            "accounting": dict(self.accounting),
+            "metadata": dict(self.metadata),
             "steps": self.steps.to_dict() if self.steps else None,
+            "timeline": self.timeline.to_dict(),
+            "windows": [w.to_dict() for w in self.windows],
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Result:
+        """Rebuild a result from :meth:`to_dict`'s output (e.g. a saved JSON record).
+
+        Raises:
+            ValueError: A required field is missing or has the wrong type.
+        """
+        try:
+            timeline = data.get("timeline") or {"times_s": [], "power_w": {}}
+            steps = data.get("steps")
+            return cls(
+                name=data["name"],
+                start_unix_s=float(data["start_unix_s"]),
+                duration_s=float(data["duration_s"]),
+                energy_by_device_j={k: float(v) for k, v in data["energy_by_device_j"].items()},
+                sources=dict(data["sources"]),
+                kinds=dict(data["kinds"]),
+                partial=bool(data.get("partial", False)),
+                partial_reasons=tuple(data.get("partial_reasons", ())),
+                windows=tuple(cls.from_dict(w) for w in data.get("windows", ())),
+                timeline=PowerTimeline.from_dict(timeline),
+                steps=StepStats.from_dict(steps) if steps else None,
+                run_id=str(data.get("run_id", "")),
+                metadata=dict(data.get("metadata", {})),
+                co2_kg=_optional_float(data.get("co2_kg")),
+                cost_usd=_optional_float(data.get("cost_usd")),
+                intensity_g_per_kwh=_optional_float(data.get("intensity_g_per_kwh")),
+                accounting=dict(data.get("accounting", {})),
+            )
+        except (KeyError, TypeError, AttributeError, ValueError) as e:
+            raise ValueError(f"not a greenai result record: {e!r}") from e
 
     def summary(self) -> str:
         """A short human-readable table: energy by device with its source, and the duration."""
@@ -173,3 +262,7 @@ class Result:
             )
         lines.extend(f"  partial: {reason}" for reason in self.partial_reasons)
         return "\n".join(lines)
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)

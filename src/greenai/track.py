@@ -26,6 +26,7 @@ import math
 import sys
 import threading
 import time
+import uuid
 import warnings
 from array import array
 from bisect import bisect_left, bisect_right
@@ -35,7 +36,8 @@ from typing import Any, ParamSpec, TypeVar
 
 from greenai import clock as _clock
 from greenai.devices import Device, probe, probe_gpus
-from greenai.errors import NotSupportedError, SensorWarning
+from greenai.errors import NotSupportedError, OutputWarning, SensorWarning
+from greenai.machine import describe
 from greenai.result import PowerTimeline, Result, StepStats
 from greenai.staleness import POLL_S, CounterBoundary, UpdateLog
 
@@ -146,6 +148,11 @@ class Tracker:
         synchronize: At window boundaries, wait for queued CUDA work on the metered
             GPUs (only when torch is already imported and CUDA initialized), so
             the work is counted in the window that launched it.
+        account: Applied to every result (run and windows) as it is made, to add what
+            the layers above know (CO2, cost); returns the completed result.
+        outputs: Called with the run's result when it stops (report writers). A
+            failing output warns (:class:`~greenai.errors.OutputWarning`) and never
+            loses the result.
     """
 
     def __init__(
@@ -158,6 +165,8 @@ class Tracker:
         devices: Sequence[Device] | None = None,
         sample_period_s: float = DEFAULT_SAMPLE_PERIOD_S,
         synchronize: bool = True,
+        account: Callable[[Result], Result] | None = None,
+        outputs: Sequence[Callable[[Result], object]] = (),
     ) -> None:
         if not (isinstance(sample_period_s, (int, float)) and 0 < sample_period_s < math.inf):
             raise ValueError(
@@ -173,6 +182,8 @@ class Tracker:
             "devices": devices,
             "sample_period_s": float(sample_period_s),
             "synchronize": synchronize,
+            "account": account,
+            "outputs": tuple(outputs),
         }
         self._state = "new"
         self._result: Result | None = None
@@ -213,6 +224,8 @@ class Tracker:
         self._step_t1 = array("d")
         self._stack: list[_Span] = []
         self._keyed: dict[str, _Span] = {}
+        self._run_id = str(uuid.uuid4())
+        self._metadata = describe(devices)
         self._start_unix_s = time.time()
         self._t_origin = self._clock.now()
         self._sample(self._t_origin)
@@ -245,6 +258,14 @@ class Tracker:
             self._sample(now)
         self._state = "stopped"
         self._result = self._finalize(self._root)
+        for output in self._config["outputs"]:
+            try:
+                output(self._result)
+            except Exception as e:  # a report that cannot be written must not lose the run
+                logger.debug("output %r failed", output, exc_info=True)
+                warnings.warn(
+                    f"greenai: could not write {output!r}: {e}", OutputWarning, stacklevel=2
+                )
         self._flush_warnings()
         return self._result
 
@@ -600,7 +621,7 @@ class Tracker:
             times_s=[t - self._t_origin for t in self._times[lo:hi]],
             power_w={m.name: list(m.power_w[lo:hi]) for m in self._meters},
         )
-        return Result(
+        result = Result(
             name=span.name,
             start_unix_s=self._start_unix_s + (t0 - self._t_origin),
             duration_s=t1 - t0,
@@ -612,7 +633,11 @@ class Tracker:
             windows=tuple(self._compute_child(c) for c in span.children),
             timeline=timeline,
             steps=self._step_stats(t0, t1),
+            run_id=self._run_id,
+            metadata=self._metadata if span is self._root else {},
         )
+        account = self._config["account"]
+        return account(result) if account is not None else result
 
     def _compute_child(self, span: _Span) -> Result:
         if span.result is None:
