@@ -266,3 +266,54 @@ class Result:
 
 def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A running tracker's state, for live displays. Units: s, W, J.
+
+    Attributes:
+        elapsed_s: Time since the run started.
+        power_w: Latest sampled power per device (NaN where unknown).
+        energy_j: Energy since the run started, from the samples so far (the final
+            result, with boundary corrections, can differ slightly).
+    """
+
+    elapsed_s: float
+    power_w: Mapping[str, float]
+    energy_j: float
+
+
+@dataclass(frozen=True)
+class Band:
+    """A predicted figure with its uncertainty band (``low``/``high`` None when unknown)."""
+
+    value: float
+    low: float | None
+    high: float | None
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """What a whole run will cost, predicted from its first epochs.
+
+    Attributes:
+        epochs_done: Completed epoch windows the prediction rests on.
+        total_epochs: Epochs the run will have.
+        energy_j: Predicted total energy of the run. Units: J.
+        duration_s: Predicted total duration. Units: s.
+        co2_kg: Predicted emissions, when the run is accounted. Units: kg CO2e.
+        cost_usd: Predicted cost, when prices are known. Units: USD.
+        confidence: Two-sided probability of the bands (from the per-epoch spread,
+            Student's t; no band from a single epoch).
+        basis: How the prediction was made, in words.
+    """
+
+    epochs_done: int
+    total_epochs: int
+    energy_j: Band
+    duration_s: Band
+    co2_kg: Band | None
+    cost_usd: Band | None
+    confidence: float
+    basis: str

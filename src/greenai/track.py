@@ -30,15 +30,16 @@ import uuid
 import warnings
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from greenai import clock as _clock
 from greenai.devices import Device, probe, probe_gpus
 from greenai.errors import NotSupportedError, OutputWarning, SensorWarning
+from greenai.forecast import is_epoch, predict
 from greenai.machine import describe
-from greenai.result import PowerTimeline, Result, StepStats
+from greenai.result import Forecast, PowerTimeline, Result, Snapshot, StepStats
 from greenai.staleness import POLL_S, CounterBoundary, UpdateLog
 
 logger = logging.getLogger(__name__)
@@ -304,6 +305,38 @@ class Tracker:
         """Mark one training step (a light window: count, time and energy per step)."""
         self._require_running("step")
         return _Step(self)
+
+    def snapshot(self) -> Snapshot:
+        """Elapsed time, latest power per device and energy so far, for live displays."""
+        self._require_running("snapshot")
+        with self._lock:
+            now = self._clock.now()
+            power_w = {m.name: m.power_w[-1] if m.power_w else math.nan for m in self._meters}
+            energy_j = sum(self._interpolate(m, now) - m.cum_j[0] for m in self._meters)
+        return Snapshot(elapsed_s=now - self._t_origin, power_w=power_w, energy_j=energy_j)
+
+    def forecast(self, total_epochs: int, *, window: str = "epoch") -> Forecast:
+        """Predict the whole run's energy, time, CO2 and cost from its finished epochs.
+
+        Epochs are the finished windows named ``window`` or ``window`` followed by a
+        number or separator (``"epoch 3"``), at any depth. See :mod:`greenai.forecast`.
+
+        Raises:
+            ValueError: ``total_epochs`` is not a positive integer, no epoch has
+                finished yet, or more have finished than ``total_epochs``.
+        """
+        self._require_running("forecast")
+        if isinstance(total_epochs, bool) or not isinstance(total_epochs, int) or total_epochs < 1:
+            raise ValueError(f"total_epochs must be a positive integer, got {total_epochs!r}")
+        epochs = [
+            self._finalize(span)
+            for span in _walk(self._root)
+            if span.end is not None and is_epoch(span.name, window)
+        ]
+        so_far = _Span(self.name, self._root.start)
+        so_far.children = list(self._root.children)
+        so_far.end = self._mark()
+        return predict(self._finalize(so_far), epochs, total_epochs, self._config["account"])
 
     def __enter__(self) -> Tracker:
         return self.start()
@@ -671,6 +704,13 @@ class Tracker:
             durations_s=durations,
             energies_j=energies,
         )
+
+
+def _walk(span: _Span) -> Iterator[_Span]:
+    """Every window under ``span``, depth first, in start order."""
+    for child in span.children:
+        yield child
+        yield from _walk(child)
 
 
 def _read_power(m: _Meter) -> float:
