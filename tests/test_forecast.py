@@ -48,11 +48,13 @@ def test_forecast_matches_the_finished_run() -> None:
                     fc = run.forecast(total)
     final = run.result
     assert fc.epochs_done == 4
-    assert fc.energy_j.low is not None and fc.energy_j.high is not None
+    assert fc.energy_j.low is not None
+    assert fc.energy_j.high is not None
     assert fc.energy_j.low <= final.energy_j <= fc.energy_j.high
     assert fc.energy_j.value == pytest.approx(final.energy_j, rel=0.1)
     assert fc.duration_s.value == pytest.approx(final.duration_s, rel=0.1)
-    assert fc.co2_kg is not None and fc.cost_usd is not None
+    assert fc.co2_kg is not None
+    assert fc.cost_usd is not None
     assert fc.co2_kg.value == pytest.approx(fc.energy_j.value / 3.6e6 * 0.1)
     assert fc.cost_usd.value == pytest.approx(fc.duration_s.value / 3600)
     assert "4 of 8 epochs" in fc.basis
