@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 
@@ -14,6 +15,18 @@ def _fresh_probes() -> Iterator[None]:
     devices.reset_cache()
     yield
     devices.reset_cache()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_user_dirs(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No test reads the developer's config or writes their run history."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    for name in [n for n in os.environ if n.startswith("GREENAI_")]:
+        monkeypatch.delenv(name)
 
 
 @pytest.fixture
