@@ -37,3 +37,7 @@ class SensorWarning(RuntimeWarning):
 
 class OutputWarning(RuntimeWarning):
     """A report or record of a run could not be written; the run's result is still returned."""
+
+
+class ReportError(GreenAIError):
+    """A report, record or history file is foreign or too new to be read or written safely."""

@@ -1,0 +1,1 @@
+"""Reports of runs: CodeCarbon-compatible CSV, JSON records, HTML, Markdown, run history."""
