@@ -41,3 +41,7 @@ class OutputWarning(RuntimeWarning):
 
 class ReportError(GreenAIError):
     """A report, record or history file is foreign or too new to be read or written safely."""
+
+
+class AccountingWarning(UserWarning):
+    """CO2 was charged with a fallback, e.g. the world-average intensity for an unknown place."""
