@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +33,7 @@ def _result(
     power_w: Sequence[float] = (),
     windows: tuple[Result, ...] = (),
     partial: bool = False,
+    offset_s: float = 0.0,
 ) -> Result:
     return Result(
         name="run",
@@ -44,6 +46,7 @@ def _result(
         partial_reasons=("gpu0 failed",) if partial else (),
         windows=windows,
         timeline=PowerTimeline(list(times_s), {"gpu0": list(power_w)} if times_s else {}),
+        offset_s=offset_s,
     )
 
 
@@ -407,17 +410,16 @@ def test_nan_samples_and_other_devices(tmp_path: Path) -> None:
 
 
 def test_window_in_the_second_hour(tmp_path: Path) -> None:
-    """A window's timeline is in seconds since the run's start, its start_unix_s its own."""
+    """A window's timeline is in seconds since the run's start; offset_s places the window."""
     series = _hourly(tmp_path, 100, 300)
     window = _result(
         start_unix_s=T0 + 4000.0,
         duration_s=1000.0,
         times_s=[4000.0 + 10 * i for i in range(1, 100)],
         power_w=[300.0] * 99,
+        offset_s=4000.0,
     )
     out = account(window, AccountingSettings(), series)
-    assert out.intensity_g_per_kwh == pytest.approx(300.0)
-    out = account(window, AccountingSettings(), series, run_start_unix_s=T0)
     assert out.intensity_g_per_kwh == pytest.approx(300.0)
 
 
@@ -426,31 +428,65 @@ def test_window_straddling_the_hour(tmp_path: Path) -> None:
     series = _hourly(tmp_path, 100, 300)
     times = [3000.0 + i for i in range(1, 1200)]  # 1 s samples, strictly inside the window
     window = _result(
-        start_unix_s=T0 + 3000.0, duration_s=1200.0, times_s=times, power_w=[250.0] * len(times)
+        start_unix_s=T0 + 3000.0,
+        duration_s=1200.0,
+        times_s=times,
+        power_w=[250.0] * len(times),
+        offset_s=3000.0,
     )
-    exact = account(window, AccountingSettings(), series, run_start_unix_s=T0)
-    assert exact.intensity_g_per_kwh == pytest.approx(200.0)
-    estimated = account(window, AccountingSettings(), series)
-    assert estimated.intensity_g_per_kwh == pytest.approx(200.0, abs=0.5)
+    assert account(window, AccountingSettings(), series).intensity_g_per_kwh == pytest.approx(200.0)
 
 
-def test_explicit_run_start_is_used(tmp_path: Path) -> None:
-    """The run start says where the window's samples (seconds since the run's start) lie."""
+def test_offset_places_the_samples_in_the_series(tmp_path: Path) -> None:
+    """The window's offset says where its samples (seconds since the run's start) lie."""
     series = _hourly(tmp_path, 100, 300)
     times = [float(t) for t in range(600, 1801, 10)]
     power = [1000.0 if t < 1200 else 0.0 for t in times]
     # The window spans T0+3000..T0+4200; its samples, 600..1800 s into the run, fill it.
-    window = _result(start_unix_s=T0 + 3000.0, duration_s=1200.0, times_s=times, power_w=power)
-    # Estimated (the run started at T0+2400) or told so: busy before the hour only.
-    assert account(window, AccountingSettings(), series).intensity_g_per_kwh == pytest.approx(
-        100.0, abs=1.0
+    busy_before = _result(
+        start_unix_s=T0 + 3000.0, duration_s=1200.0, times_s=times, power_w=power, offset_s=600.0
     )
-    out = account(window, AccountingSettings(), series, run_start_unix_s=T0 + 2400.0)
-    assert out.intensity_g_per_kwh == pytest.approx(100.0, abs=1.0)
-    # Told the run started 600 s later, the busy samples move after the hour (and the
+    assert account(busy_before, AccountingSettings(), series).intensity_g_per_kwh == (
+        pytest.approx(100.0, abs=1.0)
+    )
+    # With the run starting 600 s later the busy samples move after the hour (and the
     # profile is held at the first sample's power before them): busy throughout.
-    out = account(window, AccountingSettings(), series, run_start_unix_s=T0 + 3000.0)
-    assert out.intensity_g_per_kwh == pytest.approx(200.0, abs=1.0)
+    shifted = _result(
+        start_unix_s=T0 + 3000.0, duration_s=1200.0, times_s=times, power_w=power, offset_s=0.0
+    )
+    assert account(shifted, AccountingSettings(), series).intensity_g_per_kwh == (
+        pytest.approx(200.0, abs=1.0)
+    )
+
+
+def test_window_of_a_tracked_run_is_charged_its_own_hours(tmp_path: Path) -> None:
+    """End to end: the tracker's windows carry offset_s, so series charging is exact."""
+    import greenai
+    from greenai import clock
+    from greenai.carbon import accountant
+    from greenai.sim import SimulatedGPU, simulated_nvml
+
+    start = time.time()
+    hour0 = start - start % HOUR
+    path = _series_file(
+        tmp_path,
+        f"timestamp,g_per_kwh\n{hour0:.0f},100\n"
+        f"{hour0 + HOUR:.0f},300\n{hour0 + 2 * HOUR:.0f},300\n",
+    )
+    hook = accountant(AccountingSettings(intensity_csv=path))
+    with simulated_nvml([SimulatedGPU()], virtual_clock=True) as sim:
+        with greenai.track(cpu=False, dram=False, account=hook) as run:
+            sim.advance(10.0)
+            with run.window("w"):
+                sim.compute(5.0)
+    assert isinstance(clock.active(), clock.MonotonicClock)
+    w = run.result.window("w")
+    assert w.offset_s == pytest.approx(10.0)
+    # the virtual run lasted 15 s from a real start: it fell in the first hour unless the
+    # real clock is within 15 s of the hour
+    if start + 15.0 >= hour0 + HOUR:
+        pytest.skip("the real clock is within 15 s of the hour: the run straddles it")
+    assert w.intensity_g_per_kwh == pytest.approx(100.0)
 
 
 def test_run_outside_the_series_uses_the_edges_and_says_so(tmp_path: Path) -> None:
@@ -525,7 +561,14 @@ def test_accounting_record_is_complete_and_json_ready() -> None:
         "currency",
         "settings_origin",
         "notes",
+        "country_iso_code",
+        "country_name",
+        "region",
+        "cloud_provider",
+        "cloud_region",
     }
+    assert out.accounting["country_iso_code"] == "FRA"
+    assert out.accounting["country_name"] == "France"
     assert out.accounting["location"] == "France (FRA)"
     assert out.accounting["settings_origin"]["country"] == "argument"
     assert out.accounting["settings_origin"]["region"] == "default"

@@ -72,12 +72,14 @@ class Intensity:
             unknown)"``.
         location: Where the machine is taken to be (``"France (FRA)"``, ``"unknown"``).
         notes: Anything the reader of the accounting should know (fallbacks taken).
+        country_iso_code: ISO 3166 alpha-3 of the country charged, when one was.
     """
 
     g_per_kwh: float
     source: str
     location: str
     notes: tuple[str, ...] = ()
+    country_iso_code: str | None = None
 
 
 @dataclass(frozen=True)
@@ -385,9 +387,9 @@ def intensity_for(settings: AccountingSettings) -> Intensity | IntensitySeries:
     if provider is not None and cloud_region is not None:
         hit = _codecarbon.cloud_intensity(provider, cloud_region)
         if hit is not None:
-            g, place, _ = hit
+            g, place, iso3 = hit
             where = f"{settings.cloud} ({place})"
-            found = Intensity(g, f"{cc} offline data (cloud regions): {where}", where)
+            found = Intensity(g, f"{cc} offline data (cloud regions): {where}", where, (), iso3)
         else:
             known = ", ".join(p for p in CLOUD_PROVIDERS if _codecarbon.cloud_regions(p))
             missed.append(
@@ -399,7 +401,7 @@ def intensity_for(settings: AccountingSettings) -> Intensity | IntensitySeries:
         if hit is not None:
             g, place, iso3 = hit
             where = f"{place} ({iso3})"
-            found = Intensity(g, f"{cc} offline data: {where}", where)
+            found = Intensity(g, f"{cc} offline data: {where}", where, (), iso3)
         else:
             of = f" of country {settings.country}" if settings.country else ""
             missed.append(f"region {settings.region!r}{of} is not in {cc}'s data")
@@ -408,7 +410,7 @@ def intensity_for(settings: AccountingSettings) -> Intensity | IntensitySeries:
         if country is not None:
             g, name = country
             where = f"{name} ({settings.country})"
-            found = Intensity(g, f"{cc} offline data: {where}", where)
+            found = Intensity(g, f"{cc} offline data: {where}", where, (), settings.country)
         else:
             missed.append(f"country {settings.country!r} is not in {cc}'s data")
     if found is None:
@@ -435,8 +437,6 @@ def account(
     result: Result,
     settings: AccountingSettings,
     intensity: Intensity | IntensitySeries | None = None,
-    *,
-    run_start_unix_s: float | None = None,
 ) -> Result:
     """Add CO2e and cost to one result (its sub-windows are left as they are).
 
@@ -449,23 +449,18 @@ def account(
         intensity: The intensity to charge; default: :func:`intensity_for`
             ``(settings)``, which warns on each call when the place is unknown, so
             pass it (or use :func:`accountant`) when accounting many results.
-        run_start_unix_s: For a time series only: when the run started (seconds
-            since the epoch). The power timeline's instants are seconds since the
-            run's start, while ``result.start_unix_s`` is the window's own start;
-            without this, the window's offset into the run is estimated from the
-            samples it holds, to within about half a sampling period.
-
     Returns:
         A copy of ``result`` with ``co2_kg``, ``cost_usd``, ``intensity_g_per_kwh``
         and ``accounting`` (JSON-ready: location, intensity_source,
         intensity_g_per_kwh, pue, facility_energy_kwh, price_per_kwh,
-        gpu_hour_price, gpu_hours, currency, settings_origin, notes).
+        gpu_hour_price, gpu_hours, currency, settings_origin, notes, and the place as
+        country_iso_code, country_name, region, cloud_provider, cloud_region).
     """
     if intensity is None:
         intensity = intensity_for(settings)
     notes = list(intensity.notes)
     if isinstance(intensity, IntensitySeries):
-        g_per_kwh, edge_notes = _series_mean(intensity, result, run_start_unix_s)
+        g_per_kwh, edge_notes = _series_mean(intensity, result)
         notes.extend(edge_notes)
     else:
         g_per_kwh = intensity.g_per_kwh
@@ -494,6 +489,12 @@ def account(
         "currency": CURRENCY,
         "settings_origin": dict(settings.origin),
         "notes": notes,
+        # the place in CodeCarbon's terms, for emissions.csv
+        "country_iso_code": _charged_country(intensity, settings),
+        "country_name": _country_name(_charged_country(intensity, settings)),
+        "region": settings.region,
+        "cloud_provider": settings.cloud_provider,
+        "cloud_region": settings.cloud_region,
     }
     return dataclasses.replace(
         result,
@@ -520,9 +521,7 @@ def accountant(
     return hook
 
 
-def _series_mean(
-    series: IntensitySeries, result: Result, run_start_unix_s: float | None
-) -> tuple[float, list[str]]:
+def _series_mean(series: IntensitySeries, result: Result) -> tuple[float, list[str]]:
     """Energy-weighted mean intensity of a series over a result's span."""
     import numpy as np
 
@@ -537,8 +536,8 @@ def _series_mean(
         total_w[ok] += p[ok]
         seen |= ok
     total_w[~seen] = np.nan
-    if run_start_unix_s is None:
-        run_start_unix_s = result.start_unix_s - _window_offset_s(result)
+    # timeline instants are seconds since the run's start; offset_s places the window in it
+    run_start_unix_s = result.start_unix_s - result.offset_s
     return series.mean_g_per_kwh(
         result.start_unix_s,
         result.duration_s,
@@ -547,16 +546,16 @@ def _series_mean(
     )
 
 
-def _window_offset_s(result: Result) -> float:
-    """Estimate when a window started, in seconds since its run started.
+def _charged_country(
+    intensity: Intensity | IntensitySeries, settings: AccountingSettings
+) -> str | None:
+    if isinstance(intensity, Intensity) and intensity.country_iso_code:
+        return intensity.country_iso_code
+    return settings.country
 
-    A window's samples lie within it: ``offset <= first`` and
-    ``last <= offset + duration``; the midpoint of that range is off by at most
-    half the gap around the window's edges (about half a sampling period).
-    """
-    times = result.timeline.times_s
-    if not times:
-        return 0.0  # no samples: the energy is spread uniformly, the offset does not matter
-    first, last = float(min(times)), float(max(times))
-    low, high = max(0.0, last - result.duration_s), first
-    return (low + high) / 2.0 if low <= high else high
+
+def _country_name(iso3: str | None) -> str | None:
+    if iso3 is None:
+        return None
+    hit = _codecarbon.country_intensity(iso3)
+    return hit[1] if hit is not None else None

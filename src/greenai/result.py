@@ -112,6 +112,8 @@ class Result:
         timeline: The power samples within this window.
         steps: Steps marked with ``run.step()`` in this window, if any.
         run_id: Unique id of the run this result belongs to (windows share it).
+        offset_s: When this window started, in seconds since its run started (0 for
+            the run itself); the timeline's instants count from the run's start.
         metadata: Machine and software the run ran on (host, OS, Python, CPU, GPUs,
             greenai version), for reports.
         co2_kg: Emissions, once accounted (``None`` until then). Units: kg CO2e.
@@ -134,6 +136,7 @@ class Result:
     timeline: PowerTimeline = field(default_factory=lambda: PowerTimeline((), {}))
     steps: StepStats | None = None
     run_id: str = ""
+    offset_s: float = 0.0
     metadata: Mapping[str, Any] = field(default_factory=dict)
     co2_kg: float | None = None
     cost_usd: float | None = None
@@ -189,6 +192,7 @@ class Result:
         return {
             "name": self.name,
             "run_id": self.run_id,
+            "offset_s": self.offset_s,
             "start_unix_s": self.start_unix_s,
             "duration_s": self.duration_s,
             "energy_j": self.energy_j,
@@ -234,6 +238,7 @@ class Result:
                 timeline=PowerTimeline.from_dict(timeline),
                 steps=StepStats.from_dict(steps) if steps else None,
                 run_id=str(data.get("run_id", "")),
+                offset_s=float(data.get("offset_s", 0.0)),
                 metadata=dict(data.get("metadata", {})),
                 co2_kg=_optional_float(data.get("co2_kg")),
                 cost_usd=_optional_float(data.get("cost_usd")),

@@ -227,17 +227,10 @@ def _abandon(tracker: Tracker) -> None:
 
     Never raises: the error that got us here is the one the caller needs to see.
     """
-    # TODO(tracker API): replace with a public Tracker.abort() (stop, join the sampler,
-    # skip the outputs).
-    config = tracker._config
-    outputs = config["outputs"]
-    config["outputs"] = ()
     try:
-        tracker.stop()
+        tracker.stop(write_outputs=False)
     except Exception:
         logger.debug("could not stop the tracker after a failed run", exc_info=True)
-    finally:
-        config["outputs"] = outputs
 
 
 def _isatty(stream: TextIO) -> bool:
@@ -333,26 +326,16 @@ def _terminal_sent_it_to(child: subprocess.Popen[bytes]) -> bool:
 
 
 # --------------------------------------------------------------------- live view
-def _live_reading(tracker: Tracker) -> tuple[float, float] | None:
-    """``(power_w, energy_j)``: total power at the tracker's latest sample and energy since start.
+def _live_reading(tracker: Tracker) -> tuple[float, float]:
+    """``(power_w, energy_j)``: total power at the latest sample and energy since start.
 
     Devices without a valid power reading (a failed sensor, or a counter's first
-    sample, whose power is known only from the second) are left out of the power.
-    None before the first sample with any reading.
+    sample, whose power is known only from the second) are left out of the power;
+    NaN when no device has one yet.
     """
-    # TODO(tracker API): replace with a public live-reading accessor
-    with tracker._lock:
-        if not tracker._times:
-            return None
-        power_w = energy_j = 0.0
-        powered = False
-        for m in tracker._meters:
-            if m.power_w and not math.isnan(m.power_w[-1]):
-                power_w += m.power_w[-1]
-                powered = True
-            if m.cum_j:
-                energy_j += max(0.0, m.cum_j[-1] - m.cum_j[0])
-    return (power_w, energy_j) if powered else (math.nan, energy_j)
+    snap = tracker.snapshot()
+    known = [w for w in snap.power_w.values() if not math.isnan(w)]
+    return (sum(known) if known else math.nan), snap.energy_j
 
 
 class _LiveLine:
@@ -392,8 +375,7 @@ class _LiveLine:
             self._draw()
 
     def _draw(self) -> None:
-        reading = _live_reading(self._tracker)
-        power_w, energy_j = reading if reading is not None else (math.nan, 0.0)
+        power_w, energy_j = _live_reading(self._tracker)
         line = _format_status(time.monotonic() - self._t0, power_w, energy_j)
         width = _width(self._stream)
         if width is not None and width > 1:  # a pty nobody sized says 0 columns

@@ -244,8 +244,13 @@ class Tracker:
         self._flush_warnings()
         return self
 
-    def stop(self) -> Result:
-        """End the run: close open windows, settle the last readings, join the sampler."""
+    def stop(self, *, write_outputs: bool = True) -> Result:
+        """End the run: close open windows, settle the last readings, join the sampler.
+
+        Args:
+            write_outputs: Hand the result to the outputs (reports); False when
+                there is nothing worth reporting (the command never started).
+        """
         if self._state != "running":
             raise RuntimeError(f"tracker {self.name!r} is not running")
         for span in [*reversed(self._stack), *self._keyed.values()]:
@@ -259,7 +264,7 @@ class Tracker:
             self._sample(now)
         self._state = "stopped"
         self._result = self._finalize(self._root)
-        for output in self._config["outputs"]:
+        for output in self._config["outputs"] if write_outputs else ():
             try:
                 output(self._result)
             except Exception as e:  # a report that cannot be written must not lose the run
@@ -667,6 +672,7 @@ class Tracker:
             timeline=timeline,
             steps=self._step_stats(t0, t1),
             run_id=self._run_id,
+            offset_s=t0 - self._t_origin,
             metadata=self._metadata if span is self._root else {},
         )
         account = self._config["account"]
