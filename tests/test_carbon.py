@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-import greenai
 from greenai import _codecarbon
 from greenai.carbon import Intensity, IntensitySeries, account, accountant, intensity_for
 from greenai.config import AccountingSettings
 from greenai.errors import AccountingWarning
 from greenai.result import PowerTimeline, Result
+from greenai.track import Tracker as BaseTracker
 
 T0 = 1_717_200_000.0  # 2024-06-01T00:00:00Z, on the hour
 HOUR = 3600.0
@@ -461,7 +461,6 @@ def test_offset_places_the_samples_in_the_series(tmp_path: Path) -> None:
 
 def test_window_of_a_tracked_run_is_charged_its_own_hours(tmp_path: Path) -> None:
     """End to end: the tracker's windows carry offset_s, so series charging is exact."""
-    import greenai
     from greenai import clock
     from greenai.carbon import accountant
     from greenai.sim import SimulatedGPU, simulated_nvml
@@ -475,7 +474,7 @@ def test_window_of_a_tracked_run_is_charged_its_own_hours(tmp_path: Path) -> Non
     )
     hook = accountant(AccountingSettings(intensity_csv=path))
     with simulated_nvml([SimulatedGPU()], virtual_clock=True) as sim:
-        with greenai.track(cpu=False, dram=False, account=hook) as run:
+        with BaseTracker(cpu=False, dram=False, account=hook) as run:
             sim.advance(10.0)
             with run.window("w"):
                 sim.compute(5.0)
@@ -614,7 +613,7 @@ def test_accountant_warns_once_for_a_whole_run() -> None:
 
 def test_tracker_accounts_the_run_and_every_window() -> None:
     settings = AccountingSettings(intensity_g_per_kwh=100.0, price_per_kwh=0.5)
-    with greenai.track("accounted", account=accountant(settings)) as run, run.window("w"):
+    with BaseTracker("accounted", account=accountant(settings)) as run, run.window("w"):
         pass
     result = run.result
     assert result.co2_kg == pytest.approx(result.energy_kwh * 0.1)

@@ -10,6 +10,7 @@ import pytest
 import greenai
 from greenai.forecast import is_epoch
 from greenai.sim import SimulatedGPU, simulated_nvml
+from greenai.track import Tracker as BaseTracker
 
 
 def _account(result: greenai.Result) -> greenai.Result:
@@ -40,7 +41,7 @@ def test_forecast_matches_the_finished_run() -> None:
     total = 8
     work_s = [1.0, 1.2, 0.9, 1.1, 1.0, 1.05, 0.95, 1.1]  # per-epoch work varies
     with simulated_nvml([SimulatedGPU(idle_w=60, max_w=400)], virtual_clock=True) as sim:
-        with greenai.track("fit", cpu=False, dram=False, account=_account) as run:
+        with BaseTracker("fit", cpu=False, dram=False, account=_account) as run:
             for i in range(total):
                 with run.window(f"epoch {i}"):
                     sim.compute(work_s[i])
@@ -69,7 +70,9 @@ def test_forecast_after_one_epoch_has_no_band_and_errors_are_clear() -> None:
                 sim.compute(1.0)
             fc = run.forecast(3)
             assert fc.energy_j.low is None
-            assert fc.co2_kg is None  # no accounting configured
+            assert fc.co2_kg is not None  # greenai.track accounts (world average here)
+            assert fc.co2_kg.low is None
+            assert fc.cost_usd is None  # no price given
             assert fc.energy_j.value == pytest.approx(3 * 700.0, rel=0.02)
             for bad in (0, -1, 2.5, True):
                 with pytest.raises(ValueError, match="total_epochs"):

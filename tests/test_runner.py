@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from greenai import Tracker
 from greenai.result import Result
 from greenai.runner import (
     EXIT_CANNOT_EXECUTE,
@@ -27,6 +26,7 @@ from greenai.runner import (
     run_command,
 )
 from greenai.sim import SimulatedGPU, simulated_nvml
+from greenai.track import Tracker
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="signals and ptys are POSIX")
 
@@ -65,7 +65,7 @@ sys.exit(5)
 # greenai's side: run_command in a process of its own, so that signals can be sent to it.
 GREENAI_SCRIPT = """
 import signal, sys
-from greenai import Tracker
+from greenai.track import Tracker
 from greenai.runner import run_command
 before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 status, result = run_command(

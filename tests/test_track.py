@@ -11,6 +11,7 @@ import greenai
 from greenai import clock
 from greenai.devices.base import NoPowerLimit
 from greenai.errors import DeviceLostError, NotSupportedError, SensorWarning
+from greenai.track import Tracker as BaseTracker
 
 
 class ScriptedDevice(NoPowerLimit):
@@ -286,7 +287,7 @@ def test_account_and_output_hooks(vc: clock.VirtualClock) -> None:
     def broken_output(result: greenai.Result) -> None:
         raise OSError("disk full")
 
-    run = greenai.track(
+    run = BaseTracker(
         devices=[ScriptedDevice(vc, "cpu0", power_w=3600.0)],
         account=account,
         outputs=[seen.append, broken_output],

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from greenai.result import Result
-from greenai.track import Tracker, Window, track
+from greenai.api import Tracker, track
+from greenai.result import Forecast, Result
+from greenai.track import Window
 
-__all__ = ["Result", "Tracker", "Window", "__version__", "track"]
+__all__ = ["Forecast", "Result", "Tracker", "Window", "__version__", "track"]

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import importlib.metadata
 import importlib.util
 import json
 import re
@@ -94,6 +93,8 @@ def data_dir() -> Path:
 @functools.cache
 def codecarbon_version() -> str:
     """The installed CodeCarbon's version (from its metadata; the package is not imported)."""
+    import importlib.metadata  # 10+ ms: only when accounting needs it
+
     try:
         return importlib.metadata.version("codecarbon")
     except importlib.metadata.PackageNotFoundError:

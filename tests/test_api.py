@@ -1,0 +1,92 @@
+"""greenai.track with accounting and reports wired in, end to end on a simulated GPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import greenai
+from greenai.errors import AccountingWarning
+from greenai.report.csv_report import read_emissions_csv
+from greenai.report.history import History, default_history_path
+from greenai.sim import SimulatedGPU, simulated_nvml
+
+
+def test_run_is_accounted_and_written_everywhere(tmp_path: Path) -> None:
+    with simulated_nvml([SimulatedGPU(idle_w=60, max_w=400)], virtual_clock=True) as sim:
+        with greenai.track(
+            "fit",
+            cpu=False,
+            dram=False,
+            country="FRA",
+            pue=1.2,
+            price_per_kwh=0.25,
+            gpu_hour_price=3.0,
+            output_dir=tmp_path,
+        ) as run:
+            with run.window("epoch 0"):
+                sim.compute(3.0)
+    r = run.result
+    kwh = r.energy_kwh * 1.2
+    assert r.co2_kg == pytest.approx(kwh * 56.039 / 1000, rel=1e-3)
+    assert r.cost_usd == pytest.approx(kwh * 0.25 + 3.0 * r.duration_s / 3600)
+    assert r.accounting["country_iso_code"] == "FRA"
+    assert r.window("epoch 0").co2_kg == pytest.approx(
+        r.window("epoch 0").energy_kwh * 1.2 * 56.039 / 1000, rel=1e-3
+    )
+    # emissions.csv row, JSON record and history agree with the result
+    (row,) = read_emissions_csv(tmp_path / "emissions.csv")
+    assert row["run_id"] == r.run_id
+    assert float(row["emissions"]) == pytest.approx(r.co2_kg)
+    assert float(row["energy_consumed"]) == pytest.approx(kwh)
+    assert row["country_iso_code"] == "FRA"
+    record = json.loads((tmp_path / f"{r.run_id}.json").read_text())
+    assert record["co2_kg"] == pytest.approx(r.co2_kg)
+    assert greenai.Result.from_dict(record).to_dict() == json.loads(json.dumps(r.to_dict()))
+    assert History(default_history_path()).get(r.run_id).energy_j == pytest.approx(r.energy_j)
+
+
+def test_history_can_be_turned_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("GREENAI_HISTORY", "off")
+    with greenai.track(gpus=[], country="USA"):
+        pass
+    with greenai.track(gpus=[], country="USA", history=False):
+        pass
+    assert not default_history_path().exists()
+    with greenai.track(gpus=[], country="USA", history=tmp_path / "h.db") as run:
+        pass
+    assert History(tmp_path / "h.db").get("1").run_id == run.result.run_id
+
+
+def test_settings_come_from_env_and_bad_ones_fail_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GREENAI_COUNTRY", "deu")
+    with greenai.track(gpus=[]) as run:
+        pass
+    assert run.result.accounting["country_iso_code"] == "DEU"
+    assert run.result.accounting["settings_origin"]["country"] == "env GREENAI_COUNTRY"
+    with pytest.raises(ValueError, match="pue"):
+        greenai.track(pue=0.5)
+
+
+def test_unknown_place_warns_and_uses_the_world_average() -> None:
+    with pytest.warns(AccountingWarning, match="XYZ"):
+        run = greenai.track(gpus=[], country="XYZ")
+    with run:
+        pass
+    assert run.result.accounting["location"] == "unknown"
+    assert run.result.intensity_g_per_kwh == pytest.approx(475.0)
+
+
+def test_decorator_and_start_stop_are_accounted_too() -> None:
+    tracker = greenai.Tracker("fn", gpus=[], country="FRA")
+
+    @tracker
+    def work() -> int:
+        return 7
+
+    assert work() == 7
+    assert tracker.result.co2_kg is not None
+    manual = greenai.Tracker(gpus=[], country="FRA").start()
+    assert manual.stop().co2_kg is not None
