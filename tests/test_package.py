@@ -38,13 +38,6 @@ def test_tracking_is_quiet_by_default(caplog: pytest.LogCaptureFixture) -> None:
     assert [r for r in caplog.records if r.levelno >= logging.INFO] == []
 
 
-def test_cli_info(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["info"]) == 0
-    out = capsys.readouterr().out
-    assert f"greenai {greenai.__version__}" in out
-    assert "cpu0" in out
-
-
 def test_cli_demo_prints_a_summary() -> None:
     pytest.importorskip("torch")
     out = subprocess.run(

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import time
+from typing import Any
 
+from greenai.api import Tracker
 from greenai.result import Result
-from greenai.track import track
 
 
-def run_demo(*, seconds: float = 20.0, device: str | None = None, epochs: int = 4) -> Result:
-    """Train an MLP on synthetic regression data for about ``seconds``, in ``epochs`` windows."""
+def run_demo(
+    *,
+    seconds: float = 20.0,
+    device: str | None = None,
+    epochs: int = 4,
+    output_dir: str | os.PathLike[str] | None = None,
+    **accounting: Any,
+) -> Result:
+    """Train an MLP on synthetic regression data for about ``seconds``, in ``epochs`` windows.
+
+    ``accounting`` holds :class:`greenai.Tracker`'s location and price settings.
+    """
     import torch
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -27,7 +39,7 @@ def run_demo(*, seconds: float = 20.0, device: str | None = None, epochs: int = 
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     gpus = [dev.index or 0] if dev.type == "cuda" else []
     batch = 256
-    with track("demo", gpus=gpus) as run:
+    with Tracker("demo", gpus=gpus, output_dir=output_dir, **accounting) as run:
         for epoch in range(epochs):
             with run.window(f"epoch {epoch}"):
                 deadline = time.monotonic() + seconds / epochs

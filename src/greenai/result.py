@@ -260,6 +260,14 @@ class Result:
             lines.append(
                 f"  {device:<{width}}  {energy_j:>12,.1f} J   source: {self.sources[device]}"
             )
+        if self.co2_kg is not None:
+            where = self.accounting.get("location", "?")
+            lines.append(
+                f"  CO2e: {self.co2_kg * 1000:,.2f} g at {self.intensity_g_per_kwh:,.0f} "
+                f"g/kWh ({where}, PUE {self.accounting.get('pue', 1.0):g})"
+            )
+        if self.cost_usd is not None:
+            lines.append(f"  cost: ${self.cost_usd:,.4f}")
         if self.steps and self.steps.count:
             lines.append(
                 f"  steps: {self.steps.count}, {self.steps.mean_time_s * 1e3:,.1f} ms "

@@ -378,8 +378,7 @@ class History:
         version = _user_version(db)
         if version > SCHEMA_VERSION:
             raise _newer(self.path, version)
-        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            db.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(db)
         if version == SCHEMA_VERSION:
             return
         db.execute("BEGIN IMMEDIATE")
@@ -402,6 +401,27 @@ class History:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+
+def _switch_to_wal(db: sqlite3.Connection) -> None:
+    """Put the database in WAL mode, retrying while other processes hold it.
+
+    Changing the journal mode needs the database to itself, and SQLite answers
+    "database is locked" at once instead of waiting on the busy timeout when
+    several processes open a new history together.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    delay_s = 0.005
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay_s)
+            delay_s = min(delay_s * 2, 0.2)
 
 
 def _user_version(db: sqlite3.Connection) -> int:
