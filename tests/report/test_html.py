@@ -504,6 +504,9 @@ def test_write_html_leaves_the_old_report_when_it_fails(
 
 # ------------------------------------------------------------- headless Chromium
 CHROMIUM = shutil.which("chromium")
+# CI installs chromium and sets this, so a missing browser fails there instead of skipping.
+if CHROMIUM is None and os.environ.get("GREENAI_REQUIRE_CHROMIUM") == "1":
+    raise RuntimeError("GREENAI_REQUIRE_CHROMIUM=1 but no chromium on PATH")
 # Chromium's own background services, which it contacts whatever the page holds.
 _BROWSER_HOSTS = re.compile(r"^https?://[\w.-]*\.(google\.com|googleapis\.com|gvt1\.com)[/:]")
 
