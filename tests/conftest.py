@@ -27,6 +27,8 @@ def _isolated_user_dirs(
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
     for name in [n for n in os.environ if n.startswith("GREENAI_")]:
         monkeypatch.delenv(name)
+    # the "location unknown" warning is shown once per process: once per test here
+    monkeypatch.setattr("greenai.carbon._warned_location_unknown", False)
 
 
 @pytest.fixture

@@ -90,3 +90,13 @@ def test_decorator_and_start_stop_are_accounted_too() -> None:
     assert tracker.result.co2_kg is not None
     manual = greenai.Tracker(gpus=[], country="FRA").start()
     assert manual.stop().co2_kg is not None
+
+
+def test_unset_location_is_said_once_at_the_users_line() -> None:
+    with pytest.warns(AccountingWarning, match="location unknown") as caught:
+        greenai.track(gpus=[])
+        greenai.track(gpus=[])
+    assert len(caught) == 1
+    assert caught[0].filename == __file__
+    with pytest.warns(AccountingWarning, match="XYZ"):  # a wrong place is said every time
+        greenai.track(gpus=[], country="XYZ")

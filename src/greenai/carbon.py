@@ -33,7 +33,6 @@ import datetime as dt
 import itertools
 import math
 import statistics
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from greenai import _codecarbon
 from greenai.config import CLOUD_PROVIDERS, AccountingSettings
 from greenai.cost import CURRENCY, cost_usd, gpu_hours
-from greenai.errors import AccountingWarning
+from greenai.errors import AccountingWarning, warn
 from greenai.result import Result
 
 if TYPE_CHECKING:
@@ -356,6 +355,9 @@ def _describe_location(settings: AccountingSettings) -> str:
     return ", ".join(parts) if parts else "unspecified"
 
 
+_warned_location_unknown = False
+
+
 def intensity_for(settings: AccountingSettings) -> Intensity | IntensitySeries:
     """The grid intensity to charge for these settings.
 
@@ -381,6 +383,9 @@ def intensity_for(settings: AccountingSettings) -> Intensity | IntensitySeries:
         return IntensitySeries.from_csv(settings.intensity_csv, location=location)
 
     cc = f"CodeCarbon {_codecarbon.codecarbon_version()}"
+    settings_gave_place = any(
+        x is not None for x in (settings.cloud, settings.region, settings.country)
+    )
     missed: list[str] = []
     found: Intensity | None = None
     provider, cloud_region = settings.cloud_provider, settings.cloud_region
@@ -425,7 +430,12 @@ def intensity_for(settings: AccountingSettings) -> Intensity | IntensitySeries:
         missed.append(f"charged {found.location} instead")
     if missed:
         message = "; ".join(missed)
-        warnings.warn(f"greenai: {message}", AccountingWarning, stacklevel=2)
+        global _warned_location_unknown
+        # A place given but unknown is a setting to fix: say so each time. No place at
+        # all is the common case: say it once per process, not at every run.
+        if settings_gave_place or not _warned_location_unknown:
+            warn(f"greenai: {message}", AccountingWarning)
+            _warned_location_unknown = _warned_location_unknown or not settings_gave_place
         found = dataclasses.replace(found, notes=(message,))
     return found
 

@@ -45,3 +45,21 @@ class ReportError(GreenAIError):
 
 class AccountingWarning(UserWarning):
     """CO2 was charged with a fallback, e.g. the world-average intensity for an unknown place."""
+
+
+def warn(message: str, category: type[Warning]) -> None:
+    """Warn, attributing the warning to the first caller outside greenai.
+
+    So the line shown is the user's ``with greenai.track(...)``, not greenai's internals.
+    """
+    import os
+    import sys
+    import warnings
+
+    package_dir = os.path.dirname(__file__)
+    frame = sys._getframe(1)
+    level = 2
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(package_dir):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level - 1)

@@ -27,7 +27,6 @@ import sys
 import threading
 import time
 import uuid
-import warnings
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
@@ -36,7 +35,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from greenai import clock as _clock
 from greenai.devices import Device, probe, probe_gpus
-from greenai.errors import NotSupportedError, OutputWarning, SensorWarning
+from greenai.errors import NotSupportedError, OutputWarning, SensorWarning, warn
 from greenai.forecast import is_epoch, predict
 from greenai.machine import describe
 from greenai.result import Forecast, PowerTimeline, Result, Snapshot, StepStats
@@ -269,9 +268,7 @@ class Tracker:
                 output(self._result)
             except Exception as e:  # a report that cannot be written must not lose the run
                 logger.debug("output %r failed", output, exc_info=True)
-                warnings.warn(
-                    f"greenai: could not write {output!r}: {e}", OutputWarning, stacklevel=2
-                )
+                warn(f"greenai: could not write {output!r}: {e}", OutputWarning)
         self._flush_warnings()
         return self._result
 
@@ -447,9 +444,7 @@ class Tracker:
         with self._lock:
             messages, self._unwarned = self._unwarned, []
         for message in messages:
-            warnings.warn(
-                f"greenai: {message}; results are marked partial", SensorWarning, stacklevel=3
-            )
+            warn(f"greenai: {message}; results are marked partial", SensorWarning)
 
     def _sample(self, now: float) -> None:
         """Record one power sample of every device."""

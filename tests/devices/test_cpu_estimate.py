@@ -240,7 +240,7 @@ def test_vm_divides_the_host_tdp_among_host_threads(
     """8 vCPUs of an EPYC 7763 host: 280 W / 128 threads each, not 280 W / 8."""
     machine("AMD EPYC 7763 64-Core Processor", True)
     cpu_s_now = [1_000.0]
-    monkeypatch.setattr(cpu_estimate, "_process_cpu_s", lambda: cpu_s_now[0])
+    monkeypatch.setattr(cpu_estimate._ProcessTree, "cpu_s", lambda self: cpu_s_now[0])
     est = CpuEstimate()
     assert (est.vm, est.tdp_w, est.logical_cpus) == (True, 280.0, 8)
     assert est.power_per_busy_cpu_w == 280.0 / 128 == 2.1875
@@ -386,7 +386,7 @@ def test_count_packages(tmp_path: Path) -> None:
 def test_cpu_energy_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """4 of 64 logical CPUs busy for 10 s on two 200 W packages: 200 * 2 * 40 / 64 J."""
     cpu_s_now = [1_000.0]
-    monkeypatch.setattr(cpu_estimate, "_process_cpu_s", lambda: cpu_s_now[0])
+    monkeypatch.setattr(cpu_estimate._ProcessTree, "cpu_s", lambda self: cpu_s_now[0])
     monkeypatch.setattr(cpu_estimate, "count_packages", lambda: 2)
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     est = CpuEstimate(tdp_w=200.0)
@@ -425,7 +425,7 @@ def fake_times(monkeypatch: pytest.MonkeyPatch) -> Callable[[float, float], None
     """
     now = {"wall": 100.0, "cpu": 10.0}
     monkeypatch.setattr(cpu_estimate, "time", SimpleNamespace(monotonic=lambda: now["wall"]))
-    monkeypatch.setattr(cpu_estimate, "_process_cpu_s", lambda: now["cpu"])
+    monkeypatch.setattr(cpu_estimate._ProcessTree, "cpu_s", lambda self: now["cpu"])
     monkeypatch.setattr(cpu_estimate, "count_packages", lambda: 1)
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
 
@@ -530,3 +530,29 @@ def test_probe_leaves_out_what_fails(
     assert [(r.levelno, "DRAM estimate unavailable" in r.message) for r in caplog.records] == [
         (logging.DEBUG, True)
     ]
+
+
+def test_estimates_charge_live_child_processes() -> None:
+    """A worker process's CPU time and memory count while it runs, not only once it exits."""
+    cpu, dram = CpuEstimate(tdp_w=100.0), DramEstimate()
+    alone_w = dram.power_w()
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; b = bytearray(300 * 2**20); t = time.process_time()\n"
+            "while time.process_time() - t < 0.6: pass\n"
+            "time.sleep(30)",
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while cpu.energy_j() < 0.5 * cpu.power_per_busy_cpu_w and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert child.poll() is None  # still running: counted live
+        assert cpu.energy_j() >= 0.5 * cpu.power_per_busy_cpu_w
+        time.sleep(cpu_estimate.DESCENDANTS_REFRESH_S)
+        assert dram.power_w() - alone_w >= 0.9 * 300 / 1024 * W_PER_GIB
+    finally:
+        child.kill()
+        child.wait()

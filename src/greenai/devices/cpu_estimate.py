@@ -316,10 +316,57 @@ def count_packages(sys_cpu: Path = Path("/sys/devices/system/cpu")) -> int:
     return max(len(ids), 1)
 
 
-def _process_cpu_s() -> float:
-    """CPU time of this process: user + system, all threads, and waited-for children. Units: s."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+DESCENDANTS_REFRESH_S = 1.0
+"""How often the list of this process's descendants is rescanned (a scan walks /proc)."""
+
+
+class _ProcessTree:
+    """This process and its live descendants (DataLoader workers, a metered command).
+
+    The estimates charge the whole tree: a run's worker processes are part of its
+    cost. Scanning for descendants walks every process on the machine, so the
+    list is refreshed at most every :data:`DESCENDANTS_REFRESH_S`; reading the
+    listed processes' times and memory is cheap.
+    """
+
+    def __init__(self) -> None:
+        self._children: list[psutil.Process] = []
+        self._scanned_at = -math.inf
+        self._lock = threading.Lock()
+
+    def _descendants(self) -> list[psutil.Process]:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._scanned_at >= DESCENDANTS_REFRESH_S:
+                try:
+                    self._children = psutil.Process().children(recursive=True)
+                except psutil.Error:
+                    self._children = []  # unreadable: charge this process alone
+                self._scanned_at = now
+            return list(self._children)
+
+    def cpu_s(self) -> float:
+        """CPU time of the tree: this process (all threads), the children it waited for,
+        and each live descendant with the children it waited for. Units: s."""
+        t = os.times()
+        total = t.user + t.system + t.children_user + t.children_system
+        for child in self._descendants():
+            try:
+                c = child.cpu_times()
+            except psutil.Error:
+                continue  # exited: its time reaches os.times() once it is waited for
+            total += c.user + c.system + c.children_user + c.children_system
+        return total
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the tree (pages shared between processes count in each)."""
+        total = int(psutil.Process().memory_info().rss)
+        for child in self._descendants():
+            try:
+                total += int(child.memory_info().rss)
+            except psutil.Error:
+                continue
+        return total
 
 
 class CpuEstimate(NoPowerLimit):
@@ -409,14 +456,25 @@ class CpuEstimate(NoPowerLimit):
                 package_w, self.tdp_origin = float(tdp_w), "user-given (tdp_w=)"
             self.tdp_w = package_w
             self.power_per_busy_cpu_w = package_w * self.packages / self.logical_cpus
-        self._origin_cpu_s = _process_cpu_s()
+        self._tree = _ProcessTree()
+        self._origin_cpu_s = self._tree.cpu_s()
+        self._last_cpu_s = self._origin_cpu_s
+        self._cpu_lock = threading.Lock()
         self._lock = threading.Lock()
         self._window_start = (time.monotonic(), self._origin_cpu_s)
         self._last_power_w: float | None = None
 
     def energy_j(self) -> float:
         """The model's energy for this process's CPU time since construction. Units: J."""
-        return (_process_cpu_s() - self._origin_cpu_s) * self.power_per_busy_cpu_w
+        return (self._cpu_s() - self._origin_cpu_s) * self.power_per_busy_cpu_w
+
+    def _cpu_s(self) -> float:
+        """The tree's CPU time, never decreasing: an exited child's time leaves the live
+        list before it reaches os.times() (when it is waited for)."""
+        cpu_s = self._tree.cpu_s()
+        with self._cpu_lock:
+            self._last_cpu_s = max(self._last_cpu_s, cpu_s)
+            return self._last_cpu_s
 
     def power_w(self) -> float:
         """The model's power over the interval since the previous call. Units: W.
@@ -432,7 +490,7 @@ class CpuEstimate(NoPowerLimit):
         clock, since CPU time is real. Thread-safe.
         """
         with self._lock:
-            now = (time.monotonic(), _process_cpu_s())
+            now = (time.monotonic(), self._cpu_s())
             elapsed_s = now[0] - self._window_start[0]
             if elapsed_s < POWER_WINDOW_S and self._last_power_w is not None:
                 return self._last_power_w
@@ -468,9 +526,10 @@ class DramEstimate(NoPowerLimit):
 
     def __init__(self) -> None:
         self.counter_resets = 0
+        self._tree = _ProcessTree()
 
     def __repr__(self) -> str:
-        return f"DramEstimate({W_PER_GIB:.3f} W per GiB of this process's resident set)"
+        return f"DramEstimate({W_PER_GIB:.3f} W per GiB resident in this process and its children)"
 
     def energy_j(self) -> float:
         """There is no DRAM energy counter to estimate from: integrate :meth:`power_w`.
@@ -487,7 +546,7 @@ class DramEstimate(NoPowerLimit):
             DeviceError: The resident set size could not be read (the cause is chained).
         """
         try:
-            rss_bytes = int(psutil.Process().memory_info().rss)
+            rss_bytes = self._tree.rss_bytes()
         except (psutil.Error, OSError) as e:
             raise DeviceError(f"{self.name}: cannot read this process's RSS: {e!r}") from e
         return W_PER_GIB * rss_bytes / _BYTES_PER_GIB
