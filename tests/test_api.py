@@ -46,6 +46,18 @@ def test_run_is_accounted_and_written_everywhere(tmp_path: Path) -> None:
     assert record["co2_kg"] == pytest.approx(r.co2_kg)
     assert greenai.Result.from_dict(record).to_dict() == json.loads(json.dumps(r.to_dict()))
     assert History(default_history_path()).get(r.run_id).energy_j == pytest.approx(r.energy_j)
+    # ... and the HTML report rendered from the saved record shows the same figures
+    from greenai.report import html
+    from greenai.report.records import read_record
+
+    page = html.render_html(read_record(tmp_path / f"{r.run_id}.json"))
+    for shown in (
+        html.format_energy_j(r.energy_j),
+        html.format_co2_g(r.co2_kg),
+        html.format_usd(r.cost_usd),
+        r.run_id,
+    ):
+        assert shown.replace("&", "&amp;") in page
 
 
 def test_history_can_be_turned_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
