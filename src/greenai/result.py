@@ -263,11 +263,11 @@ class Result:
         if self.co2_kg is not None:
             where = self.accounting.get("location", "?")
             lines.append(
-                f"  CO2e: {self.co2_kg * 1000:,.2f} g at {self.intensity_g_per_kwh:,.0f} "
+                f"  CO2e: {self.co2_kg * 1000:,.3g} g at {self.intensity_g_per_kwh:,.0f} "
                 f"g/kWh ({where}, PUE {self.accounting.get('pue', 1.0):g})"
             )
         if self.cost_usd is not None:
-            lines.append(f"  cost: ${self.cost_usd:,.4f}")
+            lines.append(f"  cost: ${self.cost_usd:,.3g}")
         if self.steps and self.steps.count:
             lines.append(
                 f"  steps: {self.steps.count}, {self.steps.mean_time_s * 1e3:,.1f} ms "
