@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from greenai.errors import ReportError
+from greenai.report._files import fsync_directory
 from greenai.result import Result
 
 if sys.platform != "win32":
@@ -173,7 +174,7 @@ def append_emissions_row(
     finally:
         os.close(fd)
     if size == 0:
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
 
 
 def emissions_row(
@@ -334,20 +335,6 @@ def _checked_header(fd: int, path: Path) -> list[str]:
         f"({'; '.join(details)}); refusing to append to it. Write to another file or "
         "move this one away."
     )
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a new file's directory entry durable; a no-op where a folder can't be opened."""
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
 
 
 def _ends_with_newline(fd: int, size: int) -> bool:

@@ -15,12 +15,12 @@ from __future__ import annotations
 import html
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from greenai.report._files import write_atomic
 from greenai.result import Result
 
 __all__ = ["render_html", "write_html"]
@@ -188,26 +188,13 @@ def write_html(path: str | os.PathLike[str], result: Result) -> Path:
     never sees a half-written report and a crash leaves any older report intact.
 
     Args:
-        path: Where to write the page; its folder must exist.
+        path: Where to write the page (missing folders are created).
         result: The run to report.
 
     Returns:
         The path written.
     """
-    target = Path(path)
-    page = render_html(result)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(page)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp makes it private; a report is meant to be shared
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return target
+    return write_atomic(path, render_html(result).encode("utf-8"))
 
 
 # -------------------------------------------------------------------- formatting

@@ -18,11 +18,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from greenai.report._files import write_atomic
 from greenai.result import Result
 
 RECORD_FORMAT = "greenai-run"
@@ -79,26 +79,7 @@ def write_record(path: str | os.PathLike[str], result: Result) -> Path:
     Raises:
         OSError: The folder or file cannot be written.
     """
-    path = Path(path)
-    payload = (record_json(result) + "\n").encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    # 0o666 through the umask: the record gets the permissions a plain open() would give.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        try:
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-    return path
+    return write_atomic(path, (record_json(result) + "\n").encode("utf-8"))
 
 
 def read_record(path: str | os.PathLike[str]) -> Result:
@@ -158,20 +139,6 @@ def _finite(value: Any) -> Any:
     if hasattr(value, "tolist") and hasattr(value, "dtype"):  # a NumPy scalar or array
         return _finite(value.tolist())
     return value
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable; a no-op where a folder can't be opened."""
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
 
 
 __all__ = [
