@@ -268,7 +268,7 @@ class Tracker:
                 output(self._result)
             except Exception as e:  # a report that cannot be written must not lose the run
                 logger.debug("output %r failed", output, exc_info=True)
-                warn(f"greenai: could not write {output!r}: {e}", OutputWarning)
+                warn(f"greenai: could not save the run ({e}); the result is kept", OutputWarning)
         self._flush_warnings()
         return self._result
 
