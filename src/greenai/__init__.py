@@ -1,15 +1,67 @@
 """greenai: what ML training and inference cost in joules, CO2e and money, and how to lower it.
 
-``import greenai`` stays light: torch, CodeCarbon and the NVML bindings load only
-when they are used.
+``import greenai`` costs almost nothing: the public names (:func:`track`,
+:class:`Tracker`, :class:`Result`, ...) load on first use, and torch, CodeCarbon
+and the NVML bindings only when they are used. This matters because greenai's
+pytest plugin (:mod:`greenai.pytest_plugin`) is imported by every pytest session
+on a machine where greenai is installed, metering or not.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from greenai.api import Tracker, track
-from greenai.result import Forecast, Result
-from greenai.track import Window
+if TYPE_CHECKING:
+    from greenai.api import Tracker, track
+    from greenai.result import Forecast, Result
+    from greenai.track import Window
 
 __all__ = ["Forecast", "Result", "Tracker", "Window", "__version__", "track"]
+
+# Public name -> the module that defines it (imported on first access).
+_LAZY = {
+    "Tracker": "greenai.api",
+    "track": "greenai.api",
+    "Forecast": "greenai.result",
+    "Result": "greenai.result",
+    "Window": "greenai.track",
+}
+
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> Any:
+        """Load a public name on first access (PEP 562)."""
+        module_name = _LAZY.get(name)
+        if module_name is None:
+            raise AttributeError(f"module 'greenai' has no attribute {name!r}")
+        value = getattr(importlib.import_module(module_name), name)
+        globals()[name] = value
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+class _Package(types.ModuleType):
+    """The ``greenai`` module, keeping ``greenai.track`` the public callable.
+
+    Importing the submodule :mod:`greenai.track` makes Python bind it as the
+    package's ``track`` attribute, which would hide :func:`greenai.track` (the
+    :class:`~greenai.api.Tracker` class). That binding is dropped: the submodule
+    stays reachable as ``sys.modules["greenai.track"]`` and through ``from
+    greenai.track import ...``.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "track" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

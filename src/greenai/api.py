@@ -11,7 +11,6 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from greenai import track as _track
 from greenai.carbon import accountant
 from greenai.config import resolve_settings
 from greenai.devices import Device
@@ -19,11 +18,13 @@ from greenai.report.csv_report import append_emissions_row
 from greenai.report.history import History, default_history_path
 from greenai.report.records import record_path, write_record
 from greenai.result import Result
+from greenai.track import DEFAULT_SAMPLE_PERIOD_S
+from greenai.track import Tracker as _BaseTracker
 
 _HISTORY_OFF = {"0", "off", "false", "no"}
 
 
-class Tracker(_track.Tracker):
+class Tracker(_BaseTracker):
     """Meters energy and accounts CO2e and cost; a context manager, a decorator, or start/stop.
 
     Args:
@@ -62,7 +63,7 @@ class Tracker(_track.Tracker):
         cpu: bool = True,
         dram: bool = True,
         devices: Sequence[Device] | None = None,
-        sample_period_s: float = _track.DEFAULT_SAMPLE_PERIOD_S,
+        sample_period_s: float = DEFAULT_SAMPLE_PERIOD_S,
         synchronize: bool = True,
         country: str | None = None,
         region: str | None = None,
