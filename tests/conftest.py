@@ -8,6 +8,8 @@ import pytest
 
 from greenai import devices
 
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture(autouse=True)
 def _fresh_probes() -> Iterator[None]:

@@ -1,0 +1,168 @@
+"""The terminal summary: one row per metered test, most energy first.
+
+Columns: test, duration, energy, energy by device kind with the source of each
+figure, CO2e, runs (with ``--energy-repeat``), budget, status, and the change in
+energy against ``--energy-compare``. Columns for device kinds that no test
+metered are left out, and the test column takes what the terminal width leaves,
+cutting long node ids from the left (their ends tell tests apart). Standard
+library only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from greenai.pytest_energy import units
+from greenai.pytest_energy.budget import Figures, describe_budget
+
+SOURCE_TAGS = {
+    "nvml-counter": "nvml",
+    "nvml-power": "nvml~",
+    "rapl": "rapl",
+    "estimate": "EST",
+    "sim": "sim",
+}
+"""Short source tags for the table."""
+
+SOURCE_LEGEND = {
+    "nvml": "NVML energy counter",
+    "nvml~": "NVML power, integrated",
+    "rapl": "RAPL counter",
+    "EST": "ESTIMATE, not measured",
+    "sim": "simulated GPU",
+}
+
+_KINDS = ("gpu", "cpu", "dram")
+_MIN_TEST_WIDTH = 40  # below this, node ids are too cut to tell tests apart
+
+
+@dataclass(frozen=True)
+class Row:
+    """One metered test, as the table needs it.
+
+    Attributes:
+        nodeid: The test.
+        figures: Its figures (None when it could not be metered).
+        budget: The marker's limits.
+        status: ``ok``, ``EXCEEDED``, ``unmeasured``, ``skipped``, ``UNMEASURED``,
+            ``failed`` or ``-``.
+    """
+
+    nodeid: str
+    figures: Figures | None
+    budget: Mapping[str, float]
+    status: str
+
+
+def _kind_cell(figures: Figures | None, kind: str) -> str:
+    if figures is None:
+        return "-"
+    devices = [d for d in figures.devices if d.kind == kind]
+    if not devices:
+        return "-"
+    tags = sorted({SOURCE_TAGS.get(d.source, d.source) for d in devices})
+    return f"{units.energy(sum(d.energy_j for d in devices))} {'/'.join(tags)}"
+
+
+def _runs_cell(figures: Figures | None) -> str:
+    if figures is None:
+        return "-"
+    if figures.runs <= 1:
+        return "1"
+    lo, hi = figures.ranges.get("energy_j", (0.0, 0.0))
+    median = figures.energy_j
+    if median is None or median <= 0:
+        return str(figures.runs)
+    return f"{figures.runs} +-{100.0 * (hi - lo) / 2.0 / median:.1f}%"
+
+
+def _energy_key(row: Row) -> float:
+    if row.figures is None or row.figures.energy_j is None:
+        return -1.0
+    return row.figures.energy_j
+
+
+def render(
+    rows: Sequence[Row],
+    *,
+    width: int = 120,
+    baseline: Mapping[str, Figures] | None = None,
+    repeat: int = 1,
+) -> list[str]:
+    """The table's lines (header, a rule, one line per test, a total, the legend)."""
+    ordered = sorted(rows, key=_energy_key, reverse=True)
+    kinds = [
+        k
+        for k in _KINDS
+        if any(r.figures and any(d.kind == k for d in r.figures.devices) for r in rows)
+    ]
+    headers = ["time", "energy", *kinds, "CO2e"]
+    if repeat > 1:
+        headers.append("runs")
+    headers += ["budget", "status"]
+    if baseline is not None:
+        headers.append("vs saved")
+    body: list[list[str]] = []
+    tags: set[str] = set()
+    for row in ordered:
+        f = row.figures
+        cells = [
+            units.duration(None if f is None else f.duration_s),
+            units.energy(None if f is None else f.energy_j),
+            *[_kind_cell(f, k) for k in kinds],
+            units.co2(None if f is None else f.co2_kg),
+        ]
+        if repeat > 1:
+            cells.append(_runs_cell(f))
+        cells += [describe_budget(row.budget), row.status]
+        if baseline is not None:
+            cells.append(_delta_cell(f, baseline.get(row.nodeid)))
+        body.append(cells)
+        if f is not None:
+            tags |= {SOURCE_TAGS.get(d.source, d.source) for d in f.devices}
+    widths = [max(len(h), *(len(c[i]) for c in body)) for i, h in enumerate(headers)]
+    fixed = sum(widths) + 2 * len(widths)
+    longest = max((len(r.nodeid) for r in ordered), default=4)
+    test_width = max(_MIN_TEST_WIDTH, min(longest, width - fixed - 1))
+
+    def line(first: str, cells: Sequence[str]) -> str:
+        out = _cut(first, test_width).ljust(test_width)
+        for i, cell in enumerate(cells):
+            out += "  " + (
+                cell.ljust(widths[i])
+                if headers[i] in ("budget", "status")
+                else cell.rjust(widths[i])
+            )
+        return out.rstrip()
+
+    lines = [line("test", headers), "-" * min(width, test_width + fixed)]
+    lines += [line(row.nodeid, cells) for row, cells in zip(ordered, body, strict=True)]
+    measured = [
+        r.figures for r in ordered if r.figures is not None and r.figures.energy_j is not None
+    ]
+    if len(ordered) > 1 and measured:
+        total_j = sum(f.energy_j or 0.0 for f in measured)
+        co2 = [f.co2_kg for f in measured]
+        total_co2 = None if any(c is None for c in co2) else sum(c or 0.0 for c in co2)
+        lines.append(
+            f"total ({len(measured)} tests{', medians' if repeat > 1 else ''}): "
+            f"{units.energy(total_j)}, {units.co2(total_co2)} CO2e"
+        )
+    if tags:
+        legend = ", ".join(f"{t} = {SOURCE_LEGEND.get(t, t)}" for t in sorted(tags))
+        lines.append(f"sources: {legend}")
+    return lines
+
+
+def _delta_cell(current: Figures | None, saved: Figures | None) -> str:
+    if saved is None:
+        return "new"
+    if current is None or current.energy_j is None or saved.energy_j is None:
+        return "-"
+    return units.change(current.energy_j, saved.energy_j)
+
+
+def _cut(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters from the left, marked with ``...``."""
+    return text if len(text) <= width else "..." + text[len(text) - width + 3 :]
