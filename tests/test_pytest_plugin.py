@@ -50,7 +50,7 @@ def sim():
 # editable install's finder module, as in this project's pyproject.toml.
 INI = """
 [pytest]
-addopts = -p no:cacheprovider
+addopts = -p no:cacheprovider --strict-markers
 filterwarnings =
     error
     ignore:Module already imported so cannot be rewritten:pytest.PytestAssertRewriteWarning
@@ -138,7 +138,8 @@ def test_budgets_that_pass_and_budgets_that_fail(project: pytest.Pytester) -> No
     assert "budget exceeded: joules" not in result.stdout.str()
     assert row(result, "::test_within").split()[-1] == "ok"
     assert row(result, "::test_gpu_over").split()[-1] == "EXCEEDED"
-    assert "700 J sim" in row(result, "::test_gpu_over")
+    assert "gpu sim" in summary(result).splitlines()[1]  # one source: named in the header
+    assert row(result, "::test_gpu_over").split()[3:5] == ["700", "J"]  # total, then the GPU
     assert "10.9 mg" in row(result, "::test_gpu_over")  # CO2e column, in grams
     assert "test_not_metered" not in summary(result)  # no --energy: only tests that ask
 
@@ -315,7 +316,7 @@ def test_a_marker_without_limits_meters_the_test(project: pytest.Pytester) -> No
     result = run(project, GPU_ONLY)
     result.assert_outcomes(passed=2)
     assert row(result, "::test_metered").split()[-2:] == ["-", "-"]
-    assert "700 J sim" in row(result, "::test_none_is_no_limit")
+    assert row(result, "::test_none_is_no_limit").split()[3:7] == ["700", "J", "700", "J"]
 
 
 # ---------------------------------------------------------------- the energy fixture
@@ -434,7 +435,7 @@ def test_repeat_budgets_the_median(project: pytest.Pytester, tmp_path: Path) -> 
     )
     noisy = row(result, "::test_noisy")
     assert "700 J" in noisy
-    assert "3 +-75.0%" in noisy  # runs spread from 350 J to 1,400 J around 700 J
+    assert "3 \u00b175.0%" in noisy  # runs spread from 350 J to 1,400 J around 700 J
     assert noisy.split()[-1] == "ok"
     test = next(w for w in read_record(saved).windows if w.name and w.name.endswith("test_noisy"))
     assert [w.name for w in test.windows] == ["run 1", "run 2", "run 3"]
@@ -519,6 +520,34 @@ def test_a_failed_sensor_never_fails_a_test_by_itself(project: pytest.Pytester) 
         ]
     )
     assert "gpu0 stopped answering" in summary(result)  # the SensorWarning, as a note
+
+
+def test_a_tracker_that_cannot_start_leaves_the_test_unmetered(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GREENAI_PUE", "0.5")  # refused by greenai's settings
+    project.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.energy_budget(joules=1)
+        def test_budget(sim):
+            sim.compute(1.0)
+
+        def test_no_budget(sim):
+            sim.compute(1.0)
+        """
+    )
+    result = run(project, "--energy", GPU_ONLY, "-rs")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        ["SKIPPED*energy budget not measurable: joules: metering could not start: ValueError*pue*"]
+    )
+    assert (
+        "note: 2 test(s) could not be metered (test_a_tracker_that_cannot_start_leaves_the_test_"
+        "unmetered.py::test_budget and 1 more): metering could not start: ValueError: greenai "
+        "setting pue=0.5" in summary(result)
+    )
 
 
 def test_greenai_warnings_become_notes_not_test_failures(
@@ -852,9 +881,9 @@ def pytest_sessionfinish(session):
 """
 
 
-@pytest.mark.parametrize("energy", [False, True])
+@pytest.mark.parametrize("metering", [False, True])
 def test_inactive_plugin_costs_nothing(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, energy: bool
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, metering: bool
 ) -> None:
     """Without --energy, a marker or the fixture: no tracker, no thread, no greenai import."""
     monkeypatch.setenv("GREENAI_COUNTRY", "FRA")
@@ -873,10 +902,10 @@ def test_inactive_plugin_costs_nothing(
             print("THREADS", threads, "TRACK", "greenai.track" in sys.modules)
         """
     )
-    result = run(pytester, "-s", *(["--energy"] if energy else []))
+    result = run(pytester, "-s", *(["--energy"] if metering else []))
     result.assert_outcomes(passed=1)
     probe = json.loads((tmp_path / "probe.json").read_text())
-    if energy:  # the control: metering does load the tracker and start its sampler
+    if metering:  # the control: metering does load the tracker and start its sampler
         assert "greenai.track" in probe["modules"]
         result.stdout.fnmatch_lines(["*THREADS *greenai-sampler* TRACK True"])
         return

@@ -341,9 +341,12 @@ class EnergyFixture:
             try:
                 yield measurement
             finally:
-                with collect_warnings(measurement.notes):
-                    window.__exit__(None, None, None)
-                    measurement._result = window.result
+                try:
+                    with collect_warnings(measurement.notes):
+                        window.__exit__(None, None, None)
+                        measurement._result = window.result
+                except Exception as e:  # metering must not fail the test (nor hide its error)
+                    measurement._why_not = f"could not be metered: {type(e).__name__}: {e}"
             self._add_notes(meter, measurement)
             return
         own: Tracker | None = None

@@ -104,6 +104,7 @@ class EnergySession:
         self.saved_path: Path | None = None
         self.save_error = ""
         self.workers_seen: set[str] = set()
+        self.errors: dict[str, list[str]] = {}
         self.unmergeable = 0
 
     def path(self, text: str) -> Path:
@@ -140,8 +141,9 @@ class EnergySession:
             self.workers_seen.add(entry.worker)
         for text in entry.data.get("notes") or ():
             self.note(str(text))
-        if entry.data.get("error"):
-            self.note(f"{entry.nodeid}: {entry.data['error']}")
+        error = entry.data.get("error")
+        if error:
+            self.errors.setdefault(str(error), []).append(entry.nodeid)
 
     def worker_output(self) -> dict[str, Any]:
         """What a worker sends the controller when it finishes (JSON-ready)."""
@@ -174,6 +176,9 @@ class EnergySession:
         It fails on a regression beyond an ``--energy-compare-fail`` threshold, and
         when ``--energy-save`` could not write its file.
         """
+        for error, nodeids in self.errors.items():
+            first = nodeids[0] + (f" and {len(nodeids) - 1} more" if len(nodeids) > 1 else "")
+            self.note(f"{len(nodeids)} test(s) could not be metered ({first}): {error}")
         if len(self.workers_seen) > 1:
             self.note(
                 f"{len(self.workers_seen)} pytest-xdist workers metered tests at the same time: "
@@ -227,7 +232,10 @@ class EnergySession:
     def summary(self, width: int) -> list[tuple[str, str]]:
         """The summary's lines, each with its colour (``""``, red, yellow or green)."""
         out: list[tuple[str, str]] = []
-        rows = [Row(t.nodeid, t.figures, t.budget, t.status) for t in self.tests.values()]
+        rows = [
+            Row(t.nodeid, t.figures, t.budget, t.status, len(t.data.get("blocks") or ()))
+            for t in self.tests.values()
+        ]
         if rows:
             out += [
                 (text, "")

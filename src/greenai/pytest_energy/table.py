@@ -47,22 +47,33 @@ class Row:
         budget: The marker's limits.
         status: ``ok``, ``EXCEEDED``, ``unmeasured``, ``skipped``, ``UNMEASURED``,
             ``failed`` or ``-``.
+        blocks: How many ``energy.budget()`` blocks the test checked.
     """
 
     nodeid: str
     figures: Figures | None
     budget: Mapping[str, float]
     status: str
+    blocks: int = 0
 
 
-def _kind_cell(figures: Figures | None, kind: str) -> str:
+def _kind_tag(figures: Figures | None, kind: str) -> str:
+    """The source tag(s) of ``kind``'s figure in one row (``""`` when it has none)."""
+    if figures is None:
+        return ""
+    return "/".join(
+        sorted({SOURCE_TAGS.get(d.source, d.source) for d in figures.devices if d.kind == kind})
+    )
+
+
+def _kind_cell(figures: Figures | None, kind: str, tag_in_header: bool) -> str:
     if figures is None:
         return "-"
     devices = [d for d in figures.devices if d.kind == kind]
     if not devices:
         return "-"
-    tags = sorted({SOURCE_TAGS.get(d.source, d.source) for d in devices})
-    return f"{units.energy(sum(d.energy_j for d in devices))} {'/'.join(tags)}"
+    energy = units.energy(sum(d.energy_j for d in devices))
+    return energy if tag_in_header else f"{energy} {_kind_tag(figures, kind)}"
 
 
 def _runs_cell(figures: Figures | None) -> str:
@@ -74,7 +85,7 @@ def _runs_cell(figures: Figures | None) -> str:
     median = figures.energy_j
     if median is None or median <= 0:
         return str(figures.runs)
-    return f"{figures.runs} +-{100.0 * (hi - lo) / 2.0 / median:.1f}%"
+    return f"{figures.runs} \u00b1{100.0 * (hi - lo) / 2.0 / median:.1f}%"
 
 
 def _energy_key(row: Row) -> float:
@@ -97,7 +108,11 @@ def render(
         for k in _KINDS
         if any(r.figures and any(d.kind == k for d in r.figures.devices) for r in rows)
     ]
-    headers = ["time", "energy", *kinds, "CO2e"]
+    # a kind whose figures all come from one source says so once, in its header
+    kind_tags = {k: {_kind_tag(r.figures, k) for r in rows} - {""} for k in kinds}
+    shared = {k: len(tags) == 1 for k, tags in kind_tags.items()}
+    kind_headers = [f"{k} {next(iter(kind_tags[k]))}" if shared[k] else k for k in kinds]
+    headers = ["time", "energy", *kind_headers, "CO2e"]
     if repeat > 1:
         headers.append("runs")
     headers += ["budget", "status"]
@@ -110,12 +125,12 @@ def render(
         cells = [
             units.duration(None if f is None else f.duration_s),
             units.energy(None if f is None else f.energy_j),
-            *[_kind_cell(f, k) for k in kinds],
+            *[_kind_cell(f, k, shared[k]) for k in kinds],
             units.co2(None if f is None else f.co2_kg),
         ]
         if repeat > 1:
             cells.append(_runs_cell(f))
-        cells += [describe_budget(row.budget), row.status]
+        cells += [_budget_cell(row), row.status]
         if baseline is not None:
             cells.append(_delta_cell(f, baseline.get(row.nodeid)))
         body.append(cells)
@@ -124,7 +139,7 @@ def render(
     widths = [max(len(h), *(len(c[i]) for c in body)) for i, h in enumerate(headers)]
     fixed = sum(widths) + 2 * len(widths)
     longest = max((len(r.nodeid) for r in ordered), default=4)
-    test_width = max(_MIN_TEST_WIDTH, min(longest, width - fixed - 1))
+    test_width = min(longest, max(_MIN_TEST_WIDTH, width - fixed - 1))
 
     def line(first: str, cells: Sequence[str]) -> str:
         out = _cut(first, test_width).ljust(test_width)
@@ -153,6 +168,13 @@ def render(
         legend = ", ".join(f"{t} = {SOURCE_LEGEND.get(t, t)}" for t in sorted(tags))
         lines.append(f"sources: {legend}")
     return lines
+
+
+def _budget_cell(row: Row) -> str:
+    if not row.blocks:
+        return describe_budget(row.budget)
+    blocks = f"{row.blocks} block{'s' if row.blocks > 1 else ''}"
+    return blocks if not row.budget else f"{describe_budget(row.budget)} + {blocks}"
 
 
 def _delta_cell(current: Figures | None, saved: Figures | None) -> str:
