@@ -452,22 +452,28 @@ import pytest
 @pytest.mark.energy_budget(gpu_joules=100, seconds=10)
 def test_gpu_budget():
     pass
+
+@pytest.mark.energy_budget(seconds=10)
+def test_gpu_block(energy):
+    with energy.budget(gpu_joules=100, name="step"):
+        pass
 """
 
 
 @pytest.mark.parametrize(
     ("policy", "outcome", "status"),
     [
-        (None, {"skipped": 1}, "skipped"),
-        ("skip", {"skipped": 1}, "skipped"),
-        ("fail", {"failed": 1}, "UNMEASURED"),
-        ("pass", {"passed": 1}, "unmeasured"),
+        (None, {"skipped": 2}, "skipped"),
+        ("skip", {"skipped": 2}, "skipped"),
+        ("fail", {"failed": 2}, "UNMEASURED"),
+        ("pass", {"passed": 2}, "unmeasured"),
     ],
 )
 def test_unmeasured_policies(
     project: pytest.Pytester, policy: str | None, outcome: dict[str, int], status: str
 ) -> None:
-    """A GPU budget when no GPU is metered: what --energy-unmeasured decides."""
+    """A GPU budget when no GPU is metered: what --energy-unmeasured decides (for the
+    marker and for an energy.budget() block alike)."""
     project.makepyfile(UNMEASURABLE)
     args = ["--energy-devices=cpu", "-rs"]
     if policy is not None:
@@ -477,7 +483,9 @@ def test_unmeasured_policies(
     reason = "energy budget not measurable: gpu_joules: no GPU was metered"
     if policy != "pass":
         assert reason in result.stdout.str()
+        assert f"block 'step': {reason}" in result.stdout.str()
     assert row(result, "::test_gpu_budget").split()[-1] == status
+    assert row(result, "::test_gpu_block").split()[-1] == status
 
 
 def test_a_failed_sensor_never_fails_a_test_by_itself(project: pytest.Pytester) -> None:

@@ -21,7 +21,8 @@ A metered test's call phase (not its setup or teardown) runs under a
 the budget and where the figure came from. Options (``pytest --help``, group
 "energy"): ``--energy`` (meter every test), ``--energy-devices``, ``--energy-gpus``,
 ``--energy-repeat``, ``--energy-unmeasured``, ``--energy-save``, ``--energy-compare``
-and ``--energy-compare-fail``. The parts live in :mod:`greenai.pytest_energy`.
+and ``--energy-compare-fail``. The parts live in :mod:`greenai.pytest_energy`; for
+type hints, the fixture is a :class:`greenai.pytest_energy.metering.EnergyFixture`.
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ _BUDGET = pytest.StashKey[dict[str, float]]()
 _FIXTURE_USED = pytest.StashKey[bool]()
 _METER: pytest.StashKey[TestMeter] = pytest.StashKey()
 _DATA = pytest.StashKey[dict[str, Any]]()
+_PLUGIN: pytest.StashKey[EnergyPlugin] = pytest.StashKey()
+
+_WORKER_OUTPUT_KEY = "greenai_energy"
+"""The key of a pytest-xdist worker's ``workeroutput`` that carries its metered node ids
+and notes to the controller."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -242,10 +248,6 @@ class EnergyPlugin:
             terminalreporter.write_line(
                 f"greenai energy: session FAILED: {reason}", red=True, bold=True
             )
-
-
-_PLUGIN = pytest.StashKey[EnergyPlugin]()
-_WORKER_OUTPUT_KEY = "greenai_energy"
 
 
 @pytest.hookimpl(tryfirst=True)

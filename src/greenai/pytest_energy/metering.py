@@ -191,18 +191,25 @@ class TestMeter:
     def run(self, index: int) -> Iterator[None]:
         """One run of the call; with repeats, a window ``run <index + 1>`` of the tracker."""
         tracker = self._tracker
-        if tracker is None or self.options.repeat <= 1:
-            yield
-            return
-        with collect_warnings(self.notes):
-            window = tracker.window(f"run {index + 1}")
-            window.__enter__()
+        window = None
+        if tracker is not None and self.options.repeat > 1:
+            try:
+                with collect_warnings(self.notes):
+                    window = tracker.window(f"run {index + 1}")
+                    window.__enter__()
+            except Exception as e:  # metering must not fail the test
+                self.error = f"metering failed: {type(e).__name__}: {e}"
+                window = None
         try:
             yield
         finally:
-            with collect_warnings(self.notes):
-                window.__exit__(None, None, None)
-            self._runs.append(window)
+            if window is not None:
+                try:
+                    with collect_warnings(self.notes):
+                        window.__exit__(None, None, None)
+                    self._runs.append(window)
+                except Exception as e:  # nor hide the test's own error
+                    self.error = f"metering failed: {type(e).__name__}: {e}"
 
     def stop(self) -> None:
         """Stop the tracker and work out the figures (medians over the finished runs)."""
@@ -237,7 +244,8 @@ class TestMeter:
             self.message = _budget.unmeasured_message(self.checks)
             self.status = {"skip": "skipped", "fail": "UNMEASURED", "pass": "unmeasured"}[policy]
             return policy, self.message
-        self.status = "ok"
+        if self.status == "-":  # an energy.budget() block may have said more already
+            self.status = "ok"
         self.message = "; ".join(c.text for c in self.checks)
         return "pass", ""
 
