@@ -299,3 +299,11 @@ def test_account_and_output_hooks(vc: clock.VirtualClock) -> None:
     assert run.result.co2_kg == pytest.approx(0.0005)  # 3600 J = 0.001 kWh
     assert run.result.window("w").co2_kg == pytest.approx(0.0005)
     assert seen == [run.result]
+
+
+def test_decorator_without_parentheses_is_a_clear_error() -> None:
+    def work() -> None:
+        pass
+
+    with pytest.raises(TypeError, match="with the parentheses"):
+        greenai.track(work)  # type: ignore[arg-type]

@@ -168,6 +168,11 @@ class Tracker:
         account: Callable[[Result], Result] | None = None,
         outputs: Sequence[Callable[[Result], object]] = (),
     ) -> None:
+        if name is not None and not isinstance(name, str):
+            raise TypeError(
+                f"name must be a string, got {name!r}; as a decorator write "
+                "@greenai.track() or @greenai.track('name'), with the parentheses"
+            )
         if not (isinstance(sample_period_s, (int, float)) and 0 < sample_period_s < math.inf):
             raise ValueError(
                 f"sample_period_s must be a positive number of seconds, got {sample_period_s!r}"
