@@ -47,6 +47,13 @@ class AccountingWarning(UserWarning):
     """CO2 was charged with a fallback, e.g. the world-average intensity for an unknown place."""
 
 
+class ControlWarning(UserWarning):
+    """greenai could not steer a device setting as asked, e.g. no permission to set power limits.
+
+    The run goes on unsteered (metering is unaffected); shown once per guard.
+    """
+
+
 def warn(message: str, category: type[Warning]) -> None:
     """Warn, attributing the warning to the first caller outside greenai.
 

@@ -1,0 +1,733 @@
+"""Power limits that are always given back: :class:`PowerLimitGuard` and :func:`recover`.
+
+A GPU power limit outlives the process that set it (it lasts until the driver
+reloads or someone sets another), so a run that lowers it and dies would leave
+the GPU slow for everyone after it. Every limit greenai changes goes through a
+:class:`PowerLimitGuard`, which restores the original on every way out: normal
+end of the ``with`` block, an exception, ``KeyboardInterrupt``, ``SIGTERM``
+(a handler restores, then hands the signal on) and interpreter exit (``atexit``).
+
+A hard kill (``SIGKILL``, OOM killer, power loss) runs none of that. For that
+case the original limit is written to a journal file *before* the limit is
+changed; the next guard to start (or anyone calling :func:`recover`) finds the
+entries of processes that are gone and puts their originals back.
+
+Journal format (JSON, written atomically; its folder is
+``$GREENAI_STATE_DIR`` or ``$XDG_STATE_HOME/greenai``)::
+
+    {"format": "greenai-power-limits", "version": 1,
+     "owners": [{"pid": 1234, "hostname": "node1", "started_at": 1718000000.0,
+                 "proc_start_ticks": 987654,
+                 "devices": [{"key": "GPU-...", "uuid": "GPU-...", "name": "gpu0",
+                              "original_limit_w": 700.0}]}]}
+
+One entry per process; processes sharing the journal serialize through an
+``fcntl.flock`` on a sidecar ``.lock`` file and keep each other's entries.
+
+Nested guards on the same device (in one process) are supported in LIFO order:
+each guard restores the limit it found when it first changed the device, and
+the journal keeps the outermost original (the one found first), which only the
+guard that wrote it removes.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import math
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any, NamedTuple
+
+from greenai.devices.base import Device
+from greenai.errors import (
+    ControlWarning,
+    DeviceError,
+    NoPermissionError,
+    NotSupportedError,
+    warn,
+)
+
+__all__ = [
+    "JOURNAL_NAME",
+    "PowerLimitGuard",
+    "Refusal",
+    "default_journal_path",
+    "recover",
+]
+
+logger = logging.getLogger(__name__)
+
+JOURNAL_NAME = "power_limits.json"
+_FORMAT = "greenai-power-limits"
+_VERSION = 1
+
+_SignalHandler = Callable[[int, FrameType | None], Any] | int | None
+
+
+class Refusal(NamedTuple):
+    """A limit the guard would have set but could not (no permission, not supported, ...).
+
+    Attributes:
+        device: The device it was meant for.
+        limit_w: The limit that would have been set. Units: W.
+        reason: Why it was not set, in words.
+    """
+
+    device: Device
+    limit_w: float
+    reason: str
+
+
+def default_journal_path() -> Path:
+    """``$GREENAI_STATE_DIR/power_limits.json``, else ``$XDG_STATE_HOME/greenai/power_limits.json``.
+
+    ``XDG_STATE_HOME`` falls back to ``~/.local/state`` when unset, empty or not an
+    absolute path (the XDG Base Directory rules).
+    """
+    explicit = os.environ.get("GREENAI_STATE_DIR", "")
+    if explicit:
+        return Path(explicit).expanduser() / JOURNAL_NAME
+    state_home = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(state_home) if os.path.isabs(state_home) else Path.home() / ".local" / "state"
+    return base / "greenai" / JOURNAL_NAME
+
+
+def _device_key(device: Device) -> str:
+    """A stable identity for a device: its NVML UUID where it has one, else its name."""
+    uuid = getattr(device, "uuid", None)
+    return uuid if isinstance(uuid, str) and uuid else device.name
+
+
+def _device_label(device: Device) -> str:
+    key = _device_key(device)
+    return device.name if key == device.name else f"{device.name} ({key})"
+
+
+# --------------------------------------------------------------------------- the journal
+
+_thread_lock = threading.RLock()  # reentrant: a SIGTERM handler may run inside a journal update
+_flocks: dict[Path, tuple[int, int]] = {}  # path -> (fd, depth) of the sidecar locks held
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold the journal exclusively: a thread lock in-process, ``flock`` across processes.
+
+    Reentrant within a thread, so a signal handler that interrupts a journal update
+    in the main thread does not deadlock on the lock its own thread holds.
+    """
+    with _thread_lock:
+        held = _flocks.get(path)
+        if held is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                if sys.platform != "win32":
+                    import fcntl
+
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(fd)
+                raise
+            held = (fd, 0)
+        _flocks[path] = (held[0], held[1] + 1)
+        try:
+            yield
+        finally:
+            fd, depth = _flocks[path]
+            if depth <= 1:
+                del _flocks[path]
+                os.close(fd)  # closing the only descriptor releases the flock
+            else:
+                _flocks[path] = (fd, depth - 1)
+
+
+class _JournalUnreadable(Exception):
+    """The journal exists but is not a greenai power-limit journal this version can read."""
+
+
+def _read_owners(path: Path) -> list[dict[str, Any]]:
+    """The journal's owner entries; [] when there is no journal. Call under :func:`_locked`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise _JournalUnreadable(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(data, dict) or data.get("format") != _FORMAT:
+        raise _JournalUnreadable(f"{path} is not a greenai power-limit journal")
+    if data.get("version") != _VERSION:
+        raise _JournalUnreadable(f"{path} has version {data.get('version')!r}, not {_VERSION}")
+    owners = data.get("owners")
+    if not isinstance(owners, list) or not all(isinstance(o, dict) for o in owners):
+        raise _JournalUnreadable(f"{path} has no valid owner list")
+    return owners
+
+
+def _write_owners(path: Path, owners: list[dict[str, Any]]) -> None:
+    """Replace the journal atomically, or delete it when no owner has entries left."""
+    from greenai.report._files import fsync_directory, write_atomic
+
+    owners = [o for o in owners if o.get("devices")]
+    if not owners:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        fsync_directory(path.parent)
+        return
+    data = {"format": _FORMAT, "version": _VERSION, "owners": owners}
+    write_atomic(path, (json.dumps(data, indent=1) + "\n").encode("utf-8"))
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """``(state, start time in clock ticks since boot)`` of a process, from Linux ``/proc``."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        fields = text[text.rindex(")") + 2 :].split()
+        return fields[0], int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _own_start_ticks() -> int | None:
+    stat = _proc_stat(os.getpid())
+    return None if stat is None else stat[1]
+
+
+def _owner_alive(owner: dict[str, Any]) -> bool:
+    """Whether the process that wrote a journal entry may still be steering its devices.
+
+    Errs towards "alive" where it cannot tell (another host), so a live run's
+    limits are never reset under it.
+    """
+    if owner.get("hostname") != socket.gethostname():
+        return True  # a journal on a shared home: that host's processes cannot be checked
+    pid = owner.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    ticks = owner.get("proc_start_ticks")
+    if pid == os.getpid():
+        own_ticks = _own_start_ticks()
+        if isinstance(ticks, int) and own_ticks is not None and ticks != own_ticks:
+            return False  # an earlier process that had our pid (a restarted container)
+        with _thread_lock:
+            return any(g._journaled for g in _active)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, under another user
+    except OSError:
+        return True
+    stat = _proc_stat(pid)
+    if stat is None:
+        return True
+    state, now_ticks = stat
+    if state in ("Z", "X"):
+        return False  # killed, not yet reaped
+    return not (isinstance(ticks, int) and ticks != now_ticks)  # else the pid was reused
+
+
+def recover(
+    journal_path: str | os.PathLike[str] | None = None,
+    devices: Sequence[Device] | None = None,
+) -> list[str]:
+    """Put back the power limits that a killed greenai process left changed.
+
+    Reads the journal; for each entry whose process is gone (or is an earlier
+    process that had this pid), sets every recorded device that is present back
+    to its original limit and removes it from the journal. Entries of live
+    processes are left alone: they are still steering. Devices that are not
+    present here (another ``CUDA_VISIBLE_DEVICES``) stay in the journal for a
+    process that sees them. When one device appears under several dead
+    processes, the earliest one's original wins (the later ones recorded a
+    limit the earlier one had set). Never raises.
+
+    Args:
+        journal_path: The journal; :func:`default_journal_path` when None.
+        devices: Where to look for the recorded devices (matched by UUID, or name
+            for devices without one); the visible NVIDIA GPUs when None.
+
+    Returns:
+        One line per limit restored, e.g. ``"gpu0 (GPU-...): 450 W -> 700 W (left by pid 12 on
+        node1)"``. Empty when there was nothing to do.
+    """
+    path = Path(journal_path) if journal_path is not None else default_journal_path()
+    restored: list[str] = []
+    try:
+        if not path.exists():
+            return restored
+        with _locked(path):
+            try:
+                owners = _read_owners(path)
+            except _JournalUnreadable as e:
+                _set_aside(path, str(e))
+                return restored
+            stale = [o for o in owners if not _owner_alive(o)]
+            if not stale:
+                return restored
+            present = _present_devices(devices)
+            done: set[str] = set()
+            for owner in sorted(stale, key=lambda o: float(o.get("started_at") or 0.0)):
+                kept: list[dict[str, Any]] = []
+                for entry in owner.get("devices") or []:
+                    key = entry.get("key") if isinstance(entry, dict) else None
+                    if not isinstance(key, str):
+                        continue  # malformed: nothing could ever restore it
+                    if key in done:
+                        continue  # an earlier owner's original was already put back
+                    device = present.get(key)
+                    if device is None:
+                        kept.append(entry)
+                        continue
+                    line = _restore_entry(device, entry, owner)
+                    if line is None:
+                        kept.append(entry)  # try again at the next start
+                    else:
+                        done.add(key)
+                        restored.append(line)
+                owner["devices"] = kept
+            _write_owners(path, owners)
+    except Exception as e:  # recovery is best effort: it must never stop a run from starting
+        logger.debug("power-limit recovery from %s failed: %r", path, e, exc_info=True)
+    return restored
+
+
+def _present_devices(devices: Sequence[Device] | None) -> dict[str, Device]:
+    if devices is None:
+        from greenai.devices import probe_gpus
+
+        devices = probe_gpus()
+    return {_device_key(d): d for d in devices}
+
+
+def _restore_entry(device: Device, entry: dict[str, Any], owner: dict[str, Any]) -> str | None:
+    """Set one journaled original back; the report line, or None when it failed."""
+    original_w = entry.get("original_limit_w")
+    if isinstance(original_w, bool) or not isinstance(original_w, int | float):
+        return None
+    try:
+        before_w = device.power_limit_w()
+        device.set_power_limit_w(float(original_w))
+    except (DeviceError, ValueError) as e:
+        logger.debug("%s: could not restore %s W: %r", _device_label(device), original_w, e)
+        return None
+    return (
+        f"{_device_label(device)}: {before_w:g} W -> {float(original_w):g} W "
+        f"(left by pid {owner.get('pid')} on {owner.get('hostname')})"
+    )
+
+
+def _set_aside(path: Path, why: str) -> None:
+    """Move an unreadable journal out of the way once, saying so: it cannot be acted on."""
+    aside = path.with_name(path.name + ".unreadable")
+    try:
+        os.replace(path, aside)
+    except OSError as e:
+        logger.debug("could not move %s aside: %r", path, e)
+        return
+    warn(
+        f"greenai: {why}; moved it to {aside}. Power limits it recorded were not restored; "
+        "check them with `nvidia-smi -q -d POWER`.",
+        ControlWarning,
+    )
+
+
+# --------------------------------------------------------------------------- the guard
+
+_active: list[PowerLimitGuard] = []  # guards that may hold changed limits, oldest first
+_atexit_registered = False
+
+
+def _restore_all_active() -> None:
+    """Restore every active guard, newest first (so nested guards unwind in order)."""
+    with _thread_lock:
+        guards = list(reversed(_active))
+    for guard in guards:
+        try:
+            guard.restore()
+        except Exception as e:  # pragma: no cover - restore() itself never raises
+            logger.debug("restoring %r failed: %r", guard, e)
+
+
+def _at_exit() -> None:
+    _restore_all_active()
+
+
+@dataclass
+class _Held:
+    """What a guard knows about one device whose limit it changed."""
+
+    device: Device
+    original_w: float
+
+
+class PowerLimitGuard:
+    """Owns the power limits of some GPUs and gives every changed one back.
+
+    Use as a context manager (or call :meth:`close`). On entry it first runs
+    :func:`recover` for its devices, so limits left by a killed run are put back
+    before this one starts. :meth:`set_limit_w` records a device's original limit
+    in the journal before the first change; :meth:`restore` (called on every way
+    out) sets the originals back and removes their journal entries.
+
+    Without permission to set limits (containers, no root) nothing is raised:
+    one :class:`~greenai.errors.ControlWarning` says so, :attr:`permitted`
+    becomes False, and :attr:`refused` lists what would have been set, so a
+    controller can report what it would have chosen. Metering is unaffected.
+
+    Args:
+        devices: The GPUs this guard may steer (objects with the
+            :class:`~greenai.devices.base.Device` protocol), identified by their
+            ``uuid`` attribute where present, else their ``name``.
+        journal_path: The journal file; :func:`default_journal_path` when None.
+
+    Attributes:
+        permitted: False once a limit was refused (no permission, not supported).
+        refused: Every limit that could not be set, in order.
+        recovered: What :func:`recover` put back when this guard was entered.
+        journal_path: The journal file in use.
+    """
+
+    def __init__(
+        self,
+        devices: Sequence[Device],
+        *,
+        journal_path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self._devices: dict[str, Device] = {}
+        for device in devices:
+            key = _device_key(device)
+            if key in self._devices:
+                raise ValueError(f"device {_device_label(device)} is listed twice")
+            self._devices[key] = device
+        self.journal_path = (
+            Path(journal_path) if journal_path is not None else default_journal_path()
+        )
+        self.permitted = True
+        self.refused: list[Refusal] = []
+        self.recovered: list[str] = []
+        self._held: dict[str, _Held] = {}  # devices changed and not yet restored
+        self._journaled: set[str] = set()  # devices whose journal entry this guard wrote
+        self._denied: set[str] = set()  # devices not to be tried again
+        self._warned = False
+        self._lock = threading.RLock()
+        self._previous_sigterm: _SignalHandler = None
+        self._sigterm_installed = False
+        self._entered = False
+
+    def __repr__(self) -> str:
+        names = ", ".join(d.name for d in self._devices.values())
+        return f"PowerLimitGuard([{names}], journal_path={str(self.journal_path)!r})"
+
+    # -- context manager
+
+    def __enter__(self) -> PowerLimitGuard:
+        """Recover limits left by killed runs, then start guarding (SIGTERM handler, atexit)."""
+        if self._entered:
+            raise RuntimeError(f"{self!r} is already active; a guard cannot be entered twice")
+        self.recovered = recover(self.journal_path, list(self._devices.values()))
+        self._entered = True
+        self._activate()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Restore every changed limit; never raises (the block's own exception goes on)."""
+        self.close()
+
+    def close(self) -> list[str]:
+        """Restore every changed limit and stop guarding (remove the SIGTERM handler).
+
+        Returns:
+            What :meth:`restore` could not put back (empty when all went well).
+        """
+        failed = self.restore()
+        self._uninstall_sigterm()
+        self._entered = False
+        if not self._held:
+            with _thread_lock:
+                if self in _active:
+                    _active.remove(self)
+        return failed
+
+    # -- steering
+
+    def limit_range_w(self, device: Device) -> tuple[float, float]:
+        """The lowest and highest limit ``device`` accepts. Units: W."""
+        return self._owned(device).power_limit_range_w()
+
+    def set_limit_w(self, device: Device, limit_w: float) -> bool:
+        """Set ``device``'s power limit, journaling its original first time round.
+
+        Args:
+            device: One of the guard's devices.
+            limit_w: The new limit. Units: W.
+
+        Returns:
+            True when the limit is now in force; False when it was refused (see
+            :attr:`refused`): no permission, not supported, the journal cannot be
+            written, or the device failed.
+
+        Raises:
+            ValueError: ``limit_w`` is outside the device's range (the range is in
+                the message), or ``device`` is not one of the guard's devices.
+            TypeError: ``limit_w`` is not a real number.
+        """
+        owned = self._owned(device)
+        if isinstance(limit_w, bool) or not isinstance(limit_w, int | float):
+            raise TypeError(f"limit_w must be a number of watts, got {limit_w!r}")
+        key = _device_key(owned)
+        label = _device_label(owned)
+        with self._lock:
+            if key in self._denied:
+                self._refuse(owned, limit_w, "refused earlier")
+                return False
+            try:
+                lo_w, hi_w = owned.power_limit_range_w()
+            except DeviceError as e:
+                self._deny(owned, limit_w, e)
+                return False
+            if not (math.isfinite(limit_w) and lo_w <= limit_w <= hi_w):
+                raise ValueError(
+                    f"limit_w={limit_w!r} is outside {label}'s power limit range "
+                    f"[{lo_w:g}, {hi_w:g}] W"
+                )
+            first = key not in self._held
+            if first:
+                try:
+                    original_w = owned.power_limit_w()
+                except DeviceError as e:
+                    self._deny(owned, limit_w, e)
+                    return False
+                try:
+                    self._journal_add(owned, original_w)
+                except OSError as e:
+                    self._refuse(
+                        owned,
+                        limit_w,
+                        f"the journal {self.journal_path} cannot be written ({e})",
+                        warn_about=True,
+                        deny=True,
+                    )
+                    return False
+                self._held[key] = _Held(owned, original_w)
+                self._activate()
+            try:
+                owned.set_power_limit_w(float(limit_w))
+            except DeviceError as e:
+                if first:  # nothing changed: forget the original again
+                    del self._held[key]
+                    self._journal_remove(key)
+                self._deny(owned, limit_w, e)
+                return False
+            return True
+
+    def restore(self) -> list[str]:
+        """Set every changed device back to the limit it had before this guard changed it.
+
+        Idempotent; safe from signal handlers and ``atexit``. A device that fails
+        (lost, permission withdrawn) is logged at debug, kept in the journal (so
+        the next start tries again) and named in the return value; nothing raises.
+
+        Returns:
+            One line per device that could not be restored; empty when all were.
+        """
+        failed: list[str] = []
+        with self._lock:
+            for key, held in reversed(list(self._held.items())):
+                if key not in self._held:
+                    continue  # restored meanwhile (a signal handler ran inside this loop)
+                try:
+                    held.device.set_power_limit_w(held.original_w)
+                except Exception as e:  # never out of __exit__, a handler or atexit
+                    logger.debug(
+                        "%s: could not restore the power limit to %g W: %r",
+                        _device_label(held.device),
+                        held.original_w,
+                        e,
+                    )
+                    failed.append(f"{_device_label(held.device)}: {held.original_w:g} W: {e}")
+                    continue
+                del self._held[key]
+                try:
+                    self._journal_remove(key)
+                except Exception as e:
+                    logger.debug("could not update %s: %r", self.journal_path, e)
+        return failed
+
+    @property
+    def changed(self) -> dict[str, float]:
+        """Original limits of the devices changed and not yet restored, by device name. Units: W."""
+        with self._lock:
+            return {h.device.name: h.original_w for h in self._held.values()}
+
+    # -- internals
+
+    def _owned(self, device: Device) -> Device:
+        owned = self._devices.get(_device_key(device))
+        if owned is None:
+            raise ValueError(f"{_device_label(device)} is not one of this guard's devices")
+        return owned
+
+    def _deny(self, device: Device, limit_w: float, error: DeviceError) -> None:
+        if isinstance(error, NoPermissionError):
+            reason = f"no permission to set power limits ({error})"
+        elif isinstance(error, NotSupportedError):
+            reason = f"power limits are not supported ({error})"
+        else:
+            reason = f"the device failed ({error})"
+        self._refuse(device, limit_w, reason, warn_about=True, deny=True)
+
+    def _refuse(
+        self,
+        device: Device,
+        limit_w: float,
+        reason: str,
+        *,
+        warn_about: bool = False,
+        deny: bool = False,
+    ) -> None:
+        self.permitted = False
+        self.refused.append(Refusal(device, float(limit_w), reason))
+        if deny:
+            self._denied.add(_device_key(device))
+        if warn_about and not self._warned:
+            self._warned = True
+            warn(
+                f"greenai cannot set the power limit of {_device_label(device)}: {reason}. "
+                f"Metering goes on; the limits greenai would have chosen are reported instead "
+                f"(here {float(limit_w):g} W).",
+                ControlWarning,
+            )
+
+    def _activate(self) -> None:
+        """Join the process-wide list restored at exit and by SIGTERM; install the handler."""
+        global _atexit_registered
+        with _thread_lock:
+            if self not in _active:
+                _active.append(self)
+            if not _atexit_registered:
+                atexit.register(_at_exit)
+                _atexit_registered = True
+        if self._entered:
+            self._install_sigterm()
+
+    def _install_sigterm(self) -> None:
+        if self._sigterm_installed:
+            return
+        if threading.current_thread() is not threading.main_thread():
+            logger.debug("%r: not in the main thread, so no SIGTERM handler", self)
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous == signal.SIG_IGN:
+            return  # SIGTERM does not end this process: nothing to restore on it
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._previous_sigterm = previous
+        self._sigterm_installed = True
+
+    def _uninstall_sigterm(self) -> None:
+        if not self._sigterm_installed:
+            return
+        self._sigterm_installed = False
+        try:
+            if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+                previous = self._previous_sigterm
+                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        except ValueError as e:  # not in the main thread any more
+            logger.debug("%r: could not remove the SIGTERM handler: %r", self, e)
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        """Restore every guarded limit in the process, then let SIGTERM do what it did before."""
+        _restore_all_active()
+        previous = self._previous_sigterm
+        self._uninstall_sigterm()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            # the default action: end the process with SIGTERM's status, as if we weren't here
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def _journal_add(self, device: Device, original_w: float) -> None:
+        """Record ``device``'s original limit under this process, unless already recorded."""
+        key = _device_key(device)
+        with _locked(self.journal_path):
+            try:
+                owners = _read_owners(self.journal_path)
+            except _JournalUnreadable as e:
+                _set_aside(self.journal_path, str(e))
+                owners = []
+            pid = os.getpid()
+            owner = next((o for o in owners if _is_this_process(o)), None)
+            if owner is None:
+                owner = {
+                    "pid": pid,
+                    "hostname": socket.gethostname(),
+                    "started_at": time.time(),
+                    "proc_start_ticks": _own_start_ticks(),
+                    "devices": [],
+                }
+                owners.append(owner)
+            entries: list[dict[str, Any]] = owner.setdefault("devices", [])
+            if any(isinstance(e, dict) and e.get("key") == key for e in entries):
+                return  # an outer guard of this process holds the first original
+            uuid = getattr(device, "uuid", None)
+            entries.append(
+                {
+                    "key": key,
+                    "uuid": uuid if isinstance(uuid, str) else None,
+                    "name": device.name,
+                    "original_limit_w": float(original_w),
+                }
+            )
+            _write_owners(self.journal_path, owners)
+            self._journaled.add(key)
+
+    def _journal_remove(self, key: str) -> None:
+        """Drop this guard's journal entry for ``key`` (the original is back in force)."""
+        if key not in self._journaled:
+            return
+        with _locked(self.journal_path):
+            try:
+                owners = _read_owners(self.journal_path)
+            except _JournalUnreadable as e:
+                logger.debug("not updating %s: %s", self.journal_path, e)
+                owners = None
+            if owners is not None:
+                for owner in owners:
+                    if _is_this_process(owner):
+                        owner["devices"] = [
+                            e
+                            for e in owner.get("devices") or []
+                            if not (isinstance(e, dict) and e.get("key") == key)
+                        ]
+                _write_owners(self.journal_path, owners)
+            self._journaled.discard(key)
+
+
+def _is_this_process(owner: dict[str, Any]) -> bool:
+    if owner.get("pid") != os.getpid() or owner.get("hostname") != socket.gethostname():
+        return False
+    ticks = owner.get("proc_start_ticks")
+    own = _own_start_ticks()
+    return not (isinstance(ticks, int) and own is not None and ticks != own)
