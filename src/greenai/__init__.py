@@ -18,13 +18,15 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from greenai.api import Tracker, track
+    from greenai.control import EnergyTarget
     from greenai.result import Forecast, Result
     from greenai.track import Window
 
-__all__ = ["Forecast", "Result", "Tracker", "Window", "__version__", "track"]
+__all__ = ["EnergyTarget", "Forecast", "Result", "Tracker", "Window", "__version__", "track"]
 
 # Public name -> the module that defines it (imported on first access).
 _LAZY = {
+    "EnergyTarget": "greenai.control",
     "Tracker": "greenai.api",
     "track": "greenai.api",
     "Forecast": "greenai.result",

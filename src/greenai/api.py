@@ -13,6 +13,8 @@ from pathlib import Path
 
 from greenai.carbon import accountant
 from greenai.config import resolve_settings
+from greenai.control.governor import Governor
+from greenai.control.target import EnergyTarget
 from greenai.devices import Device
 from greenai.report.csv_report import append_emissions_row
 from greenai.report.history import History, default_history_path
@@ -48,6 +50,9 @@ class Tracker(_BaseTracker):
         history: Where to record the run for ``greenai history``: None for the
             default (``$GREENAI_HISTORY``, ``off`` to disable, else the user data
             dir), False for nowhere, True for the default path, or a path.
+        target: Steer the GPUs' power limits toward this energy goal (see
+            :mod:`greenai.control`); the controller's decisions are in
+            ``run.result.metadata["control"]``. Steps must be marked with ``run.step()``.
 
     Settings not given as arguments come from the config file, then ``GREENAI_*``
     environment variables (see :func:`greenai.config.resolve_settings`); a place
@@ -77,6 +82,7 @@ class Tracker(_BaseTracker):
         output_dir: str | os.PathLike[str] | None = None,
         project_name: str = "greenai",
         history: bool | str | os.PathLike[str] | None = None,
+        target: EnergyTarget | None = None,
     ) -> None:
         settings = resolve_settings(
             country=country,
@@ -99,6 +105,7 @@ class Tracker(_BaseTracker):
             synchronize=synchronize,
             account=accountant(settings),
             outputs=_outputs(output_dir, project_name, history),
+            observer=None if target is None else Governor(target, job=name),
         )
 
 

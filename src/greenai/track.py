@@ -31,7 +31,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from greenai import clock as _clock
 from greenai.devices import Device, probe, probe_gpus
@@ -70,6 +70,27 @@ class _Meter:
         self.last_boundary: CounterBoundary | None = None
         self.updates = UpdateLog()
         self.next_poll_t = -math.inf
+
+
+class RunObserver(Protocol):
+    """Follows a run from inside the tracker: the hook the control layer steers through.
+
+    The tracking layer never imports what observes it; :mod:`greenai.control`'s
+    governor implements this. Calls come in the user's thread. An observer must
+    not raise: the tracker calls it inside the user's training loop.
+    """
+
+    def run_started(self, tracker: Tracker) -> None:
+        """The run has started: its devices are probed and its first readings taken."""
+        ...
+
+    def step_ended(self, start_s: float, end_s: float) -> None:
+        """A step ended normally; its start and end on the tracker's clock. Units: s."""
+        ...
+
+    def run_stopping(self) -> dict[str, Any]:
+        """The run is about to stop: returns entries for the run result's ``metadata``."""
+        ...
 
 
 class _Mark:
@@ -128,11 +149,14 @@ class _Step:
         self._t0 = self._tracker._clock.now()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         t1 = self._tracker._clock.now()
         with self._tracker._lock:
             self._tracker._step_t0.append(self._t0)
             self._tracker._step_t1.append(t1)
+        observer = self._tracker._config["observer"]
+        if observer is not None and exc_type is None:
+            observer.step_ended(self._t0, t1)
 
 
 class Tracker:
@@ -153,6 +177,9 @@ class Tracker:
         outputs: Called with the run's result when it stops (report writers). A
             failing output warns (:class:`~greenai.errors.OutputWarning`) and never
             loses the result.
+        observer: Told when the run starts, after each step, and before it stops
+            (see :class:`RunObserver`); what it returns at the stop is added to
+            the run result's ``metadata``. The energy-target governor is one.
     """
 
     def __init__(
@@ -167,6 +194,7 @@ class Tracker:
         synchronize: bool = True,
         account: Callable[[Result], Result] | None = None,
         outputs: Sequence[Callable[[Result], object]] = (),
+        observer: RunObserver | None = None,
     ) -> None:
         if name is not None and not isinstance(name, str):
             raise TypeError(
@@ -189,6 +217,7 @@ class Tracker:
             "synchronize": synchronize,
             "account": account,
             "outputs": tuple(outputs),
+            "observer": observer,
         }
         self._state = "new"
         self._result: Result | None = None
@@ -246,6 +275,8 @@ class Tracker:
         self._state = "running"
         self._start_sampler()
         self._flush_warnings()
+        if cfg["observer"] is not None:
+            cfg["observer"].run_started(self)
         return self
 
     def stop(self, *, write_outputs: bool = True) -> Result:
@@ -257,6 +288,8 @@ class Tracker:
         """
         if self._state != "running":
             raise RuntimeError(f"tracker {self.name!r} is not running")
+        if self._config["observer"] is not None:
+            self._metadata = {**self._metadata, **self._config["observer"].run_stopping()}
         for span in [*reversed(self._stack), *self._keyed.values()]:
             self._close_span(span)
         self._keyed.clear()
@@ -283,6 +316,12 @@ class Tracker:
         if self._result is None:
             raise RuntimeError(f"tracker {self.name!r} has no result yet: it has not stopped")
         return self._result
+
+    @property
+    def devices(self) -> tuple[Device, ...]:
+        """The devices this run meters (read-only; the control layer steers the GPUs among them)."""
+        self._require_running("devices")
+        return tuple(m.device for m in self._meters)
 
     def window(self, name: str) -> Window:
         """A named phase, as a context manager; windows opened inside it nest under it."""

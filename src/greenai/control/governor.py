@@ -1,0 +1,463 @@
+"""The energy-target governor: profile power limits, choose one, and keep the run on target.
+
+It observes a run (:class:`~greenai.track.RunObserver`) and works at step
+boundaries, so every limit change and every measurement falls between two
+steps:
+
+1. **Profile.** For each candidate limit (highest first): set it on every
+   governed GPU, run ``warmup_steps`` steps, then measure ``profile_steps``
+   steps in one tracker window. Window boundaries are staleness-corrected
+   (:mod:`greenai.staleness`), so each phase's energy is exact even though the
+   power changes right at its start. A saved profile of the same job, GPU model
+   and limit range skips this.
+2. **Choose** (:func:`choose_limit`): the fastest limit whose predicted energy
+   for the remaining steps fits the remaining budget; or the least energy
+   within ``max_slowdown``; or the least Zeus cost.
+3. **Closed loop** (budget goals): every ``replan_every`` steps, the energy spent
+   is read from the window chain, the current limit's energy per step is
+   re-measured and divided by the profile's to give a drift ratio (the workload
+   grew or shrank), and the choice is made again for the remaining budget and
+   steps with the profile scaled by that ratio. So the run ends within budget
+   even when its steps change cost halfway.
+
+The windows form an unbroken chain from the run's start, so the energy spent
+(profiling included) is the sum of the closed windows. Several GPUs in one
+process get one plan: energy summed, time of the slowest (the step's wall time).
+Without permission to set limits the guard warns once; the governor goes on
+planning and records what it would have chosen. Units: W, J, s.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from greenai.control.profile import (
+    Profile,
+    ProfilePoint,
+    ProfileStore,
+    candidate_limits,
+    profile_key,
+)
+from greenai.control.target import EnergyTarget
+from greenai.errors import ControlWarning, warn
+
+if TYPE_CHECKING:
+    from greenai.control.limits import PowerLimitGuard
+    from greenai.devices import Device
+    from greenai.track import Tracker
+
+logger = logging.getLogger(__name__)
+
+BUDGET_MARGIN = 0.005
+"""Share of the remaining budget held back at each plan, for measurement noise."""
+
+_GRID_STEP_W = 1.0
+
+
+class Choice(NamedTuple):
+    """A chosen power limit and whether it meets the goal."""
+
+    limit_w: float
+    feasible: bool
+    """False when no limit meets the budget (the lowest-energy one was taken)."""
+
+
+def choose_limit(
+    profile: Profile,
+    target: EnergyTarget,
+    *,
+    remaining_steps: float = 0.0,
+    remaining_budget_j: float = math.inf,
+    drift: float = 1.0,
+    max_power_w: float | None = None,
+) -> Choice:
+    """Choose a limit from ``profile`` (interpolated on a 1 W grid) for ``target``'s goal.
+
+    Args:
+        profile: Time and energy per step against limit.
+        target: The goal (its :attr:`~EnergyTarget.mode`).
+        remaining_steps: Steps still to run (budget goals).
+        remaining_budget_j: Energy they may spend. Units: J.
+        drift: Observed energy per step over the profile's at the same limit; scales
+            the profile's energy (budget goals).
+        max_power_w: Zeus's ``max_power`` for the cost goal (the highest limit times
+            the number of GPUs); None for the profile's highest limit. Units: W.
+    """
+    grid = profile.grid(_GRID_STEP_W)
+    points = [(limit, *profile.at(limit)) for limit in grid]  # (limit, time_s, energy_j)
+    lowest_energy = min(points, key=lambda p: (p[2], -p[0]))
+    if target.mode == "budget":
+        fits = [p for p in points if remaining_steps * p[2] * drift <= remaining_budget_j]
+        if not fits:
+            return Choice(lowest_energy[0], feasible=False)
+        return Choice(min(fits, key=lambda p: (p[1], p[2]))[0], feasible=True)
+    if target.mode == "slowdown":
+        assert target.max_slowdown is not None
+        fastest = min(p[1] for p in points)
+        ok = [p for p in points if p[1] <= target.max_slowdown * fastest * (1 + 1e-12)]
+        return Choice(min(ok, key=lambda p: (p[2], p[1]))[0], feasible=True)
+    assert target.eta is not None
+    eta = float(target.eta)
+    power = profile.highest_w if max_power_w is None else max_power_w
+    best = min(points, key=lambda p: (eta * p[2] + (1 - eta) * power * p[1], p[1]))
+    return Choice(best[0], feasible=True)
+
+
+@dataclass
+class _Phase:
+    """One profiling phase: warm-up then measurement at one limit."""
+
+    limit_w: float
+    warmup_steps: int
+
+
+class Governor:
+    """Steers the run's GPUs toward an :class:`EnergyTarget`; a :class:`~greenai.track.RunObserver`.
+
+    Args:
+        target: The goal.
+        job: Name under which the profile is saved and looked up (the tracker's
+            name); None neither saves nor reuses profiles.
+        store: Where profiles are kept; None for the default directory.
+        journal_path: Passed to :class:`~greenai.control.limits.PowerLimitGuard`,
+            which restores the original limits after a hard kill from it.
+
+    The report of the last run is :attr:`report` (also ``run.result.metadata["control"]``).
+    """
+
+    def __init__(
+        self,
+        target: EnergyTarget,
+        *,
+        job: str | None = None,
+        store: ProfileStore | None = None,
+        journal_path: str | None = None,
+    ) -> None:
+        if not isinstance(target, EnergyTarget):
+            raise TypeError(f"target must be a greenai.EnergyTarget, got {target!r}")
+        self.target = target
+        self.job = job
+        self.store = store
+        self.journal_path = journal_path
+        self.report: dict[str, Any] = {}
+        self._active = False
+
+    # ------------------------------------------------------------- RunObserver
+    def run_started(self, tracker: Tracker) -> None:
+        """Find the GPUs and their common limit range, take the guard, begin profiling."""
+        self._reset(tracker)
+        try:
+            self._start()
+        except Exception as e:  # control must never stop the user's run
+            self._give_up(e)
+
+    def step_ended(self, start_s: float, end_s: float) -> None:
+        """Count the step; at phase ends, measure, choose and set limits."""
+        if not self._active:
+            return
+        self._steps += 1
+        try:
+            self._on_step()
+        except Exception as e:  # control must never stop the user's run
+            self._give_up(e)
+
+    def run_stopping(self) -> dict[str, Any]:
+        """Close the last window, restore the original limits, and return the report."""
+        if self._active:
+            try:
+                self._cut("end")
+            except Exception:
+                logger.debug("closing the control window failed", exc_info=True)
+        self._release()
+        self._active = False
+        self.report["actual_energy_j"] = self._spent_j
+        self.report["steps"] = self._steps
+        if self._decisions:
+            self.report["chosen_limit_w"] = self._decisions[-1]["limit_w"]
+            if not self.report.get("applied", False):
+                limit = self._decisions[-1]["limit_w"]
+                self.report["would_have_chosen_w"] = limit
+                self.report["summary"] = f"limits could not be set: would have chosen {limit:.0f} W"
+            else:
+                self.report["summary"] = f"ran at {self._decisions[-1]['limit_w']:.0f} W"
+        return {"control": self.report}
+
+    # ------------------------------------------------------------- set-up
+    def _reset(self, tracker: Tracker) -> None:
+        self._tracker = tracker
+        self._gpus: list[Device] = []
+        self._guard: PowerLimitGuard | None = None
+        self._steps = 0
+        self._spent_j = 0.0
+        self._window_seq = 0
+        self._window: str | None = None
+        self._phases: list[_Phase] = []
+        self._phase_steps = 0
+        self._measuring = False
+        self._points: list[ProfilePoint] = []
+        self._profile: Profile | None = None
+        self._key: dict[str, Any] | None = None
+        self._planned_w: float | None = None
+        self._actual_w: float | None = None
+        self._since_plan = 0
+        self._drift = 1.0
+        self._warned_infeasible = False
+        self._decisions: list[dict[str, Any]] = []
+        target = self.target
+        self.report = {
+            "mode": target.mode,
+            "target": {
+                "budget_j": target.total_budget_j,
+                "total_steps": target.total_steps,
+                "j_per_step": target.j_per_step,
+                "max_slowdown": target.max_slowdown,
+                "eta": target.eta,
+            },
+            "active": False,
+            "applied": False,
+            "decisions": self._decisions,
+        }
+
+    def _start(self) -> None:
+        from greenai.control.limits import PowerLimitGuard
+
+        self._gpus = [d for d in self._tracker.devices if d.kind == "gpu"]
+        if not self._gpus:
+            self.report["reason"] = "no GPU is metered: nothing to steer"
+            return
+        ranges = [d.power_limit_range_w() for d in self._gpus]
+        lo, hi = max(r[0] for r in ranges), min(r[1] for r in ranges)
+        if lo > hi:
+            self.report["reason"] = f"the GPUs share no power limit range ({ranges})"
+            return
+        if self.target.limits_w is not None:
+            limits = tuple(w for w in self.target.limits_w if lo <= w <= hi)
+            if not limits:
+                raise ValueError(
+                    f"none of limits_w={self.target.limits_w} is within the GPUs' "
+                    f"range [{lo}, {hi}] W"
+                )
+        else:
+            limits = candidate_limits(lo, hi, self.target.candidates)
+        self.report.update(
+            active=True,
+            gpus=[d.name for d in self._gpus],
+            limit_range_w=[lo, hi],
+            candidates_w=list(limits),
+        )
+        self._guard = PowerLimitGuard(self._gpus, journal_path=self.journal_path)
+        self._guard.__enter__()
+        self._active = True
+        self._begin()
+        models = [str(getattr(d, "model", d.name)) for d in self._gpus]
+        if self.job is not None:
+            self._key = profile_key(self.job, models, (lo, hi), limits)
+        saved = (
+            self._stores().load(self._key)
+            if self._key is not None and self.target.reuse_profile
+            else None
+        )
+        if saved is not None:
+            self._profile = saved
+            self.report["profile"] = saved.to_json()
+            self.report["profile_source"] = "saved"
+            self._plan("saved profile")
+            return
+        self.report["profile_source"] = "measured"
+        self._phases = [
+            _Phase(w, max(self.target.warmup_steps, 1 if i == 0 else 0))
+            for i, w in enumerate(limits)
+        ]
+        self._next_phase()
+
+    def _stores(self) -> ProfileStore:
+        if self.store is None:
+            self.store = ProfileStore()
+        return self.store
+
+    # ------------------------------------------------------------- windows and limits
+    def _begin(self) -> None:
+        self._window_seq += 1
+        self._window = f"greenai.control/{self._window_seq}"
+        self._tracker.begin_window(self._window)
+
+    def _cut(self, why: str) -> tuple[float, float]:
+        """End the open window (adding its GPU energy to the spent total), open the next.
+
+        Returns:
+            The closed window's GPU energy (J) and duration (s).
+        """
+        assert self._window is not None
+        result = self._tracker.end_window(self._window)
+        self._window = None
+        energy_j = sum(result.energy_by_device_j.get(d.name, 0.0) for d in self._gpus)
+        self._spent_j += energy_j
+        if why != "end":
+            self._begin()
+        return energy_j, result.duration_s
+
+    def _set_limit(self, limit_w: float) -> None:
+        assert self._guard is not None
+        for device in self._gpus:
+            self._guard.set_limit_w(device, limit_w)
+        applied = bool(self._guard.permitted)
+        self.report["applied"] = applied
+        if applied:
+            self._actual_w = limit_w
+        elif self._actual_w is None:
+            try:
+                self._actual_w = self._gpus[0].power_limit_w()
+            except Exception:
+                logger.debug("reading the power limit failed", exc_info=True)
+
+    def _release(self) -> None:
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            try:
+                guard.__exit__(None, None, None)
+            except Exception:
+                logger.debug("restoring power limits failed", exc_info=True)
+
+    def _give_up(self, error: BaseException) -> None:
+        logger.debug("energy-target control failed", exc_info=True)
+        self.report["error"] = f"{type(error).__name__}: {error}"
+        if self._window is not None:
+            try:
+                self._cut("end")
+            except Exception:
+                logger.debug("closing the control window failed", exc_info=True)
+        self._release()
+        self._active = False
+        warn(
+            f"greenai: energy-target control stopped ({error}); power limits restored, "
+            "metering goes on",
+            ControlWarning,
+        )
+
+    # ------------------------------------------------------------- profiling
+    def _next_phase(self) -> None:
+        phase = self._phases[0]
+        self._set_limit(phase.limit_w)
+        self._phase_steps = 0
+        self._measuring = phase.warmup_steps == 0
+
+    def _on_step(self) -> None:
+        if self._profile is None:
+            self._profile_step()
+        else:
+            self._steady_step()
+
+    def _profile_step(self) -> None:
+        phase = self._phases[0]
+        self._phase_steps += 1
+        if not self._measuring:
+            if self._phase_steps >= phase.warmup_steps:
+                self._cut("warm-up")
+                self._measuring, self._phase_steps = True, 0
+            return
+        if self._phase_steps < self.target.profile_steps:
+            return
+        energy_j, duration_s = self._cut("profile")
+        n = self._phase_steps
+        limit = self._actual_w if self._actual_w is not None else phase.limit_w
+        self._points.append(ProfilePoint(phase.limit_w, duration_s / n, energy_j / n))
+        logger.debug("profiled %.0f W (in force %.0f W): %s", phase.limit_w, limit, self._points)
+        self._phases.pop(0)
+        if not self.report["applied"]:
+            # Every phase ran at the same limit: the measurements say nothing about the others.
+            self.report["profile_source"] = None
+            self.report["reason"] = (
+                "power limits could not be set, so no profile could be measured and "
+                "none was saved for this job"
+            )
+            self.report["measured_at_w"] = limit
+            self._cut("end")
+            self._release()
+            self._active = False
+            return
+        if self._phases:
+            self._next_phase()
+            return
+        self._profile = Profile(tuple(self._points))
+        self.report["profile"] = self._profile.to_json()
+        self.report["profiling"] = {"steps": self._steps, "energy_j": self._spent_j}
+        if self._key is not None and self.target.reuse_profile:
+            self._stores().save(self._key, self._profile)
+        self._plan("profile done")
+
+    # ------------------------------------------------------------- planning
+    def _remaining(self) -> tuple[float, float]:
+        """Steps still to run and the energy they may spend (budget goals). Units: J."""
+        target = self.target
+        if target.mode != "budget":
+            return 0.0, math.inf
+        if target.total_steps is not None:
+            steps = float(max(target.total_steps - self._steps, 0))
+            budget = target.total_budget_j
+            assert budget is not None
+            return steps, budget - self._spent_j
+        assert target.j_per_step is not None
+        steps = float(target.replan_every)
+        return steps, target.j_per_step * (self._steps + steps) - self._spent_j
+
+    def _plan(self, why: str) -> None:
+        assert self._profile is not None
+        steps, budget_j = self._remaining()
+        choice = choose_limit(
+            self._profile,
+            self.target,
+            remaining_steps=steps,
+            remaining_budget_j=budget_j * (1 - BUDGET_MARGIN),
+            drift=self._drift,
+            max_power_w=self._profile.highest_w * len(self._gpus),
+        )
+        _, energy_j = self._profile.at(choice.limit_w)
+        predicted = self._spent_j + steps * energy_j * self._drift
+        if self.target.mode == "budget" and not choice.feasible and not self._warned_infeasible:
+            self._warned_infeasible = True
+            lowest = steps * energy_j * self._drift
+            warn(
+                f"greenai: the energy budget cannot be met: {budget_j:.0f} J remain for "
+                f"{steps:.0f} steps, and the lowest-energy power limit ({choice.limit_w:.0f} W) "
+                f"needs about {lowest:.0f} J; running at it",
+                ControlWarning,
+            )
+            self.report["budget_feasible"] = False
+        elif "budget_feasible" not in self.report and self.target.mode == "budget":
+            self.report["budget_feasible"] = True
+        if self._planned_w is None:
+            known = self.target.mode == "budget" and self.target.total_steps is not None
+            self.report["predicted_energy_j"] = predicted if known else None
+        changed = self._planned_w is None or abs(choice.limit_w - self._planned_w) >= 0.5
+        if changed:
+            self._planned_w = choice.limit_w
+            self._set_limit(choice.limit_w)
+            self._decisions.append(
+                {
+                    "step": self._steps,
+                    "limit_w": choice.limit_w,
+                    "applied": bool(self.report["applied"]),
+                    "reason": why,
+                    "drift": self._drift,
+                    "predicted_total_j": predicted,
+                }
+            )
+        self._since_plan = 0
+
+    def _steady_step(self) -> None:
+        if self.target.mode != "budget":
+            return  # the other goals' choice does not depend on how much was spent
+        self._since_plan += 1
+        if self._since_plan < self.target.replan_every:
+            return
+        energy_j, _ = self._cut("interval")
+        assert self._profile is not None
+        in_force = self._actual_w if self._actual_w is not None else self._planned_w
+        assert in_force is not None
+        _, expected_j = self._profile.at(in_force)
+        if expected_j > 0 and self._since_plan > 0:
+            self._drift = energy_j / self._since_plan / expected_j
+        self._plan("replan")
