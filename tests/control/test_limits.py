@@ -209,6 +209,7 @@ def test_unwritable_journal_refuses_to_change_the_limit(tmp_path: Path) -> None:
 def test_default_journal_path_follows_the_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    monkeypatch.delenv("GREENAI_STATE_DIR", raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
     assert default_journal_path() == tmp_path / "xdg" / "greenai" / "power_limits.json"
     monkeypatch.setenv("XDG_STATE_HOME", "relative/path")
