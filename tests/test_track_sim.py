@@ -146,14 +146,22 @@ def test_results_are_ready_without_waiting_for_the_counter() -> None:
         assert run.result.gpu_energy_j == pytest.approx(sim.true_energy_j(0) - e0, rel=0.01)
 
 
-def test_many_short_windows_sum_to_the_run() -> None:
+@pytest.mark.parametrize("window_s", [0.05, 0.085, 0.137])
+def test_many_short_windows_sum_to_the_run(window_s: float) -> None:
+    """Back-to-back windows shorter than a counter update still add up to their span."""
     with simulated_nvml([_gpu(update_phase_s=0.07)], virtual_clock=True) as sim:
         with greenai.track(gpus=[0], cpu=False, dram=False) as run:
             for i in range(40):
                 with run.window(f"w{i}"):
                     sim.set_load(0, (i % 4) / 3)
-                    sim.advance(0.137)
+                    sim.advance(window_s)
     r = run.result
     total = sum(w.gpu_energy_j for w in r.windows)
-    assert total == pytest.approx(r.gpu_energy_j, rel=0.005)
-    assert r.gpu_energy_j == pytest.approx(sim.true_energy_j(0), rel=0.01)
+    assert all(w.gpu_energy_j >= 0 for w in r.windows)
+    assert total == pytest.approx(r.gpu_energy_j, rel=1e-6)
+    # the load changes at every boundary; faster than the counter updates (100 ms), the
+    # split within an update interval is a model, and the run's end can be off by a
+    # few percent (measured: up to 3.8 % at 50 ms, 2.4 % at 85 ms, 0.03 % at 137 ms)
+    assert r.gpu_energy_j == pytest.approx(
+        sim.true_energy_j(0), rel=0.05 if window_s < 0.1 else 0.01
+    )

@@ -36,6 +36,10 @@ PRECISE_GAP_S = 0.005
 FRESH_PERIOD_S = 0.005
 """Counters that update at least this often need no correction."""
 
+SAME_INSTANT_S = 0.001
+"""Boundaries closer than this to the previous one (a window ending, the next starting)
+share its value."""
+
 IDLE_SEARCH_S = 0.01
 """Polling interval while searching for an update when none came for a second (a stuck or
 idle counter should not be polled a thousand times a second)."""
@@ -122,9 +126,28 @@ class CounterBoundary:
 
         ``previous`` is the last boundary placed before this one on the same counter.
         If it falls inside the update interval used for the power before this
-        boundary, the power changed there, so only the part after it is used.
+        boundary, the power changed there, so only the part after it is used. A
+        boundary at the same instant as ``previous`` (one window ending, the next
+        starting) takes its value, and no boundary is placed below ``previous``:
+        so back-to-back windows add up to exactly the span they cover.
         """
-        log = list(updates)
+        anchor = previous if previous is not None and previous.value_j is not None else None
+        if (
+            anchor is not None
+            and anchor.value_j is not None
+            and 0 <= self.t - anchor.t <= SAME_INSTANT_S
+        ):
+            self.value_j = anchor.value_j
+            return True
+        estimate_j = self._estimate(list(updates), anchor)
+        if estimate_j is None:
+            return False
+        if anchor is not None and anchor.value_j is not None and anchor.t <= self.t:
+            estimate_j = max(estimate_j, anchor.value_j)
+        self.value_j = estimate_j
+        return True
+
+    def _estimate(self, log: list[Update], previous: CounterBoundary | None) -> float | None:
         own = next(
             (i for i in range(len(log) - 1, -1, -1) if log[i].energy_j == self.stale_j), None
         )
@@ -139,8 +162,7 @@ class CounterBoundary:
                 since_t, since_j = previous.t, previous.value_j
             power_w = (at.energy_j - since_j) / (at.t - since_t)
             upper = log[own + 1].energy_j if own + 1 < len(log) else math.inf
-            self.value_j = min(max(at.energy_j + power_w * (self.t - at.t), before.energy_j), upper)
-            return True
+            return min(max(at.energy_j + power_w * (self.t - at.t), before.energy_j), upper)
         after = (
             own + 1
             if own is not None
@@ -152,9 +174,8 @@ class CounterBoundary:
             (i for i in range(after, len(log) - 1) if log[i].precise and log[i + 1].precise), None
         )
         if pair is None:
-            return False
+            return None
         first, second = log[pair], log[pair + 1]
         power_w = (second.energy_j - first.energy_j) / (second.t - first.t)
         estimate_j = first.energy_j - power_w * (first.t - self.t)
-        self.value_j = min(max(estimate_j, self.stale_j), log[after].energy_j)
-        return True
+        return min(max(estimate_j, self.stale_j), log[after].energy_j)
