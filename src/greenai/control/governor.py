@@ -23,6 +23,11 @@ steps:
 The windows form an unbroken chain from the run's start, so the energy spent
 (profiling included) is the sum of the closed windows. Several GPUs in one
 process get one plan: energy summed, time of the slowest (the step's wall time).
+Across the ranks of a ``torch.distributed`` job the same holds: when the user's
+process group is initialized, every decision point combines all ranks'
+measurements (energy summed, time of the slowest rank), the budget is the job's,
+and rank 0's choice is broadcast; a failed or timed-out collective makes each rank
+warn once, restore its limits and plan alone (:mod:`greenai.control.distributed`).
 Without permission to set limits the guard warns once; the governor goes on
 planning and records what it would have chosen. Units: W, J, s.
 """
@@ -45,6 +50,7 @@ from greenai.control.target import EnergyTarget
 from greenai.errors import ControlWarning, warn
 
 if TYPE_CHECKING:
+    from greenai.control.distributed import Coordinator
     from greenai.control.limits import PowerLimitGuard
     from greenai.devices import Device
     from greenai.track import Tracker
@@ -124,6 +130,10 @@ class Governor:
         store: Where profiles are kept; None for the default directory.
         journal_path: Passed to :class:`~greenai.control.limits.PowerLimitGuard`,
             which restores the original limits after a hard kill from it.
+        distributed: Coordinate with the other ranks when the user's
+            ``torch.distributed`` process group is initialized (one plan for the
+            job, its budget shared by all ranks' GPUs); False plans alone. The
+            ranks must take the same number of steps (data parallel).
 
     The report of the last run is :attr:`report` (also ``run.result.metadata["control"]``).
     """
@@ -135,6 +145,7 @@ class Governor:
         job: str | None = None,
         store: ProfileStore | None = None,
         journal_path: str | None = None,
+        distributed: bool = True,
     ) -> None:
         if not isinstance(target, EnergyTarget):
             raise TypeError(f"target must be a greenai.EnergyTarget, got {target!r}")
@@ -142,6 +153,7 @@ class Governor:
         self.job = job
         self.store = store
         self.journal_path = journal_path
+        self.distributed = distributed
         self.report: dict[str, Any] = {}
         self._active = False
 
@@ -206,6 +218,13 @@ class Governor:
         self._drift = 1.0
         self._warned_infeasible = False
         self._decisions: list[dict[str, Any]] = []
+        self._coord: Coordinator | None = None
+        self._job_spent_j = 0.0  # all ranks' GPU energy at the last combination
+        self._spent_at_combine_j = 0.0  # this rank's then
+        self._job_gpus = 0  # GPUs in the whole job, when coordinated
+        self._force_set = False  # set the next plan's limit even if unchanged (after a restore)
+        self._local_points: list[ProfilePoint] = []
+        self._budget_share = 1.0  # this rank's share of the job's budget, planning alone
         target = self.target
         self.report = {
             "mode": target.mode,
@@ -225,11 +244,14 @@ class Governor:
         from greenai.control.limits import PowerLimitGuard
 
         self._gpus = [d for d in self._tracker.devices if d.kind == "gpu"]
+        ranges = [d.power_limit_range_w() for d in self._gpus]
+        lo = max((r[0] for r in ranges), default=0.0)
+        hi = min((r[1] for r in ranges), default=0.0)
+        if self.distributed:
+            lo, hi = self._join(lo, hi)
         if not self._gpus:
             self.report["reason"] = "no GPU is metered: nothing to steer"
             return
-        ranges = [d.power_limit_range_w() for d in self._gpus]
-        lo, hi = max(r[0] for r in ranges), min(r[1] for r in ranges)
         if lo > hi:
             self.report["reason"] = f"the GPUs share no power limit range ({ranges})"
             return
@@ -253,7 +275,7 @@ class Governor:
         self._active = True
         self._begin()
         models = [str(getattr(d, "model", d.name)) for d in self._gpus]
-        if self.job is not None:
+        if self.job is not None and self._coord is None:
             self._key = profile_key(self.job, models, (lo, hi), limits)
         saved = (
             self._stores().load(self._key)
@@ -337,6 +359,112 @@ class Governor:
             ControlWarning,
         )
 
+    # ------------------------------------------------------------- ranks
+    def _join(self, lo_w: float, hi_w: float) -> tuple[float, float]:
+        """Find the other ranks and agree on one limit range, so all profile the same limits.
+
+        Called once at the run's start, by every rank. Returns the job's common
+        range (W); the local one when there are no other ranks or a rank has no
+        GPU to steer (then every rank plans alone).
+        """
+        from greenai.control.distributed import CoordinationError, Coordinator
+
+        coord = Coordinator.detect()
+        if coord is None:
+            return lo_w, hi_w
+        self.report["distributed"] = {
+            "rank": coord.rank,
+            "world_size": coord.world_size,
+            "backend": coord.backend,
+            "coordinated": False,
+        }
+        unable = 0.0 if self._gpus and lo_w <= hi_w else 1.0
+        try:
+            (unable_ranks, job_gpus), (job_lo, neg_hi) = coord.combine(
+                [unable, float(len(self._gpus))], [lo_w, -hi_w]
+            )
+        except CoordinationError as e:
+            self._lose_ranks(e)
+            return lo_w, hi_w
+        if unable_ranks > 0:
+            self.report["distributed"]["reason"] = (
+                f"{unable_ranks:.0f} rank(s) have no GPU power limit to steer: "
+                "each rank plans alone"
+            )
+            return lo_w, hi_w
+        self._coord = coord
+        self._job_gpus = round(job_gpus)
+        self.report["distributed"].update(coordinated=True, gpus=self._job_gpus)
+        return job_lo, -neg_hi
+
+    def _combine(self, energy_j: float, duration_s: float) -> tuple[float, float, bool]:
+        """The job's energy (all ranks' GPUs, J) and time (the slowest rank's, s) for a
+        phase or interval, and whether every rank could set its limits.
+
+        Every coordinated rank calls this at the same step. Alone, or after a failed
+        collective (which switches this rank to planning alone), the local values.
+        """
+        applied = bool(self.report["applied"])
+        coord = self._coord
+        if coord is None:
+            return energy_j, duration_s, applied
+        from greenai.control.distributed import CoordinationError
+
+        try:
+            (job_energy_j, job_spent_j, refused), (job_duration_s,) = coord.combine(
+                [energy_j, self._spent_j, 0.0 if applied else 1.0], [duration_s]
+            )
+        except CoordinationError as e:
+            self._lose_ranks(e)
+            return energy_j, duration_s, applied
+        self._job_spent_j = job_spent_j
+        self._spent_at_combine_j = self._spent_j
+        self.report["distributed"]["job_energy_j"] = job_spent_j
+        return job_energy_j, job_duration_s, refused == 0
+
+    def _agree(self, choice: Choice) -> Choice:
+        """Rank 0's choice on every rank (None-safe: alone, the choice itself)."""
+        coord = self._coord
+        if coord is None:
+            return choice
+        from greenai.control.distributed import CoordinationError
+
+        try:
+            limit_w, feasible = coord.agree([choice.limit_w, 1.0 if choice.feasible else 0.0])
+        except CoordinationError as e:
+            self._lose_ranks(e)
+            raise
+        return Choice(limit_w, feasible=feasible > 0)
+
+    def _lose_ranks(self, error: BaseException) -> None:
+        """A collective failed: warn once, restore the limits, and plan alone from here.
+
+        The job's budget is shared in proportion to this rank's part of the energy
+        the job had spent at the last combination (an even share before any), and
+        the profile measured so far is replaced by this rank's own measurements.
+        """
+        logger.debug("coordination with the other ranks failed", exc_info=True)
+        coord, self._coord = self._coord, None
+        world = coord.world_size if coord is not None else 1
+        if self._job_spent_j > 0 and self._spent_at_combine_j > 0:
+            self._budget_share = min(self._spent_at_combine_j / self._job_spent_j, 1.0)
+        elif coord is not None:
+            self._budget_share = 1.0 / world
+        info = self.report.setdefault("distributed", {})
+        info.update(coordinated=False, error=f"{error}", budget_share=self._budget_share)
+        if self._guard is not None:
+            self._guard.restore()
+            self._force_set = True
+        self._points = list(self._local_points)
+        if self._profile is not None:
+            self._profile = Profile(tuple(self._local_points))
+            self.report["profile"] = self._profile.to_json()
+        warn(
+            f"greenai: energy-target control lost the other ranks ({error}); power limits "
+            "restored, this rank plans alone on its share of the budget",
+            ControlWarning,
+        )
+
     # ------------------------------------------------------------- profiling
     def _next_phase(self) -> None:
         phase = self._phases[0]
@@ -362,17 +490,27 @@ class Governor:
             return
         energy_j, duration_s = self._cut("profile")
         n = self._phase_steps
+        self._local_points.append(ProfilePoint(phase.limit_w, duration_s / n, energy_j / n))
+        energy_j, duration_s, applied = self._combine(energy_j, duration_s)
         limit = self._actual_w if self._actual_w is not None else phase.limit_w
-        self._points.append(ProfilePoint(phase.limit_w, duration_s / n, energy_j / n))
+        if self._coord is not None:  # the job's point: energy summed, time of the slowest
+            self._points.append(ProfilePoint(phase.limit_w, duration_s / n, energy_j / n))
+        else:
+            self._points = list(self._local_points)
         logger.debug("profiled %.0f W (in force %.0f W): %s", phase.limit_w, limit, self._points)
         self._phases.pop(0)
-        if not self.report["applied"]:
+        if not applied:
             # Every phase ran at the same limit: the measurements say nothing about the others.
             self.report["profile_source"] = None
             self.report["reason"] = (
                 "power limits could not be set, so no profile could be measured and "
                 "none was saved for this job"
             )
+            if self.report["applied"]:
+                self.report["reason"] = (
+                    "power limits could not be set on every rank, so no job profile could "
+                    "be measured"
+                )
             self.report["measured_at_w"] = limit
             self._cut("end")
             self._release()
@@ -383,7 +521,7 @@ class Governor:
             return
         self._profile = Profile(tuple(self._points))
         self.report["profile"] = self._profile.to_json()
-        self.report["profiling"] = {"steps": self._steps, "energy_j": self._spent_j}
+        self.report["profiling"] = {"steps": self._steps, "energy_j": self._planning_spent_j()}
         if self._key is not None and self.target.reuse_profile:
             self._stores().save(self._key, self._profile)
         self._plan("profile done")
@@ -398,24 +536,37 @@ class Governor:
             steps = float(max(target.total_steps - self._steps, 0))
             budget = target.total_budget_j
             assert budget is not None
-            return steps, budget - self._spent_j
+            return steps, budget * self._budget_share - self._planning_spent_j()
         assert target.j_per_step is not None
         steps = float(target.replan_every)
-        return steps, target.j_per_step * (self._steps + steps) - self._spent_j
+        allowed_j = target.j_per_step * self._budget_share * (self._steps + steps)
+        return steps, allowed_j - self._planning_spent_j()
+
+    def _planning_spent_j(self) -> float:
+        """Energy spent so far against the budget: the job's when coordinated, else this rank's."""
+        return self._job_spent_j if self._coord is not None else self._spent_j
 
     def _plan(self, why: str) -> None:
         assert self._profile is not None
         steps, budget_j = self._remaining()
+        spent_j = self._planning_spent_j()
         choice = choose_limit(
             self._profile,
             self.target,
             remaining_steps=steps,
             remaining_budget_j=budget_j * (1 - BUDGET_MARGIN),
             drift=self._drift,
-            max_power_w=self._profile.highest_w * len(self._gpus),
+            max_power_w=self._profile.highest_w
+            * (self._job_gpus if self._coord is not None else len(self._gpus)),
         )
+        if self._coord is not None:
+            try:
+                choice = self._agree(choice)
+            except Exception:  # lost the other ranks: plan again, alone
+                self._plan(f"{why}, alone")
+                return
         _, energy_j = self._profile.at(choice.limit_w)
-        predicted = self._spent_j + steps * energy_j * self._drift
+        predicted = spent_j + steps * energy_j * self._drift
         if self.target.mode == "budget" and not choice.feasible and not self._warned_infeasible:
             self._warned_infeasible = True
             lowest = steps * energy_j * self._drift
@@ -432,7 +583,8 @@ class Governor:
             known = self.target.mode == "budget" and self.target.total_steps is not None
             self.report["predicted_energy_j"] = predicted if known else None
         changed = self._planned_w is None or abs(choice.limit_w - self._planned_w) >= 0.5
-        if changed:
+        if changed or self._force_set:
+            self._force_set = False
             self._planned_w = choice.limit_w
             self._set_limit(choice.limit_w)
             self._decisions.append(
@@ -453,7 +605,8 @@ class Governor:
         self._since_plan += 1
         if self._since_plan < self.target.replan_every:
             return
-        energy_j, _ = self._cut("interval")
+        energy_j, duration_s = self._cut("interval")
+        energy_j, _, _ = self._combine(energy_j, duration_s)
         assert self._profile is not None
         in_force = self._actual_w if self._actual_w is not None else self._planned_w
         assert in_force is not None
