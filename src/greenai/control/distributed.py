@@ -22,6 +22,11 @@ Assumptions and limits:
   with ``TORCH_NCCL_ASYNC_ERROR_HANDLING`` as the user configured it) raises
   :class:`CoordinationError`; the governor then warns once, restores the original
   limits and plans locally. No rank waits longer than that timeout.
+* A rank whose control stops on its own (an error of its devices) stops taking part;
+  the others reach their next collective, wait out the timeout and plan alone.
+* Saved profiles are neither reused nor saved in a coordinated run: the ranks could
+  disagree on whether one exists, and a job profile (energy of all ranks' GPUs) is
+  not a single process's.
 * Tensors live on the CPU for gloo (and other CPU backends) and on the current CUDA
   device for NCCL, which cannot reduce CPU tensors.
 
