@@ -293,3 +293,22 @@ def test_track_without_target_has_no_control_metadata() -> None:
             with run.step():
                 sim.compute(WORK_S)
     assert "control" not in run.result.metadata
+
+
+def test_short_steps_are_profiled_for_at_least_profile_min_s() -> None:
+    """20 ms steps: 8 of them span under two counter updates; phases last >= 1 s instead."""
+    gpu = SimulatedGPU()
+    target = EnergyTarget(eta=0.5, reuse_profile=False)
+    with simulated_nvml([gpu], virtual_clock=True) as sim:
+        with greenai.track(
+            "short", cpu=False, dram=False, history=False, country="FRA", target=target
+        ) as run:
+            for _ in range(500):
+                with run.step():
+                    sim.compute(0.02)
+    control = run.result.metadata["control"]
+    # more than 6 limits x (2 warm-up + 8 measured): each phase ran for at least 1 s
+    assert control["profiling"]["steps"] > 6 * 10
+    for point in control["profile"]:
+        op = operating_point(gpu, 1.0, point["limit_w"])
+        assert point["energy_j"] == pytest.approx(op.power_w * 0.02 / op.clock_fraction, rel=0.05)

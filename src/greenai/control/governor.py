@@ -156,6 +156,8 @@ class Governor:
         self.distributed = distributed
         self.report: dict[str, Any] = {}
         self._active = False
+        self._last_end_s: float | None = None
+        self._measure_start_s: float | None = None
 
     # ------------------------------------------------------------- RunObserver
     def run_started(self, tracker: Tracker) -> None:
@@ -171,6 +173,9 @@ class Governor:
         if not self._active:
             return
         self._steps += 1
+        if self._measure_start_s is None:
+            self._measure_start_s = start_s  # a measurement that began with the run
+        self._last_end_s = end_s
         try:
             self._on_step()
         except Exception as e:  # control must never stop the user's run
@@ -209,6 +214,10 @@ class Governor:
         self._phases: list[_Phase] = []
         self._phase_steps = 0
         self._measuring = False
+        # the tracker's clock at the end of the last step (None before the first), and
+        # when the current profile measurement started
+        self._last_end_s = None
+        self._measure_start_s = None
         self._points: list[ProfilePoint] = []
         self._profile: Profile | None = None
         self._key: dict[str, Any] | None = None
@@ -471,6 +480,7 @@ class Governor:
         self._set_limit(phase.limit_w)
         self._phase_steps = 0
         self._measuring = phase.warmup_steps == 0
+        self._measure_start_s = self._last_end_s
 
     def _on_step(self) -> None:
         if self._profile is None:
@@ -485,8 +495,19 @@ class Governor:
             if self._phase_steps >= phase.warmup_steps:
                 self._cut("warm-up")
                 self._measuring, self._phase_steps = True, 0
+                self._measure_start_s = self._last_end_s
             return
+        # Long enough in steps and in time: a GPU counter updates every ~100 ms, so a
+        # phase of a few short steps would be measured to a few update periods at best.
+        # Ranks that plan together cut at the same step on every rank (each step is a
+        # collective point), so there the phase length is the step count alone.
         if self._phase_steps < self.target.profile_steps:
+            return
+        if self._coord is None and (
+            self._last_end_s is None
+            or self._measure_start_s is None
+            or self._last_end_s - self._measure_start_s < self.target.profile_min_s
+        ):
             return
         energy_j, duration_s = self._cut("profile")
         n = self._phase_steps

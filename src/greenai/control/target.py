@@ -56,7 +56,12 @@ class EnergyTarget:
         candidates: How many limits to profile when ``limits_w`` is None (>= 2).
         warmup_steps: Steps run at each profiled limit before measuring it (the GPU
             settles; they count in the run but not in the profile).
-        profile_steps: Steps measured at each profiled limit.
+        profile_steps: Steps measured at each profiled limit (at least).
+        profile_min_s: Shortest measurement at each profiled limit: more steps are
+            measured until it has passed, since GPU energy counters update only every
+            ~100 ms (Zeus measures 40 steps). Ranks planning together under
+            ``torch.distributed`` cut phases by ``profile_steps`` alone, so that every
+            rank cuts at the same step. Units: s.
         replan_every: Steps between two checks of the energy spent against the plan
             (budget goals only).
         reuse_profile: Use a saved profile of the same job (tracker name), GPU model
@@ -72,6 +77,7 @@ class EnergyTarget:
     candidates: int = 6
     warmup_steps: int = 2
     profile_steps: int = 8
+    profile_min_s: float = 1.0
     replan_every: int = 50
     reuse_profile: bool = True
 
@@ -125,6 +131,14 @@ class EnergyTarget:
         ):
             raise ValueError(f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
         _positive("profile_steps", self.profile_steps, integer=True)
+        if (
+            isinstance(self.profile_min_s, bool)
+            or not isinstance(self.profile_min_s, (int, float))
+            or not 0 <= self.profile_min_s < math.inf
+        ):
+            raise ValueError(
+                f"profile_min_s must be a number of seconds >= 0, got {self.profile_min_s!r}"
+            )
         _positive("replan_every", self.replan_every, integer=True)
 
     @property
