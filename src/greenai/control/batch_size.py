@@ -87,7 +87,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from greenai import clock as _clock
 from greenai.control.governor import BUDGET_MARGIN
-from greenai.control.profile import default_profile_dir
+from greenai.control.state import state_dir
 from greenai.control.target import EnergyTarget
 from greenai.report._files import write_atomic
 
@@ -106,10 +106,9 @@ _DEFAULT_TARGET = EnergyTarget(eta=0.5)
 def default_store_dir() -> Path:
     """``$GREENAI_STATE_DIR/batch_sizes``, else ``$XDG_STATE_HOME/greenai/batch_sizes``.
 
-    The same state folder as the power profiles
-    (:func:`~greenai.control.profile.default_profile_dir`).
+    The same state folder as the power profiles and the limit journal.
     """
-    return default_profile_dir().parent / "batch_sizes"
+    return state_dir() / "batch_sizes"
 
 
 @dataclass(frozen=True)

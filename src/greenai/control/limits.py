@@ -49,6 +49,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, NamedTuple
 
+from greenai.control.state import state_dir
 from greenai.devices.base import Device
 from greenai.errors import (
     ControlWarning,
@@ -95,12 +96,7 @@ def default_journal_path() -> Path:
     ``XDG_STATE_HOME`` falls back to ``~/.local/state`` when unset, empty or not an
     absolute path (the XDG Base Directory rules).
     """
-    explicit = os.environ.get("GREENAI_STATE_DIR", "")
-    if explicit:
-        return Path(explicit).expanduser() / JOURNAL_NAME
-    state_home = os.environ.get("XDG_STATE_HOME", "")
-    base = Path(state_home) if os.path.isabs(state_home) else Path.home() / ".local" / "state"
-    return base / "greenai" / JOURNAL_NAME
+    return state_dir() / JOURNAL_NAME
 
 
 def _device_key(device: Device) -> str:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from greenai.control.state import state_dir
 from greenai.report._files import write_atomic
 
 logger = logging.getLogger(__name__)
@@ -154,12 +155,7 @@ def default_profile_dir() -> Path:
     ``XDG_STATE_HOME`` falls back to ``~/.local/state`` when unset, empty or not an
     absolute path (the XDG Base Directory rules).
     """
-    explicit = os.environ.get("GREENAI_STATE_DIR")
-    if explicit:
-        return Path(explicit).expanduser() / "profiles"
-    state_home = os.environ.get("XDG_STATE_HOME", "")
-    base = Path(state_home) if os.path.isabs(state_home) else Path.home() / ".local" / "state"
-    return base / "greenai" / "profiles"
+    return state_dir() / "profiles"
 
 
 def profile_key(
