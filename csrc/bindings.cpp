@@ -5,11 +5,16 @@
 // Build facts come from CMake as compile definitions (see CMakeLists.txt):
 //   GREENAI_VERSION, GREENAI_BUILD_TYPE, GREENAI_COMPILER, GREENAI_CUDA_OPTION,
 //   GREENAI_CUDA_COMPILER, GREENAI_CUDA_ARCHITECTURES (empty string = none).
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstdint>
 #include <string>
 
+#include "cpu/memory.h"
+#include "cpu/quant.h"
+#include "cuda/quant.h"
 #include "cuda/runtime.h"
 
 namespace py = pybind11;
@@ -43,10 +48,149 @@ py::dict build_info() {
     return info;
 }
 
+// --- CPU buffers --------------------------------------------------------------------------
+// The CPU kernels take NumPy arrays (a CPU tensor's .numpy() shares its memory; bfloat16 is
+// passed as an int16 view). Every extent is checked here, so a bad call from Python raises
+// ValueError instead of reading or writing out of bounds.
+
+void* checked_buffer(const py::object& obj, const char* name, std::int64_t count, std::int64_t itemsize,
+                     bool writable) {
+    if (!py::isinstance<py::array>(obj)) {
+        throw py::type_error(std::string(name) + " must be a NumPy array");
+    }
+    auto a = py::reinterpret_borrow<py::array>(obj);
+    if (!(a.flags() & py::array::c_style)) {
+        throw py::value_error(std::string(name) + " must be C-contiguous");
+    }
+    if (a.itemsize() != itemsize || a.size() != count) {
+        throw py::value_error(std::string(name) + " must hold " + std::to_string(count) + " items of " +
+                              std::to_string(itemsize) + " bytes, not " + std::to_string(a.size()) + " of " +
+                              std::to_string(a.itemsize()));
+    }
+    if (writable && !a.writeable()) {
+        throw py::value_error(std::string(name) + " must be writable");
+    }
+    return const_cast<void*>(a.data());
+}
+
+greenai::cpu::FloatType float_type(int code, const char* name) {
+    if (code < 0 || code > 2) {
+        throw py::value_error(std::string(name) + " must be 0 (float32), 1 (float16) or 2 (bfloat16), not " +
+                              std::to_string(code));
+    }
+    return static_cast<greenai::cpu::FloatType>(code);
+}
+
+std::int64_t float_size(greenai::cpu::FloatType t) { return t == greenai::cpu::FloatType::f32 ? 4 : 2; }
+
+// Checks n, k, bits and group (-1, k, or a multiple of 32 dividing k; bits 4 needs k % 32 == 0)
+// and returns the number of scales.
+std::int64_t check_layout(std::int64_t n, std::int64_t k, int bits, std::int64_t group, bool allow_per_tensor) {
+    if (n < 1 || k < 1) {
+        throw py::value_error("n and k must be positive, not " + std::to_string(n) + " and " + std::to_string(k));
+    }
+    if (bits != 8 && bits != 4) {
+        throw py::value_error("bits must be 8 or 4, not " + std::to_string(bits));
+    }
+    if (bits == 4 && k % 32 != 0) {
+        throw py::value_error("bits=4 needs k to be a multiple of 32, not " + std::to_string(k));
+    }
+    if (group == -1 && allow_per_tensor && bits == 8) {
+        return 1;
+    }
+    if (group == k || (group > 0 && group % 32 == 0 && k % group == 0)) {
+        return n * (k / group);
+    }
+    throw py::value_error("group must be " + std::string(allow_per_tensor ? "-1, " : "") +
+                          "k or a multiple of 32 dividing k, not " + std::to_string(group));
+}
+
+std::int64_t code_count(std::int64_t n, std::int64_t k, int bits) { return bits == 8 ? n * k : n * k / 2; }
+
+int check_threads(int threads) {
+    if (threads < 1) {
+        throw py::value_error("threads must be at least 1, not " + std::to_string(threads));
+    }
+    return threads;
+}
+
+std::int64_t quantize_cpu(const py::object& w, int dtype, std::int64_t n, std::int64_t k, int bits,
+                          std::int64_t group, bool symmetric, const py::object& q, const py::object& scale,
+                          const py::object& zero_point, int threads) {
+    using namespace greenai::cpu;
+    const std::int64_t scales = check_layout(n, k, bits, group, true);
+    QuantizeArgs a{};
+    a.dtype = float_type(dtype, "dtype");
+    a.w = checked_buffer(w, "w", n * k, float_size(a.dtype), false);
+    a.n = n;
+    a.k = k;
+    a.bits = bits;
+    a.group = group;
+    a.symmetric = symmetric;
+    a.q = checked_buffer(q, "q", code_count(n, k, bits), 1, true);
+    a.scale = static_cast<float*>(checked_buffer(scale, "scale", scales, 4, true));
+    if (symmetric != zero_point.is_none()) {
+        throw py::value_error("zero_point must be None exactly when symmetric");
+    }
+    a.zero_point = symmetric ? nullptr : static_cast<std::int8_t*>(checked_buffer(zero_point, "zero_point", scales, 1, true));
+    check_threads(threads);
+    py::gil_scoped_release release;
+    return greenai::cpu::quantize(a, threads);
+}
+
+void dequantize_cpu(const py::object& q, const py::object& scale, const py::object& zero_point, std::int64_t n,
+                    std::int64_t k, int bits, std::int64_t group, const py::object& out, int out_dtype, int threads) {
+    using namespace greenai::cpu;
+    const std::int64_t scales = check_layout(n, k, bits, group, true);
+    DequantizeArgs a{};
+    a.q = checked_buffer(q, "q", code_count(n, k, bits), 1, false);
+    a.scale = static_cast<const float*>(checked_buffer(scale, "scale", scales, 4, false));
+    a.zero_point = zero_point.is_none()
+                       ? nullptr
+                       : static_cast<const std::int8_t*>(checked_buffer(zero_point, "zero_point", scales, 1, false));
+    a.n = n;
+    a.k = k;
+    a.bits = bits;
+    a.group = group;
+    a.out_dtype = float_type(out_dtype, "out_dtype");
+    a.out = checked_buffer(out, "out", n * k, float_size(a.out_dtype), true);
+    check_threads(threads);
+    py::gil_scoped_release release;
+    greenai::cpu::dequantize(a, threads);
+}
+
+void quantized_linear_cpu(const py::object& x, int dtype, std::int64_t m, std::int64_t k, const py::object& q,
+                          const py::object& scale, const py::object& zero_point, const py::object& bias,
+                          std::int64_t n, int bits, std::int64_t group, const py::object& y, int threads) {
+    using namespace greenai::cpu;
+    const std::int64_t scales = check_layout(n, k, bits, group, false);
+    if (m < 0) {
+        throw py::value_error("m must not be negative, not " + std::to_string(m));
+    }
+    LinearArgs a{};
+    a.dtype = float_type(dtype, "dtype");
+    a.x = checked_buffer(x, "x", m * k, float_size(a.dtype), false);
+    a.m = m;
+    a.k = k;
+    a.q = checked_buffer(q, "q", code_count(n, k, bits), 1, false);
+    a.scale = static_cast<const float*>(checked_buffer(scale, "scale", scales, 4, false));
+    a.zero_point = zero_point.is_none()
+                       ? nullptr
+                       : static_cast<const std::int8_t*>(checked_buffer(zero_point, "zero_point", scales, 1, false));
+    a.bias = bias.is_none() ? nullptr : static_cast<const float*>(checked_buffer(bias, "bias", n, 4, false));
+    a.n = n;
+    a.bits = bits;
+    a.group = group;
+    a.y = checked_buffer(y, "y", m * n, float_size(a.dtype), true);
+    check_threads(threads);
+    py::gil_scoped_release release;
+    greenai::cpu::quantized_linear(a, threads);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
-    m.doc() = "greenai native core: build facts and CUDA run-time queries.";
+    m.doc() = "greenai native core: quantization kernels, build facts and CUDA run-time queries.";
 
     m.def("build_info", &build_info,
           "How this module was built: version, build_type, compiler, cuda_option, cuda (bool),\n"
@@ -63,4 +207,41 @@ PYBIND11_MODULE(_C, m) {
           py::call_guard<py::gil_scoped_release>(),
           "Installed CUDA driver version as 1000 * major + 10 * minor (e.g. 12040), or None\n"
           "without a driver or without CUDA compiled in.");
+
+    // --- CPU quantization kernels (formats: src/greenai/ops/reference.py) ---
+    m.def("quantize_cpu", &quantize_cpu, py::arg("w"), py::arg("dtype"), py::arg("n"), py::arg("k"),
+          py::arg("bits"), py::arg("group"), py::arg("symmetric"), py::arg("q"), py::arg("scale"),
+          py::arg("zero_point"), py::arg("threads"),
+          "Quantize w (n, k) into q, scale and zero_point (None when symmetric). group: -1 per tensor,\n"
+          "k per row, else a multiple of 32 dividing k. Returns -1, or a row holding NaN/Inf.");
+    m.def("dequantize_cpu", &dequantize_cpu, py::arg("q"), py::arg("scale"), py::arg("zero_point"), py::arg("n"),
+          py::arg("k"), py::arg("bits"), py::arg("group"), py::arg("out"), py::arg("out_dtype"), py::arg("threads"),
+          "Write (q - zero_point) * scale into out (n, k) of out_dtype (0 f32, 1 f16, 2 bf16 as int16).");
+    m.def("quantized_linear_cpu", &quantized_linear_cpu, py::arg("x"), py::arg("dtype"), py::arg("m"), py::arg("k"),
+          py::arg("q"), py::arg("scale"), py::arg("zero_point"), py::arg("bias"), py::arg("n"), py::arg("bits"),
+          py::arg("group"), py::arg("y"), py::arg("threads"),
+          "y (m, n) = x (m, k) W^T + bias with W quantized (group k or a multiple of 32 dividing k);\n"
+          "float32 accumulation, x and y of the same dtype, bias float32 or None.");
+    // --- CUDA quantization kernels: device pointers and a stream as integers. The Python
+    // layer (greenai.ops) has validated every shape; nothing here can check a device pointer.
+    m.attr("cuda_quantize_workspace_bytes") = greenai::cuda::kQuantizeWorkspaceBytes;
+    m.def("quantize_cuda", &greenai::cuda::quantize, py::arg("w"), py::arg("dtype"), py::arg("n"), py::arg("k"),
+          py::arg("bits"), py::arg("group"), py::arg("symmetric"), py::arg("q"), py::arg("scale"),
+          py::arg("zero_point"), py::arg("workspace"), py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
+          "quantize_cpu's CUDA twin on `stream`; sets the int32 at workspace[0] to 1 on NaN/Inf.");
+    m.def("dequantize_cuda", &greenai::cuda::dequantize, py::arg("q"), py::arg("scale"), py::arg("zero_point"),
+          py::arg("n"), py::arg("k"), py::arg("bits"), py::arg("group"), py::arg("out"), py::arg("out_dtype"),
+          py::arg("stream"), py::call_guard<py::gil_scoped_release>(), "dequantize_cpu's CUDA twin on `stream`.");
+    m.def("quantized_linear_cuda", &greenai::cuda::quantized_linear, py::arg("x"), py::arg("dtype"), py::arg("m"),
+          py::arg("k"), py::arg("q"), py::arg("scale"), py::arg("zero_point"), py::arg("bias"), py::arg("n"),
+          py::arg("bits"), py::arg("group"), py::arg("y"), py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
+          "quantized_linear_cpu's CUDA twin on `stream` (tuned for m <= 8).");
+    m.def("advise_huge_pages", &greenai::cpu::advise_huge_pages, py::arg("address"), py::arg("bytes"),
+          "Ask Linux for transparent huge pages on the 2 MiB-aligned part of a fresh CPU buffer\n"
+          "(madvise MADV_HUGEPAGE); False where that does not apply. Never changes its contents.");
+    m.def("cpu_isas", &greenai::cpu::supported_isas,
+          "Instruction sets the CPU kernels can use on this CPU, best first (avx512, avx2, generic).");
+    m.def("cpu_isa", &greenai::cpu::current_isa, "The instruction set the CPU kernels use now.");
+    m.def("set_cpu_isa", &greenai::cpu::set_isa, py::arg("name"),
+          "Use the kernels for one of cpu_isas() (for tests and benchmarks); ValueError otherwise.");
 }

@@ -4,7 +4,7 @@
 under ``if TYPE_CHECKING:`` if you need to name it.
 """
 
-from typing import TypedDict, type_check_only
+from typing import Any, TypedDict, type_check_only
 
 @type_check_only
 class BuildInfo(TypedDict):
@@ -39,3 +39,117 @@ def cuda_device_count() -> int:
 def cuda_driver_version() -> int | None:
     """Installed CUDA driver version as ``1000 * major + 10 * minor``, or None without a
     driver or without CUDA compiled in."""
+
+# --- quantization kernels (formats: greenai/ops/reference.py; greenai.ops validates first) ---
+# CPU kernels take C-contiguous NumPy arrays (bfloat16 as an int16 view) and check every
+# extent; CUDA kernels take device pointers and a cudaStream_t as integers and check none.
+# dtype codes: 0 float32, 1 float16, 2 bfloat16. group: -1 per tensor, k per row, else a
+# multiple of 32 dividing k.
+
+cuda_quantize_workspace_bytes: int
+"""Bytes of the zeroed scratch buffer ``quantize_cuda`` needs."""
+
+def quantize_cpu(
+    w: Any,
+    dtype: int,
+    n: int,
+    k: int,
+    bits: int,
+    group: int,
+    symmetric: bool,
+    q: Any,
+    scale: Any,
+    zero_point: Any | None,
+    threads: int,
+) -> int:
+    """Quantize ``w`` into ``q``, ``scale`` and ``zero_point``; -1, or a row holding NaN/Inf."""
+
+def dequantize_cpu(
+    q: Any,
+    scale: Any,
+    zero_point: Any | None,
+    n: int,
+    k: int,
+    bits: int,
+    group: int,
+    out: Any,
+    out_dtype: int,
+    threads: int,
+) -> None:
+    """Write ``(q - zero_point) * scale`` into ``out``."""
+
+def quantized_linear_cpu(
+    x: Any,
+    dtype: int,
+    m: int,
+    k: int,
+    q: Any,
+    scale: Any,
+    zero_point: Any | None,
+    bias: Any | None,
+    n: int,
+    bits: int,
+    group: int,
+    y: Any,
+    threads: int,
+) -> None:
+    """``y = x @ W.T + bias`` with ``W`` quantized; float32 accumulation."""
+
+def quantize_cuda(
+    w: int,
+    dtype: int,
+    n: int,
+    k: int,
+    bits: int,
+    group: int,
+    symmetric: bool,
+    q: int,
+    scale: int,
+    zero_point: int,
+    workspace: int,
+    stream: int,
+) -> None:
+    """``quantize_cpu`` on CUDA; sets the int32 at ``workspace`` to 1 on NaN/Inf."""
+
+def dequantize_cuda(
+    q: int,
+    scale: int,
+    zero_point: int,
+    n: int,
+    k: int,
+    bits: int,
+    group: int,
+    out: int,
+    out_dtype: int,
+    stream: int,
+) -> None:
+    """``dequantize_cpu`` on CUDA."""
+
+def quantized_linear_cuda(
+    x: int,
+    dtype: int,
+    m: int,
+    k: int,
+    q: int,
+    scale: int,
+    zero_point: int,
+    bias: int,
+    n: int,
+    bits: int,
+    group: int,
+    y: int,
+    stream: int,
+) -> None:
+    """``quantized_linear_cpu`` on CUDA (tuned for ``m <= 8``)."""
+
+def advise_huge_pages(address: int, bytes: int) -> bool:
+    """Ask Linux for transparent huge pages on a fresh CPU buffer; False where not applied."""
+
+def cpu_isas() -> list[str]:
+    """Instruction sets the CPU kernels can use here, best first."""
+
+def cpu_isa() -> str:
+    """The instruction set the CPU kernels use now."""
+
+def set_cpu_isa(name: str) -> None:
+    """Use the kernels for one of ``cpu_isas()``; ValueError otherwise."""

@@ -1,0 +1,533 @@
+// The quantization kernels, written once against a small SIMD interface `S` and compiled
+// once per instruction set: quant_generic.cpp, quant_avx2.cpp and quant_avx512.cpp each
+// define GREENAI_TARGET (a function attribute naming the instruction set, empty for
+// generic) and a trait struct, then include this file. Everything here has internal
+// linkage, so the copies built for different instruction sets never meet at link time
+// (a shared inline function compiled with AVX-512 could otherwise be picked for all).
+//
+// The trait S provides: F (a vector of W floats), zero, set1, add, sub, mul, fma, min, max,
+// rne (round half to even), hsum/hmin/hmax, load_f32/load_f16/load_bf16/load_i8 (W
+// values), u4_block (16 bytes -> 32 / W vectors of nibbles, in element order),
+// store_f32/store_f16/store_bf16, store_i8 (W integral values), store_u8 (W values in
+// [0, 255]); and MR x NR, the register tile of the fp32 matmul micro-kernel.
+#pragma once
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "cpu/floatconv.h"
+#include "cpu/quant_kernels.h"
+
+#ifndef GREENAI_TARGET
+#error "define GREENAI_TARGET before including quant_kernels_impl.h"
+#endif
+
+namespace greenai::cpu {
+namespace {
+
+template <class S>
+struct Kernels {
+    using F = typename S::F;
+    static constexpr int W = S::W;
+    static constexpr int kBlockVectors = 32 / W;  // vectors per int4 block of 32
+
+    // --- loads and stores by element type -------------------------------------------------
+
+    template <FloatType DT>
+    GREENAI_TARGET static F load(const void* base, std::int64_t i) {
+        if constexpr (DT == FloatType::f32) {
+            return S::load_f32(static_cast<const float*>(base) + i);
+        } else if constexpr (DT == FloatType::f16) {
+            return S::load_f16(static_cast<const std::uint16_t*>(base) + i);
+        } else {
+            return S::load_bf16(static_cast<const std::uint16_t*>(base) + i);
+        }
+    }
+
+    template <FloatType DT>
+    GREENAI_TARGET static float load1(const void* base, std::int64_t i) {
+        if constexpr (DT == FloatType::f32) {
+            return static_cast<const float*>(base)[i];
+        } else if constexpr (DT == FloatType::f16) {
+            return f16_to_float(static_cast<const std::uint16_t*>(base)[i]);
+        } else {
+            return bf16_to_float(static_cast<const std::uint16_t*>(base)[i]);
+        }
+    }
+
+    template <FloatType DT>
+    GREENAI_TARGET static void store(void* base, std::int64_t i, F v) {
+        if constexpr (DT == FloatType::f32) {
+            S::store_f32(static_cast<float*>(base) + i, v);
+        } else if constexpr (DT == FloatType::f16) {
+            S::store_f16(static_cast<std::uint16_t*>(base) + i, v);
+        } else {
+            S::store_bf16(static_cast<std::uint16_t*>(base) + i, v);
+        }
+    }
+
+    template <FloatType DT>
+    GREENAI_TARGET static void store1(void* base, std::int64_t i, float v) {
+        if constexpr (DT == FloatType::f32) {
+            static_cast<float*>(base)[i] = v;
+        } else if constexpr (DT == FloatType::f16) {
+            static_cast<std::uint16_t*>(base)[i] = float_to_f16(v);
+        } else {
+            static_cast<std::uint16_t*>(base)[i] = float_to_bf16(v);
+        }
+    }
+
+    // --- quantize --------------------------------------------------------------------------
+
+    // min and max of base[i0, i0 + len); false if any value is NaN or Inf. The check adds
+    // v - v (0 for finite values, NaN otherwise) into an accumulator that NaN poisons.
+    template <FloatType DT>
+    GREENAI_TARGET static bool range(const void* base, std::int64_t i0, std::int64_t len, float* lo,
+                                     float* hi) {
+        F vlo = S::set1(std::numeric_limits<float>::infinity());
+        F vhi = S::set1(-std::numeric_limits<float>::infinity());
+        F bad = S::zero();
+        std::int64_t i = 0;
+        for (; i + W <= len; i += W) {
+            const F v = load<DT>(base, i0 + i);
+            vlo = S::min(vlo, v);
+            vhi = S::max(vhi, v);
+            bad = S::add(bad, S::sub(v, v));
+        }
+        float slo = S::hmin(vlo), shi = S::hmax(vhi), sbad = S::hsum(bad);
+        for (; i < len; ++i) {
+            const float v = load1<DT>(base, i0 + i);
+            slo = std::min(slo, v);
+            shi = std::max(shi, v);
+            sbad += v - v;
+        }
+        *lo = slo;
+        *hi = shi;
+        return sbad == 0.0f;
+    }
+
+    GREENAI_TARGET static F code(F v, F inv, F zp, F qmin, F qmax) {
+        return S::min(S::max(S::add(S::rne(S::mul(v, inv)), zp), qmin), qmax);
+    }
+
+    GREENAI_TARGET static float code1(float v, const GroupScale& s, float qmin, float qmax) {
+        return std::min(std::max(std::nearbyint(v * s.inv) + s.zero_point, qmin), qmax);
+    }
+
+    // Codes of base[i0, i0 + len) into q: int8 at q[i0 + i], or for bits 4 packed nibbles
+    // (len and i0 multiples of 32) at q[(i0 + i) / 2] in the block layout.
+    template <FloatType DT, int BITS>
+    GREENAI_TARGET static void encode(const void* base, std::int64_t i0, std::int64_t len,
+                                      const GroupScale& s, float qmin, float qmax, void* q) {
+        const F inv = S::set1(s.inv), zp = S::set1(s.zero_point);
+        const F lo = S::set1(qmin), hi = S::set1(qmax);
+        if constexpr (BITS == 8) {
+            auto* out = static_cast<std::int8_t*>(q) + i0;
+            std::int64_t i = 0;
+            for (; i + W <= len; i += W) {
+                S::store_i8(out + i, code(load<DT>(base, i0 + i), inv, zp, lo, hi));
+            }
+            for (; i < len; ++i) {
+                out[i] = static_cast<std::int8_t>(code1(load1<DT>(base, i0 + i), s, qmin, qmax));
+            }
+        } else {
+            auto* out = static_cast<std::uint8_t*>(q) + i0 / 2;
+            const F eight = S::set1(8.0f), sixteen = S::set1(16.0f);
+            for (std::int64_t b = 0; b < len; b += 32) {
+                F nib[kBlockVectors];
+                for (int j = 0; j < kBlockVectors; ++j) {
+                    nib[j] = S::add(code(load<DT>(base, i0 + b + j * W), inv, zp, lo, hi), eight);
+                }
+                for (int j = 0; j < kBlockVectors / 2; ++j) {
+                    S::store_u8(out + b / 2 + j * W, S::fma(nib[kBlockVectors / 2 + j], sixteen, nib[j]));
+                }
+            }
+        }
+    }
+
+    template <FloatType DT, int BITS>
+    GREENAI_TARGET static std::int64_t quantize_rows_t(const QuantizeArgs& a, std::int64_t r0,
+                                                       std::int64_t r1) {
+        const float qmax = BITS == 8 ? 127.0f : 7.0f;
+        const float qmin = a.symmetric ? -qmax : -qmax - 1.0f;
+        const std::int64_t groups = a.k / a.group;
+        for (std::int64_t r = r0; r < r1; ++r) {
+            for (std::int64_t g = 0; g < groups; ++g) {
+                const std::int64_t i0 = r * a.k + g * a.group;
+                float lo, hi;
+                if (!range<DT>(a.w, i0, a.group, &lo, &hi)) {
+                    return r;
+                }
+                const GroupScale s = group_scale(lo, hi, BITS, a.symmetric);
+                a.scale[r * groups + g] = s.scale;
+                if (a.zero_point != nullptr) {
+                    a.zero_point[r * groups + g] = static_cast<std::int8_t>(s.zero_point);
+                }
+                encode<DT, BITS>(a.w, i0, a.group, s, qmin, qmax, a.q);
+            }
+        }
+        return -1;
+    }
+
+    template <FloatType DT>
+    GREENAI_TARGET static bool range_rows_t(const QuantizeArgs& a, std::int64_t r0, std::int64_t r1,
+                                            float* lo, float* hi) {
+        return range<DT>(a.w, r0 * a.k, (r1 - r0) * a.k, lo, hi);
+    }
+
+    template <FloatType DT>
+    GREENAI_TARGET static void encode_rows_t(const QuantizeArgs& a, std::int64_t r0, std::int64_t r1,
+                                             GroupScale s) {
+        const float qmin = a.symmetric ? -127.0f : -128.0f;
+        encode<DT, 8>(a.w, r0 * a.k, (r1 - r0) * a.k, s, qmin, 127.0f, a.q);
+    }
+
+    // --- dequantize ------------------------------------------------------------------------
+
+    // Writes W-wide runs of (code - zp) * scale for one group: int8 codes q8[i0 + i], or the
+    // int4 block layout of q4 (i0 and len multiples of 32).
+    template <FloatType OUT, int BITS>
+    GREENAI_TARGET static void decode(const void* q, std::int64_t i0, std::int64_t len, float scale,
+                                      float zp, void* out, std::int64_t o0) {
+        const F s = S::set1(scale);
+        if constexpr (BITS == 8) {
+            const auto* codes = static_cast<const std::int8_t*>(q) + i0;
+            const F z = S::set1(zp);
+            std::int64_t i = 0;
+            for (; i + W <= len; i += W) {
+                store<OUT>(out, o0 + i, S::mul(S::sub(S::load_i8(codes + i), z), s));
+            }
+            for (; i < len; ++i) {
+                store1<OUT>(out, o0 + i, (static_cast<float>(codes[i]) - zp) * scale);
+            }
+        } else {
+            const auto* bytes = static_cast<const std::uint8_t*>(q) + i0 / 2;
+            const F z = S::set1(zp + 8.0f);  // nibble = code + 8
+            for (std::int64_t b = 0; b < len; b += 32) {
+                F nib[kBlockVectors];
+                S::u4_block(bytes + b / 2, nib);
+                for (int j = 0; j < kBlockVectors; ++j) {
+                    store<OUT>(out, o0 + b + j * W, S::mul(S::sub(nib[j], z), s));
+                }
+            }
+        }
+    }
+
+    template <FloatType OUT, int BITS>
+    GREENAI_TARGET static void dequantize_rows_into(const DequantizeArgs& a, std::int64_t r0,
+                                                    std::int64_t r1, void* out, std::int64_t out_row0) {
+        if (a.group == -1) {
+            const float zp = a.zero_point ? static_cast<float>(a.zero_point[0]) : 0.0f;
+            decode<OUT, BITS>(a.q, r0 * a.k, (r1 - r0) * a.k, a.scale[0], zp, out, (r0 - out_row0) * a.k);
+            return;
+        }
+        const std::int64_t groups = a.k / a.group;
+        for (std::int64_t r = r0; r < r1; ++r) {
+            for (std::int64_t g = 0; g < groups; ++g) {
+                const std::int64_t idx = r * groups + g;
+                const float zp = a.zero_point ? static_cast<float>(a.zero_point[idx]) : 0.0f;
+                decode<OUT, BITS>(a.q, r * a.k + g * a.group, a.group, a.scale[idx], zp, out,
+                                  (r - out_row0) * a.k + g * a.group);
+            }
+        }
+    }
+
+    template <FloatType OUT, int BITS>
+    GREENAI_TARGET static void dequantize_rows_t(const DequantizeArgs& a, std::int64_t r0, std::int64_t r1) {
+        dequantize_rows_into<OUT, BITS>(a, r0, r1, a.out, 0);
+    }
+
+    // --- conversions -----------------------------------------------------------------------
+
+    template <FloatType DT>
+    GREENAI_TARGET static void to_float_t(const void* src, std::int64_t count, float* dst) {
+        std::int64_t i = 0;
+        for (; i + W <= count; i += W) {
+            S::store_f32(dst + i, load<DT>(src, i));
+        }
+        for (; i < count; ++i) {
+            dst[i] = load1<DT>(src, i);
+        }
+    }
+
+    template <FloatType DT>
+    GREENAI_TARGET static void from_float_t(const float* src, std::int64_t count, void* dst) {
+        std::int64_t i = 0;
+        for (; i + W <= count; i += W) {
+            store<DT>(dst, i, S::load_f32(src + i));
+        }
+        for (; i < count; ++i) {
+            store1<DT>(dst, i, src[i]);
+        }
+    }
+
+    // --- matmul: direct, for a few rows of x ------------------------------------------------
+
+    // y32[mi, row] for rows [n0, n1): per group, the dot products of the raw codes with x,
+    // then scale * (dot - (zero point + nibble offset) * sum of x over the group).
+    template <int M, int BITS>
+    GREENAI_TARGET static void direct_t(const LinearArgs& a, const float* x32, const float* xsum,
+                                        float* y32, std::int64_t n0, std::int64_t n1) {
+        constexpr int U = M == 1 ? 4 : 2;  // independent accumulators per row of x
+        const std::int64_t k = a.k, group = a.group, groups = k / group;
+        const float offset = BITS == 4 ? 8.0f : 0.0f;
+        const bool centred = a.zero_point != nullptr || BITS == 4;
+        for (std::int64_t row = n0; row < n1; ++row) {
+            F total[M];
+            float scalar[M];
+            for (int mi = 0; mi < M; ++mi) {
+                total[mi] = S::zero();
+                scalar[mi] = 0.0f;
+            }
+            for (std::int64_t g = 0; g < groups; ++g) {
+                const std::int64_t g0 = g * group;
+                F acc[M][U];
+                float tail[M];
+                for (int mi = 0; mi < M; ++mi) {
+                    tail[mi] = 0.0f;
+                    for (int u = 0; u < U; ++u) {
+                        acc[mi][u] = S::zero();
+                    }
+                }
+                if constexpr (BITS == 8) {
+                    const std::int8_t* codes = static_cast<const std::int8_t*>(a.q) + row * k + g0;
+                    std::int64_t i = 0;
+                    for (; i + U * W <= group; i += U * W) {
+                        for (int u = 0; u < U; ++u) {
+                            const F w = S::load_i8(codes + i + u * W);
+                            for (int mi = 0; mi < M; ++mi) {
+                                acc[mi][u] = S::fma(w, S::load_f32(x32 + mi * k + g0 + i + u * W), acc[mi][u]);
+                            }
+                        }
+                    }
+                    for (; i + W <= group; i += W) {
+                        const F w = S::load_i8(codes + i);
+                        for (int mi = 0; mi < M; ++mi) {
+                            acc[mi][0] = S::fma(w, S::load_f32(x32 + mi * k + g0 + i), acc[mi][0]);
+                        }
+                    }
+                    for (; i < group; ++i) {
+                        const float w = static_cast<float>(codes[i]);
+                        for (int mi = 0; mi < M; ++mi) {
+                            tail[mi] += w * x32[mi * k + g0 + i];
+                        }
+                    }
+                } else {
+                    const std::uint8_t* bytes = static_cast<const std::uint8_t*>(a.q) + (row * k + g0) / 2;
+                    for (std::int64_t b = 0; b < group; b += 32) {
+                        F nib[kBlockVectors];
+                        S::u4_block(bytes + b / 2, nib);
+                        for (int j = 0; j < kBlockVectors; ++j) {
+                            for (int mi = 0; mi < M; ++mi) {
+                                acc[mi][j % U] = S::fma(nib[j], S::load_f32(x32 + mi * k + g0 + b + j * W),
+                                                        acc[mi][j % U]);
+                            }
+                        }
+                    }
+                }
+                const std::int64_t idx = row * groups + g;
+                const float scale = a.scale[idx];
+                const float z = offset + (a.zero_point ? static_cast<float>(a.zero_point[idx]) : 0.0f);
+                const F vs = S::set1(scale);
+                for (int mi = 0; mi < M; ++mi) {
+                    F sum = acc[mi][0];
+                    for (int u = 1; u < U; ++u) {
+                        sum = S::add(sum, acc[mi][u]);
+                    }
+                    total[mi] = S::fma(sum, vs, total[mi]);
+                    float extra = tail[mi];
+                    if (centred) {
+                        extra -= z * xsum[mi * groups + g];
+                    }
+                    scalar[mi] += scale * extra;
+                }
+            }
+            const float b = a.bias ? a.bias[row] : 0.0f;
+            for (int mi = 0; mi < M; ++mi) {
+                y32[mi * a.n + row] = S::hsum(total[mi]) + scalar[mi] + b;
+            }
+        }
+    }
+
+    template <int BITS>
+    GREENAI_TARGET static void direct_bits(const LinearArgs& a, const float* x32, const float* xsum,
+                                           float* y32, std::int64_t n0, std::int64_t n1) {
+        const std::int64_t groups = a.k / a.group;
+        for (std::int64_t m0 = 0; m0 < a.m; m0 += kDirectMaxRows) {
+            const std::int64_t rows = std::min(kDirectMaxRows, a.m - m0);
+            const float* x = x32 + m0 * a.k;
+            const float* xs = xsum ? xsum + m0 * groups : nullptr;
+            float* y = y32 + m0 * a.n;
+            switch (rows) {
+                case 1: direct_t<1, BITS>(a, x, xs, y, n0, n1); break;
+                case 2: direct_t<2, BITS>(a, x, xs, y, n0, n1); break;
+                case 3: direct_t<3, BITS>(a, x, xs, y, n0, n1); break;
+                default: direct_t<4, BITS>(a, x, xs, y, n0, n1); break;
+            }
+        }
+    }
+
+    GREENAI_TARGET static void linear_direct(const LinearArgs& a, const float* x32, const float* xsum,
+                                             float* y32, std::int64_t n0, std::int64_t n1) {
+        if (a.bits == 8) {
+            direct_bits<8>(a, x32, xsum, y32, n0, n1);
+        } else {
+            direct_bits<4>(a, x32, xsum, y32, n0, n1);
+        }
+    }
+
+    // --- matmul: tiled, for many rows of x --------------------------------------------------
+
+    // y[mi * ldy + ni] = dot(x[mi], w[ni]) (+ bias[ni]) for an MR' x NR' register tile.
+    template <int MT, int NT>
+    GREENAI_TARGET static void micro(const float* w, const float* x, std::int64_t k, float* y,
+                                     std::int64_t ldy, const float* bias) {
+        F acc[MT][NT];
+        for (int mi = 0; mi < MT; ++mi) {
+            for (int ni = 0; ni < NT; ++ni) {
+                acc[mi][ni] = S::zero();
+            }
+        }
+        std::int64_t i = 0;
+        for (; i + W <= k; i += W) {
+            F wv[NT];
+            for (int ni = 0; ni < NT; ++ni) {
+                wv[ni] = S::load_f32(w + ni * k + i);
+            }
+            for (int mi = 0; mi < MT; ++mi) {
+                const F xv = S::load_f32(x + mi * k + i);
+                for (int ni = 0; ni < NT; ++ni) {
+                    acc[mi][ni] = S::fma(xv, wv[ni], acc[mi][ni]);
+                }
+            }
+        }
+        for (int mi = 0; mi < MT; ++mi) {
+            for (int ni = 0; ni < NT; ++ni) {
+                float sum = S::hsum(acc[mi][ni]);
+                for (std::int64_t t = i; t < k; ++t) {
+                    sum += x[mi * k + t] * w[ni * k + t];
+                }
+                y[mi * ldy + ni] = sum + (bias ? bias[ni] : 0.0f);
+            }
+        }
+    }
+
+    template <int MT>
+    GREENAI_TARGET static void micro_n(int nt, const float* w, const float* x, std::int64_t k, float* y,
+                                       std::int64_t ldy, const float* bias) {
+        static_assert(S::NR <= 4, "micro_n dispatches up to 4 columns");
+        switch (nt) {
+            case 1: micro<MT, 1>(w, x, k, y, ldy, bias); break;
+            case 2: micro<MT, 2>(w, x, k, y, ldy, bias); break;
+            case 3: if constexpr (S::NR >= 3) { micro<MT, 3>(w, x, k, y, ldy, bias); } break;
+            default: if constexpr (S::NR >= 4) { micro<MT, 4>(w, x, k, y, ldy, bias); } break;
+        }
+    }
+
+    GREENAI_TARGET static void micro_mn(int mt, int nt, const float* w, const float* x, std::int64_t k,
+                                        float* y, std::int64_t ldy, const float* bias) {
+        static_assert(S::MR <= 4, "micro_mn dispatches up to 4 rows");
+        switch (mt) {
+            case 1: micro_n<1>(nt, w, x, k, y, ldy, bias); break;
+            case 2: micro_n<2>(nt, w, x, k, y, ldy, bias); break;
+            case 3: if constexpr (S::MR >= 3) { micro_n<3>(nt, w, x, k, y, ldy, bias); } break;
+            default: if constexpr (S::MR >= 4) { micro_n<4>(nt, w, x, k, y, ldy, bias); } break;
+        }
+    }
+
+    GREENAI_TARGET static void linear_tiled(const LinearArgs& a, const float* x32, float* y32,
+                                            std::int64_t n0, std::int64_t n1, float* tile) {
+        const DequantizeArgs d{a.q, a.scale, a.zero_point, a.n, a.k, a.bits, a.group, tile, FloatType::f32};
+        for (std::int64_t t0 = n0; t0 < n1; t0 += kTileRows) {
+            const std::int64_t rows = std::min(kTileRows, n1 - t0);
+            if (a.bits == 8) {
+                dequantize_rows_into<FloatType::f32, 8>(d, t0, t0 + rows, tile, t0);
+            } else {
+                dequantize_rows_into<FloatType::f32, 4>(d, t0, t0 + rows, tile, t0);
+            }
+            for (std::int64_t m0 = 0; m0 < a.m; m0 += S::MR) {
+                const int mt = static_cast<int>(std::min<std::int64_t>(S::MR, a.m - m0));
+                for (std::int64_t r = 0; r < rows; r += S::NR) {
+                    const int nt = static_cast<int>(std::min<std::int64_t>(S::NR, rows - r));
+                    micro_mn(mt, nt, tile + r * a.k, x32 + m0 * a.k, a.k, y32 + m0 * a.n + t0 + r, a.n,
+                             a.bias ? a.bias + t0 + r : nullptr);
+                }
+            }
+        }
+    }
+
+    // --- the table --------------------------------------------------------------------------
+
+    GREENAI_TARGET static std::int64_t quantize_rows(const QuantizeArgs& a, std::int64_t r0, std::int64_t r1) {
+        switch (a.dtype) {
+            case FloatType::f32:
+                return a.bits == 8 ? quantize_rows_t<FloatType::f32, 8>(a, r0, r1)
+                                   : quantize_rows_t<FloatType::f32, 4>(a, r0, r1);
+            case FloatType::f16:
+                return a.bits == 8 ? quantize_rows_t<FloatType::f16, 8>(a, r0, r1)
+                                   : quantize_rows_t<FloatType::f16, 4>(a, r0, r1);
+            default:
+                return a.bits == 8 ? quantize_rows_t<FloatType::bf16, 8>(a, r0, r1)
+                                   : quantize_rows_t<FloatType::bf16, 4>(a, r0, r1);
+        }
+    }
+
+    GREENAI_TARGET static bool range_rows(const QuantizeArgs& a, std::int64_t r0, std::int64_t r1, float* lo,
+                                          float* hi) {
+        switch (a.dtype) {
+            case FloatType::f32: return range_rows_t<FloatType::f32>(a, r0, r1, lo, hi);
+            case FloatType::f16: return range_rows_t<FloatType::f16>(a, r0, r1, lo, hi);
+            default: return range_rows_t<FloatType::bf16>(a, r0, r1, lo, hi);
+        }
+    }
+
+    GREENAI_TARGET static void encode_rows(const QuantizeArgs& a, std::int64_t r0, std::int64_t r1,
+                                           GroupScale s) {
+        switch (a.dtype) {
+            case FloatType::f32: encode_rows_t<FloatType::f32>(a, r0, r1, s); break;
+            case FloatType::f16: encode_rows_t<FloatType::f16>(a, r0, r1, s); break;
+            default: encode_rows_t<FloatType::bf16>(a, r0, r1, s); break;
+        }
+    }
+
+    GREENAI_TARGET static void dequantize_rows(const DequantizeArgs& a, std::int64_t r0, std::int64_t r1) {
+        switch (a.out_dtype) {
+            case FloatType::f32:
+                return a.bits == 8 ? dequantize_rows_t<FloatType::f32, 8>(a, r0, r1)
+                                   : dequantize_rows_t<FloatType::f32, 4>(a, r0, r1);
+            case FloatType::f16:
+                return a.bits == 8 ? dequantize_rows_t<FloatType::f16, 8>(a, r0, r1)
+                                   : dequantize_rows_t<FloatType::f16, 4>(a, r0, r1);
+            default:
+                return a.bits == 8 ? dequantize_rows_t<FloatType::bf16, 8>(a, r0, r1)
+                                   : dequantize_rows_t<FloatType::bf16, 4>(a, r0, r1);
+        }
+    }
+
+    GREENAI_TARGET static void to_float(const void* src, FloatType type, std::int64_t count, float* dst) {
+        switch (type) {
+            case FloatType::f32: to_float_t<FloatType::f32>(src, count, dst); break;
+            case FloatType::f16: to_float_t<FloatType::f16>(src, count, dst); break;
+            default: to_float_t<FloatType::bf16>(src, count, dst); break;
+        }
+    }
+
+    GREENAI_TARGET static void from_float(const float* src, std::int64_t count, void* dst, FloatType type) {
+        switch (type) {
+            case FloatType::f32: from_float_t<FloatType::f32>(src, count, dst); break;
+            case FloatType::f16: from_float_t<FloatType::f16>(src, count, dst); break;
+            default: from_float_t<FloatType::bf16>(src, count, dst); break;
+        }
+    }
+
+    static constexpr KernelTable table(const char* name) {
+        return KernelTable{name,          &quantize_rows, &range_rows,    &encode_rows,  &dequantize_rows,
+                           &to_float,     &from_float,    &linear_direct, &linear_tiled};
+    }
+};
+
+}  // namespace
+}  // namespace greenai::cpu

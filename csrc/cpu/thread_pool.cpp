@@ -1,0 +1,144 @@
+#include "cpu/thread_pool.h"
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace greenai::cpu {
+namespace {
+
+constexpr int kMaxThreads = 256;
+
+class Pool {
+  public:
+    // Runs job(i) for i in [0, tasks): i = 0 in the caller, the rest in workers.
+    void run(int tasks, const std::function<void(int)>& job) {
+        grow(tasks - 1);
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            job_ = &job;
+            tasks_ = tasks;
+            pending_ = tasks - 1;
+            error_ = nullptr;
+            ++generation_;
+        }
+        wake_.notify_all();
+        run_one(job, 0);
+        std::unique_lock<std::mutex> lock(mutex_);
+        done_.wait(lock, [this] { return pending_ == 0; });
+        job_ = nullptr;
+        if (error_) {
+            std::rethrow_exception(error_);
+        }
+    }
+
+    std::mutex& busy() { return busy_; }
+
+  private:
+    void grow(int workers) {
+        while (static_cast<int>(threads_.size()) < workers) {
+            const int index = static_cast<int>(threads_.size()) + 1;
+            threads_.emplace_back([this, index] { work(index); });
+            threads_.back().detach();  // lives as long as the process; see the atfork note
+        }
+    }
+
+    void work(int index) {
+        std::uint64_t seen = 0;
+        for (;;) {
+            const std::function<void(int)>* job;
+            {
+                std::unique_lock<std::mutex> lock(mutex_);
+                wake_.wait(lock, [&] { return generation_ != seen; });
+                seen = generation_;
+                if (index >= tasks_) {
+                    continue;
+                }
+                job = job_;
+            }
+            run_one(*job, index);
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (--pending_ == 0) {
+                done_.notify_one();
+            }
+        }
+    }
+
+    void run_one(const std::function<void(int)>& job, int index) {
+        try {
+            job(index);
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (!error_) {
+                error_ = std::current_exception();
+            }
+        }
+    }
+
+    std::mutex busy_;  // held by the one caller using the pool
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    std::condition_variable done_;
+    std::vector<std::thread> threads_;
+    const std::function<void(int)>* job_ = nullptr;
+    int tasks_ = 0;
+    int pending_ = 0;
+    std::uint64_t generation_ = 0;
+    std::exception_ptr error_;
+};
+
+Pool* g_pool = nullptr;
+std::once_flag g_atfork_once;
+
+// A forked child has none of the parent's workers (and may have inherited a locked mutex),
+// so it starts a fresh pool; the old one is leaked on purpose, since destroying it is unsafe.
+void forget_pool_in_child() { g_pool = nullptr; }
+
+Pool& pool() {
+    std::call_once(g_atfork_once, [] { pthread_atfork(nullptr, nullptr, forget_pool_in_child); });
+    static std::mutex create;
+    std::lock_guard<std::mutex> lock(create);
+    if (g_pool == nullptr) {
+        g_pool = new Pool();
+    }
+    return *g_pool;
+}
+
+}  // namespace
+
+void parallel_for(std::int64_t count, std::int64_t grain, int threads,
+                  const std::function<void(std::int64_t, std::int64_t)>& fn) {
+    if (count <= 0) {
+        return;
+    }
+    grain = std::max<std::int64_t>(grain, 1);
+    const std::int64_t most = (count + grain - 1) / grain;
+    const int tasks = static_cast<int>(std::min<std::int64_t>({most, std::max(threads, 1), kMaxThreads}));
+    if (tasks <= 1) {
+        fn(0, count);
+        return;
+    }
+    const auto chunk = [&](int i) {
+        const std::int64_t begin = count * i / tasks;
+        const std::int64_t end = count * (i + 1) / tasks;
+        if (begin < end) {
+            fn(begin, end);
+        }
+    };
+    Pool& p = pool();
+    std::unique_lock<std::mutex> busy(p.busy(), std::try_to_lock);
+    if (!busy.owns_lock()) {
+        for (int i = 0; i < tasks; ++i) {
+            chunk(i);
+        }
+        return;
+    }
+    p.run(tasks, chunk);
+}
+
+}  // namespace greenai::cpu
