@@ -28,6 +28,8 @@ Non-contiguous ``w`` and ``x`` are copied to contiguous memory first; the packed
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from greenai.ops import _check, _native, reference
@@ -198,6 +200,33 @@ def _(
     x2 = x.reshape(-1, k).contiguous()
     y = _native.quantized_linear(x2, q, scale, zero_point, bias, n, k, bits, group_size)
     return y.reshape(*x.shape[:-1], n)
+
+
+def _linear_setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+    x, q, scale, zero_point, bias, bits, group_size = inputs
+    ctx.save_for_backward(q, scale, zero_point)
+    ctx.bits, ctx.group_size = bits, group_size
+    ctx.x_dtype, ctx.has_bias = x.dtype, bias is not None
+    ctx.bias_dtype = None if bias is None else bias.dtype
+
+
+def _linear_backward(ctx: Any, grad_y: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    """Gradients for x and bias (the quantized weight is frozen): x's is grad_y @ W, with W
+    dequantized in x's dtype for the duration of the call (adapters trained on a quantized
+    base model, QLoRA-style, need exactly this)."""
+    q, scale, zero_point = ctx.saved_tensors
+    grad_x = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        w = torch.ops.greenai.dequantize(
+            q, scale, zero_point, ctx.bits, ctx.group_size, ctx.x_dtype
+        )
+        grad_x = grad_y.to(ctx.x_dtype) @ w
+    if ctx.has_bias and ctx.needs_input_grad[4]:
+        grad_bias = grad_y.reshape(-1, grad_y.shape[-1]).sum(0).to(ctx.bias_dtype)
+    return grad_x, None, None, None, grad_bias, None, None
+
+
+_quantized_linear_op.register_autograd(_linear_backward, setup_context=_linear_setup_context)
 
 
 def _linear_checks(
