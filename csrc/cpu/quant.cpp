@@ -150,10 +150,18 @@ void quantized_linear(const LinearArgs& args, int threads) {
             k.linear_direct(args, x32, xs, y32, n0, n1);
         });
     } else {
+        // x transposed and zero-padded, so the micro-kernel loads whole vectors of rows.
+        const std::int64_t ldx = (m + kLinearRowAlign - 1) / kLinearRowAlign * kLinearRowAlign;
+        std::vector<float> xT(static_cast<std::size_t>(kk * ldx), 0.0f);
+        for (std::int64_t r = 0; r < m; ++r) {
+            for (std::int64_t i = 0; i < kk; ++i) {
+                xT[static_cast<std::size_t>(i * ldx + r)] = x32[r * kk + i];
+            }
+        }
         const std::int64_t blocks = (n + kTileRows - 1) / kTileRows;
         parallel_for(blocks, 1, threads, [&](std::int64_t b0, std::int64_t b1) {
             std::vector<float> tile(static_cast<std::size_t>(kTileRows * kk));
-            k.linear_tiled(args, x32, y32, b0 * kTileRows, std::min(n, b1 * kTileRows), tile.data());
+            k.linear_tiled(args, xT.data(), ldx, y32, b0 * kTileRows, std::min(n, b1 * kTileRows), tile.data());
         });
     }
     if (args.dtype != FloatType::f32) {

@@ -13,8 +13,8 @@ namespace {
 struct Avx2 {
     using F = __m256;
     static constexpr int W = 8;
-    static constexpr int MR = 2;  // fp32 micro-kernel: 2 x 4 accumulators of 16 registers
-    static constexpr int NR = 4;
+    static constexpr int MV = 2;  // fp32 micro-kernel: 2 x 6 accumulators of 16 registers
+    static constexpr int NR = 6;
 
     GREENAI_TARGET static F zero() { return _mm256_setzero_ps(); }
     GREENAI_TARGET static F set1(float v) { return _mm256_set1_ps(v); }

@@ -19,8 +19,8 @@ namespace {
 struct Avx512 {
     using F = __m512;
     static constexpr int W = 16;
-    static constexpr int MR = 4;  // fp32 micro-kernel: 4 x 4 accumulators of 32 registers
-    static constexpr int NR = 4;
+    static constexpr int MV = 2;  // fp32 micro-kernel: 2 x 12 accumulators of 32 registers
+    static constexpr int NR = 12;
 
     GREENAI_TARGET static F zero() { return _mm512_setzero_ps(); }
     GREENAI_TARGET static F set1(float v) { return _mm512_set1_ps(v); }

@@ -12,7 +12,7 @@ namespace {
 struct Generic {
     using F = float;
     static constexpr int W = 1;
-    static constexpr int MR = 4;
+    static constexpr int MV = 2;
     static constexpr int NR = 4;
 
     static F zero() { return 0.0f; }

@@ -37,8 +37,15 @@ inline GroupScale group_scale(float lo, float hi, int bits, bool symmetric) {
     return s;
 }
 
-// Rows of the fp32 weight tile the tiled matmul dequantizes at a time.
-constexpr std::int64_t kTileRows = 16;
+// Rows of the fp32 weight tile the tiled matmul dequantizes at a time (a multiple of every
+// kernel table's micro-kernel width: 12, 6 and 4).
+constexpr std::int64_t kTileRows = 24;
+// Rows of x the tiled matmul multiplies per pass over a tile (their transposed panel,
+// k x 64 floats, stays in the core's L2 cache).
+constexpr std::int64_t kLinearRowChunk = 64;
+// Rows of x the transposed panel is padded to a multiple of (every table's vector width
+// divides it).
+constexpr std::int64_t kLinearRowAlign = 16;
 // Largest batch the direct (dequantize-on-the-fly) matmul handles.
 constexpr std::int64_t kDirectMaxRows = 4;
 
@@ -58,9 +65,11 @@ struct KernelTable {
     // xsum holds each x row's sums over the groups, (m, k / group).
     void (*linear_direct)(const LinearArgs&, const float* x32, const float* xsum, float* y32,
                           std::int64_t n0, std::int64_t n1);
-    // The same for any m, dequantizing kTileRows rows at a time into tile (kTileRows * k floats).
-    void (*linear_tiled)(const LinearArgs&, const float* x32, float* y32, std::int64_t n0,
-                         std::int64_t n1, float* tile);
+    // The same for any m, from x transposed (xT[i * ldx + m], ldx a multiple of
+    // kLinearRowAlign, zero beyond m), dequantizing kTileRows rows at a time into tile
+    // (kTileRows * k floats).
+    void (*linear_tiled)(const LinearArgs&, const float* xT, std::int64_t ldx, float* y32,
+                         std::int64_t n0, std::int64_t n1, float* tile);
 };
 
 extern const KernelTable kGenericKernels;

@@ -9,7 +9,8 @@
 // rne (round half to even), hsum/hmin/hmax, load_f32/load_f16/load_bf16/load_i8 (W
 // values), u4_block (16 bytes -> 32 / W vectors of nibbles, in element order),
 // store_f32/store_f16/store_bf16, store_i8 (W integral values), store_u8 (W values in
-// [0, 255]); and MR x NR, the register tile of the fp32 matmul micro-kernel.
+// [0, 255]); and MV x NR, the register tile of the fp32 matmul micro-kernel (MV vectors
+// of rows of x by NR weight rows).
 #pragma once
 
 #include <algorithm>
@@ -381,79 +382,84 @@ struct Kernels {
 
     // --- matmul: tiled, for many rows of x --------------------------------------------------
 
-    // y[mi * ldy + ni] = dot(x[mi], w[ni]) (+ bias[ni]) for an MR' x NR' register tile.
-    template <int MT, int NT>
-    GREENAI_TARGET static void micro(const float* w, const float* x, std::int64_t k, float* y,
-                                     std::int64_t ldy, const float* bias) {
-        F acc[MT][NT];
-        for (int mi = 0; mi < MT; ++mi) {
+    // Outer-product micro-kernel: vectors run along the rows of x (x is given transposed,
+    // xT[i * ldx + m]) and each weight is broadcast, so nothing is summed across lanes.
+    // Computes y[m, ni] for MV vectors of rows of x (m_valid of them real) and NT weight rows.
+    template <int MV, int NT>
+    GREENAI_TARGET static void micro(const float* xT, std::int64_t ldx, const float* w, std::int64_t k,
+                                     float* y, std::int64_t ldy, std::int64_t m_valid, const float* bias) {
+        F acc[MV][NT];
+        for (int mv = 0; mv < MV; ++mv) {
             for (int ni = 0; ni < NT; ++ni) {
-                acc[mi][ni] = S::zero();
+                acc[mv][ni] = S::zero();
             }
         }
-        std::int64_t i = 0;
-        for (; i + W <= k; i += W) {
-            F wv[NT];
-            for (int ni = 0; ni < NT; ++ni) {
-                wv[ni] = S::load_f32(w + ni * k + i);
+        for (std::int64_t i = 0; i < k; ++i) {
+            F xv[MV];
+            for (int mv = 0; mv < MV; ++mv) {
+                xv[mv] = S::load_f32(xT + i * ldx + mv * W);
             }
-            for (int mi = 0; mi < MT; ++mi) {
-                const F xv = S::load_f32(x + mi * k + i);
-                for (int ni = 0; ni < NT; ++ni) {
-                    acc[mi][ni] = S::fma(xv, wv[ni], acc[mi][ni]);
+            for (int ni = 0; ni < NT; ++ni) {
+                const F wb = S::set1(w[ni * k + i]);
+                for (int mv = 0; mv < MV; ++mv) {
+                    acc[mv][ni] = S::fma(xv[mv], wb, acc[mv][ni]);
                 }
             }
         }
-        for (int mi = 0; mi < MT; ++mi) {
+        alignas(64) float lanes[W];
+        for (int mv = 0; mv < MV; ++mv) {
+            const std::int64_t valid = std::min<std::int64_t>(W, m_valid - mv * W);
             for (int ni = 0; ni < NT; ++ni) {
-                float sum = S::hsum(acc[mi][ni]);
-                for (std::int64_t t = i; t < k; ++t) {
-                    sum += x[mi * k + t] * w[ni * k + t];
+                S::store_f32(lanes, acc[mv][ni]);
+                const float b = bias ? bias[ni] : 0.0f;
+                for (std::int64_t lane = 0; lane < valid; ++lane) {
+                    y[(mv * W + lane) * ldy + ni] = lanes[lane] + b;
                 }
-                y[mi * ldy + ni] = sum + (bias ? bias[ni] : 0.0f);
             }
         }
     }
 
-    template <int MT>
-    GREENAI_TARGET static void micro_n(int nt, const float* w, const float* x, std::int64_t k, float* y,
-                                       std::int64_t ldy, const float* bias) {
-        static_assert(S::NR <= 4, "micro_n dispatches up to 4 columns");
-        switch (nt) {
-            case 1: micro<MT, 1>(w, x, k, y, ldy, bias); break;
-            case 2: micro<MT, 2>(w, x, k, y, ldy, bias); break;
-            case 3: if constexpr (S::NR >= 3) { micro<MT, 3>(w, x, k, y, ldy, bias); } break;
-            default: if constexpr (S::NR >= 4) { micro<MT, 4>(w, x, k, y, ldy, bias); } break;
-        }
-    }
-
-    GREENAI_TARGET static void micro_mn(int mt, int nt, const float* w, const float* x, std::int64_t k,
-                                        float* y, std::int64_t ldy, const float* bias) {
-        static_assert(S::MR <= 4, "micro_mn dispatches up to 4 rows");
-        switch (mt) {
-            case 1: micro_n<1>(nt, w, x, k, y, ldy, bias); break;
-            case 2: micro_n<2>(nt, w, x, k, y, ldy, bias); break;
-            case 3: if constexpr (S::MR >= 3) { micro_n<3>(nt, w, x, k, y, ldy, bias); } break;
-            default: if constexpr (S::MR >= 4) { micro_n<4>(nt, w, x, k, y, ldy, bias); } break;
-        }
-    }
-
-    GREENAI_TARGET static void linear_tiled(const LinearArgs& a, const float* x32, float* y32,
-                                            std::int64_t n0, std::int64_t n1, float* tile) {
-        const DequantizeArgs d{a.q, a.scale, a.zero_point, a.n, a.k, a.bits, a.group, tile, FloatType::f32};
-        for (std::int64_t t0 = n0; t0 < n1; t0 += kTileRows) {
-            const std::int64_t rows = std::min(kTileRows, n1 - t0);
-            if (a.bits == 8) {
-                dequantize_rows_into<FloatType::f32, 8>(d, t0, t0 + rows, tile, t0);
+    template <int MV, int NT = S::NR>
+    GREENAI_TARGET static void micro_n(int nt, const float* xT, std::int64_t ldx, const float* w, std::int64_t k,
+                                       float* y, std::int64_t ldy, std::int64_t m_valid, const float* bias) {
+        if constexpr (NT >= 1) {
+            if (nt == NT) {
+                micro<MV, NT>(xT, ldx, w, k, y, ldy, m_valid, bias);
             } else {
-                dequantize_rows_into<FloatType::f32, 4>(d, t0, t0 + rows, tile, t0);
+                micro_n<MV, NT - 1>(nt, xT, ldx, w, k, y, ldy, m_valid, bias);
             }
-            for (std::int64_t m0 = 0; m0 < a.m; m0 += S::MR) {
-                const int mt = static_cast<int>(std::min<std::int64_t>(S::MR, a.m - m0));
-                for (std::int64_t r = 0; r < rows; r += S::NR) {
-                    const int nt = static_cast<int>(std::min<std::int64_t>(S::NR, rows - r));
-                    micro_mn(mt, nt, tile + r * a.k, x32 + m0 * a.k, a.k, y32 + m0 * a.n + t0 + r, a.n,
-                             a.bias ? a.bias + t0 + r : nullptr);
+        }
+    }
+
+    // Output rows [n0, n1) for every row of x: per chunk of kLinearRowChunk rows of x (so
+    // their transposed panel stays in cache), dequantize kTileRows weight rows at a time into
+    // tile, then run the micro-kernel over them.
+    GREENAI_TARGET static void linear_tiled(const LinearArgs& a, const float* xT, std::int64_t ldx, float* y32,
+                                            std::int64_t n0, std::int64_t n1, float* tile) {
+        static_assert(kTileRows % S::NR == 0, "the tile holds whole micro-kernel columns");
+        const DequantizeArgs d{a.q, a.scale, a.zero_point, a.n, a.k, a.bits, a.group, tile, FloatType::f32};
+        constexpr std::int64_t kStep = static_cast<std::int64_t>(S::MV) * W;
+        for (std::int64_t c0 = 0; c0 < a.m; c0 += kLinearRowChunk) {
+            const std::int64_t c1 = std::min(a.m, c0 + kLinearRowChunk);
+            for (std::int64_t t0 = n0; t0 < n1; t0 += kTileRows) {
+                const std::int64_t rows = std::min(kTileRows, n1 - t0);
+                if (a.bits == 8) {
+                    dequantize_rows_into<FloatType::f32, 8>(d, t0, t0 + rows, tile, t0);
+                } else {
+                    dequantize_rows_into<FloatType::f32, 4>(d, t0, t0 + rows, tile, t0);
+                }
+                for (std::int64_t m0 = c0; m0 < c1; m0 += kStep) {
+                    const std::int64_t valid = std::min(kStep, c1 - m0);
+                    for (std::int64_t r = 0; r < rows; r += S::NR) {
+                        const int nt = static_cast<int>(std::min<std::int64_t>(S::NR, rows - r));
+                        const float* bias = a.bias ? a.bias + t0 + r : nullptr;
+                        float* y = y32 + m0 * a.n + t0 + r;
+                        if (valid > W) {
+                            micro_n<S::MV>(nt, xT + m0, ldx, tile + r * a.k, a.k, y, a.n, valid, bias);
+                        } else {
+                            micro_n<1>(nt, xT + m0, ldx, tile + r * a.k, a.k, y, a.n, valid, bias);
+                        }
+                    }
                 }
             }
         }
