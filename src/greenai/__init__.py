@@ -33,11 +33,16 @@ _LAZY = {
     "Result": "greenai.result",
     "Window": "greenai.track",
 }
+_LAZY_SUBMODULES = ("compress", "ops")
+"""Subpackages that import torch, so ``greenai.ops`` works after a bare ``import greenai``
+without ``import greenai`` loading torch."""
 
 if not TYPE_CHECKING:
 
     def __getattr__(name: str) -> Any:
         """Load a public name on first access (PEP 562)."""
+        if name in _LAZY_SUBMODULES:
+            return importlib.import_module(f"greenai.{name}")
         module_name = _LAZY.get(name)
         if module_name is None:
             raise AttributeError(f"module 'greenai' has no attribute {name!r}")
@@ -47,7 +52,7 @@ if not TYPE_CHECKING:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *_LAZY, *_LAZY_SUBMODULES})
 
 
 class _Package(types.ModuleType):

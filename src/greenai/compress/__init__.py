@@ -8,7 +8,7 @@ not.
 
 from __future__ import annotations
 
-from greenai.compress.quantize import (
+from greenai.compress.quantization import (
     QuantizationReport,
     QuantizedLayer,
     QuantizedLinear,
