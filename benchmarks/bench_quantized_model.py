@@ -1,0 +1,284 @@
+"""A small transformer-like stack at batch 1: fp32 against greenai int8 and int4 weights.
+
+Four blocks of ``x + Linear(4d, d)(GELU(Linear(d, 4d)(x)))`` with d = 2048 (1024 with
+``--quick``). The quantized variants hold every Linear's weight as ``greenai.ops.quantize``
+returns it (int8 per output channel, int4 in groups of 128) and compute with
+``greenai.ops.quantized_linear``; they are built here from the ops directly, not with
+``greenai.compress``.
+
+For each variant it prints the median time per forward (variants interleaved across
+rounds), the energy ``greenai.track()`` measures over a fixed number of forwards (median
+of several tracked runs) with the sources it used, the ratios against fp32, and the
+largest relative output error against fp32. Weights are cold: a variant cycles through
+enough copies of its stack that together they exceed three times the last-level cache.
+Nothing is asserted and nothing is written to disk (no reports, no run history).
+
+Run: ``python benchmarks/bench_quantized_model.py`` (about a minute on 2 cores;
+``--quick`` for a smoke run in under 20 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+import greenai
+from greenai import _C, ops
+
+MIB = 1024 * 1024
+DEFAULT_L3_BYTES = 32 * MIB
+BLOCKS = 4
+
+
+# --- the model ------------------------------------------------------------------------------
+
+
+class Block(nn.Module):
+    """``x + fc2(gelu(fc1(x)))``: a transformer's MLP half, with its residual."""
+
+    def __init__(self, fc1: nn.Module, fc2: nn.Module) -> None:
+        super().__init__()
+        self.fc1 = fc1
+        self.fc2 = fc2
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(self.act(self.fc1(x)))
+
+
+class Stack(nn.Module):
+    def __init__(self, blocks: Sequence[Block]) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class QuantizedLinear(nn.Module):
+    """An ``nn.Linear`` whose weight is held quantized by ``greenai.ops.quantize``."""
+
+    def __init__(self, linear: nn.Linear, bits: int) -> None:
+        super().__init__()
+        self.bits = bits
+        q, scale, zero_point = ops.quantize(linear.weight.detach(), bits=bits)
+        self.register_buffer("q", q)
+        self.register_buffer("scale", scale)
+        self.register_buffer("zero_point", zero_point)
+        bias = None if linear.bias is None else linear.bias.detach().clone()
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.quantized_linear(
+            x, self.q, self.scale, self.zero_point, bits=self.bits, bias=self.bias
+        )
+
+
+def fp32_stack(d: int, gen: torch.Generator) -> Stack:
+    """Linears initialised as nn.Linear does, from ``gen`` so that runs repeat."""
+    blocks = []
+    for _ in range(BLOCKS):
+        fc1, fc2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+        for lin in (fc1, fc2):
+            bound = 1 / math.sqrt(lin.in_features)
+            with torch.no_grad():
+                lin.weight.uniform_(-bound, bound, generator=gen)
+                lin.bias.uniform_(-bound, bound, generator=gen)
+        blocks.append(Block(fc1, fc2))
+    return Stack(blocks).eval()
+
+
+def quantized_stack(model: Stack, bits: int) -> Stack:
+    blocks = [
+        Block(QuantizedLinear(b.fc1, bits), QuantizedLinear(b.fc2, bits))  # type: ignore[arg-type]
+        for b in model.blocks
+    ]
+    return Stack(blocks).eval()
+
+
+def stack_bytes(model: nn.Module) -> int:
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+# --- machine and timing (as in bench_quantize.py) -------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def l3_bytes() -> int:
+    """Size of the last-level cache (cpu0's highest cache level), 32 MiB if unreadable."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        sizes = []
+        for entry in os.listdir(base):
+            if entry.startswith("index"):
+                with open(f"{base}/{entry}/level", encoding="utf-8") as f:
+                    level = int(f.read())
+                with open(f"{base}/{entry}/size", encoding="utf-8") as f:
+                    text = f.read().strip()
+                scale = {"K": 1024, "M": MIB, "G": 1024 * MIB}.get(text[-1], 1)
+                sizes.append((level, int(text.rstrip("KMG")) * scale))
+        return max(sizes)[1]
+    except (OSError, ValueError):
+        return DEFAULT_L3_BYTES
+
+
+def load_average() -> str:
+    """1, 5 and 15-minute load averages: on a small machine, other work shows in every time."""
+    try:
+        return "/".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def time_interleaved(
+    methods: dict[str, Callable[[int], object]], *, rounds: int, inner: int
+) -> dict[str, float]:
+    """Median milliseconds per call; each round calls every method ``inner`` times in turn
+    (order reversed every other round), passing a running call number."""
+    calls = dict.fromkeys(methods, 0)
+    samples: dict[str, list[float]] = {name: [] for name in methods}
+    for name, fn in methods.items():  # warm up
+        fn(calls[name])
+        calls[name] += 1
+    for r in range(rounds):
+        for name in list(methods) if r % 2 == 0 else list(reversed(methods)):
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                methods[name](calls[name])
+                calls[name] += 1
+            samples[name].append((time.perf_counter() - t0) / inner * 1e3)
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="d=1024, few rounds (< 20 s)")
+    parser.add_argument("--d", type=int, default=None, help="model width (default 2048)")
+    parser.add_argument("--forwards", type=int, default=None, help="forwards per tracked run")
+    parser.add_argument("--rounds", type=int, default=None, help="timing and energy rounds")
+    args = parser.parse_args()
+    d = args.d or (1024 if args.quick else 2048)
+    forwards = args.forwards or (30 if args.quick else 50)
+    rounds = args.rounds or (3 if args.quick else 5)
+
+    cache = l3_bytes()
+    print(
+        f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs, last-level cache "
+        f"{cache / MIB:.0f} MiB; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"greenai {greenai.__version__}, cpu_isa={_C.cpu_isa()}"
+    )
+    print(f"load average before the run: {load_average()} (other processes skew the timings)")
+
+    gen = torch.Generator().manual_seed(0)
+    base = fp32_stack(d, gen)
+    fp32_bytes = stack_bytes(base)
+    copies = max(1, math.ceil(3 * cache / fp32_bytes))
+    variants: dict[str, list[Stack]] = {
+        "fp32": [base]
+        + [fp32_stack(d, torch.Generator().manual_seed(0)) for _ in range(copies - 1)]
+    }
+    for bits in (8, 4):
+        first = quantized_stack(base, bits)
+        copies = max(1, math.ceil(3 * cache / stack_bytes(first)))
+        variants[f"int{bits}"] = [first] + [quantized_stack(base, bits) for _ in range(copies - 1)]
+    print(f"model: {BLOCKS} blocks of Linear({d}, {4 * d}) -> GELU -> Linear({4 * d}, {d}) + x")
+    for name, stacks in variants.items():
+        nbytes = stack_bytes(stacks[0])
+        print(
+            f"  {name:<5} weights {nbytes / MIB:7.1f} MiB, {len(stacks)} copies "
+            f"({len(stacks) * nbytes / MIB:.0f} MiB cycled)"
+        )
+
+    x = torch.randn(1, d, generator=gen)
+    xs = torch.randn(8, 1, d, generator=gen)
+    with torch.inference_mode():
+        ref = [base(xi) for xi in xs]
+        errors = {
+            name: max(
+                float((stacks[0](xi) - r).norm() / r.norm()) for xi, r in zip(xs, ref, strict=True)
+            )
+            for name, stacks in variants.items()
+        }
+
+        def forward(stacks: list[Stack]) -> Callable[[int], object]:
+            return lambda i: stacks[i % len(stacks)](x)
+
+        ms = time_interleaved(
+            {name: forward(stacks) for name, stacks in variants.items()},
+            rounds=rounds,
+            inner=max(1, forwards // 10),
+        )
+
+        # Energy: `forwards` forwards per tracked run, variants interleaved over the rounds.
+        # country is given so that greenai does not warn about an unknown location (the CO2
+        # figure is not used here); history=False and no output_dir: nothing is written.
+        energy: dict[str, list[float]] = {name: [] for name in variants}
+        last: dict[str, greenai.Result] = {}
+        for r in range(rounds):
+            for name in list(variants) if r % 2 == 0 else list(reversed(variants)):
+                stacks = variants[name]
+                with greenai.track(
+                    f"{name} x{forwards}", country="USA", history=False, synchronize=False
+                ) as run:
+                    for i in range(forwards):
+                        stacks[i % len(stacks)](x)
+                energy[name].append(run.result.energy_j)
+                last[name] = run.result
+
+    print(f"\nbatch 1, {forwards} forwards per tracked run, medians of {rounds} rounds")
+    print(
+        f"{'variant':<7} {'ms/fwd':>8} {'speedup':>8} {'J/run':>9} {'J/fwd':>9} "
+        f"{'energy':>7} {'max rel err':>12}  sources"
+    )
+    e_fp32 = statistics.median(energy["fp32"])
+    for name in variants:
+        e = statistics.median(energy[name])
+        result = last[name]
+        sources = ", ".join(f"{dev}={src}" for dev, src in result.sources.items())
+        if result.partial:
+            sources += f"  [PARTIAL: {'; '.join(result.partial_reasons)}]"
+        print(
+            f"{name:<7} {ms[name]:8.2f} {ms['fp32'] / ms[name]:7.2f}x {e:9.3f} "
+            f"{e / forwards:9.4f} {e_fp32 / e:6.2f}x {errors[name]:12.2e}  {sources}"
+        )
+    print(
+        "speedup and energy are fp32's time and energy over the variant's; the errors are the "
+        "largest ||y - y_fp32|| / ||y_fp32|| over 8 inputs"
+    )
+    print(f"load average after the run: {load_average()}")
+    if all(src == "estimate" for r in last.values() for src in r.sources.values()):
+        print(
+            "every source is an estimate: greenai models CPU power from this process's CPU "
+            "time and DRAM power from its resident memory, so the energy ratios follow CPU "
+            "time, not a sensor"
+        )
+
+
+if __name__ == "__main__":
+    main()
