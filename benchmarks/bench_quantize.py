@@ -523,7 +523,15 @@ def main() -> None:
         action="store_true",
         help="time torch.compile in --quick too (it compiles for 5-20 s)",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads (greenai's kernels follow it); default: torch's choice",
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     n, k = (2048, 1024) if args.quick else (11008, 4096)
     rounds = args.rounds or (3 if args.quick else 9)
 

@@ -182,7 +182,15 @@ def main() -> None:
     parser.add_argument("--d", type=int, default=None, help="model width (default 2048)")
     parser.add_argument("--forwards", type=int, default=None, help="forwards per tracked run")
     parser.add_argument("--rounds", type=int, default=None, help="timing and energy rounds")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads (greenai's kernels follow it); default: torch's choice",
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     d = args.d or (1024 if args.quick else 2048)
     forwards = args.forwards or (30 if args.quick else 50)
     rounds = args.rounds or (3 if args.quick else 5)
