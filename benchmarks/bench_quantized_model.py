@@ -3,8 +3,8 @@
 Four blocks of ``x + Linear(4d, d)(GELU(Linear(d, 4d)(x)))`` with d = 2048 (1024 with
 ``--quick``). The quantized variants hold every Linear's weight as ``greenai.ops.quantize``
 returns it (int8 per output channel, int4 in groups of 128) and compute with
-``greenai.ops.quantized_linear``; they are built here from the ops directly, not with
-``greenai.compress``.
+``greenai.ops.quantized_linear``; they are built with ``greenai.compress.quantize``, as a
+user would build them.
 
 For each variant it prints the median time per forward (variants interleaved across
 rounds), the energy ``greenai.track()`` measures over a fixed number of forwards (median
@@ -22,19 +22,17 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
-import time
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 import greenai
-from greenai import _C, ops
+import greenai.compress
+from bench_quantize import MIB, cpu_model, l3_bytes, load_average, time_interleaved
+from greenai import _C
 
-MIB = 1024 * 1024
-DEFAULT_L3_BYTES = 32 * MIB
 BLOCKS = 4
 
 
@@ -65,25 +63,6 @@ class Stack(nn.Module):
         return x
 
 
-class QuantizedLinear(nn.Module):
-    """An ``nn.Linear`` whose weight is held quantized by ``greenai.ops.quantize``."""
-
-    def __init__(self, linear: nn.Linear, bits: int) -> None:
-        super().__init__()
-        self.bits = bits
-        q, scale, zero_point = ops.quantize(linear.weight.detach(), bits=bits)
-        self.register_buffer("q", q)
-        self.register_buffer("scale", scale)
-        self.register_buffer("zero_point", zero_point)
-        bias = None if linear.bias is None else linear.bias.detach().clone()
-        self.register_buffer("bias", bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.quantized_linear(
-            x, self.q, self.scale, self.zero_point, bits=self.bits, bias=self.bias
-        )
-
-
 def fp32_stack(d: int, gen: torch.Generator) -> Stack:
     """Linears initialised as nn.Linear does, from ``gen`` so that runs repeat."""
     blocks = []
@@ -99,76 +78,14 @@ def fp32_stack(d: int, gen: torch.Generator) -> Stack:
 
 
 def quantized_stack(model: Stack, bits: int) -> Stack:
-    blocks = [
-        Block(QuantizedLinear(b.fc1, bits), QuantizedLinear(b.fc2, bits))  # type: ignore[arg-type]
-        for b in model.blocks
-    ]
-    return Stack(blocks).eval()
+    """A copy of ``model`` with every Linear quantized as a user would: greenai.compress."""
+    quantized, _ = greenai.compress.quantize(model, bits=bits)
+    return quantized
 
 
 def stack_bytes(model: nn.Module) -> int:
     tensors = [*model.parameters(), *model.buffers()]
     return sum(t.numel() * t.element_size() for t in tensors)
-
-
-# --- machine and timing (as in bench_quantize.py) -------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def l3_bytes() -> int:
-    """Size of the last-level cache (cpu0's highest cache level), 32 MiB if unreadable."""
-    base = "/sys/devices/system/cpu/cpu0/cache"
-    try:
-        sizes = []
-        for entry in os.listdir(base):
-            if entry.startswith("index"):
-                with open(f"{base}/{entry}/level", encoding="utf-8") as f:
-                    level = int(f.read())
-                with open(f"{base}/{entry}/size", encoding="utf-8") as f:
-                    text = f.read().strip()
-                scale = {"K": 1024, "M": MIB, "G": 1024 * MIB}.get(text[-1], 1)
-                sizes.append((level, int(text.rstrip("KMG")) * scale))
-        return max(sizes)[1]
-    except (OSError, ValueError):
-        return DEFAULT_L3_BYTES
-
-
-def load_average() -> str:
-    """1, 5 and 15-minute load averages: on a small machine, other work shows in every time."""
-    try:
-        return "/".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
-def time_interleaved(
-    methods: dict[str, Callable[[int], object]], *, rounds: int, inner: int
-) -> dict[str, float]:
-    """Median milliseconds per call; each round calls every method ``inner`` times in turn
-    (order reversed every other round), passing a running call number."""
-    calls = dict.fromkeys(methods, 0)
-    samples: dict[str, list[float]] = {name: [] for name in methods}
-    for name, fn in methods.items():  # warm up
-        fn(calls[name])
-        calls[name] += 1
-    for r in range(rounds):
-        for name in list(methods) if r % 2 == 0 else list(reversed(methods)):
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                methods[name](calls[name])
-                calls[name] += 1
-            samples[name].append((time.perf_counter() - t0) / inner * 1e3)
-    return {name: statistics.median(s) for name, s in samples.items()}
 
 
 # --- main -----------------------------------------------------------------------------------
