@@ -55,9 +55,7 @@ def _empty_zero_point(like: torch.Tensor) -> torch.Tensor:
 def _quantize_op(
     w: torch.Tensor, bits: int, group_size: int, symmetric: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    _, k = _check.weight(w)
-    _check.bits_(bits)
-    _check.group(bits, group_size, k)
+    _quantize_checks(w, bits, group_size)
     q, scale, zero_point = reference.quantize(w.contiguous(), bits, group_size, symmetric)
     return q, scale, _empty_zero_point(w) if zero_point is None else zero_point
 
@@ -66,9 +64,7 @@ def _quantize_op(
 def _(
     w: torch.Tensor, bits: int, group_size: int, symmetric: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    n, k = _check.weight(w)
-    _check.bits_(bits)
-    _check.group(bits, group_size, k)
+    n, k = _quantize_checks(w, bits, group_size)
     q = (
         w.new_empty((n, k), dtype=torch.int8)
         if bits == 8
@@ -84,11 +80,17 @@ def _(
 def _(
     w: torch.Tensor, bits: int, group_size: int, symmetric: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    _, k = _check.weight(w)
-    _check.bits_(bits)
-    _check.group(bits, group_size, k)
+    _quantize_checks(w, bits, group_size)
     q, scale, zero_point = _native.quantize(w.contiguous(), bits, group_size, symmetric)
     return q, scale, _empty_zero_point(w) if zero_point is None else zero_point
+
+
+def _quantize_checks(w: torch.Tensor, bits: int, group_size: int) -> tuple[int, int]:
+    """(N, K) of ``w``, after checking it, ``bits`` and the resolved ``group_size``."""
+    n, k = _check.weight(w)
+    _check.bits_(bits)
+    _check.group(bits, group_size, k)
+    return n, k
 
 
 # --- greenai::dequantize --------------------------------------------------------------------

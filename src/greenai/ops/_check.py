@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from greenai.ops.reference import INT4_BLOCK
+from greenai.ops.reference import INT4_BLOCK, scale_shape
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 GROUP_MULTIPLE = INT4_BLOCK
@@ -82,9 +82,7 @@ def codes(
         raise ValueError(f"q must be a non-empty 2-D tensor, not shape {tuple(q.shape)}")
     n, k = int(q.shape[0]), int(q.shape[1]) * (2 if bits == 4 else 1)
     group(bits, group_size, k)
-    expect: tuple[int, ...] = (
-        () if group_size == PER_TENSOR else (n,) if group_size == k else (n, k // group_size)
-    )
+    expect = scale_shape((n, k), group_size)
     if not isinstance(scale, torch.Tensor) or scale.dtype != torch.float32:
         raise TypeError(f"scale must be a float32 tensor, not {_describe(scale)}")
     if tuple(scale.shape) != expect:

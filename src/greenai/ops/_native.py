@@ -48,8 +48,11 @@ def _stream(t: torch.Tensor) -> int:
     return int(torch.cuda.current_stream(t.device).cuda_stream)
 
 
+_BUILT_WITH_CUDA = _C.build_info()["cuda"]
+
+
 def _need_cuda_build() -> None:
-    if not _C.build_info()["cuda"]:
+    if not _BUILT_WITH_CUDA:
         raise RuntimeError(
             "greenai._C was built without CUDA, so greenai's quantization ops cannot run on CUDA "
             "tensors; reinstall greenai with nvcc on PATH (GREENAI_CUDA=ON makes a missing "
