@@ -1,0 +1,713 @@
+"""Structured channel pruning: remove whole channels, so layers become physically smaller.
+
+:func:`prune_channels` traces a model with torch.fx, finds which channels depend on each
+other (see :mod:`greenai.compress._graph`), ranks them by the norm of the weights that
+would go with them, and rebuilds the layers without the lowest-ranked ones. The model's
+outputs keep their shapes: channels that reach an output are never removed. It returns a
+:class:`PruningReport` with parameters, MACs and bytes per changed layer and in total, and
+every layer it left alone with the reason.
+
+What counts as one channel. Channels tied together are removed together: a convolution's
+output channel with the BatchNorm channel and the next layer's input columns it feeds; the
+channels a residual addition adds up; the input channels of one group of a grouped
+convolution (whole groups go); for ``nn.MultiheadAttention``, one head (its query, key and
+value rows and its ``out_proj`` columns).
+
+How many. ``amount`` is applied per *pool*: the channels of one producing layer and
+everything tied to them (a ResNet stage's residual stream is one pool). A pool of ``n``
+channels keeps ``floor(n * (1 - amount))`` of them (at least one); channels the walk must
+keep count in ``n`` but are never removed, so such a pool loses
+``m - floor(m * (1 - amount))`` of its ``m`` removable channels. Attention keeps
+``floor(num_heads * (1 - amount))`` heads, at least one.
+
+Which. Importance ``"l1"``/``"l2"`` scores each channel by the p-norm of every weight its
+removal takes away: the producing layers' rows, the consuming layers' columns (a channel
+flattened into a linear layer's input is a block of columns) and norm layers' scales, summed
+as ``|w|^p`` over all members and then rooted. The lowest scores go.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+from greenai.compress import _graph
+from greenai.compress._attention import PrunedMultiheadAttention
+from greenai.compress._macs import count_macs
+
+__all__ = [
+    "PrunedLayer",
+    "PrunedMultiheadAttention",
+    "PruningReport",
+    "SkippedModule",
+    "prune_channels",
+]
+
+logger = logging.getLogger(__name__)
+
+_IMPORTANCE_P = {"l1": 1, "l2": 2}
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CHANNEL_NORMS = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+)
+_ELEMENTWISE_ACTIVATIONS: tuple[Any, ...] = (F.relu, F.gelu)
+_STR_MAX_ROWS = 30
+"""Rows of layers :meth:`PruningReport.__str__` shows before summarising the rest."""
+_EPS = 1e-9
+"""Slack for ``n * (1 - amount)`` landing a hair below an integer in floating point."""
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrunedLayer:
+    """One layer whose shape changed. MACs are for one run on ``example_inputs``; bytes count
+    the layer's parameters and buffers.
+
+    ``kept_out``/``kept_in`` are the original indices kept along the output/input channels
+    (the weight's dim 0/1), None where that side is unchanged; for attention ``kept_out``
+    holds the kept heads. They map a checkpoint of the original onto the pruned model.
+    """
+
+    name: str
+    kind: str
+    shape_before: tuple[int, ...]
+    shape_after: tuple[int, ...]
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    bytes_before: int
+    bytes_after: int
+    kept_out: tuple[int, ...] | None = None
+    kept_in: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SkippedModule:
+    """A layer whose channels :func:`prune_channels` left as they were, and why."""
+
+    name: str
+    kind: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PruningReport:
+    """What :func:`prune_channels` did to a model.
+
+    Attributes:
+        amount: as requested.
+        importance: ``"l1"`` or ``"l2"``.
+        layers: layers whose shape changed, in ``named_modules`` order.
+        skipped: prunable layers (convs, linears, attention) and opaque modules left alone,
+            with the reason.
+        params_before, params_after: parameters of the whole model.
+        macs_before, macs_after: multiply-accumulates of one run on ``example_inputs``
+            (convs, linears, attention; see :mod:`greenai.compress._macs`).
+        bytes_before, bytes_after: bytes of all parameters and buffers.
+    """
+
+    amount: float
+    importance: str
+    layers: tuple[PrunedLayer, ...]
+    skipped: tuple[SkippedModule, ...]
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    bytes_before: int
+    bytes_after: int
+
+    @property
+    def macs_ratio(self) -> float:
+        """``macs_before / macs_after`` (1.0 when nothing is counted)."""
+        return self.macs_before / self.macs_after if self.macs_after else 1.0
+
+    @property
+    def params_ratio(self) -> float:
+        """``params_before / params_after`` (1.0 for a model without parameters)."""
+        return self.params_before / self.params_after if self.params_after else 1.0
+
+    def __str__(self) -> str:
+        lines = [
+            f"prune_channels: amount {self.amount:g}, {self.importance}: "
+            f"{len(self.layers)} layers pruned, {len(self.skipped)} skipped"
+        ]
+        rows = self.layers[:_STR_MAX_ROWS]
+        if rows:
+            cells = [
+                (
+                    r.name,
+                    r.kind,
+                    f"{_shape_text(r.shape_before)} -> {_shape_text(r.shape_after)}",
+                    f"{r.params_before:,} -> {r.params_after:,}",
+                    f"{r.macs_before:,} -> {r.macs_after:,}",
+                    f"{r.bytes_before:,} -> {r.bytes_after:,}",
+                )
+                for r in rows
+            ]
+            header = ("layer", "kind", "shape", "params", "MACs", "bytes")
+            widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+            for row in (header, *cells):
+                left = [f"{v:<{w}}" for v, w in zip(row[:3], widths[:3], strict=True)]
+                right = [f"{v:>{w}}" for v, w in zip(row[3:], widths[3:], strict=True)]
+                lines.append("  ".join(left + right).rstrip())
+            if len(self.layers) > _STR_MAX_ROWS:
+                lines.append(f"... {len(self.layers) - _STR_MAX_ROWS} more layers")
+        for s in self.skipped:
+            lines.append(f"skipped {s.name} ({s.kind}): {s.reason}")
+        lines.append(
+            f"model: params {self.params_before:,} -> {self.params_after:,} "
+            f"({self.params_ratio:.2f}x), MACs {self.macs_before:,} -> {self.macs_after:,} "
+            f"({self.macs_ratio:.2f}x), bytes {self.bytes_before:,} -> {self.bytes_after:,}"
+        )
+        return "\n".join(lines)
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+# --- importance ------------------------------------------------------------------------------
+
+
+def _channel_scores(weight: torch.Tensor, dim: int, p: int) -> torch.Tensor:
+    """float32 p-norm of each slice of ``weight`` along ``dim`` (0: rows, 1: columns).
+
+    The one place norms are computed, so it can become ``greenai.ops.channel_norms``.
+    """
+    w = weight.detach().float()
+    others = [d for d in range(w.dim()) if d != dim]
+    if not others:
+        return w.abs()
+    return torch.linalg.vector_norm(w, ord=p, dim=others)
+
+
+def _powered(weight: torch.Tensor, dim: int, p: int) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """``sum |w|^p`` of each slice: what the slice adds to a channel's score before the root."""
+    return _channel_scores(weight, dim, p).double().cpu().numpy() ** p
+
+
+# --- the plan --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Plan:
+    """Original indices to keep, per module, for the sides that change."""
+
+    kept_out: dict[str, torch.Tensor] = field(default_factory=dict)
+    kept_in: dict[str, torch.Tensor] = field(default_factory=dict)
+    heads: dict[str, list[int]] = field(default_factory=dict)
+    """MultiheadAttention name -> kept heads."""
+    hidden: dict[str, torch.Tensor] = field(default_factory=dict)
+    """TransformerEncoderLayer name -> kept feed-forward units."""
+
+
+def _keep_count(n: int, amount: float) -> int:
+    return max(1, math.floor(n * (1.0 - amount) + _EPS))
+
+
+def _plan(
+    analysis: _graph.Analysis,
+    modules: dict[str, nn.Module],
+    amount: float,
+    p: int,
+    extra_pins: dict[str, str],
+) -> _Plan:
+    roots = analysis.channel_roots
+    pins = dict(analysis.pin_reasons)
+    for name, reason in extra_pins.items():
+        for table in (analysis.producers, analysis.consumers, analysis.norms):
+            if name in table:
+                for r in np.unique(roots[table[name]]).tolist():
+                    pins.setdefault(r, reason)
+
+    scores = np.zeros(len(roots), dtype=np.float64)
+    for name, elems in analysis.producers.items():
+        np.add.at(scores, roots[elems], _powered(_weight(modules[name]), 0, p))
+    for name, elems in analysis.consumers.items():
+        np.add.at(scores, roots[elems], _powered(_weight(modules[name]), 1, p))
+    for name, elems in analysis.norms.items():
+        w = getattr(modules[name], "weight", None)
+        if isinstance(w, torch.Tensor):
+            np.add.at(scores, roots[elems], _powered(w, 0, p))
+
+    classes = np.unique(np.concatenate([roots[e] for e in analysis.producers.values()] or [[]]))
+    classes = classes.astype(np.int64)
+    by_pool: dict[int, list[int]] = {}
+    for c in classes.tolist():
+        by_pool.setdefault(int(analysis.pool_roots[c]), []).append(c)
+    removed: set[int] = set()
+    for members in by_pool.values():
+        free = [c for c in members if c not in pins]
+        if len(free) == len(members):
+            drop = len(members) - _keep_count(len(members), amount)
+        else:
+            drop = len(free) - math.floor(len(free) * (1.0 - amount) + _EPS)
+        free.sort(key=lambda c: (scores[c], c))
+        removed.update(free[:drop])
+    # A producer may hold only some of its pool's classes; never empty one.
+    for elems in analysis.producers.values():
+        own = np.unique(roots[elems]).tolist()
+        if all(c in removed for c in own):
+            removed.discard(max(own, key=lambda c: (scores[c], -c)))
+
+    plan = _Plan()
+    removed_arr = np.fromiter(sorted(removed), dtype=np.int64)
+
+    def kept(elems: _graph.IntArray) -> torch.Tensor | None:
+        keep = ~np.isin(roots[elems], removed_arr)
+        if keep.all():
+            return None
+        return torch.from_numpy(np.nonzero(keep)[0].astype(np.int64))
+
+    for name, elems in analysis.producers.items():
+        k = kept(elems)
+        if k is not None:
+            plan.kept_out[name] = k
+    for name, elems in analysis.consumers.items():
+        k = kept(elems)
+        if k is not None:
+            plan.kept_in[name] = k
+    for name, elems in analysis.norms.items():
+        k = kept(elems)
+        if k is not None:
+            plan.kept_out[name] = k
+
+    for name, reason in analysis.attention.items():
+        if reason is not None or name in extra_pins:
+            continue
+        m = modules[name]
+        assert isinstance(m, nn.MultiheadAttention)
+        heads = _head_scores(m, p)
+        keep = _keep_count(len(heads), amount)
+        if keep < len(heads):
+            order = sorted(range(len(heads)), key=lambda h: (-heads[h], h))
+            plan.heads[name] = sorted(order[:keep])
+    for name in analysis.encoder_layers:
+        if name in extra_pins:
+            continue
+        layer = modules[name]
+        assert isinstance(layer, nn.TransformerEncoderLayer)
+        units = _powered(layer.linear1.weight, 0, p) + _powered(layer.linear2.weight, 1, p)
+        keep = _keep_count(len(units), amount)
+        if keep < len(units):
+            order = sorted(range(len(units)), key=lambda u: (-units[u], u))
+            plan.hidden[name] = torch.tensor(sorted(order[:keep]), dtype=torch.long)
+    return plan
+
+
+def _weight(m: nn.Module) -> torch.Tensor:
+    w = getattr(m, "weight", None)
+    assert isinstance(w, torch.Tensor)
+    return w
+
+
+def _attention_weights(m: nn.MultiheadAttention) -> list[torch.Tensor]:
+    if m._qkv_same_embed_dim:
+        assert m.in_proj_weight is not None
+        return list(m.in_proj_weight.chunk(3))
+    return [w for w in (m.q_proj_weight, m.k_proj_weight, m.v_proj_weight) if w is not None]
+
+
+def _head_scores(m: nn.MultiheadAttention, p: int) -> list[float]:
+    """Each head's score: its q, k, v rows and out_proj columns, as one p-norm."""
+    heads, hd = m.num_heads, m.head_dim
+    total = np.zeros(heads * hd)
+    for w in _attention_weights(m):
+        total += _powered(w, 0, p)
+    total += _powered(m.out_proj.weight, 1, p)
+    per_head = total.reshape(heads, hd).sum(axis=1) ** (1.0 / p)
+    return [float(v) for v in per_head]
+
+
+# --- applying it -----------------------------------------------------------------------------
+
+
+def _set_param(m: nn.Module, attr: str, value: torch.Tensor) -> None:
+    old = getattr(m, attr)
+    if isinstance(old, nn.Parameter):
+        setattr(m, attr, nn.Parameter(value.contiguous(), requires_grad=old.requires_grad))
+    else:
+        m._buffers[attr] = value.contiguous()
+
+
+def _slice(m: nn.Module, attr: str, dim: int, index: torch.Tensor) -> None:
+    t = getattr(m, attr, None)
+    if isinstance(t, torch.Tensor):
+        with torch.no_grad():
+            _set_param(m, attr, t.detach().index_select(dim, index.to(t.device)))
+
+
+def _apply(target: nn.Module, plan: _Plan) -> nn.Module:
+    """Rebuild the planned layers in ``target``; returns the model (a new object only when
+    the model itself is an attention layer)."""
+    modules = dict(target.named_modules())
+    for name in sorted(set(plan.kept_out) | set(plan.kept_in)):
+        m = modules[name]
+        out_idx, in_idx = plan.kept_out.get(name), plan.kept_in.get(name)
+        if isinstance(m, nn.Linear):
+            if out_idx is not None:
+                _slice(m, "weight", 0, out_idx)
+                _slice(m, "bias", 0, out_idx)
+                m.out_features = len(out_idx)
+            if in_idx is not None:
+                _slice(m, "weight", 1, in_idx)
+                m.in_features = len(in_idx)
+        elif isinstance(m, _CONVS):
+            if out_idx is not None:
+                out_per_group = m.out_channels // m.groups
+                in_per_group = m.in_channels // m.groups
+                _slice(m, "weight", 0, out_idx)
+                _slice(m, "bias", 0, out_idx)
+                m.out_channels = len(out_idx)
+                if m.groups > 1:
+                    m.groups = len(out_idx) // out_per_group
+                    m.in_channels = m.groups * in_per_group
+            if in_idx is not None:
+                _slice(m, "weight", 1, in_idx)
+                m.in_channels = len(in_idx)
+        elif isinstance(m, _CHANNEL_NORMS):
+            assert out_idx is not None
+            for attr in ("weight", "bias", "running_mean", "running_var"):
+                _slice(m, attr, 0, out_idx)
+            m.num_features = len(out_idx)
+        elif isinstance(m, nn.GroupNorm):
+            assert out_idx is not None
+            per_group = m.num_channels // m.num_groups
+            _slice(m, "weight", 0, out_idx)
+            _slice(m, "bias", 0, out_idx)
+            m.num_channels = len(out_idx)
+            m.num_groups = len(out_idx) // per_group
+    for name, idx in plan.hidden.items():
+        layer = modules[name]
+        assert isinstance(layer, nn.TransformerEncoderLayer)
+        _slice(layer.linear1, "weight", 0, idx)
+        _slice(layer.linear1, "bias", 0, idx)
+        layer.linear1.out_features = len(idx)
+        _slice(layer.linear2, "weight", 1, idx)
+        layer.linear2.in_features = len(idx)
+    for name, heads in plan.heads.items():
+        attention = modules[name]
+        assert isinstance(attention, nn.MultiheadAttention)
+        pruned = PrunedMultiheadAttention.from_attention(attention, heads)
+        paths = [n for n, m in target.named_modules(remove_duplicate=False) if m is attention]
+        for path in paths:
+            if path == "":
+                target = pruned
+                continue
+            parent, _, attr = path.rpartition(".")
+            setattr(target.get_submodule(parent), attr, pruned)
+    return target
+
+
+# --- prune_channels --------------------------------------------------------------------------
+
+
+def prune_channels(
+    model: nn.Module,
+    amount: float,
+    *,
+    example_inputs: torch.Tensor | Sequence[torch.Tensor],
+    importance: str = "l2",
+    ignore: str | nn.Module | Iterable[str | nn.Module] = (),
+    inplace: bool = False,
+) -> tuple[nn.Module, PruningReport]:
+    """Remove the least important channels of a model's layers; shapes of outputs unchanged.
+
+    How channels are tied, counted and ranked is in this module's docstring. Layers whose
+    channels cannot be changed safely (they reach an output, feed something the graph walk
+    does not understand, or are in ``ignore``) are left alone and listed in the report.
+
+    Args:
+        model: any ``nn.Module`` whose ``forward`` torch.fx can trace. Submodules it cannot
+            trace are kept whole (as leaves) and listed.
+        amount: fraction of each pool's channels to remove, in ``[0, 1)``; 0 changes nothing.
+        example_inputs: a tensor or a tuple of tensors, the positional arguments of
+            ``forward``. The model runs on them (eval mode, no autograd, training flags and
+            BatchNorm statistics untouched) to learn shapes and count MACs.
+        importance: ``"l2"`` or ``"l1"``: the norm ranking channels.
+        ignore: module names (as ``named_modules()`` gives them) or module objects whose
+            channels must not change, inputs and outputs; a container covers what it holds.
+        inplace: prune ``model`` itself. By default a deep copy is pruned and ``model`` is
+            left untouched.
+
+    Returns:
+        ``(pruned_model, report)``.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``; ``amount`` is not a number;
+            ``example_inputs`` is not a tensor or a tuple of tensors; ``ignore`` holds
+            something other than names and modules.
+        ValueError: ``amount`` is outside ``[0, 1)``; ``importance`` is unknown; ``ignore``
+            names modules the model does not have; ``example_inputs`` do not fit the model.
+        greenai.compress.TraceFailedError: torch.fx cannot trace the model's own forward
+            (a ``ValueError``).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+        raise TypeError(f"amount must be a number in [0, 1), not {amount!r}")
+    if not 0.0 <= amount < 1.0:  # also rejects NaN
+        raise ValueError(f"amount must be in [0, 1), not {amount!r}")
+    if importance not in _IMPORTANCE_P:
+        raise ValueError(f"importance must be 'l2' or 'l1', not {importance!r}")
+    inputs = _example_inputs(example_inputs)
+    ignored = _ignored_names(model, ignore)
+    p = _IMPORTANCE_P[importance]
+
+    target = model if inplace else copy.deepcopy(model)
+    modules = dict(target.named_modules())
+    leaves = _leaf_names(target, ignored)
+    analysis = _graph.analyze(target, inputs, leaves, (PrunedMultiheadAttention,))
+    extra_pins = {
+        name: f"shares its weight with {other} (tied)" for name, other in _tied(target).items()
+    }
+    plan = _plan(analysis, modules, float(amount), p, extra_pins)
+
+    macs_before = count_macs(target, inputs)
+    params_before, bytes_before = _params(target), _bytes(target)
+    changed = sorted(
+        set(plan.kept_out) | set(plan.kept_in) | set(plan.heads),
+        key=list(modules).index,
+    ) + [f"{n}.linear{i}" for n in plan.hidden for i in (1, 2)]
+    before = {name: _layer_stats(modules[name]) for name in changed}
+
+    target = _apply(target, plan)
+    macs_after = count_macs(target, inputs)
+    after_modules = dict(target.named_modules())
+    layers = []
+    for name in sorted(changed, key=list(modules).index):
+        shape_b, params_b, bytes_b = before[name]
+        shape_a, params_a, bytes_a = _layer_stats(after_modules[name])
+        kept_out = plan.kept_out.get(name)
+        kept_in = plan.kept_in.get(name)
+        owner, _, child = name.rpartition(".")
+        if child == "linear1" and owner in plan.hidden:
+            kept_out = plan.hidden[owner]
+        if child == "linear2" and owner in plan.hidden:
+            kept_in = plan.hidden[owner]
+        layers.append(
+            PrunedLayer(
+                name=name,
+                kind=type(modules[name]).__name__,
+                shape_before=shape_b,
+                shape_after=shape_a,
+                params_before=params_b,
+                params_after=params_a,
+                macs_before=macs_before.get(name, 0),
+                macs_after=macs_after.get(name, 0),
+                bytes_before=bytes_b,
+                bytes_after=bytes_a,
+                kept_out=(
+                    tuple(plan.heads[name])
+                    if name in plan.heads
+                    else None
+                    if kept_out is None
+                    else tuple(kept_out.tolist())
+                ),
+                kept_in=None if kept_in is None else tuple(kept_in.tolist()),
+            )
+        )
+        logger.debug("pruned %s", name)
+    report = PruningReport(
+        amount=float(amount),
+        importance=importance,
+        layers=tuple(layers),
+        skipped=tuple(_skipped(modules, analysis, ignored, extra_pins, set(changed))),
+        params_before=params_before,
+        params_after=_params(target),
+        macs_before=sum(macs_before.values()),
+        macs_after=sum(macs_after.values()),
+        bytes_before=bytes_before,
+        bytes_after=_bytes(target),
+    )
+    return target, report
+
+
+# --- checks and bookkeeping ------------------------------------------------------------------
+
+
+def _example_inputs(value: object) -> tuple[torch.Tensor, ...]:
+    if isinstance(value, torch.Tensor):
+        return (value,)
+    if isinstance(value, (tuple, list)) and value:
+        bad = [type(v).__name__ for v in value if not isinstance(v, torch.Tensor)]
+        if not bad:
+            return tuple(value)
+        raise TypeError(f"example_inputs must hold tensors only, not {bad[0]}")
+    raise TypeError(
+        "example_inputs must be a tensor or a non-empty tuple of tensors (the positional "
+        f"arguments of forward), not {type(value).__name__}"
+    )
+
+
+def _ignored_names(model: nn.Module, ignore: object) -> set[str]:
+    """Every path of every module ``ignore`` names or holds; unknown ones are an error."""
+    items: list[object]
+    if isinstance(ignore, (str, nn.Module)):
+        items = [ignore]
+    else:
+        try:
+            items = list(ignore)  # type: ignore[call-overload]
+        except TypeError:
+            raise TypeError(
+                f"ignore must be module names or modules, not {type(ignore).__name__}"
+            ) from None
+    paths = dict(model.named_modules(remove_duplicate=False))
+    names: set[str] = set()
+    missing: list[str] = []
+    for item in items:
+        if isinstance(item, str):
+            if item == "":
+                raise ValueError("ignore names the whole model ('' ); nothing could be pruned")
+            if item in paths:
+                names.add(item)
+            else:
+                missing.append(repr(item))
+        elif isinstance(item, nn.Module):
+            found = {n for n, m in paths.items() if m is item and n}
+            if item is model:
+                raise ValueError("ignore holds the model itself; nothing could be pruned")
+            if found:
+                names |= found
+            else:
+                missing.append(f"a {type(item).__name__} object")
+        else:
+            raise TypeError(f"ignore must hold module names or modules, not {item!r}")
+    if missing:
+        raise ValueError(
+            f"ignore names {', '.join(missing)}, which the model does not have "
+            "(names are as model.named_modules() gives them)"
+        )
+    return names
+
+
+def _leaf_names(model: nn.Module, ignored: set[str]) -> set[str]:
+    """Ignored modules are traced as leaves; so is any other path to the same objects."""
+    paths = dict(model.named_modules(remove_duplicate=False))
+    objects = {id(paths[n]) for n in ignored}
+    return {n for n, m in paths.items() if id(m) in objects}
+
+
+def _tied(model: nn.Module) -> dict[str, str]:
+    """Module name -> another module holding the same parameter (pruning would untie them)."""
+    owners: dict[int, list[str]] = {}
+    for name, m in model.named_modules():
+        for p in m._parameters.values():
+            if p is not None:
+                owners.setdefault(id(p), []).append(name)
+    tied: dict[str, str] = {}
+    for names in owners.values():
+        if len(names) > 1:
+            for n in names:
+                tied[n] = next(o for o in names if o != n)
+    return tied
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _bytes(model: nn.Module) -> int:
+    tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def _layer_stats(m: nn.Module) -> tuple[tuple[int, ...], int, int]:
+    """(weight shape, parameters, bytes); attention's shape is its stacked q/k/v weight."""
+    if isinstance(m, nn.MultiheadAttention):
+        shape = (sum(w.shape[0] for w in _attention_weights(m)), m.embed_dim)
+    elif isinstance(m, PrunedMultiheadAttention):
+        shape = (3 * m.num_heads * m.head_dim, m.embed_dim)
+    else:
+        w = getattr(m, "weight", None)
+        shape = tuple(w.shape) if isinstance(w, torch.Tensor) else ()
+    return tuple(int(s) for s in shape), _params(m), _bytes(m)
+
+
+def _skipped(
+    modules: dict[str, nn.Module],
+    analysis: _graph.Analysis,
+    ignored: set[str],
+    extra_pins: dict[str, str],
+    changed: set[str],
+) -> list[SkippedModule]:
+    """Prunable layers left alone, in ``named_modules`` order, and opaque or ignored modules
+    (a layer whose inputs shrank is in the report's layers, not here)."""
+    roots = analysis.channel_roots
+    reasons: dict[str, str] = {}
+    covered: list[str] = []  # containers whose insides are accounted for by their own row
+    for name in modules:
+        if name in ignored:
+            reasons[name] = "in ignore"
+            covered.append(name)
+        elif name in analysis.opaque:
+            reasons[name] = (
+                f"torch.fx could not trace it ({analysis.opaque[name]}); kept whole, as a leaf"
+            )
+            covered.append(name)
+    encoder_layers = set(analysis.encoder_layers)
+    for name, m in modules.items():
+        if name in reasons or name in changed or any(name.startswith(c + ".") for c in covered):
+            continue
+        owner, _, child = name.rpartition(".")
+        if owner in encoder_layers:
+            if child == "self_attn":
+                reasons[name] = (
+                    "nn.TransformerEncoderLayer's forward reads self_attn's in_proj_weight and "
+                    "num_heads directly (its fast path), so its heads are kept; its feed-forward "
+                    "layer is pruned"
+                )
+            continue
+        if isinstance(m, nn.MultiheadAttention):
+            if name in analysis.attention:
+                reason = analysis.attention[name] or extra_pins.get(name)
+                if reason is not None:
+                    reasons[name] = reason
+            elif not _inside_called_leaf(name, analysis):
+                reasons[name] = "not called as a module in the traced graph"
+        elif isinstance(m, (nn.Linear, *_CONVS)):
+            if _inside_attention(name, modules):
+                continue
+            if name in extra_pins:
+                reasons[name] = extra_pins[name]
+            elif name in analysis.producers:
+                own = np.unique(roots[analysis.producers[name]]).tolist()
+                pinned = [analysis.pin_reasons[c] for c in own if c in analysis.pin_reasons]
+                if len(pinned) == len(own):
+                    reasons[name] = f"its output channels: {pinned[0]}"
+            elif not _inside_called_leaf(name, analysis):
+                reasons[name] = (
+                    "not called as a module in the traced graph (its weight may be read "
+                    "directly); its channels are kept"
+                )
+    return [SkippedModule(n, type(modules[n]).__name__, r) for n, r in reasons.items()]
+
+
+def _inside_attention(name: str, modules: dict[str, nn.Module]) -> bool:
+    owner = name.rpartition(".")[0]
+    return name != owner and isinstance(
+        modules.get(owner), (nn.MultiheadAttention, PrunedMultiheadAttention)
+    )
+
+
+def _inside_called_leaf(name: str, analysis: _graph.Analysis) -> bool:
+    """Whether ``name`` is under a module the graph calls as a whole (encoder stacks)."""
+    return any(name.startswith(c + ".") for c in analysis.called)
