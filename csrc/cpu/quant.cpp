@@ -24,6 +24,9 @@ std::vector<const KernelTable*> supported_tables() {
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
         __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+        if (__builtin_cpu_supports("avx512bf16")) {
+            tables.push_back(&kAvx512Bf16Kernels);
+        }
         tables.push_back(&kAvx512Kernels);
     }
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
@@ -56,6 +59,23 @@ std::int64_t row_grain(std::int64_t row_bytes) {
 }
 
 std::int64_t element_size(FloatType t) { return t == FloatType::f32 ? 4 : 2; }
+
+// Sums of each row of x32 (m, k) over groups of `group`, (m, k / group).
+std::vector<float> group_sums(const float* x32, std::int64_t m, std::int64_t k, std::int64_t group) {
+    const std::int64_t groups = k / group;
+    std::vector<float> sums(static_cast<std::size_t>(m * groups));
+    for (std::int64_t r = 0; r < m; ++r) {
+        for (std::int64_t g = 0; g < groups; ++g) {
+            float s = 0.0f;
+            const float* p = x32 + r * k + g * group;
+            for (std::int64_t i = 0; i < group; ++i) {
+                s += p[i];
+            }
+            sums[static_cast<std::size_t>(r * groups + g)] = s;
+        }
+    }
+    return sums;
+}
 
 }  // namespace
 
@@ -132,22 +152,40 @@ void quantized_linear(const LinearArgs& args, int threads) {
         // Group sums of x, for the zero point (and the int4 nibble offset).
         std::vector<float> xsum;
         if (args.zero_point != nullptr || args.bits == 4) {
-            const std::int64_t groups = kk / args.group;
-            xsum.resize(static_cast<std::size_t>(m * groups));
-            for (std::int64_t r = 0; r < m; ++r) {
-                for (std::int64_t g = 0; g < groups; ++g) {
-                    float s = 0.0f;
-                    const float* p = x32 + r * kk + g * args.group;
-                    for (std::int64_t i = 0; i < args.group; ++i) {
-                        s += p[i];
-                    }
-                    xsum[static_cast<std::size_t>(r * groups + g)] = s;
-                }
-            }
+            xsum = group_sums(x32, m, kk, args.group);
         }
         const float* xs = xsum.empty() ? nullptr : xsum.data();
         parallel_for(n, row_grain(code_row_bytes), threads, [&](std::int64_t n0, std::int64_t n1) {
             k.linear_direct(args, x32, xs, y32, n0, n1);
+        });
+    } else if (args.dtype == FloatType::bf16 && k.linear_tiled_bf16 != nullptr) {
+        // Pairs of bf16 x transposed and zero-padded, and the group sums transposed likewise.
+        const std::int64_t ldx = (m + kLinearRowAlign - 1) / kLinearRowAlign * kLinearRowAlign;
+        const std::int64_t kp = (kk + 1) / 2;
+        const std::uint16_t* xb = static_cast<const std::uint16_t*>(args.x);
+        std::vector<std::uint32_t> xpT(static_cast<std::size_t>(kp * ldx), 0);
+        for (std::int64_t r = 0; r < m; ++r) {
+            for (std::int64_t i = 0; i < kk; ++i) {
+                const std::uint32_t bits = xb[r * kk + i];
+                xpT[static_cast<std::size_t>((i / 2) * ldx + r)] |= i % 2 == 0 ? bits : bits << 16;
+            }
+        }
+        std::vector<float> xsumT;
+        if (args.zero_point != nullptr) {
+            const std::int64_t groups = kk / args.group;
+            const std::vector<float> sums = group_sums(x32, m, kk, args.group);
+            xsumT.assign(static_cast<std::size_t>(groups * ldx), 0.0f);
+            for (std::int64_t r = 0; r < m; ++r) {
+                for (std::int64_t g = 0; g < groups; ++g) {
+                    xsumT[static_cast<std::size_t>(g * ldx + r)] = sums[static_cast<std::size_t>(r * groups + g)];
+                }
+            }
+        }
+        const std::int64_t blocks = (n + kTileRows - 1) / kTileRows;
+        parallel_for(blocks, 1, threads, [&](std::int64_t b0, std::int64_t b1) {
+            std::vector<std::uint32_t> tile(static_cast<std::size_t>(kTileRows * kp));
+            k.linear_tiled_bf16(args, xpT.data(), ldx, xsumT.empty() ? nullptr : xsumT.data(), y32, b0 * kTileRows,
+                                std::min(n, b1 * kTileRows), tile.data());
         });
     } else {
         // x transposed and zero-padded, so the micro-kernel loads whole vectors of rows.

@@ -59,8 +59,9 @@ std::int64_t quantize(const QuantizeArgs& args, int threads);
 void dequantize(const DequantizeArgs& args, int threads);
 void quantized_linear(const LinearArgs& args, int threads);
 
-// Instruction sets: the kernels are compiled for each of "avx512", "avx2" and "generic"
-// (x86-64; elsewhere only "generic") and the best one the CPU supports is used.
+// Instruction sets: the kernels are compiled for each of "avx512_bf16" (AVX-512 plus bf16
+// dot products, used for bfloat16 activations), "avx512", "avx2" and "generic" (x86-64;
+// elsewhere only "generic") and the best one the CPU supports is used.
 std::vector<std::string> supported_isas();
 std::string current_isa();
 // Forces one of supported_isas() (tests compare them); throws std::invalid_argument otherwise.

@@ -70,6 +70,18 @@ struct KernelTable {
     // (kTileRows * k floats).
     void (*linear_tiled)(const LinearArgs&, const float* xT, std::int64_t ldx, float* y32,
                          std::int64_t n0, std::int64_t n1, float* tile);
+
+    // For bfloat16 x on CPUs with bf16 dot products (nullptr elsewhere), any m and bits: the
+    // products of bf16 x with the codes (exact in bf16) are exact in float32, so this agrees
+    // with the float32 kernels up to the order of float32 sums, at twice the multiplies per
+    // instruction. The scale is applied per group and the zero point folded into the group
+    // sums of x; subnormal bf16 inputs and products count as zero.
+    // xpT[p * ldx + m] holds x[m, 2p] (low half) and x[m, 2p + 1] (high half, zero past k)
+    // for p < ceil(k / 2), ldx a multiple of kLinearRowAlign, zero beyond m; xsumT[g * ldx +
+    // m] the sums of x over group g (nullptr when there is no zero point). tile holds
+    // kTileRows * ceil(k / 2) pairs of codes.
+    void (*linear_tiled_bf16)(const LinearArgs&, const std::uint32_t* xpT, std::int64_t ldx, const float* xsumT,
+                              float* y32, std::int64_t n0, std::int64_t n1, std::uint32_t* tile);
 };
 
 extern const KernelTable kGenericKernels;
@@ -77,6 +89,7 @@ extern const KernelTable kGenericKernels;
 #define GREENAI_X86_KERNELS 1
 extern const KernelTable kAvx2Kernels;
 extern const KernelTable kAvx512Kernels;
+extern const KernelTable kAvx512Bf16Kernels;
 #endif
 
 }  // namespace greenai::cpu

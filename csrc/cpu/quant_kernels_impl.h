@@ -318,7 +318,24 @@ struct Kernels {
                     }
                 } else {
                     const std::uint8_t* bytes = static_cast<const std::uint8_t*>(a.q) + (row * k + g0) / 2;
-                    for (std::int64_t b = 0; b < group; b += 32) {
+                    // Blocks in pairs where the group allows, so consecutive vectors go to
+                    // different accumulators and the sums' FMA latency overlaps.
+                    constexpr int kPair = U >= 2 * kBlockVectors ? 2 : 1;
+                    std::int64_t b = 0;
+                    for (; b + 32 * kPair <= group; b += 32 * kPair) {
+                        for (int h = 0; h < kPair; ++h) {
+                            F nib[kBlockVectors];
+                            S::u4_block(bytes + (b + 32 * h) / 2, nib);
+                            for (int j = 0; j < kBlockVectors; ++j) {
+                                const int u = (h * kBlockVectors + j) % U;
+                                for (int mi = 0; mi < M; ++mi) {
+                                    acc[mi][u] = S::fma(nib[j], S::load_f32(x32 + mi * k + g0 + b + 32 * h + j * W),
+                                                        acc[mi][u]);
+                                }
+                            }
+                        }
+                    }
+                    for (; b < group; b += 32) {
                         F nib[kBlockVectors];
                         S::u4_block(bytes + b / 2, nib);
                         for (int j = 0; j < kBlockVectors; ++j) {
@@ -531,7 +548,7 @@ struct Kernels {
 
     static constexpr KernelTable table(const char* name) {
         return KernelTable{name,          &quantize_rows, &range_rows,    &encode_rows,  &dequantize_rows,
-                           &to_float,     &from_float,    &linear_direct, &linear_tiled};
+                           &to_float,     &from_float,    &linear_direct, &linear_tiled, nullptr};
     }
 };
 

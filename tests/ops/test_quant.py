@@ -293,6 +293,22 @@ def test_quantized_linear_matches_dequantized_product(
         _assert_linear_close(y, x, wq, None, mag)
 
 
+@pytest.mark.parametrize("k", [1, 7, 33, 257])
+@pytest.mark.parametrize("m", [5, 17, 70])
+def test_bf16_activations_with_odd_in_features_and_many_rows(isa: str, k: int, m: int) -> None:
+    """bf16 x at more than 4 rows takes the bf16 dot-product kernel where the CPU has one;
+    it pairs elements along k (odd k pads a zero) and chunks x by 64 rows."""
+    gen = torch.Generator().manual_seed(k * 100 + m)
+    w = torch.randn(29, k, generator=gen)
+    x = torch.randn(m, k, generator=gen).to(torch.bfloat16)
+    bias = torch.randn(29, generator=gen)
+    for symmetric in (True, False):
+        q, scale, zero_point = ops.quantize(w, symmetric=symmetric)
+        wq = ops.dequantize(q, scale, zero_point)
+        y = ops.quantized_linear(x, q, scale, zero_point, bias=bias.to(torch.bfloat16))
+        _assert_linear_close(y, x, wq, bias.to(torch.bfloat16), _code_magnitude(q, scale, zero_point, 8))
+
+
 @pytest.mark.parametrize("k", [1, 7, 31, 33, 257])
 def test_quantized_linear_odd_in_features(isa: str, k: int) -> None:
     w = torch.randn(9, k)
