@@ -472,3 +472,20 @@ def test_nan_weights_raise_naming_the_layer() -> None:
     with pytest.raises(ValueError, match=r"cannot quantize 'fc2'.*NaN"):
         quantize(model, inplace=True)
     assert set(_linears(model).values()) == {nn.Linear}  # fc1 was not replaced either
+
+
+@pytest.mark.parametrize(("bits", "group_size"), [(8, None), (4, 32)])
+def test_weight_property_is_the_dequantized_weight_and_is_read_only(
+    bits: int, group_size: int | None
+) -> None:
+    linear = nn.Linear(64, 8).to(torch.bfloat16)
+    layer = QuantizedLinear.from_linear(linear, bits=bits, group_size=group_size)
+    q, scale, zero_point = ops.quantize(linear.weight.detach(), bits=bits, group_size=group_size)
+    want = ops.dequantize(q, scale, zero_point, bits=bits, dtype=torch.bfloat16)
+    assert layer.weight.dtype == torch.bfloat16
+    assert torch.equal(layer.weight, want)
+    assert "weight" not in dict(layer.named_parameters())
+    with pytest.raises(AttributeError):
+        layer.weight = torch.zeros(8, 64)  # type: ignore[misc]
+    with pytest.raises(KeyError, match="weight"):
+        layer.weight = nn.Parameter(torch.zeros(8, 64))  # type: ignore[misc]

@@ -306,7 +306,9 @@ def test_bf16_activations_with_odd_in_features_and_many_rows(isa: str, k: int, m
         q, scale, zero_point = ops.quantize(w, symmetric=symmetric)
         wq = ops.dequantize(q, scale, zero_point)
         y = ops.quantized_linear(x, q, scale, zero_point, bias=bias.to(torch.bfloat16))
-        _assert_linear_close(y, x, wq, bias.to(torch.bfloat16), _code_magnitude(q, scale, zero_point, 8))
+        _assert_linear_close(
+            y, x, wq, bias.to(torch.bfloat16), _code_magnitude(q, scale, zero_point, 8)
+        )
 
 
 @pytest.mark.parametrize("k", [1, 7, 31, 33, 257])

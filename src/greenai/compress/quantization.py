@@ -214,6 +214,25 @@ class QuantizedLinear(nn.Module):
         return self.zero_point is None
 
     @property
+    def weight(self) -> torch.Tensor:
+        """The dequantized weight ``(out_features, in_features)``, rebuilt on every read, in
+        the bias's dtype (float32 without a bias).
+
+        For code that inspects ``.weight`` (reports, weight norms, heads that check a
+        shape); it costs a full float copy, so :meth:`forward` never reads it. It is not a
+        parameter: assigning to it raises, and training it needs the float layer.
+        """
+        dtype = torch.float32 if self.bias is None else self.bias.dtype
+        return ops.dequantize(
+            self.qweight,
+            self.scale,
+            self.zero_point,
+            bits=self.bits,
+            group_size=self._ops_group_size,
+            dtype=dtype,
+        )
+
+    @property
     def _ops_group_size(self) -> int:
         """The group size in :mod:`greenai.ops`' terms, where per channel is in_features."""
         return self.in_features if self.group_size is None else self.group_size
