@@ -331,6 +331,7 @@ def bench_linear(
         lin = nn.Linear(k, n, bias=False)
         lin.weight = nn.Parameter(w, requires_grad=False)
         fp32.append(lin)
+    bf16 = [w.to(torch.bfloat16) for w in ws]
     g8 = [ops.quantize(ws[i % len(ws)]) for i in range(c8)]
     g4 = [ops.quantize(ws[i % len(ws)], bits=4, group_size=GROUP) for i in range(c4)]
     dyn = [
@@ -352,7 +353,9 @@ def bench_linear(
         m: dict[str, Callable[[int], object]] = {
             "fp32 nn.Linear": lambda i: fp32[i % len(fp32)](x),
             "torch dynamic int8": lambda i: dyn[i % c8](x),
+            "bf16 nn.Linear, bf16 x": lambda i: torch.nn.functional.linear(xb, bf16[i % len(bf16)]),
             "greenai int8": lambda i: ops.quantized_linear(x, *g8[i % c8]),
+            "greenai int8, bf16 x": lambda i: ops.quantized_linear(xb, *g8[i % c8]),
             "greenai int4 g128": lambda i: ops.quantized_linear(x, *g4[i % c4], bits=4),
             "greenai int4 g128, bf16 x": lambda i: ops.quantized_linear(xb, *g4[i % c4], bits=4),
         }
@@ -394,7 +397,7 @@ def bench_linear(
         for name, t in ms.items():
             line = f"{name:<{width}} {t:8.3f} ms   fp32 / this {base / t:5.2f}"
             if batch == 1:  # memory-bound: how fast the weights stream in
-                weight_bytes = 4 * n * k if name.startswith("fp32") else n * k
+                weight_bytes = {"fp32": 4, "bf16": 2}.get(name[:4], 1) * n * k
                 weight_bytes //= 2 if "int4" in name else 1
                 line += f"   {weight_bytes / (t * 1e-3) / 1e9:6.1f} GB/s of weights"
             print(line)
@@ -435,6 +438,13 @@ def bench_linear(
             )
         else:
             print(f"fp32 / greenai int8: {r8:.2f}" + ("  (goal >= 4)" if batch == 32 else ""))
+            # With bf16 activations the avx512_bf16 kernels multiply in bf16 (products exact,
+            # float32 sums); shown against both dense baselines.
+            rb = ms["greenai int8, bf16 x"]
+            print(
+                f"bf16 x: fp32 / greenai int8 {base / rb:.2f}, "
+                f"bf16 nn.Linear / greenai int8 {ms['bf16 nn.Linear, bf16 x'] / rb:.2f}"
+            )
             if batch == 32:
                 goals.append(ratio_goal("batch 32: fp32 / greenai int8", r8, ">=", 4))
 
