@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["PrunedMultiheadAttention"]
@@ -198,7 +198,9 @@ class PrunedMultiheadAttention(nn.Module):
                 weights = weights.squeeze(0)
         else:
             if mask is not None:
-                mask = mask.unsqueeze(0) if mask.size(0) == 1 else mask.view(bsz, heads, -1, src_len)
+                mask = (
+                    mask.unsqueeze(0) if mask.size(0) == 1 else mask.view(bsz, heads, -1, src_len)
+                )
             q4 = q.view(bsz, heads, tgt_len, hd)
             k4 = k.view(bsz, heads, src_len, hd)
             v4 = v.view(bsz, heads, src_len, hd)

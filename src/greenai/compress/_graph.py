@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
@@ -538,9 +538,7 @@ def _call_module(
                 walk.encoder_layers.append(lname)
         return
     if not (isinstance(m, _KNOWN_MODULES) and _stock_forward(m)) or len(node.args) != 1:
-        walk.unknown(
-            node, f"feeds {name!r} ({type(m).__name__}), which greenai cannot look into"
-        )
+        walk.unknown(node, f"feeds {name!r} ({type(m).__name__}), which greenai cannot look into")
         return
     if node.kwargs or shape is None:
         walk.unknown(node, f"feeds {name!r} called with keyword arguments")
@@ -608,7 +606,12 @@ def _call_module(
 
 
 def _unbatched_instance_norm(m: nn.Module, ndim: int) -> bool:
-    spatial = {nn.InstanceNorm1d: 1, nn.InstanceNorm2d: 2, nn.InstanceNorm3d: 3}.get(type(m))
+    spatial_dims: dict[type[nn.Module], int] = {
+        nn.InstanceNorm1d: 1,
+        nn.InstanceNorm2d: 2,
+        nn.InstanceNorm3d: 3,
+    }
+    spatial = spatial_dims.get(type(m))
     return spatial is not None and ndim == spatial + 1
 
 
@@ -642,9 +645,7 @@ def _grouped_conv(
             walk.pin(x, f"feeds grouped conv {name!r} along a dim other than its channels")
         # input channels not tracked: its groups cannot be removed
         out = _producer(walk, name, m.out_channels)
-        walk.pin(
-            _Channels(channel_dim, out), f"grouped conv {name!r} on channels greenai keeps"
-        )
+        walk.pin(_Channels(channel_dim, out), f"grouped conv {name!r} on channels greenai keeps")
         return out
     if name in walk.grouped_inputs:
         walk.tie(walk.grouped_inputs[name], x.elems)
@@ -760,7 +761,7 @@ def _call_method(walk: _Walk, node: fx.Node, method: str | None = None) -> None:
         if not isinstance(dims, (list, tuple)) or not all(isinstance(d, int) for d in dims):
             walk.unknown(node, "feeds a permute whose order greenai cannot read")
             return
-        order = [d % ndim for d in dims]
+        order = [int(d) % ndim for d in dims if isinstance(d, int)]
         walk.env[node] = _Channels(order.index(x.dim), x.elems)
     elif method == "transpose":
         a, b = _arg(node, 1, "dim0", None), _arg(node, 2, "dim1", None)
@@ -880,9 +881,7 @@ def _cat(walk: _Walk, node: fx.Node) -> None:
             shape = _shape(t)
             assert shape is not None
             fresh = walk.new(shape[dim])
-            walk.pin(
-                _Channels(dim, fresh), "concatenated with channels greenai does not track"
-            )
+            walk.pin(_Channels(dim, fresh), "concatenated with channels greenai does not track")
             parts.append(fresh)
         walk.env[node] = _Channels(dim, np.concatenate(parts))
         return
@@ -950,9 +949,7 @@ def _reshape(
     return result
 
 
-def _merged_range(
-    in_shape: Sequence[int], out_shape: Sequence[int]
-) -> tuple[int, int] | None:
+def _merged_range(in_shape: Sequence[int], out_shape: Sequence[int]) -> tuple[int, int] | None:
     """``(start, end)`` if ``out_shape`` is ``in_shape`` with dims start..end merged."""
     if list(in_shape) == list(out_shape):
         return (0, 0)

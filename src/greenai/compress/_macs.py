@@ -23,9 +23,7 @@ _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _COMPOSITES = (nn.MultiheadAttention, PrunedMultiheadAttention, nn.TransformerEncoderLayer)
 
 
-def _attention_macs(
-    m: nn.Module, query: torch.Tensor, key: torch.Tensor
-) -> tuple[int, int, int]:
+def _attention_macs(m: nn.Module, query: torch.Tensor, key: torch.Tensor) -> tuple[int, int, int]:
     """(in-projection, scores + weighted sum, out-projection) MACs of one attention call."""
     if isinstance(m, PrunedMultiheadAttention):
         heads, hd, batch_first = m.num_heads, m.head_dim, m.batch_first
@@ -97,4 +95,3 @@ def count_macs(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> di
         for m, training in modes:
             m.training = training
     return macs
-

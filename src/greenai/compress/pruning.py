@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import nn
 
 from greenai.compress import _graph
@@ -196,7 +196,8 @@ def _channel_scores(weight: torch.Tensor, dim: int, p: int) -> torch.Tensor:
     others = [d for d in range(w.dim()) if d != dim]
     if not others:
         return w.abs()
-    return torch.linalg.vector_norm(w, ord=p, dim=others)
+    norms: torch.Tensor = torch.linalg.vector_norm(w, ord=p, dim=others)
+    return norms
 
 
 def _powered(weight: torch.Tensor, dim: int, p: int) -> np.ndarray[Any, np.dtype[np.float64]]:
@@ -248,8 +249,8 @@ def _plan(
         if isinstance(w, torch.Tensor):
             np.add.at(scores, roots[elems], _powered(w, 0, p))
 
-    classes = np.unique(np.concatenate([roots[e] for e in analysis.producers.values()] or [[]]))
-    classes = classes.astype(np.int64)
+    produced = [roots[e] for e in analysis.producers.values()]
+    classes = np.unique(np.concatenate(produced)) if produced else np.zeros(0, np.int64)
     by_pool: dict[int, list[int]] = {}
     for c in classes.tolist():
         by_pool.setdefault(int(analysis.pool_roots[c]), []).append(c)
@@ -290,8 +291,8 @@ def _plan(
         if k is not None:
             plan.kept_out[name] = k
 
-    for name, reason in analysis.attention.items():
-        if reason is not None or name in extra_pins:
+    for name, why_not in analysis.attention.items():
+        if why_not is not None or name in extra_pins:
             continue
         m = modules[name]
         assert isinstance(m, nn.MultiheadAttention)
@@ -632,6 +633,7 @@ def _bytes(model: nn.Module) -> int:
 
 def _layer_stats(m: nn.Module) -> tuple[tuple[int, ...], int, int]:
     """(weight shape, parameters, bytes); attention's shape is its stacked q/k/v weight."""
+    shape: tuple[int, ...]
     if isinstance(m, nn.MultiheadAttention):
         shape = (sum(w.shape[0] for w in _attention_weights(m)), m.embed_dim)
     elif isinstance(m, PrunedMultiheadAttention):
