@@ -644,7 +644,7 @@ def test_bad_arguments_are_refused_with_the_value() -> None:
         prune_channels(model, 0.5, example_inputs=x, ignore=nn.Linear(2, 2))
     with pytest.raises(ValueError, match="example_inputs do not fit"):
         prune_channels(model, 0.5, example_inputs=torch.randn(2, 15))
-    with pytest.raises(ValueError, match="example_inputs has 2 tensors"):
+    with pytest.raises(ValueError, match=r"example_inputs has 2 tensors but .* takes 1 to 1"):
         prune_channels(model, 0.5, example_inputs=(x, x))
     with pytest.raises(TypeError, match="example_inputs"):
         prune_channels(model, 0.5, example_inputs=[[1.0]])  # type: ignore[list-item]
@@ -664,3 +664,99 @@ def test_untraceable_model_forward_names_the_fx_failure() -> None:
 
     with pytest.raises(TraceFailedError, match=r"torch.fx could not trace Branchy.forward.*"):
         prune_channels(Branchy(), 0.5, example_inputs=torch.randn(2, 4))
+
+
+# --- more graph shapes ------------------------------------------------------------------------
+
+
+def test_patch_embedding_transpose_into_linear_prunes_conv_channels() -> None:
+    class PatchEmbed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.patch = nn.Conv2d(3, 16, 2, stride=2)
+            self.mlp = nn.Linear(16, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            tokens = self.patch(x).flatten(2).transpose(1, 2)  # (N, L, C)
+            return self.mlp(torch.relu(tokens))
+
+    model = _integer_weights(PatchEmbed())
+    x = torch.randint(-2, 3, (2, 3, 4, 4)).double()
+    pruned, report = prune_channels(model, 0.5, example_inputs=x)
+    assert pruned.patch.out_channels == 8
+    assert _rows(report)["mlp"].kept_in == _rows(report)["patch"].kept_out
+    assert torch.equal(_run(pruned, x), _run(_masked(model, report), x))
+
+
+def test_a_module_called_twice_is_pruned_alike_for_both_calls() -> None:
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1 = nn.Linear(8, 8)
+            self.shared = nn.Linear(8, 16)
+            self.fc2 = nn.Linear(16, 8)
+            self.out = nn.Linear(16, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a = torch.relu(self.shared(x))
+            b = torch.relu(self.shared(torch.relu(self.fc1(x)) + x))
+            return self.out(a + b)
+
+    model = _integer_weights(Twice())
+    x = torch.randint(-2, 3, (3, 8)).double()
+    pruned, report = prune_channels(model, 0.5, example_inputs=x)
+    assert pruned.shared.out_features == 8
+    assert pruned.shared.in_features == 8  # its input is tied to the model's input
+    assert "does not track" in _skipped(report)["fc1"]
+    assert torch.equal(_run(pruned, x), _run(_masked(model, report), x))
+
+
+def test_tied_weights_are_not_pruned() -> None:
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mlp = _mlp()
+            self.twin = nn.Linear(16, 32)
+            self.twin.weight = self.mlp[0].weight
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.mlp(x) + self.twin(x).sum(-1, keepdim=True)
+
+    pruned, report = prune_channels(Tied(), 0.5, example_inputs=torch.randn(2, 16))
+    assert pruned.mlp[0].out_features == 32
+    assert "tied" in _skipped(report)["mlp.0"]
+    assert pruned.mlp[2].out_features == 12
+
+
+def test_transformer_encoder_stack_prunes_each_layers_feed_forward() -> None:
+    torch.manual_seed(0)
+
+    class Stack(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+            self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.encoder(x)
+
+    model = Stack().eval()
+    x = torch.randn(2, 5, 16)
+    pruned, report = prune_channels(model, 0.5, example_inputs=x)
+    assert [lay.linear1.out_features for lay in pruned.encoder.layers] == [16, 16]
+    assert {"encoder.layers.0.self_attn", "encoder.layers.1.self_attn"} <= set(_skipped(report))
+    torch.testing.assert_close(pruned(x), _masked(model, report)(x), rtol=1e-5, atol=1e-5)
+
+
+def test_forward_with_default_arguments_takes_fewer_example_inputs() -> None:
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1 = nn.Linear(4, 8)
+            self.fc2 = nn.Linear(8, 2)
+
+        def forward(self, x: torch.Tensor, scale: float = 2.0) -> torch.Tensor:
+            return self.fc2(torch.relu(self.fc1(x))) * scale
+
+    pruned, _ = prune_channels(Scaled(), 0.5, example_inputs=torch.randn(3, 4))
+    assert pruned.fc1.out_features == 4

@@ -423,11 +423,12 @@ def analyze(
     """Trace ``model``, propagate shapes on ``example_inputs`` and find its channel classes."""
     gm, opaque = trace(model, forced_leaves, extra_leaf_types)
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    if len(placeholders) != len(example_inputs):
+    required = [n for n in placeholders if not n.args]  # a placeholder's args hold its default
+    if not len(required) <= len(example_inputs) <= len(placeholders):
         raise ValueError(
             f"example_inputs has {len(example_inputs)} tensors but "
-            f"{type(model).__name__}.forward takes {len(placeholders)} inputs "
-            f"({', '.join(n.target for n in placeholders)})"
+            f"{type(model).__name__}.forward takes {len(required)} to {len(placeholders)} "
+            f"inputs ({', '.join(n.target for n in placeholders)})"
         )
     propagate_shapes(gm, example_inputs)
     walk = _Walk(modules=dict(model.named_modules()))
@@ -789,8 +790,6 @@ def _getitem(walk: _Walk, node: fx.Node, source: Any) -> None:
     if isinstance(source, _AttentionOutput):
         walk.env[node] = None  # MHA's output keeps embed_dim; its weights were checked
     elif isinstance(source, _ShapeOf):
-        ndim = len(source.source.elems.shape) and None
-        del ndim
         if isinstance(index, int) and _index_is_not_channel(index, source):
             walk.env[node] = None
         else:
@@ -835,7 +834,7 @@ def _binary(walk: _Walk, node: fx.Node) -> None:
             walk.unknown(node, f"feeds {_describe(node)}")
             return
     dims = {c.dim for c in placed}
-    if len(dims) > 1:
+    if not placed or len(dims) > 1:
         walk.unknown(node, f"is combined by {_describe(node)} along different dims")
         return
     result = placed[0]
