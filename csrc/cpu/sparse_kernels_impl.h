@@ -189,6 +189,10 @@ struct SparseKernels {
     template <FloatType DT, int P>
     GREENAI_TARGET static void norms_t(const NormArgs& a, std::int64_t c0, std::int64_t c1) {
         const std::int64_t inner = a.inner, stride = a.channels * inner;
+        if (inner == 0 || a.outer == 0) {  // empty channels: norm 0
+            std::fill(a.out + c0, a.out + c1, 0.0f);
+            return;
+        }
         if (inner >= kRunMin) {
             for (std::int64_t c = c0; c < c1; ++c) {
                 double s = 0.0;

@@ -20,6 +20,7 @@ give empty results.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -209,7 +210,7 @@ def _(
     x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
     n = _linear_checks(x, values, meta, bias)
-    x2 = x.reshape(-1, x.shape[-1]).contiguous()
+    x2 = x.reshape(math.prod(x.shape[:-1]), x.shape[-1]).contiguous()
     return _native_sparse.linear_2to4(x2, values, meta, bias).reshape(*x.shape[:-1], n)
 
 
@@ -229,7 +230,8 @@ def _linear_backward(ctx: Any, grad_y: torch.Tensor) -> tuple[torch.Tensor | Non
     if ctx.needs_input_grad[0]:
         grad_x = grad_y.to(values.dtype) @ torch.ops.greenai.decompress_2to4(values, meta)
     if ctx.has_bias and ctx.needs_input_grad[3]:
-        grad_bias = grad_y.reshape(-1, grad_y.shape[-1]).sum(0).to(ctx.bias_dtype)
+        grad_bias = grad_y.reshape(math.prod(grad_y.shape[:-1]), grad_y.shape[-1]).sum(0)
+        grad_bias = grad_bias.to(ctx.bias_dtype)
     return grad_x, None, None, grad_bias
 
 
