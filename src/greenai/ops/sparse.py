@@ -255,6 +255,7 @@ def channel_norms(w: torch.Tensor, p: int = 2, dim: int = 0) -> torch.Tensor:
         overflows or underflows; the result rounds once to float32 (a norm beyond its range
         is Inf). A NaN in a channel makes that channel's norm NaN, an Inf makes it Inf.
     """
+    _check.float_tensor("w", w)
     out: torch.Tensor = torch.ops.greenai.channel_norms(w, p, dim)
     return out
 
@@ -298,6 +299,7 @@ def mask_2to4(w: torch.Tensor) -> torch.Tensor:
     number (``torch.topk``'s order), so a NaN is kept rather than silently dropped and shows
     up in the pruned weight. ``w * mask`` is the pruned weight.
     """
+    _check.float_tensor("w", w)
     out: torch.Tensor = torch.ops.greenai.mask_2to4(w)
     return out
 
@@ -311,6 +313,7 @@ def compress_2to4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     zero high nibble after an odd last group. Together they take 56 % of a float32 weight's
     bytes (``0.5 + 1 / 32``), 62.5 % of a 16-bit one's.
     """
+    _check.float_tensor("w", w)
     values, meta = torch.ops.greenai.compress_2to4(w)
     return values, meta
 
@@ -318,6 +321,7 @@ def compress_2to4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def decompress_2to4(values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
     """The dense ``(N, K)`` weight of ``compress_2to4``'s output, zeros where pruned (equal to
     ``w * mask_2to4(w)``, signed zeros included)."""
+    _packed_checks(values, meta)
     out: torch.Tensor = torch.ops.greenai.decompress_2to4(values, meta)
     return out
 
@@ -335,6 +339,8 @@ def linear_2to4(
         values, meta: the weight, as :func:`compress_2to4` returns it (frozen under autograd).
         bias: optional ``(N,)`` float tensor; gradients flow to it and to ``x``.
     """
+    _check.float_tensor("x", x)
+    _packed_checks(values, meta)
     y: torch.Tensor = torch.ops.greenai.linear_2to4(x, values, meta, bias)
     return y
 
