@@ -333,7 +333,7 @@ def linear_2to4(
 
     Args:
         x: ``(..., K)`` of ``values``' dtype; the result is ``(..., N)`` in that dtype,
-            accumulated in float32. Batches (leading dims flattened) of up to 16 rows run a
+            accumulated in float32. Batches (leading dims flattened) of up to 12 rows run a
             direct kernel that gathers the two x values of each group by the meta and reads W
             once per 8 rows; larger ones decompress W a tile at a time into torch's matmul.
         values, meta: the weight, as :func:`compress_2to4` returns it (frozen under autograd).
