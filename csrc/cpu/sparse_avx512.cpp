@@ -11,10 +11,12 @@
 
 #ifdef GREENAI_X86_KERNELS
 
-// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized on their own _mm512_undefined_*()
-// placeholders (GCC bug 105593); the warning says nothing about this file.
+// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized and -Wuninitialized (inside
+// _mm512_reduce_add_ps) on their own _mm*_undefined_*() placeholders (GCC bug 105593); the
+// warnings say nothing about this file.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #include <immintrin.h>
 
