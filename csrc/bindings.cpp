@@ -10,12 +10,15 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 
 #include "cpu/memory.h"
 #include "cpu/quant.h"
+#include "cpu/sparse.h"
 #include "cuda/quant.h"
 #include "cuda/runtime.h"
+#include "cuda/sparse.h"
 
 namespace py = pybind11;
 
@@ -187,6 +190,115 @@ void quantized_linear_cpu(const py::object& x, int dtype, std::int64_t m, std::i
     greenai::cpu::quantized_linear(a, threads);
 }
 
+// --- CPU sparsity kernels (formats: src/greenai/ops/sparse_reference.py) -----------------------
+
+// The product of non-negative extents, or ValueError (negative, or past int64).
+std::int64_t extent_product(std::initializer_list<std::int64_t> extents, const char* what) {
+    std::int64_t total = 1;
+    for (const std::int64_t e : extents) {
+        if (e < 0 || __builtin_mul_overflow(total, e, &total)) {
+            throw py::value_error(std::string(what) + " must be non-negative and their product must fit in int64");
+        }
+    }
+    return total;
+}
+
+// n * k of a 2:4 weight, after checking k % 4 == 0.
+std::int64_t check_2to4(std::int64_t n, std::int64_t k) {
+    const std::int64_t total = extent_product({n, k}, "n and k");
+    if (k % 4 != 0) {
+        throw py::value_error("k must be a multiple of 4 for 2:4 sparsity, not " + std::to_string(k));
+    }
+    return total;
+}
+
+void channel_norms_cpu(const py::object& w, int dtype, std::int64_t outer, std::int64_t channels, std::int64_t inner,
+                       int p, const py::object& out, int threads) {
+    using namespace greenai::cpu;
+    if (p != 1 && p != 2) {
+        throw py::value_error("p must be 1 or 2, not " + std::to_string(p));
+    }
+    NormArgs a{};
+    a.dtype = float_type(dtype, "dtype");
+    a.w = checked_buffer(w, "w", extent_product({outer, channels, inner}, "outer, channels and inner"),
+                         float_size(a.dtype), false);
+    a.outer = outer;
+    a.channels = channels;
+    a.inner = inner;
+    a.p = p;
+    a.out = static_cast<float*>(checked_buffer(out, "out", channels, 4, true));
+    check_threads(threads);
+    py::gil_scoped_release release;
+    channel_norms(a, threads);
+}
+
+void mask_2to4_cpu(const py::object& w, int dtype, std::int64_t n, std::int64_t k, const py::object& mask,
+                   int threads) {
+    using namespace greenai::cpu;
+    const std::int64_t count = check_2to4(n, k);
+    Sparse24Args a{};
+    a.dtype = float_type(dtype, "dtype");
+    a.dense = checked_buffer(w, "w", count, float_size(a.dtype), false);
+    a.n = n;
+    a.k = k;
+    a.mask = static_cast<std::uint8_t*>(checked_buffer(mask, "mask", count, 1, true));
+    check_threads(threads);
+    py::gil_scoped_release release;
+    mask_2to4(a, threads);
+}
+
+void compress_2to4_cpu(const py::object& w, int dtype, std::int64_t n, std::int64_t k, const py::object& values,
+                       const py::object& meta, int threads) {
+    using namespace greenai::cpu;
+    const std::int64_t count = check_2to4(n, k);
+    Sparse24Args a{};
+    a.dtype = float_type(dtype, "dtype");
+    a.dense = checked_buffer(w, "w", count, float_size(a.dtype), false);
+    a.n = n;
+    a.k = k;
+    a.values = checked_buffer(values, "values", count / 2, float_size(a.dtype), true);
+    a.meta = static_cast<std::uint8_t*>(checked_buffer(meta, "meta", n * ((k + 7) / 8), 1, true));
+    check_threads(threads);
+    py::gil_scoped_release release;
+    compress_2to4(a, threads);
+}
+
+void decompress_2to4_cpu(const py::object& values, const py::object& meta, int dtype, std::int64_t n,
+                         std::int64_t k, const py::object& out, int threads) {
+    using namespace greenai::cpu;
+    const std::int64_t count = check_2to4(n, k);
+    Sparse24Args a{};
+    a.dtype = float_type(dtype, "dtype");
+    a.values = checked_buffer(values, "values", count / 2, float_size(a.dtype), false);
+    a.meta = static_cast<std::uint8_t*>(checked_buffer(meta, "meta", n * ((k + 7) / 8), 1, false));
+    a.n = n;
+    a.k = k;
+    a.dense = checked_buffer(out, "out", count, float_size(a.dtype), true);
+    check_threads(threads);
+    py::gil_scoped_release release;
+    decompress_2to4(a, threads);
+}
+
+void linear_2to4_cpu(const py::object& x, int dtype, std::int64_t m, std::int64_t k, const py::object& values,
+                     const py::object& meta, const py::object& bias, std::int64_t n, const py::object& y,
+                     int threads) {
+    using namespace greenai::cpu;
+    const std::int64_t weights = check_2to4(n, k);
+    Linear24Args a{};
+    a.dtype = float_type(dtype, "dtype");
+    a.x = checked_buffer(x, "x", extent_product({m, k}, "m and k"), float_size(a.dtype), false);
+    a.m = m;
+    a.k = k;
+    a.values = checked_buffer(values, "values", weights / 2, float_size(a.dtype), false);
+    a.meta = static_cast<const std::uint8_t*>(checked_buffer(meta, "meta", n * ((k + 7) / 8), 1, false));
+    a.bias = bias.is_none() ? nullptr : static_cast<const float*>(checked_buffer(bias, "bias", n, 4, false));
+    a.n = n;
+    a.y = checked_buffer(y, "y", extent_product({m, n}, "m and n"), float_size(a.dtype), true);
+    check_threads(threads);
+    py::gil_scoped_release release;
+    linear_2to4(a, threads);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -236,6 +348,40 @@ PYBIND11_MODULE(_C, m) {
           py::arg("k"), py::arg("q"), py::arg("scale"), py::arg("zero_point"), py::arg("bias"), py::arg("n"),
           py::arg("bits"), py::arg("group"), py::arg("y"), py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
           "quantized_linear_cpu's CUDA twin on `stream` (tuned for m <= 8).");
+    // --- sparsity kernels (formats: src/greenai/ops/sparse_reference.py) ---
+    m.def("channel_norms_cpu", &channel_norms_cpu, py::arg("w"), py::arg("dtype"), py::arg("outer"),
+          py::arg("channels"), py::arg("inner"), py::arg("p"), py::arg("out"), py::arg("threads"),
+          "out (channels,) float32 = p-norm (p 1 or 2) of each channel of w viewed as (outer, channels, inner);\n"
+          "float64 accumulation, NaN propagates.");
+    m.def("mask_2to4_cpu", &mask_2to4_cpu, py::arg("w"), py::arg("dtype"), py::arg("n"), py::arg("k"),
+          py::arg("mask"), py::arg("threads"),
+          "mask (n, k) bool: the 2 largest |w| of every 4 along k (ties to the lower index, NaN largest).");
+    m.def("compress_2to4_cpu", &compress_2to4_cpu, py::arg("w"), py::arg("dtype"), py::arg("n"), py::arg("k"),
+          py::arg("values"), py::arg("meta"), py::arg("threads"),
+          "values (n, k / 2) and meta uint8 (n, ceil(k / 8)) of the 2:4 pattern of w (n, k).");
+    m.def("decompress_2to4_cpu", &decompress_2to4_cpu, py::arg("values"), py::arg("meta"), py::arg("dtype"),
+          py::arg("n"), py::arg("k"), py::arg("out"), py::arg("threads"),
+          "out (n, k): the dense weight of (values, meta), zeros where pruned.");
+    m.def("linear_2to4_cpu", &linear_2to4_cpu, py::arg("x"), py::arg("dtype"), py::arg("m"), py::arg("k"),
+          py::arg("values"), py::arg("meta"), py::arg("bias"), py::arg("n"), py::arg("y"), py::arg("threads"),
+          "y (m, n) = x (m, k) W^T + bias, W = (values, meta) of x's dtype; float32 accumulation,\n"
+          "bias float32 or None.");
+    m.def("channel_norms_cuda", &greenai::cuda::channel_norms, py::arg("w"), py::arg("dtype"), py::arg("outer"),
+          py::arg("channels"), py::arg("inner"), py::arg("p"), py::arg("out"), py::arg("stream"),
+          py::call_guard<py::gil_scoped_release>(), "channel_norms_cpu's CUDA twin on `stream`.");
+    m.def("mask_2to4_cuda", &greenai::cuda::mask_2to4, py::arg("w"), py::arg("dtype"), py::arg("n"), py::arg("k"),
+          py::arg("mask"), py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
+          "mask_2to4_cpu's CUDA twin on `stream`.");
+    m.def("compress_2to4_cuda", &greenai::cuda::compress_2to4, py::arg("w"), py::arg("dtype"), py::arg("n"),
+          py::arg("k"), py::arg("values"), py::arg("meta"), py::arg("stream"),
+          py::call_guard<py::gil_scoped_release>(), "compress_2to4_cpu's CUDA twin on `stream`.");
+    m.def("decompress_2to4_cuda", &greenai::cuda::decompress_2to4, py::arg("values"), py::arg("meta"),
+          py::arg("dtype"), py::arg("n"), py::arg("k"), py::arg("out"), py::arg("stream"),
+          py::call_guard<py::gil_scoped_release>(), "decompress_2to4_cpu's CUDA twin on `stream`.");
+    m.def("linear_2to4_cuda", &greenai::cuda::linear_2to4, py::arg("x"), py::arg("dtype"), py::arg("m"),
+          py::arg("k"), py::arg("values"), py::arg("meta"), py::arg("bias"), py::arg("n"), py::arg("y"),
+          py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
+          "linear_2to4_cpu's CUDA twin on `stream` (one warp per output: for small m).");
     m.def("advise_huge_pages", &greenai::cpu::advise_huge_pages, py::arg("address"), py::arg("bytes"),
           "Ask Linux for transparent huge pages on the 2 MiB-aligned part of a fresh CPU buffer\n"
           "(madvise MADV_HUGEPAGE); False where that does not apply. Never changes its contents.");

@@ -142,6 +142,72 @@ def quantized_linear_cuda(
 ) -> None:
     """``quantized_linear_cpu`` on CUDA (tuned for ``m <= 8``)."""
 
+# --- sparsity kernels (formats: greenai.ops.sparse_reference) ---
+
+def channel_norms_cpu(
+    w: Any, dtype: int, outer: int, channels: int, inner: int, p: int, out: Any, threads: int
+) -> None:
+    """``out`` (channels,) float32 = p-norm of each channel of w as (outer, channels, inner)."""
+
+def mask_2to4_cpu(w: Any, dtype: int, n: int, k: int, mask: Any, threads: int) -> None:
+    """``mask`` (n, k) bool: the 2 largest ``|w|`` of every 4 along k."""
+
+def compress_2to4_cpu(
+    w: Any, dtype: int, n: int, k: int, values: Any, meta: Any, threads: int
+) -> None:
+    """``values`` (n, k / 2) and ``meta`` uint8 (n, ceil(k / 8)) of w's 2:4 pattern."""
+
+def decompress_2to4_cpu(
+    values: Any, meta: Any, dtype: int, n: int, k: int, out: Any, threads: int
+) -> None:
+    """``out`` (n, k): the dense weight of (values, meta)."""
+
+def linear_2to4_cpu(
+    x: Any,
+    dtype: int,
+    m: int,
+    k: int,
+    values: Any,
+    meta: Any,
+    bias: Any | None,
+    n: int,
+    y: Any,
+    threads: int,
+) -> None:
+    """``y = x @ W.T + bias`` with W 2:4-compressed; float32 accumulation."""
+
+def channel_norms_cuda(
+    w: int, dtype: int, outer: int, channels: int, inner: int, p: int, out: int, stream: int
+) -> None:
+    """``channel_norms_cpu`` on CUDA."""
+
+def mask_2to4_cuda(w: int, dtype: int, n: int, k: int, mask: int, stream: int) -> None:
+    """``mask_2to4_cpu`` on CUDA."""
+
+def compress_2to4_cuda(
+    w: int, dtype: int, n: int, k: int, values: int, meta: int, stream: int
+) -> None:
+    """``compress_2to4_cpu`` on CUDA."""
+
+def decompress_2to4_cuda(
+    values: int, meta: int, dtype: int, n: int, k: int, out: int, stream: int
+) -> None:
+    """``decompress_2to4_cpu`` on CUDA."""
+
+def linear_2to4_cuda(
+    x: int,
+    dtype: int,
+    m: int,
+    k: int,
+    values: int,
+    meta: int,
+    bias: int,
+    n: int,
+    y: int,
+    stream: int,
+) -> None:
+    """``linear_2to4_cpu`` on CUDA (one warp per output element: small m)."""
+
 def advise_huge_pages(address: int, bytes: int) -> bool:
     """Ask Linux for transparent huge pages on a fresh CPU buffer; False where not applied."""
 

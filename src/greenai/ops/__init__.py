@@ -24,6 +24,12 @@ Formats (weights are ``(N, K)`` = ``(out_features, in_features)``):
 
 Non-contiguous ``w`` and ``x`` are copied to contiguous memory first; the packed ``q``,
 ``scale`` and ``zero_point`` must be contiguous.
+
+Structured pruning and 2:4 sparsity (:mod:`greenai.ops.sparse`, formats in
+:mod:`greenai.ops.sparse_reference`): ``channel_norms`` and ``group_norms`` (channel
+importance), ``mask_2to4``, ``compress_2to4`` / ``decompress_2to4`` (values plus 2-bit
+positions) and ``linear_2to4`` (a matmul on the compressed weight), and ``compact`` (keep
+the given slices of a pruned layer's tensors).
 """
 
 from __future__ import annotations
@@ -33,8 +39,29 @@ from typing import Any
 import torch
 
 from greenai.ops import _check, _native, reference
+from greenai.ops.sparse import (
+    channel_norms,
+    compact,
+    compress_2to4,
+    decompress_2to4,
+    group_norms,
+    linear_2to4,
+    mask_2to4,
+)
 
-__all__ = ["dequantize", "quantize", "quantized_linear", "reference"]
+__all__ = [
+    "channel_norms",
+    "compact",
+    "compress_2to4",
+    "decompress_2to4",
+    "dequantize",
+    "group_norms",
+    "linear_2to4",
+    "mask_2to4",
+    "quantize",
+    "quantized_linear",
+    "reference",
+]
 
 _INT4_DEFAULT_GROUPS = (128, 64, 32)
 """int4's group size when none is given: the first of these that divides in_features."""

@@ -54,7 +54,7 @@ _BUILT_WITH_CUDA = _C.build_info()["cuda"]
 def _need_cuda_build() -> None:
     if not _BUILT_WITH_CUDA:
         raise RuntimeError(
-            "greenai._C was built without CUDA, so greenai's quantization ops cannot run on CUDA "
+            "greenai._C was built without CUDA, so greenai's native ops cannot run on CUDA "
             "tensors; reinstall greenai with nvcc on PATH (GREENAI_CUDA=ON makes a missing "
             "nvcc an error)"
         )

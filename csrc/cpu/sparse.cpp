@@ -1,0 +1,94 @@
+// Dispatch of the sparsity kernels: the instruction set quant.cpp chose (one switch for both
+// kernel families, so _C.set_cpu_isa covers these too), work split across the thread pool,
+// float32 staging of half-precision activations for the matmul.
+#include "cpu/sparse.h"
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "cpu/floatconv.h"
+#include "cpu/sparse_kernels.h"
+#include "cpu/thread_pool.h"
+
+namespace greenai::cpu {
+namespace {
+
+const SparseKernelTable& sparse_kernels() {
+    const std::string isa = current_isa();
+#ifdef GREENAI_X86_KERNELS
+    for (const SparseKernelTable* t : {&kAvx512Sparse, &kAvx2Sparse}) {
+        if (isa == t->name) {
+            return *t;
+        }
+    }
+#endif
+    return kGenericSparse;
+}
+
+// Items per task so that each task reads at least about 64 KiB.
+std::int64_t grain(std::int64_t item_bytes) {
+    return std::max<std::int64_t>(1, (64 * 1024) / std::max<std::int64_t>(item_bytes, 1));
+}
+
+std::int64_t element_size(FloatType t) { return t == FloatType::f32 ? 4 : 2; }
+
+}  // namespace
+
+void channel_norms(const NormArgs& args, int threads) {
+    const SparseKernelTable& k = sparse_kernels();
+    parallel_for(args.channels, grain(args.outer * args.inner * element_size(args.dtype)), threads,
+                 [&](std::int64_t c0, std::int64_t c1) { k.norms(args, c0, c1); });
+}
+
+void mask_2to4(const Sparse24Args& args, int threads) {
+    const SparseKernelTable& k = sparse_kernels();
+    parallel_for(args.n, grain(args.k * element_size(args.dtype)), threads,
+                 [&](std::int64_t r0, std::int64_t r1) { k.mask_rows(args, r0, r1); });
+}
+
+void compress_2to4(const Sparse24Args& args, int threads) {
+    const SparseKernelTable& k = sparse_kernels();
+    parallel_for(args.n, grain(args.k * element_size(args.dtype)), threads,
+                 [&](std::int64_t r0, std::int64_t r1) { k.compress_rows(args, r0, r1); });
+}
+
+void decompress_2to4(const Sparse24Args& args, int threads) {
+    const SparseKernelTable& k = sparse_kernels();
+    parallel_for(args.n, grain(args.k * element_size(args.dtype)), threads,
+                 [&](std::int64_t r0, std::int64_t r1) { k.decompress_rows(args, r0, r1); });
+}
+
+void linear_2to4(const Linear24Args& args, int threads) {
+    const SparseKernelTable& k = sparse_kernels();
+    const std::int64_t m = args.m, n = args.n, kk = args.k;
+    if (m == 0 || n == 0) {
+        return;
+    }
+    std::vector<float> x_staged, y_staged;
+    const float* x32 = static_cast<const float*>(args.x);
+    float* y32 = static_cast<float*>(args.y);
+    if (args.dtype != FloatType::f32) {
+        x_staged.resize(static_cast<std::size_t>(m * kk));
+        const auto* x16 = static_cast<const std::uint16_t*>(args.x);
+        for (std::int64_t i = 0; i < m * kk; ++i) {
+            x_staged[static_cast<std::size_t>(i)] =
+                args.dtype == FloatType::f16 ? f16_to_float(x16[i]) : bf16_to_float(x16[i]);
+        }
+        x32 = x_staged.data();
+        y_staged.resize(static_cast<std::size_t>(m * n));
+        y32 = y_staged.data();
+    }
+    const std::int64_t row_bytes = kk / 2 * element_size(args.dtype) + (kk + 7) / 8;
+    parallel_for(n, grain(row_bytes), threads,
+                 [&](std::int64_t n0, std::int64_t n1) { k.linear_rows(args, x32, y32, n0, n1); });
+    if (args.dtype != FloatType::f32) {
+        auto* y16 = static_cast<std::uint16_t*>(args.y);
+        for (std::int64_t i = 0; i < m * n; ++i) {
+            const float v = y_staged[static_cast<std::size_t>(i)];
+            y16[i] = args.dtype == FloatType::f16 ? float_to_f16(v) : float_to_bf16(v);
+        }
+    }
+}
+
+}  // namespace greenai::cpu
