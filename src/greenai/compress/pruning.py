@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from greenai import ops
 from greenai.compress import _graph
 from greenai.compress._attention import PrunedMultiheadAttention
 from greenai.compress._macs import count_macs
@@ -190,14 +191,15 @@ def _shape_text(shape: tuple[int, ...]) -> str:
 def _channel_scores(weight: torch.Tensor, dim: int, p: int) -> torch.Tensor:
     """float32 p-norm of each slice of ``weight`` along ``dim`` (0: rows, 1: columns).
 
-    The one place norms are computed, so it can become ``greenai.ops.channel_norms``.
+    The native ``greenai.ops.channel_norms`` for the dtypes it takes; torch's norm for the
+    others (float64), which that kernel does not handle.
     """
-    w = weight.detach().float()
+    w = weight.detach()
+    if w.dtype in (torch.float32, torch.float16, torch.bfloat16):
+        return ops.channel_norms(w, p=p, dim=dim)
     others = [d for d in range(w.dim()) if d != dim]
-    if not others:
-        return w.abs()
-    norms: torch.Tensor = torch.linalg.vector_norm(w, ord=p, dim=others)
-    return norms
+    norms: torch.Tensor = torch.linalg.vector_norm(w, ord=p, dim=others) if others else w.abs()
+    return norms.float()
 
 
 def _powered(weight: torch.Tensor, dim: int, p: int) -> np.ndarray[Any, np.dtype[np.float64]]:
