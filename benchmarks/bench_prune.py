@@ -9,13 +9,31 @@ Two models, each pruned by ``greenai.compress.prune_channels`` and by Torch-Prun
   one sequence of 128 tokens (64 with ``--quick``). Its residual stream reaches the output
   through LayerNorm, so greenai prunes heads and the FFN's hidden units only.
 
-For each variant it prints the MACs ratio (before / after, counted by Torch-Pruning's
-counter for both, so the two pruners are compared alike), the measured latency ratio
-(median per forward, variants interleaved, same process, warmed up), their quotient (goal
->= 0.8: the speedup is at least 0.8 of the MACs ratio), the energy per inference
-``greenai.track`` measures (ratio to the unpruned model), whether the output shapes are
-unchanged, and the time each pruner took (after one untimed warm-up call). Nothing is
-asserted or written to disk.
+Each model (the dense original and every pruned one) is timed in up to three forms, and
+every form of a pruned model is compared with the SAME form of the dense original:
+
+- ``eager``: the model as the pruner returns it, in eval mode: BatchNorm a separate module
+  (one more pass over every activation), contiguous (NCHW) memory format;
+- ``BN-folded``: ``torch.fx.experimental.optimization.fuse`` folds each BatchNorm into the
+  conv before it (how the model would be deployed for inference), NCHW;
+- ``BN-folded+CL``: BN-folded, weights and input in ``torch.channels_last`` (NHWC).
+
+The transformer block has no BatchNorm and no 4-D activations, so it has the ``eager`` form
+only. All forms of all variants of one model are timed in one interleaved session.
+
+For each variant and form it prints the MACs ratio (before / after, counted by
+Torch-Pruning's counter on the eager model for every form, so the two pruners and the forms
+are compared alike; folding adds a bias, which the count leaves out), the measured latency
+ratio to the same form of the dense model (median per forward over ``--rounds`` rounds of
+several forwards each, all variants and forms interleaved with the order reversed every
+other round, same process, two warm-up forwards each, under ``torch.inference_mode``), their
+quotient (goal >= 0.8: the speedup is at least 0.8 of the MACs ratio), the speedup over the
+eager dense model (what deployment plus pruning gains together), the energy per inference
+``greenai.track`` measures (ratio to the same form of the dense model), whether the output
+shapes are unchanged, the largest absolute difference of a deployed form's output from the
+eager form's, and the time each pruner took (after one untimed warm-up call). The torch
+thread count (``--threads``; torch's default otherwise) is printed with every table: on a
+2-core machine 1 and 2 threads give different ratios. Nothing is asserted or written to disk.
 
 Run: ``python benchmarks/bench_prune.py`` (a few minutes on 2 cores; ``--quick`` for a
 smoke run).
@@ -35,6 +53,7 @@ from dataclasses import dataclass
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch.fx.experimental.optimization import fuse
 
 import greenai
 import greenai.compress
@@ -144,6 +163,7 @@ PRUNERS: dict[str, Callable[[nn.Module, torch.Tensor, float], nn.Module]] = {
 @dataclass
 class Row:
     model: str
+    form: str
     variant: str
     amount: float
     macs: float
@@ -151,6 +171,31 @@ class Row:
     joules: float = 0.0
     prune_s: float = 0.0
     same_shape: bool = True
+    max_diff: float = 0.0
+
+
+@dataclass(frozen=True)
+class Form:
+    """How a model is prepared for timing: ``model_fn`` on the eval model, ``input_fn`` on x."""
+
+    model_fn: Callable[[nn.Module], nn.Module]
+    input_fn: Callable[[torch.Tensor], torch.Tensor]
+
+
+def _same(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+def _channels_last(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+EAGER = {"eager": Form(lambda m: m, _same)}
+CNN_FORMS = {
+    **EAGER,
+    "BN-folded": Form(fuse, _same),
+    "BN-folded+CL": Form(lambda m: fuse(m).to(memory_format=torch.channels_last), _channels_last),
+}
 
 
 def macs_of(model: nn.Module, x: torch.Tensor) -> float:
@@ -161,7 +206,7 @@ def macs_of(model: nn.Module, x: torch.Tensor) -> float:
 
 
 def energy_per_forward(
-    variants: dict[str, nn.Module], x: torch.Tensor, forwards: int, rounds: int
+    variants: dict[str, tuple[nn.Module, torch.Tensor]], forwards: int, rounds: int
 ) -> dict[str, float]:
     """Median joules per forward over ``rounds`` tracked runs of ``forwards`` forwards each,
     variants interleaved (order reversed every other round)."""
@@ -169,7 +214,7 @@ def energy_per_forward(
     names = list(variants)
     for r in range(rounds):
         for name in names if r % 2 == 0 else reversed(names):
-            model = variants[name]
+            model, x = variants[name]
             with greenai.track(
                 f"{name} x{forwards}", country="USA", history=False, synchronize=False
             ) as run:
@@ -180,13 +225,20 @@ def energy_per_forward(
 
 
 def bench_model(
-    label: str, model: nn.Module, x: torch.Tensor, rounds: int, inner: int, forwards: int
-) -> list[Row]:
+    label: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    rounds: int,
+    inner: int,
+    forwards: int,
+    forms: dict[str, Form],
+) -> list[list[Row]]:
+    """One list of rows per form, each starting with the dense original in that form."""
     model.eval()
     with torch.inference_mode():
-        ref_shape = model(x).shape
-    rows = [Row(label, "original", 0.0, macs_of(model, x))]
-    variants: dict[str, nn.Module] = {"original": model}
+        ref = model(x)
+    base_rows = [Row(label, "eager", "original", 0.0, macs_of(model, x))]
+    models: dict[str, nn.Module] = {"original": model}
     for fn in PRUNERS.values():  # first calls pay for imports and caches: not timed
         fn(model, x, AMOUNTS[0])
     for amount in AMOUNTS:
@@ -195,42 +247,78 @@ def bench_model(
             pruned = fn(model, x, amount).eval()
             prune_s = time.perf_counter() - t0
             with torch.inference_mode():
-                same = pruned(x).shape == ref_shape
+                same = pruned(x).shape == ref.shape
             name = f"{pruner} {amount:.0%}"
-            variants[name] = pruned
-            rows.append(
-                Row(label, name, amount, macs_of(pruned, x), prune_s=prune_s, same_shape=same)
+            models[name] = pruned
+            base_rows.append(
+                Row(
+                    label,
+                    "eager",
+                    name,
+                    amount,
+                    macs_of(pruned, x),
+                    prune_s=prune_s,
+                    same_shape=same,
+                )
             )
+    # every form of every model, timed together; a deployed form's output is compared with
+    # the eager form's of the same model
+    calls: dict[str, Callable[[int], object]] = {}
+    deployed: dict[str, tuple[nn.Module, torch.Tensor]] = {}
+    table: list[list[Row]] = []
+    for form_name, form in forms.items():
+        rows = []
+        for row in base_rows:
+            m, xi = form.model_fn(copy.deepcopy(models[row.variant])).eval(), form.input_fn(x)
+            with torch.inference_mode():
+                eager_out, out = models[row.variant](x), m(xi)
+            rows.append(
+                Row(
+                    label,
+                    form_name,
+                    row.variant,
+                    row.amount,
+                    row.macs,
+                    prune_s=row.prune_s,
+                    same_shape=out.shape == ref.shape,
+                    max_diff=float((out - eager_out).abs().max()),
+                )
+            )
+            key = f"{form_name} {row.variant}"
+            deployed[key] = (m, xi)
+            calls[key] = lambda i, m=m, xi=xi: m(xi)
+        table.append(rows)
     with torch.inference_mode():
-        ms = time_interleaved(
-            {n: (lambda i, m=m: m(x)) for n, m in variants.items()},
-            rounds=rounds,
-            inner=inner,
-            warmup=2,
-        )
-        joules = energy_per_forward(variants, x, forwards, max(3, rounds // 4))
-    for row in rows:
-        row.ms, row.joules = ms[row.variant], joules[row.variant]
-    return rows
+        ms = time_interleaved(calls, rounds=rounds, inner=inner, warmup=2)
+        joules = energy_per_forward(deployed, forwards, max(3, rounds // 4))
+    for rows in table:
+        for row in rows:
+            key = f"{row.form} {row.variant}"
+            row.ms, row.joules = ms[key], joules[key]
+    return table
 
 
-def print_rows(rows: list[Row]) -> None:
+def print_rows(rows: list[Row], eager_ms: float) -> None:
+    """``rows[0]`` is the dense original in this form; ``eager_ms`` the dense eager model's."""
     base = rows[0]
     print(
-        f"\n{base.model}: {base.macs / 1e6:,.1f} MMACs, {base.ms:.2f} ms/forward, "
+        f"\n{base.model} -- form {base.form}, {torch.get_num_threads()} threads: "
+        f"dense {base.macs / 1e6:,.1f} MMACs, {base.ms:.2f} ms/forward, "
         f"{base.joules * 1e3:.2f} mJ/forward"
     )
     print(
         f"{'variant':<19} {'MMACs':>9} {'MACs x':>7} {'ms':>8} {'speed x':>8} "
-        f"{'speed/MACs':>10} {'mJ':>8} {'energy x':>9} {'shape':>6} {'prune s':>8}"
+        f"{'speed/MACs':>10} {'vs eager':>8} {'mJ':>8} {'energy x':>9} {'shape':>6} "
+        f"{'max|diff|':>9} {'prune s':>8}"
     )
     for r in rows:
         macs_x = base.macs / r.macs
         speed_x = base.ms / r.ms
         print(
             f"{r.variant:<19} {r.macs / 1e6:9.1f} {macs_x:7.2f} {r.ms:8.2f} {speed_x:8.2f} "
-            f"{speed_x / macs_x:10.2f} {r.joules * 1e3:8.2f} {base.joules / r.joules:9.2f} "
-            f"{'same' if r.same_shape else 'DIFF':>6} {r.prune_s:8.2f}"
+            f"{speed_x / macs_x:10.2f} {eager_ms / r.ms:8.2f} {r.joules * 1e3:8.2f} "
+            f"{base.joules / r.joules:9.2f} {'same' if r.same_shape else 'DIFF':>6} "
+            f"{r.max_diff:9.1e} {r.prune_s:8.2f}"
         )
 
 
@@ -263,6 +351,7 @@ def main() -> None:
             rounds,
             inner=3,
             forwards=10 if args.quick else 30,
+            forms=CNN_FORMS,
         ),
         bench_model(
             f"transformer block d=512, 1x{tokens} tokens",
@@ -271,14 +360,20 @@ def main() -> None:
             rounds,
             inner=5,
             forwards=20 if args.quick else 60,
+            forms=EAGER,
         ),
     ]
-    for rows in all_rows:
-        print_rows(rows)
+    for table in all_rows:
+        for rows in table:
+            print_rows(rows, eager_ms=table[0][0].ms)
     print(
-        "\nMACs x, speed x and energy x are the original's over the variant's; speed/MACs is "
-        "their quotient (goal >= 0.8). MACs by torch_pruning.utils.count_ops_and_params for "
-        "every variant."
+        "\nForms: eager = as pruned, eval, BatchNorm unfused, NCHW; BN-folded = "
+        "torch.fx.experimental.optimization.fuse (BatchNorm folded into the conv), NCHW; "
+        "BN-folded+CL = BN-folded in channels_last (NHWC), input too.\n"
+        "MACs x, speed x and energy x are the dense original's over the variant's, both in the "
+        "SAME form; speed/MACs is their quotient (goal >= 0.8); vs eager = the dense eager "
+        "model's ms over this row's. MACs by torch_pruning.utils.count_ops_and_params on the "
+        "eager model for every form. max|diff| = largest |output - eager output|."
     )
     print(f"load average after the run: {load_average()}")
 
