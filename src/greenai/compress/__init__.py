@@ -4,6 +4,9 @@
 (int8 or int4 weights, float activations) and reports what it did in a
 :class:`QuantizationReport`. :func:`prune_channels` removes whole channels (and attention
 heads), so layers become physically smaller, and reports it in a :class:`PruningReport`.
+:func:`sparsify_2to4` prunes ``nn.Linear`` weights to the 2:4 pattern and stores them
+compressed in :class:`SparseLinear2to4` (56 % of a float32 weight's bytes), reporting bytes,
+the share of each weight's energy kept and the output error in a :class:`SparsityReport`.
 Importing this package imports torch; ``import greenai`` does not.
 """
 
@@ -24,6 +27,12 @@ from greenai.compress.quantization import (
     SkippedLayer,
     quantize,
 )
+from greenai.compress.sparsity import (
+    SparseLinear2to4,
+    SparsifiedLayer,
+    SparsityReport,
+    sparsify_2to4,
+)
 
 __all__ = [
     "PrunedLayer",
@@ -34,7 +43,11 @@ __all__ = [
     "QuantizedLinear",
     "SkippedLayer",
     "SkippedModule",
+    "SparseLinear2to4",
+    "SparsifiedLayer",
+    "SparsityReport",
     "TraceFailedError",
     "prune_channels",
     "quantize",
+    "sparsify_2to4",
 ]

@@ -1,0 +1,445 @@
+"""2:4 semi-structured sparsity of a whole model: ``nn.Linear`` layers become
+:class:`SparseLinear2to4`.
+
+:func:`sparsify_2to4` walks a model, prunes each eligible ``nn.Linear`` weight to the 2:4
+pattern of :func:`greenai.ops.mask_2to4` (the 2 largest ``|w|`` of every 4 consecutive
+inputs), stores it compressed (:func:`greenai.ops.compress_2to4`: half the values plus 2-bit
+positions) in a :class:`SparseLinear2to4` that runs :func:`greenai.ops.linear_2to4`, and
+returns a :class:`SparsityReport`: what was replaced, what was left alone and why, the bytes
+saved, how much of each weight's energy the pattern kept and, given a sample input, how far
+the outputs moved.
+
+Which layers are eligible: the rules of :mod:`greenai.compress.quantization` (no forward
+override or patch, no parent that reads ``.weight`` directly such as
+``nn.MultiheadAttention``'s ``out_proj`` or ``nn.TransformerEncoderLayer``'s fast path, no
+hooks, a materialised float weight that is not tied), plus ``in_features`` a multiple of 4,
+since the pattern works on whole groups of 4. The checks are that module's, reused, so the
+two transforms never disagree on what is safe to replace.
+
+No fine-tuning happens here: the pattern is applied once, by magnitude. The report's
+``kept_energy`` tells how much that cost each layer before any retraining.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
+
+from greenai import ops
+from greenai.compress.quantization import (
+    _FLOAT_DTYPES,
+    _STR_MAX_ROWS,
+    ModuleFilter,
+    SkippedLayer,
+    _Candidate,
+    _candidates,
+    _ineligible,
+    _max_relative_error,
+    _model_bytes,
+    _names,
+    _run,
+    _select,
+    _skipped_by,
+    _tensors_bytes,
+    _tied_weights,
+)
+
+__all__ = [
+    "SparseLinear2to4",
+    "SparsifiedLayer",
+    "SparsityReport",
+    "sparsify_2to4",
+]
+
+logger = logging.getLogger(__name__)
+
+_GROUP = 4
+"""2:4 keeps 2 of every this many consecutive inputs."""
+
+
+# --- SparseLinear2to4 -----------------------------------------------------------------------
+
+
+class SparseLinear2to4(nn.Module):
+    """A linear layer whose weight is 2:4 sparse and held compressed.
+
+    Computes ``x @ W.T + bias`` with ``W`` the 2:4-pruned weight, by
+    :func:`greenai.ops.linear_2to4` on the compressed form (``W`` is never materialised in
+    :meth:`forward`). Named for its format, as other sparsity patterns may follow.
+
+    The weight lives in buffers, so ``.to(device)``, ``state_dict`` and
+    ``torch.save(..., weights_only=True)`` handle it like any other module state:
+
+    - ``values``: ``(out_features, in_features // 2)``, the kept elements in the layer's
+      float dtype. ``.half()``, ``.bfloat16()`` and ``.to(dtype)`` convert it like a weight;
+    - ``meta``: uint8 ``(out_features, ceil(in_features / 8))``, the kept positions (not a
+      float, so dtype casts leave it alone);
+    - ``bias``: an ``nn.Parameter`` or None; it follows dtype casts and stays trainable.
+      The weight is frozen: gradients reach ``x`` and ``bias`` only.
+
+    Build one from a float layer with :meth:`from_linear`; the constructor builds a layer of
+    a given shape (all-zero weight) to ``load_state_dict`` a saved one into.
+
+    Args:
+        in_features: size of each input sample (K), a multiple of 4.
+        out_features: size of each output sample (N).
+        bias: whether the layer has a bias.
+        device: where the buffers are allocated.
+        dtype: the dtype of ``values`` and ``bias`` (float32 by default).
+    """
+
+    values: torch.Tensor
+    meta: torch.Tensor
+    bias: nn.Parameter | None
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, not {value!r}")
+        if in_features % _GROUP:
+            raise ValueError(_k_reason(in_features))
+        dtype = torch.float32 if dtype is None else dtype
+        if dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"dtype must be float32, float16 or bfloat16, not {dtype}")
+        self.in_features = in_features
+        self.out_features = out_features
+        # compressing zeros gives a valid meta (ties keep positions 0 and 1), so an empty
+        # layer already computes x @ 0 + bias instead of reading garbage positions
+        values, meta = ops.compress_2to4(
+            torch.zeros(out_features, in_features, device=device, dtype=dtype)
+        )
+        self.register_buffer("values", values)
+        self.register_buffer("meta", meta)
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype))
+        else:
+            self.register_parameter("bias", None)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> SparseLinear2to4:
+        """Prune a float ``nn.Linear`` to 2:4 and compress it into a new layer on the same
+        device and in the same dtype.
+
+        The float layer is left as it is (its weight is read, its bias copied), so it can be
+        compared with the result or dropped.
+
+        Raises:
+            TypeError: ``linear`` is not an ``nn.Linear``, or its weight is not float.
+            ValueError: ``in_features`` is not a multiple of 4, or the layer is an
+                uninitialised lazy one.
+        """
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear must be an nn.Linear, not {type(linear).__name__}")
+        if isinstance(linear, LazyModuleMixin) and linear.has_uninitialized_params():
+            raise ValueError(
+                "linear is an uninitialised lazy layer; run a forward pass to materialise it"
+            )
+        weight = linear.weight
+        if weight.dtype not in _FLOAT_DTYPES:
+            raise TypeError(
+                f"linear.weight must be float32, float16 or bfloat16, not {weight.dtype}"
+            )
+        layer = cls(
+            linear.in_features,
+            linear.out_features,
+            bias=linear.bias is not None,
+            device="meta",  # the real buffers come from ops.compress_2to4 below
+            dtype=weight.dtype,
+        )
+        with torch.no_grad():
+            layer.values, layer.meta = ops.compress_2to4(weight.detach())
+            if linear.bias is not None:
+                layer.bias = nn.Parameter(
+                    linear.bias.detach().clone(), requires_grad=linear.bias.requires_grad
+                )
+        return layer
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense pruned weight ``(out_features, in_features)`` in ``values``' dtype, zeros
+        where pruned, rebuilt on every read.
+
+        For code that inspects ``.weight`` (reports, norms, shape checks); it costs a full
+        dense copy, so :meth:`forward` never reads it. It is not a parameter: assigning to it
+        raises, and training the weight needs the float layer.
+        """
+        return ops.decompress_2to4(self.values, self.meta)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ W.T + bias`` for ``x`` of shape ``(..., in_features)``, returned in ``x``'s
+        dtype.
+
+        The kernel needs ``x`` in ``values``' dtype, so another float dtype is cast to it
+        (and the result back): the layer computes at the precision it is stored in, as
+        :class:`~greenai.compress.QuantizedLinear` does, and callers need not track it.
+        """
+        y = ops.linear_2to4(x.to(self.values.dtype), self.values, self.meta, self.bias)
+        return y.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, dtype={self.values.dtype}"
+        )
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SparsifiedLayer:
+    """One replaced layer.
+
+    Bytes count the layer's tensors: the dense weight and bias before; ``values``, ``meta``
+    and bias after (``0.5 + 1 / 32`` of a float32 weight's bytes, plus the bias, when
+    ``in_features`` is a multiple of 8).
+
+    ``kept_energy`` is ``sum(w_kept ** 2) / sum(w ** 2)`` of the original weight (1.0 for an
+    all-zero weight): the share of the weight's energy the 2:4 pattern kept. At least 0.5 by
+    construction; near 0.5 means the weights of each group were of similar size and pruning
+    hurt, near 1.0 means the dropped ones were small.
+    """
+
+    name: str
+    in_features: int
+    out_features: int
+    bytes_before: int
+    bytes_after: int
+    kept_energy: float
+
+
+@dataclass(frozen=True)
+class SparsityReport:
+    """What :func:`sparsify_2to4` did to a model.
+
+    Every ``nn.Linear`` of the model appears once, in ``layers`` or in ``skipped``.
+
+    Attributes:
+        layers: the replaced layers, in ``named_modules`` order.
+        skipped: the ``nn.Linear`` layers left alone, with the reason.
+        bytes_before: bytes of all parameters and buffers of the model before.
+        bytes_after: the same after, counting compressed values and meta.
+        max_relative_error: given a sample input, ``max|y_s - y| / max|y|`` over the model's
+            float outputs (the largest such ratio when there are several), else None.
+    """
+
+    layers: tuple[SparsifiedLayer, ...]
+    skipped: tuple[SkippedLayer, ...]
+    bytes_before: int
+    bytes_after: int
+    max_relative_error: float | None = None
+
+    @property
+    def compression_ratio(self) -> float:
+        """``bytes_before / bytes_after`` for the whole model (1.0 for an empty model)."""
+        if self.bytes_after == 0:
+            return 1.0
+        return self.bytes_before / self.bytes_after
+
+    @property
+    def min_kept_energy(self) -> float | None:
+        """The lowest ``kept_energy`` of any replaced layer (the one 2:4 hurt most), or None
+        when nothing was replaced."""
+        return min((r.kept_energy for r in self.layers), default=None)
+
+    def __str__(self) -> str:
+        lines = [
+            f"sparsify_2to4: {len(self.layers)} layers sparsified, {len(self.skipped)} skipped"
+        ]
+        if self.layers:
+            width = max(5, *(len(r.name) for r in self.layers[:_STR_MAX_ROWS]))
+            lines.append(
+                f"{'layer':<{width}}  {'in':>6} {'out':>6} {'kept_energy':>11} "
+                f"{'bytes_before':>13} {'bytes_after':>12}"
+            )
+            for r in self.layers[:_STR_MAX_ROWS]:
+                lines.append(
+                    f"{r.name:<{width}}  {r.in_features:>6} {r.out_features:>6} "
+                    f"{r.kept_energy:>11.2%} {r.bytes_before:>13,} {r.bytes_after:>12,}"
+                )
+            if len(self.layers) > _STR_MAX_ROWS:
+                lines.append(f"... {len(self.layers) - _STR_MAX_ROWS} more layers")
+        for s in self.skipped:
+            lines.append(f"skipped {s.name} ({s.in_features} -> {s.out_features}): {s.reason}")
+        total = (
+            f"model: {self.bytes_before:,} -> {self.bytes_after:,} bytes "
+            f"(compression {self.compression_ratio:.2f}x)"
+        )
+        if self.max_relative_error is not None:
+            total += f", max relative error {self.max_relative_error:.2%}"
+        lines.append(total)
+        return "\n".join(lines)
+
+
+# --- sparsify_2to4 --------------------------------------------------------------------------
+
+
+def sparsify_2to4(
+    model: nn.Module,
+    *,
+    modules: Iterable[str] | ModuleFilter | None = None,
+    skip: str | Iterable[str] | None = None,
+    sample_input: Any = None,
+    inplace: bool = False,
+) -> tuple[nn.Module, SparsityReport]:
+    """Replace a model's ``nn.Linear`` layers by 2:4-sparse :class:`SparseLinear2to4`.
+
+    Which layers qualify is in this module's docstring; every layer left alone is in the
+    report with its reason. The arguments mean what they mean for
+    :func:`~greenai.compress.quantize`.
+
+    Args:
+        model: any ``nn.Module``. A model that is itself an ``nn.Linear`` comes back as a
+            :class:`SparseLinear2to4` (use the returned model, even with ``inplace=True``).
+        modules: None for every eligible layer; qualified names as ``named_modules()``
+            gives them (a container's name selects the Linear layers under it); or a
+            callable ``(name, linear) -> bool``.
+        skip: names or ``fnmatch`` patterns of layers to leave alone. A pattern matching a
+            container leaves everything under it. Skipping wins over ``modules``.
+        sample_input: a tensor, a tuple of positional arguments or a dict of keyword
+            arguments. When given, the model runs on it in eval mode under
+            ``torch.no_grad()`` before and after, and the report gives the largest relative
+            change of its float outputs.
+        inplace: replace the layers in ``model`` itself. By default the model is deep-copied
+            first (sharing the weights about to be replaced) and left untouched.
+
+    Returns:
+        ``(sparse_model, report)``.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``; ``modules``/``skip`` hold something
+            other than names.
+        ValueError: ``modules`` names a module the model does not have, or names a layer
+            that cannot be sparsified (with the reason).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    skip_patterns = _names("skip", skip)
+
+    candidates = _candidates(model)
+    selected, explicit = _select(model, candidates, modules)
+    tied = _tied_weights(model)
+
+    plan: list[tuple[_Candidate, str]] = []  # (layer, the name it is reported under)
+    skipped: list[SkippedLayer] = []
+    refused: list[str] = []
+    for cand in candidates:
+        name = cand.names[0]
+        reason = _skipped_by(cand.names, skip_patterns)
+        if reason is None:
+            reason = _sparsify_reason(cand, selected, tied)
+            named_explicitly = [n for n in cand.names if n in explicit]
+            if reason is not None and named_explicitly:
+                refused.append(f"{named_explicitly[0]!r}: {reason}")
+        if reason is None:
+            plan.append((cand, name))
+            continue
+        skipped.append(
+            SkippedLayer(name, cand.module.in_features, cand.module.out_features, reason)
+        )
+    if refused:
+        raise ValueError("cannot sparsify the layers named in modules: " + "; ".join(refused))
+
+    bytes_before = _model_bytes(model)
+    reference = _run(model, sample_input) if sample_input is not None else None
+
+    if inplace:
+        target = model
+    else:  # share the weights about to be replaced instead of copying them
+        memo: dict[int, Any] = {id(c.module.weight): c.module.weight for c, _ in plan}
+        target = copy.deepcopy(model, memo)
+    paths = dict(target.named_modules(remove_duplicate=False))
+
+    layers: list[SparsifiedLayer] = []
+    for cand, name in plan:
+        linear = paths[name]
+        assert isinstance(linear, nn.Linear)
+        sparse = SparseLinear2to4.from_linear(linear)
+        for path in cand.names:
+            if path == "":
+                target = sparse
+            else:
+                parent_name, _, attr = path.rpartition(".")
+                setattr(target.get_submodule(parent_name), attr, sparse)
+        layers.append(
+            SparsifiedLayer(
+                name,
+                linear.in_features,
+                linear.out_features,
+                _tensors_bytes(linear.parameters(), linear.buffers()),
+                _tensors_bytes(sparse.parameters(), sparse.buffers()),
+                _kept_energy(linear.weight.detach(), sparse.values),
+            )
+        )
+        logger.debug("sparsified %s to 2:4", name)
+
+    max_relative_error = None
+    if reference is not None:
+        max_relative_error = _max_relative_error(reference, _run(target, sample_input))
+    report = SparsityReport(
+        layers=tuple(layers),
+        skipped=tuple(skipped),
+        bytes_before=bytes_before,
+        bytes_after=_model_bytes(target),
+        max_relative_error=max_relative_error,
+    )
+    return target, report
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _k_reason(in_features: int) -> str:
+    return (
+        f"in_features={in_features} is not a multiple of {_GROUP}, which 2:4 sparsity needs "
+        f"(it keeps 2 of every {_GROUP} inputs)"
+    )
+
+
+_QUANTIZE_WORDS = (
+    ("QuantizedLinear", "SparseLinear2to4"),
+    ("quantizing", "sparsifying"),
+    ("quantize", "sparsify"),
+)
+"""quantization's reasons name its own transform; these words make them read right here."""
+
+
+def _sparsify_reason(
+    cand: _Candidate, selected: set[int], tied: dict[int, list[str]]
+) -> str | None:
+    """Why a layer no skip pattern matched is left alone, or None to sparsify it.
+
+    quantization's checks decide everything but the format (int8 per channel fits every
+    float layer, so its format check never fires); then in_features must fit 2:4.
+    """
+    reason = _ineligible(cand, selected, tied, 8, None)
+    if reason is not None:
+        for old, new in _QUANTIZE_WORDS:
+            reason = reason.replace(old, new)
+        return reason
+    if cand.module.in_features % _GROUP:
+        return _k_reason(cand.module.in_features)
+    return None
+
+
+def _kept_energy(weight: torch.Tensor, values: torch.Tensor) -> float:
+    """``sum(values ** 2) / sum(weight ** 2)`` in float64 (1.0 for an all-zero weight)."""
+    total = float(weight.double().square().sum())
+    kept = float(values.double().square().sum())
+    return kept / total if total else 1.0
