@@ -211,7 +211,7 @@ def test_transformer_encoder_layer_is_left_alone() -> None:
     assert {s.name for s in report.skipped} == {"self_attn.out_proj", "linear1", "linear2"}
 
 
-def test_reasons_borrowed_from_quantization_name_this_transform() -> None:
+def test_skip_reasons_name_this_transform() -> None:
     class Scaled(nn.Linear):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return 2 * super().forward(x)
@@ -221,7 +221,7 @@ def test_reasons_borrowed_from_quantization_name_this_transform() -> None:
     _, report = sparsify_2to4(model)
     reasons = {s.name: s.reason for s in report.skipped}
     assert reasons["0"] == "Scaled overrides forward, which SparseLinear2to4 would replace"
-    assert "sparsifying would untie it" in reasons["1"]
+    assert "a SparseLinear2to4 would untie it" in reasons["1"]
     assert reasons.keys() == {"0", "1", "2"}
     assert "quantiz" not in " ".join(reasons.values()).lower()
 

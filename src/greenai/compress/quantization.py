@@ -616,6 +616,17 @@ def _ineligible(
     group_size: int | None,
 ) -> str | None:
     """Why a layer that no skip pattern matched is left alone, or None to quantize it."""
+    return _unreplaceable(cand, selected, tied, "QuantizedLinear") or _format_reason(
+        cand.module.in_features, bits, group_size
+    )
+
+
+def _unreplaceable(
+    cand: _Candidate, selected: set[int], tied: Mapping[int, list[str]], replacement: str
+) -> str | None:
+    """Why swapping a Linear for ``replacement`` (a layer class of this package that holds
+    the weight in another form) would change the model or save nothing, or None. Shared by
+    every transform that replaces Linear layers."""
     m = cand.module
     if id(m) not in selected:
         return "not selected by modules"
@@ -623,7 +634,7 @@ def _ineligible(
         return "uninitialised lazy layer (run a forward pass first)"
     cls = type(m)
     if cls.forward is not nn.Linear.forward:
-        return f"{cls.__name__} overrides forward, which QuantizedLinear would replace"
+        return f"{cls.__name__} overrides forward, which {replacement} would replace"
     if "forward" in vars(m):
         return "forward is patched on the instance (an offloading or similar hook)"
     readers = [type(p).__name__ for p in cand.parents if isinstance(p, _READS_CHILD_WEIGHTS)]
@@ -639,14 +650,14 @@ def _ineligible(
     if m.weight.dtype not in _FLOAT_DTYPES:
         return f"weight is {m.weight.dtype}, not float32, float16 or bfloat16"
     if m.weight.is_meta:
-        return "weight is on the meta device (no values to quantize)"
+        return "weight is on the meta device (it has no values to convert)"
     if id(m.weight) in tied:
         others = [o for o in tied[id(m.weight)] if o not in {f"{n}.weight" for n in cand.names}]
         return (
             f"weight is shared with {', '.join(others) or 'another module'} (tied); "
-            "quantizing would untie it and save nothing"
+            f"a {replacement} would untie it and save nothing"
         )
-    return _format_reason(m.in_features, bits, group_size)
+    return None
 
 
 def _prefixes(name: str) -> list[str]:

@@ -40,7 +40,6 @@ from greenai.compress.quantization import (
     SkippedLayer,
     _Candidate,
     _candidates,
-    _ineligible,
     _max_relative_error,
     _model_bytes,
     _names,
@@ -49,6 +48,7 @@ from greenai.compress.quantization import (
     _skipped_by,
     _tensors_bytes,
     _tied_weights,
+    _unreplaceable,
 )
 
 __all__ = [
@@ -412,26 +412,15 @@ def _k_reason(in_features: int) -> str:
     )
 
 
-_QUANTIZE_WORDS = (
-    ("QuantizedLinear", "SparseLinear2to4"),
-    ("quantizing", "sparsifying"),
-    ("quantize", "sparsify"),
-)
-"""quantization's reasons name its own transform; these words make them read right here."""
-
-
 def _sparsify_reason(
     cand: _Candidate, selected: set[int], tied: dict[int, list[str]]
 ) -> str | None:
     """Why a layer no skip pattern matched is left alone, or None to sparsify it.
 
-    quantization's checks decide everything but the format (int8 per channel fits every
-    float layer, so its format check never fires); then in_features must fit 2:4.
+    The checks every Linear replacement shares, then in_features must fit 2:4.
     """
-    reason = _ineligible(cand, selected, tied, 8, None)
+    reason = _unreplaceable(cand, selected, tied, "SparseLinear2to4")
     if reason is not None:
-        for old, new in _QUANTIZE_WORDS:
-            reason = reason.replace(old, new)
         return reason
     if cand.module.in_features % _GROUP:
         return _k_reason(cand.module.in_features)
