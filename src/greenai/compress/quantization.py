@@ -357,16 +357,32 @@ class QuantizationReport:
                 )
             if len(self.layers) > _STR_MAX_ROWS:
                 lines.append(f"... {len(self.layers) - _STR_MAX_ROWS} more layers")
-        for s in self.skipped:
-            lines.append(f"skipped {s.name} ({s.in_features} -> {s.out_features}): {s.reason}")
-        total = (
-            f"model: {self.bytes_before:,} -> {self.bytes_after:,} bytes "
-            f"(compression {self.compression_ratio:.2f}x)"
+        lines += _footer_lines(
+            self.skipped,
+            self.bytes_before,
+            self.bytes_after,
+            self.compression_ratio,
+            self.max_relative_error,
         )
-        if self.max_relative_error is not None:
-            total += f", max relative error {self.max_relative_error:.2%}"
-        lines.append(total)
         return "\n".join(lines)
+
+
+def _footer_lines(
+    skipped: Sequence[SkippedLayer],
+    bytes_before: int,
+    bytes_after: int,
+    compression_ratio: float,
+    max_relative_error: float | None,
+) -> list[str]:
+    """The end of a compression report's table: the layers left alone, then the model's
+    bytes and error (shared by every report of this package)."""
+    lines = [f"skipped {s.name} ({s.in_features} -> {s.out_features}): {s.reason}" for s in skipped]
+    total = (
+        f"model: {bytes_before:,} -> {bytes_after:,} bytes (compression {compression_ratio:.2f}x)"
+    )
+    if max_relative_error is not None:
+        total += f", max relative error {max_relative_error:.2%}"
+    return [*lines, total]
 
 
 # --- quantize -------------------------------------------------------------------------------
@@ -435,31 +451,13 @@ def quantize(
     _check_group_size(group_size)
     if not isinstance(symmetric, bool):
         raise TypeError(f"symmetric must be a bool, not {symmetric!r}")
-    skip_patterns = _names("skip", skip)
-
-    candidates = _candidates(model)
-    selected, explicit = _select(model, candidates, modules)
-    tied = _tied_weights(model)
-
-    plan: list[tuple[_Candidate, str]] = []  # (layer, the name it is reported under)
-    skipped: list[SkippedLayer] = []
-    refused: list[str] = []
-    for cand in candidates:
-        name = cand.names[0]
-        reason = _skipped_by(cand.names, skip_patterns)
-        if reason is None:
-            reason = _ineligible(cand, selected, tied, bits, group_size)
-            named_explicitly = [n for n in cand.names if n in explicit]
-            if reason is not None and named_explicitly:
-                refused.append(f"{named_explicitly[0]!r}: {reason}")
-        if reason is None:
-            plan.append((cand, name))
-            continue
-        skipped.append(
-            SkippedLayer(name, cand.module.in_features, cand.module.out_features, reason)
-        )
-    if refused:
-        raise ValueError("cannot quantize the layers named in modules: " + "; ".join(refused))
+    plan, skipped = _plan(
+        model,
+        modules,
+        skip,
+        lambda cand, selected, tied: _ineligible(cand, selected, tied, bits, group_size),
+        "quantize",
+    )
     # the one failure left once the formats fit; checked before anything is replaced, so
     # inplace=True never leaves a half-quantized model behind
     for cand, name in plan:
@@ -471,26 +469,17 @@ def quantize(
     bytes_before = _model_bytes(model)
     reference = _run(model, sample_input) if sample_input is not None else None
 
-    if inplace:
-        target = model
-    else:  # share the weights about to be replaced instead of copying them
-        memo: dict[int, Any] = {id(c.module.weight): c.module.weight for c, _ in plan}
-        target = copy.deepcopy(model, memo)
-    paths = dict(target.named_modules(remove_duplicate=False))
-
-    layers: list[QuantizedLayer] = []
-    for cand, name in plan:
-        linear = paths[name]
-        assert isinstance(linear, nn.Linear)
-        qlinear = QuantizedLinear.from_linear(
+    target, replaced = _replace(
+        model,
+        plan,
+        inplace,
+        lambda linear: QuantizedLinear.from_linear(
             linear, bits=bits, group_size=group_size, symmetric=symmetric
-        )
-        for path in cand.names:
-            if path == "":
-                target = qlinear
-            else:
-                parent_name, _, attr = path.rpartition(".")
-                setattr(target.get_submodule(parent_name), attr, qlinear)
+        ),
+    )
+    layers: list[QuantizedLayer] = []
+    for name, linear, qlinear in replaced:
+        assert isinstance(qlinear, QuantizedLinear)
         layers.append(
             QuantizedLayer(
                 name,
@@ -521,6 +510,76 @@ def quantize(
 
 
 # --- selection ------------------------------------------------------------------------------
+
+
+Ineligible: TypeAlias = Callable[[_Candidate, set[int], Mapping[int, list[str]]], str | None]
+"""Why a candidate layer (given the selected ids and the tied weights) is left alone, or None."""
+
+
+def _plan(
+    model: nn.Module,
+    modules: Iterable[str] | ModuleFilter | None,
+    skip: str | Iterable[str] | None,
+    ineligible: Ineligible,
+    verb: str,
+) -> tuple[list[tuple[_Candidate, str]], list[SkippedLayer]]:
+    """The Linear layers a transform that replaces them takes (each with the name it is
+    reported under) and those it leaves, with why. Raises when a layer named in ``modules``
+    is left, so that asking for a layer by name never passes silently."""
+    skip_patterns = _names("skip", skip)
+    candidates = _candidates(model)
+    selected, explicit = _select(model, candidates, modules)
+    tied = _tied_weights(model)
+
+    plan: list[tuple[_Candidate, str]] = []
+    skipped: list[SkippedLayer] = []
+    refused: list[str] = []
+    for cand in candidates:
+        name = cand.names[0]
+        reason = _skipped_by(cand.names, skip_patterns)
+        if reason is None:
+            reason = ineligible(cand, selected, tied)
+            named_explicitly = [n for n in cand.names if n in explicit]
+            if reason is not None and named_explicitly:
+                refused.append(f"{named_explicitly[0]!r}: {reason}")
+        if reason is None:
+            plan.append((cand, name))
+            continue
+        skipped.append(
+            SkippedLayer(name, cand.module.in_features, cand.module.out_features, reason)
+        )
+    if refused:
+        raise ValueError(f"cannot {verb} the layers named in modules: " + "; ".join(refused))
+    return plan, skipped
+
+
+def _replace(
+    model: nn.Module,
+    plan: Sequence[tuple[_Candidate, str]],
+    inplace: bool,
+    convert: Callable[[nn.Linear], nn.Module],
+) -> tuple[nn.Module, list[tuple[str, nn.Linear, nn.Module]]]:
+    """Swap each planned Linear (under every path it has) for ``convert(linear)``, in
+    ``model`` or in a copy of it; returns the model and ``(name, old, new)`` per layer."""
+    if inplace:
+        target = model
+    else:  # share the weights about to be replaced instead of copying them
+        memo: dict[int, Any] = {id(c.module.weight): c.module.weight for c, _ in plan}
+        target = copy.deepcopy(model, memo)
+    paths = dict(target.named_modules(remove_duplicate=False))
+    replaced: list[tuple[str, nn.Linear, nn.Module]] = []
+    for cand, name in plan:
+        linear = paths[name]
+        assert isinstance(linear, nn.Linear)
+        new = convert(linear)
+        for path in cand.names:
+            if path == "":
+                target = new
+            else:
+                parent_name, _, attr = path.rpartition(".")
+                setattr(target.get_submodule(parent_name), attr, new)
+        replaced.append((name, linear, new))
+    return target, replaced
 
 
 def _candidates(model: nn.Module) -> list[_Candidate]:

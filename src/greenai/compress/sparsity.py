@@ -22,9 +22,8 @@ No fine-tuning happens here: the pattern is applied once, by magnitude. The repo
 
 from __future__ import annotations
 
-import copy
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,15 +38,13 @@ from greenai.compress.quantization import (
     ModuleFilter,
     SkippedLayer,
     _Candidate,
-    _candidates,
+    _footer_lines,
     _max_relative_error,
     _model_bytes,
-    _names,
+    _plan,
+    _replace,
     _run,
-    _select,
-    _skipped_by,
     _tensors_bytes,
-    _tied_weights,
     _unreplaceable,
 )
 
@@ -275,15 +272,13 @@ class SparsityReport:
                 )
             if len(self.layers) > _STR_MAX_ROWS:
                 lines.append(f"... {len(self.layers) - _STR_MAX_ROWS} more layers")
-        for s in self.skipped:
-            lines.append(f"skipped {s.name} ({s.in_features} -> {s.out_features}): {s.reason}")
-        total = (
-            f"model: {self.bytes_before:,} -> {self.bytes_after:,} bytes "
-            f"(compression {self.compression_ratio:.2f}x)"
+        lines += _footer_lines(
+            self.skipped,
+            self.bytes_before,
+            self.bytes_after,
+            self.compression_ratio,
+            self.max_relative_error,
         )
-        if self.max_relative_error is not None:
-            total += f", max relative error {self.max_relative_error:.2%}"
-        lines.append(total)
         return "\n".join(lines)
 
 
@@ -330,53 +325,15 @@ def sparsify_2to4(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
-    skip_patterns = _names("skip", skip)
-
-    candidates = _candidates(model)
-    selected, explicit = _select(model, candidates, modules)
-    tied = _tied_weights(model)
-
-    plan: list[tuple[_Candidate, str]] = []  # (layer, the name it is reported under)
-    skipped: list[SkippedLayer] = []
-    refused: list[str] = []
-    for cand in candidates:
-        name = cand.names[0]
-        reason = _skipped_by(cand.names, skip_patterns)
-        if reason is None:
-            reason = _sparsify_reason(cand, selected, tied)
-            named_explicitly = [n for n in cand.names if n in explicit]
-            if reason is not None and named_explicitly:
-                refused.append(f"{named_explicitly[0]!r}: {reason}")
-        if reason is None:
-            plan.append((cand, name))
-            continue
-        skipped.append(
-            SkippedLayer(name, cand.module.in_features, cand.module.out_features, reason)
-        )
-    if refused:
-        raise ValueError("cannot sparsify the layers named in modules: " + "; ".join(refused))
+    plan, skipped = _plan(model, modules, skip, _sparsify_reason, "sparsify")
 
     bytes_before = _model_bytes(model)
     reference = _run(model, sample_input) if sample_input is not None else None
 
-    if inplace:
-        target = model
-    else:  # share the weights about to be replaced instead of copying them
-        memo: dict[int, Any] = {id(c.module.weight): c.module.weight for c, _ in plan}
-        target = copy.deepcopy(model, memo)
-    paths = dict(target.named_modules(remove_duplicate=False))
-
+    target, replaced = _replace(model, plan, inplace, SparseLinear2to4.from_linear)
     layers: list[SparsifiedLayer] = []
-    for cand, name in plan:
-        linear = paths[name]
-        assert isinstance(linear, nn.Linear)
-        sparse = SparseLinear2to4.from_linear(linear)
-        for path in cand.names:
-            if path == "":
-                target = sparse
-            else:
-                parent_name, _, attr = path.rpartition(".")
-                setattr(target.get_submodule(parent_name), attr, sparse)
+    for name, linear, sparse in replaced:
+        assert isinstance(sparse, SparseLinear2to4)
         layers.append(
             SparsifiedLayer(
                 name,
@@ -413,7 +370,7 @@ def _k_reason(in_features: int) -> str:
 
 
 def _sparsify_reason(
-    cand: _Candidate, selected: set[int], tied: dict[int, list[str]]
+    cand: _Candidate, selected: set[int], tied: Mapping[int, list[str]]
 ) -> str | None:
     """Why a layer no skip pattern matched is left alone, or None to sparsify it.
 
