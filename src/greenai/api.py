@@ -105,7 +105,7 @@ class Tracker(_BaseTracker):
             synchronize=synchronize,
             account=accountant(settings),
             outputs=_outputs(output_dir, project_name, history),
-            observer=None if target is None else Governor(target, job=name),
+            observers=() if target is None else (Governor(target, job=name),),
         )
 
 

@@ -122,6 +122,10 @@ class Result:
             the run when it varied). Units: g CO2e per kWh.
         accounting: How ``co2_kg`` and ``cost_usd`` were obtained: location, intensity
             source, PUE, prices, GPU-hours, and any warning.
+        ranks: For the job result of a ``torch.distributed`` run, each rank's own
+            result, by rank (empty otherwise).
+        device_nodes: For a job result, the node (host) each device is on, so the
+            job can be shown by node (empty for a single process).
     """
 
     name: str | None
@@ -142,6 +146,8 @@ class Result:
     cost_usd: float | None = None
     intensity_g_per_kwh: float | None = None
     accounting: Mapping[str, Any] = field(default_factory=dict)
+    ranks: tuple[Result, ...] = ()
+    device_nodes: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def energy_j(self) -> float:
@@ -167,6 +173,16 @@ class Result:
     def energy_kwh(self) -> float:
         """Total energy over all devices. Units: kWh."""
         return self.energy_j / 3.6e6
+
+    @property
+    def energy_by_node_j(self) -> dict[str, float]:
+        """A job result's energy per node (host), in node order; empty for a single process."""
+        by_node: dict[str, float] = {}
+        for device, energy_j in self.energy_by_device_j.items():
+            node = self.device_nodes.get(device)
+            if node is not None:
+                by_node[node] = by_node.get(node, 0.0) + energy_j
+        return by_node
 
     @property
     def mean_power_w(self) -> float:
@@ -213,6 +229,9 @@ class Result:
             "steps": self.steps.to_dict() if self.steps else None,
             "timeline": self.timeline.to_dict(),
             "windows": [w.to_dict() for w in self.windows],
+            "device_nodes": dict(self.device_nodes),
+            "energy_by_node_j": self.energy_by_node_j,
+            "ranks": [r.to_dict() for r in self.ranks],
         }
 
     @classmethod
@@ -244,6 +263,8 @@ class Result:
                 cost_usd=_optional_float(data.get("cost_usd")),
                 intensity_g_per_kwh=_optional_float(data.get("intensity_g_per_kwh")),
                 accounting=dict(data.get("accounting", {})),
+                ranks=tuple(cls.from_dict(r) for r in data.get("ranks", ())),
+                device_nodes={str(k): str(v) for k, v in data.get("device_nodes", {}).items()},
             )
         except (KeyError, TypeError, AttributeError, ValueError) as e:
             raise ValueError(f"not a greenai result record: {e!r}") from e
@@ -259,6 +280,20 @@ class Result:
         for device, energy_j in self.energy_by_device_j.items():
             lines.append(
                 f"  {device:<{width}}  {energy_j:>12,.1f} J   source: {self.sources[device]}"
+            )
+        by_node = self.energy_by_node_j
+        if len(by_node) > 1 or self.ranks:
+            lines.append(
+                "  by node: "
+                + ", ".join(f"{node} {energy_j:,.1f} J" for node, energy_j in by_node.items())
+            )
+        if self.ranks:
+            lines.append(
+                "  by rank: "
+                + ", ".join(
+                    f"{r.metadata.get('distributed', {}).get('rank', i)} {r.energy_j:,.1f} J"
+                    for i, r in enumerate(self.ranks)
+                )
             )
         if self.co2_kg is not None:
             where = self.accounting.get("location", "?")
@@ -290,11 +325,24 @@ class Snapshot:
         power_w: Latest sampled power per device (NaN where unknown).
         energy_j: Energy since the run started, from the samples so far (the final
             result, with boundary corrections, can differ slightly).
+        energy_by_device_j: ``energy_j`` per device.
+        sources: Per device, where its figures come from.
+        kinds: Per device, ``gpu``, ``cpu`` or ``dram``.
+        steps: Steps marked with ``run.step()`` so far.
+        open_windows_j: Energy so far of each open window, by name (the innermost
+            of several open windows with one name wins).
+        partial: A device has failed or restarted its counter since the run started.
     """
 
     elapsed_s: float
     power_w: Mapping[str, float]
     energy_j: float
+    energy_by_device_j: Mapping[str, float] = field(default_factory=dict)
+    sources: Mapping[str, Source] = field(default_factory=dict)
+    kinds: Mapping[str, DeviceKind] = field(default_factory=dict)
+    steps: int = 0
+    open_windows_j: Mapping[str, float] = field(default_factory=dict)
+    partial: bool = False
 
 
 @dataclass(frozen=True)

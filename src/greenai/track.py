@@ -154,9 +154,9 @@ class _Step:
         with self._tracker._lock:
             self._tracker._step_t0.append(self._t0)
             self._tracker._step_t1.append(t1)
-        observer = self._tracker._config["observer"]
-        if observer is not None and exc_type is None:
-            observer.step_ended(self._t0, t1)
+        if exc_type is None:
+            for observer in self._tracker._config["observers"]:
+                observer.step_ended(self._t0, t1)
 
 
 class Tracker:
@@ -177,9 +177,10 @@ class Tracker:
         outputs: Called with the run's result when it stops (report writers). A
             failing output warns (:class:`~greenai.errors.OutputWarning`) and never
             loses the result.
-        observer: Told when the run starts, after each step, and before it stops
-            (see :class:`RunObserver`); what it returns at the stop is added to
-            the run result's ``metadata``. The energy-target governor is one.
+        observers: Told when the run starts, after each step, and before it stops
+            (see :class:`RunObserver`), in this order; what they return at the stop
+            is added to the run result's ``metadata``. The energy-target governor
+            and the Prometheus exporter are observers.
     """
 
     def __init__(
@@ -194,7 +195,7 @@ class Tracker:
         synchronize: bool = True,
         account: Callable[[Result], Result] | None = None,
         outputs: Sequence[Callable[[Result], object]] = (),
-        observer: RunObserver | None = None,
+        observers: Sequence[RunObserver] = (),
     ) -> None:
         if name is not None and not isinstance(name, str):
             raise TypeError(
@@ -217,7 +218,7 @@ class Tracker:
             "synchronize": synchronize,
             "account": account,
             "outputs": tuple(outputs),
-            "observer": observer,
+            "observers": tuple(observers),
         }
         self._state = "new"
         self._result: Result | None = None
@@ -275,8 +276,8 @@ class Tracker:
         self._state = "running"
         self._start_sampler()
         self._flush_warnings()
-        if cfg["observer"] is not None:
-            cfg["observer"].run_started(self)
+        for observer in cfg["observers"]:
+            observer.run_started(self)
         return self
 
     def stop(self, *, write_outputs: bool = True) -> Result:
@@ -288,8 +289,8 @@ class Tracker:
         """
         if self._state != "running":
             raise RuntimeError(f"tracker {self.name!r} is not running")
-        if self._config["observer"] is not None:
-            self._metadata = {**self._metadata, **self._config["observer"].run_stopping()}
+        for observer in self._config["observers"]:
+            self._metadata = {**self._metadata, **observer.run_stopping()}
         for span in [*reversed(self._stack), *self._keyed.values()]:
             self._close_span(span)
         self._keyed.clear()
@@ -316,6 +317,11 @@ class Tracker:
         if self._result is None:
             raise RuntimeError(f"tracker {self.name!r} has no result yet: it has not stopped")
         return self._result
+
+    def account(self, result: Result) -> Result:
+        """``result`` with what the layers above add (CO2, cost), as this run's results get."""
+        hook = self._config["account"]
+        return hook(result) if hook is not None else result
 
     @property
     def devices(self) -> tuple[Device, ...]:
@@ -353,13 +359,39 @@ class Tracker:
         return _Step(self)
 
     def snapshot(self) -> Snapshot:
-        """Elapsed time, latest power per device and energy so far, for live displays."""
+        """Elapsed time, power and energy so far per device, steps and open windows.
+
+        For live displays and metrics: figures come from the samples so far, without
+        waiting for counter updates (the final result can differ slightly).
+        """
         self._require_running("snapshot")
         with self._lock:
             now = self._clock.now()
             power_w = {m.name: m.power_w[-1] if m.power_w else math.nan for m in self._meters}
-            energy_j = sum(self._interpolate(m, now) - m.cum_j[0] for m in self._meters)
-        return Snapshot(elapsed_s=now - self._t_origin, power_w=power_w, energy_j=energy_j)
+            energy_j = {m.name: self._interpolate(m, now) - m.cum_j[0] for m in self._meters}
+            open_windows_j = {
+                span.name: sum(
+                    self._interpolate(m, now) - self._interpolate(m, span.start.t)
+                    for m in self._meters
+                )
+                for span in [*self._stack, *self._keyed.values()]
+                if span.name is not None
+            }
+            partial = bool(self._missing) or any(
+                m.failed_at is not None or m.reset_times for m in self._meters
+            )
+            steps = len(self._step_t1)
+        return Snapshot(
+            elapsed_s=now - self._t_origin,
+            power_w=power_w,
+            energy_j=sum(energy_j.values()),
+            energy_by_device_j=energy_j,
+            sources={m.name: m.device.source for m in self._meters},
+            kinds={m.name: m.device.kind for m in self._meters},
+            steps=steps,
+            open_windows_j=open_windows_j,
+            partial=partial,
+        )
 
     def forecast(self, total_epochs: int, *, window: str = "epoch") -> Forecast:
         """Predict the whole run's energy, time, CO2 and cost from its finished epochs.
@@ -714,8 +746,7 @@ class Tracker:
             offset_s=t0 - self._t_origin,
             metadata=self._metadata if span is self._root else {},
         )
-        account = self._config["account"]
-        return account(result) if account is not None else result
+        return self.account(result)
 
     def _compute_child(self, span: _Span) -> Result:
         if span.result is None:
