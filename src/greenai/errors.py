@@ -39,6 +39,14 @@ class OutputWarning(RuntimeWarning):
     """A report or record of a run could not be written; the run's result is still returned."""
 
 
+class GatherWarning(RuntimeWarning):
+    """Not every rank of a ``torch.distributed`` job reported its figures in time.
+
+    The job result is marked partial and lists the ranks that are missing; shown
+    once per run, on the ranks that gather.
+    """
+
+
 class ReportError(GreenAIError):
     """A report, record or history file is foreign or too new to be read or written safely."""
 

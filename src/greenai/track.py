@@ -30,13 +30,23 @@ import uuid
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from greenai import clock as _clock
 from greenai.devices import Device, probe, probe_gpus
-from greenai.errors import NotSupportedError, OutputWarning, SensorWarning, warn
+from greenai.errors import GatherWarning, NotSupportedError, OutputWarning, SensorWarning, warn
 from greenai.forecast import is_epoch, predict
+from greenai.job import (
+    DEFAULT_GATHER_TIMEOUT_S,
+    GATHER_MODES,
+    Gather,
+    JobContext,
+    RankReport,
+    identity,
+    local_gpus,
+)
 from greenai.machine import describe
 from greenai.result import Forecast, PowerTimeline, Result, Snapshot, StepStats
 from greenai.staleness import POLL_S, CounterBoundary, UpdateLog
@@ -181,6 +191,14 @@ class Tracker:
             (see :class:`RunObserver`), in this order; what they return at the stop
             is added to the run result's ``metadata``. The energy-target governor
             and the Prometheus exporter are observers.
+        gather: In a multi-process job (``torchrun``, ``srun``; see :mod:`greenai.job`),
+            who holds the job's result once the run stops: ``"rank0"`` (the
+            default; the other ranks keep their own result and write no reports),
+            ``"all"`` (every rank), or ``"none"`` (each rank keeps and reports its
+            own). The job result's ``ranks`` holds each rank's result.
+        gather_timeout_s: How long a gathering rank waits for the others' results
+            after its own run stopped; ranks that have not reported by then are
+            listed as missing and the job result is partial. Units: s.
     """
 
     def __init__(
@@ -196,6 +214,8 @@ class Tracker:
         account: Callable[[Result], Result] | None = None,
         outputs: Sequence[Callable[[Result], object]] = (),
         observers: Sequence[RunObserver] = (),
+        gather: Gather = "rank0",
+        gather_timeout_s: float = DEFAULT_GATHER_TIMEOUT_S,
     ) -> None:
         if name is not None and not isinstance(name, str):
             raise TypeError(
@@ -205,6 +225,15 @@ class Tracker:
         if not (isinstance(sample_period_s, (int, float)) and 0 < sample_period_s < math.inf):
             raise ValueError(
                 f"sample_period_s must be a positive number of seconds, got {sample_period_s!r}"
+            )
+        if gather not in GATHER_MODES:
+            raise ValueError(f"gather must be one of {', '.join(GATHER_MODES)}, got {gather!r}")
+        if isinstance(gather_timeout_s, bool) or not (
+            isinstance(gather_timeout_s, (int, float)) and 0 <= gather_timeout_s < math.inf
+        ):
+            raise ValueError(
+                "gather_timeout_s must be a non-negative number of seconds, "
+                f"got {gather_timeout_s!r}"
             )
         if gpus is not None and (isinstance(gpus, (str, bytes)) or not isinstance(gpus, Sequence)):
             raise TypeError(f"gpus must be a sequence of CUDA device indices or None, got {gpus!r}")
@@ -219,6 +248,8 @@ class Tracker:
             "account": account,
             "outputs": tuple(outputs),
             "observers": tuple(observers),
+            "gather": gather,
+            "gather_timeout_s": float(gather_timeout_s),
         }
         self._state = "new"
         self._result: Result | None = None
@@ -234,10 +265,14 @@ class Tracker:
         self._period_s: float = cfg["sample_period_s"]
         self._sync = bool(cfg["synchronize"])
         self._missing: list[str] = []
+        self._job = JobContext.detect()
         if cfg["devices"] is not None:
             devices = list(cfg["devices"])
         else:
-            devices = probe(cfg["gpus"], cpu=cfg["cpu"], dram=cfg["dram"])
+            gpus = cfg["gpus"]
+            if gpus is None and self._job is not None:
+                gpus = local_gpus(self._job.info, len(probe_gpus()))
+            devices = probe(gpus, cpu=cfg["cpu"], dram=cfg["dram"])
             if cfg["gpus"] is not None:
                 found = {getattr(d, "cuda_index", None) for d in probe_gpus(cfg["gpus"])}
                 self._missing = [
@@ -261,6 +296,8 @@ class Tracker:
         self._keyed: dict[str, _Span] = {}
         self._run_id = str(uuid.uuid4())
         self._metadata = describe(devices)
+        if self._job is not None:
+            self._metadata.update(self._job.metadata())
         self._start_unix_s = time.time()
         self._t_origin = self._clock.now()
         self._sample(self._t_origin)
@@ -302,6 +339,8 @@ class Tracker:
             self._sample(now)
         self._state = "stopped"
         self._result = self._finalize(self._root)
+        if self._job is not None and self._config["gather"] != "none":
+            write_outputs = self._gather() and write_outputs
         for output in self._config["outputs"] if write_outputs else ():
             try:
                 output(self._result)
@@ -311,9 +350,57 @@ class Tracker:
         self._flush_warnings()
         return self._result
 
+    def _gather(self) -> bool:
+        """Replace the rank's result by the job's where this rank holds it.
+
+        Returns whether this rank writes the run's reports: rank 0, or every rank
+        when the job's results cannot be gathered (no process group).
+        """
+        job = self._job
+        assert job is not None
+        assert self._result is not None
+        job.attach_store()
+        if job.store is None:
+            logger.debug("no torch.distributed process group: each rank keeps its own result")
+            return True
+        report = RankReport(
+            rank=job.info.rank,
+            node=job.node,
+            local_rank=job.info.local_rank,
+            result=self._result,
+            devices={m.name: identity(m.device) for m in self._meters},
+        )
+        try:
+            combined = job.gather_job(
+                report,
+                mode=self._config["gather"],
+                timeout_s=self._config["gather_timeout_s"],
+                account=self.account,
+            )
+        except Exception as e:  # the store's host died: this rank keeps its own figures
+            logger.debug("gathering the job failed", exc_info=True)
+            reason = f"the job's results could not be gathered ({type(e).__name__}: {e})"
+            self._result = replace(
+                self._result,
+                partial=True,
+                partial_reasons=(*self._result.partial_reasons, reason),
+            )
+            warn(f"greenai: {reason}; this rank's own result is kept", GatherWarning)
+            return job.info.rank == 0
+        if combined is None:
+            return False
+        self._result = combined
+        missing = combined.metadata["job"]["ranks_missing"]
+        if missing:
+            warn(
+                f"greenai: ranks {missing} of the job did not report; the job result is partial",
+                GatherWarning,
+            )
+        return job.info.rank == 0
+
     @property
     def result(self) -> Result:
-        """The run's result, once it has stopped."""
+        """The run's result, once it has stopped (the job's, where this rank holds it)."""
         if self._result is None:
             raise RuntimeError(f"tracker {self.name!r} has no result yet: it has not stopped")
         return self._result
