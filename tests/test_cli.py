@@ -12,6 +12,8 @@ import pytest
 
 from greenai.cli import main
 from greenai.report.csv_report import read_emissions_csv
+from greenai.report.records import write_record
+from greenai.result import Result
 
 PY = sys.executable
 
@@ -93,6 +95,55 @@ def test_report_renders_a_saved_run(tmp_path: Path, capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit) as info:
         main(["report", str(bad)])
     assert info.value.code == 2
+
+
+def _job_result() -> Result:
+    """Two ranks, one per node, as the gatherer would combine them."""
+
+    def rank(r: int, node: str, energy_j: float) -> Result:
+        return Result(
+            name="ddp",
+            start_unix_s=1_700_000_000.0,
+            duration_s=10.0,
+            energy_by_device_j={"gpu0": energy_j},
+            sources={"gpu0": "nvml-counter"},
+            kinds={"gpu0": "gpu"},
+            run_id=f"rank-{r}",
+            metadata={"distributed": {"rank": r, "world_size": 2, "local_rank": 0, "node": node}},
+        )
+
+    return Result(
+        name="ddp",
+        start_unix_s=1_700_000_000.0,
+        duration_s=10.0,
+        energy_by_device_j={"node-a/gpu0": 250.0, "node-b/gpu0": 750.0},
+        sources={"node-a/gpu0": "nvml-counter", "node-b/gpu0": "nvml-counter"},
+        kinds={"node-a/gpu0": "gpu", "node-b/gpu0": "gpu"},
+        run_id="job-7",
+        ranks=(rank(0, "node-a", 250.0), rank(1, "node-b", 750.0)),
+        device_nodes={"node-a/gpu0": "node-a", "node-b/gpu0": "node-b"},
+        metadata={
+            "launcher": {"launcher": "torchrun", "slurm": {"job_id": "991"}},
+            "job": {"world_size": 2, "ranks_reported": [0, 1], "ranks_missing": []},
+        },
+    )
+
+
+def test_report_renders_a_job_by_node(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    record = write_record(tmp_path / "job-7.json", _job_result())
+    assert main(["report", str(record)]) == 0
+    assert "by node: node-a 250.0 J, node-b 750.0 J" in capsys.readouterr().out
+    assert main(["report", str(record), "--md", "-"]) == 0
+    out = capsys.readouterr().out
+    assert "| Node | Ranks | Devices | Energy | Share |\n" in out
+    assert "| `node-a` | 0 | `gpu0` | 250.0 J | 25.0 % |\n" in out
+    assert "| `node-b` | 1 | `gpu0` | 750.0 J | 75.0 % |\n" in out
+    assert "| SLURM job id | 991 |" in out
+    html = tmp_path / "job.html"
+    assert main(["report", str(record), "--html", str(html)]) == 0
+    page = html.read_text(encoding="utf-8")
+    assert '<table id="by-node">' in page
+    assert "Job: 2 ranks on 2 nodes" in page
 
 
 def test_devices_says_what_is_metered_and_why_not(capsys: pytest.CaptureFixture[str]) -> None:

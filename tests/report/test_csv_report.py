@@ -12,7 +12,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +233,59 @@ def test_realistic_result_from_the_simulator(tmp_path: Path) -> None:
     assert df["gpu_energy"].iloc[0] == pytest.approx(run.result.gpu_energy_j / 3.6e6)
     assert df["gpu_count"].iloc[0] == 1
     assert df["gpu_model"].iloc[0].startswith("1 x ")
+
+
+def test_job_row_has_the_jobs_totals_and_machines(
+    make_job: Callable[..., Result], tmp_path: Path
+) -> None:
+    job = make_job()
+    assert job.metadata["gpu_count"] == 1  # the first rank's machine, not the job's
+    path = tmp_path / "emissions.csv"
+    append_emissions_row(path, job)
+    (row,) = read_emissions_csv(path)  # one row for the whole job
+    assert row["run_id"] == "job-1"
+    assert float(row["duration"]) == 100.0
+    assert float(row["emissions"]) == 0.01
+    assert float(row["energy_consumed"]) == pytest.approx(10_000 / 3.6e6)
+    assert float(row["gpu_energy"]) == pytest.approx(7_000 / 3.6e6)
+    assert float(row["cpu_energy"]) == pytest.approx(3_000 / 3.6e6)
+    assert float(row["gpu_power"]) == pytest.approx(70.0)
+    # Machines: each node once; GPUs by job device (the GPU ranks 0 and 1 share is one).
+    assert row["gpu_count"] == "2"
+    assert row["gpu_model"] == "2 x NVIDIA H100"
+    assert row["cpu_count"] == "256"
+    assert float(row["ram_total_size"]) == pytest.approx(2 * 512e9 / 2**30)
+    assert row["cpu_model"] == "AMD EPYC 7763"
+    assert row["os"] == "Linux-6.1-x86_64"
+    assert row["python_version"] == "3.11.7"
+    assert row["tracking_mode"] == "machine"
+
+
+def test_job_row_counts_models_and_lists_distinct_machines(
+    make_job: Callable[..., Result],
+) -> None:
+    job = make_job(host_b_gpu="NVIDIA A100")
+    other = replace(
+        job.ranks[2],
+        metadata={**job.ranks[2].metadata, "cpu_model": "Intel Xeon 8480", "cpu_count": 96},
+    )
+    job = replace(job, ranks=(*job.ranks[:2], other))
+    row = emissions_row(job)
+    assert row["gpu_model"] == "1 x NVIDIA H100, 1 x NVIDIA A100"
+    assert row["cpu_model"] == "AMD EPYC 7763, Intel Xeon 8480"
+    assert row["cpu_count"] == str(128 + 96)
+    # host-a gains a second GPU metered by one rank alone: three H100s, one job device each.
+    job = make_job()
+    job = replace(
+        job,
+        energy_by_device_j={**job.energy_by_device_j, "host-a/gpu1": 500.0},
+        sources={**job.sources, "host-a/gpu1": "nvml-counter"},
+        kinds={**job.kinds, "host-a/gpu1": "gpu"},
+        device_nodes={**job.device_nodes, "host-a/gpu1": "host-a"},
+    )
+    row = emissions_row(job)
+    assert row["gpu_count"] == "3"
+    assert row["gpu_model"] == "3 x NVIDIA H100"
 
 
 def test_foreign_header_is_refused_and_untouched(tmp_path: Path) -> None:

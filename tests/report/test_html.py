@@ -10,6 +10,7 @@ import shutil
 import struct
 import subprocess
 import zlib
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -317,6 +318,108 @@ def test_user_strings_are_escaped() -> None:
     assert nasty in text
 
 
+# -------------------------------------------------------------------------- jobs
+def _table_rows(page: str, table_id: str) -> list[list[str]]:
+    """The text of each cell of the table with this id, row by row (header row first)."""
+    start = page.index(f'<table id="{table_id}">')
+    table = page[start : page.index("</table>", start)]
+    rows = []
+    for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table):
+        cells = re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row)
+        rows.append([" ".join(" ".join(_parse(c).text).split()) for c in cells])
+    return rows
+
+
+def test_single_process_has_no_job_section(page: str) -> None:
+    assert 'id="job"' not in page
+    assert "<h3>" not in page
+
+
+def test_job_by_node(make_job: Callable[..., Result]) -> None:
+    job = make_job()
+    rows = _table_rows(render_html(job), "by-node")
+    assert rows == [
+        ["Node", "Ranks", "Devices", "Energy", "Share of job", "CO2e (g)"],
+        ["host-a", "0-1", "gpu0 shared , cpu0 shared", "4,000.0 J", "40.0 %", "4.00"],
+        ["host-b", "2", "gpu3 , cpu0", "6,000.0 J", "60.0 %", "6.00"],
+        ["Job", "", "", "10,000.0 J", "100.0 %", "10.0"],
+    ]
+    # Each node's energy is the sum of its devices, and the shares make the whole.
+    for node, row in zip(("host-a", "host-b"), rows[1:3], strict=True):
+        devices_j = sum(e for d, e in job.energy_by_device_j.items() if d.startswith(node + "/"))
+        assert row[3] == format_energy_j(devices_j)
+    assert sum(float(r[4].removesuffix(" %")) for r in rows[1:3]) == pytest.approx(100.0)
+    unaccounted = _table_rows(render_html(make_job(co2_kg=None)), "by-node")
+    assert unaccounted[0] == ["Node", "Ranks", "Devices", "Energy", "Share of job"]
+    assert unaccounted[-1] == ["Job", "", "", "10,000.0 J", "100.0 %"]
+
+
+def test_job_by_rank_and_machines(make_job: Callable[..., Result]) -> None:
+    page = render_html(make_job(host_b_gpu="NVIDIA A100"))
+    assert _table_rows(page, "by-rank") == [
+        [
+            "Rank", "Node", "Local rank", "Energy", "Mean power", "Duration", "Status",
+            "GPUs metered",
+        ],
+        ["0", "host-a", "0", "4,000.0 J", "40.0 W", "100.0 s (1 min 40 s)", "complete", "gpu0"],
+        ["1", "host-a", "1", "3,850.0 J", "40.5 W", "95.0 s (1 min 35 s)", "complete", "gpu0"],
+        ["2", "host-b", "0", "6,000.0 J", "60.0 W", "100.0 s (1 min 40 s)", "partial", "gpu0"],
+        [
+            "3", "unknown", "n/a", "n/a", "n/a", "n/a",
+            "missing rank 3 did not report within 30 s", "n/a",
+        ],
+    ]  # fmt: skip
+    assert 'title="gpu0: energy counter restarted">partial</span>' in page
+    assert _table_rows(page, "machines") == [
+        ["Node", "CPU", "CPU threads", "Memory (GB)", "Job GPUs"],
+        ["host-a", "AMD EPYC 7763", "128", "512", "1 x NVIDIA H100"],
+        ["host-b", "AMD EPYC 7763", "128", "512", "1 x NVIDIA A100"],
+    ]
+
+
+def test_job_facts_and_shared_devices(make_job: Callable[..., Result]) -> None:
+    page = render_html(make_job())
+    job = _texts_of(page, "job")
+    assert "Job: 4 ranks on 2 nodes" in job
+    for expected in (
+        "World size 4 ranks",
+        "Ranks reported 3 of 4: 0-2",
+        "Ranks missing missing 1: 3 (did not report: their energy is not in the figures)",
+        "Nodes 2: host-a, host-b",
+        "Launcher torchrun",
+        "SLURM job id 123",
+        "SLURM nodes host-a, host-b",
+        "torchrun nnodes: 2; nproc_per_node: 2",
+        "host-a/gpu0 : ranks 0-1",
+        "host-a/cpu0 : ranks 0-1",
+    ):
+        assert expected in " ".join(job.split()), expected
+    # The job's parts are in the Job section, not repeated under the machine.
+    machine = _texts_of(page, "machine")
+    assert "first reporting rank" in machine
+    assert "world_size" not in machine
+    assert "torchrun" not in machine
+    assert page.index('id="summary"') < page.index('id="job"') < page.index('id="devices"')
+
+
+def test_job_hostnames_are_escaped(make_job: Callable[..., Result]) -> None:
+    page = render_html(make_job(EVIL))
+    parsed = _parse(page)
+    assert "<script" not in page.lower()
+    assert {tag for tag, _ in parsed.tags} <= {
+        "html", "head", "meta", "title", "style", "body", "main", "header", "h1", "h2", "h3",
+        "span", "div", "code", "section", "table", "thead", "tbody", "tr", "th", "td",
+        "p", "ul", "li", "br", "footer", "strong",
+    }  # fmt: skip
+    nodes = _table_rows(page, "by-node")
+    assert nodes[2][0] == EVIL
+    assert nodes[2][2] == "gpu3 , cpu0"
+    assert _table_rows(page, "by-rank")[3][1] == EVIL
+    assert _table_rows(page, "machines")[2][0] == EVIL
+    assert f"Nodes 2: host-a, {EVIL}" in " ".join(_texts_of(page, "job").split())
+    assert "".join(parsed.text).count(EVIL) >= 6
+
+
 # ------------------------------------------------------------- self-containment
 _URL_ATTRS = {"src", "href", "xlink:href", "srcset", "action", "formaction", "poster", "data"}
 
@@ -351,6 +454,12 @@ def test_page_references_nothing_outside_itself(result_factory: Any) -> None:
     assert "https:" not in page
     assert "<script" not in page
     assert "default-src 'none'" in page  # and the browser is told not to fetch anyway
+
+
+def test_job_page_references_nothing_outside_itself(make_job: Callable[..., Result]) -> None:
+    page = render_html(make_job(EVIL))
+    assert 'id="by-node"' in page
+    assert _external_references(page) == []
 
 
 def test_the_reference_check_does_catch_references() -> None:

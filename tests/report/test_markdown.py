@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 
 import pytest
 
 import greenai
 from greenai.errors import SensorWarning
+from greenai.report._job import compact_ranks
 from greenai.report.html import (
     format_co2_g,
     format_duration_s,
@@ -212,3 +214,141 @@ def test_code_spans() -> None:
     assert code("a`b") == "``a`b``"
     assert code("`start") == "`` `start ``"
     assert code("") == "`  `"
+
+
+# ----------------------------------------------------------------------- jobs
+def _job_table(md: str, title: str) -> list[list[str]]:
+    """The cells of the table that follows the line ``title``, header included."""
+    lines = md.splitlines()
+    at = lines.index(title)
+    table = _tables("\n".join(lines[at + 1 :]))[0]
+    return [_cells(row) for row in table]
+
+
+def test_single_process_has_no_job_section(trained: Result) -> None:
+    md = render_markdown(trained)
+    assert "Job" not in md
+    assert "By node:" not in md
+
+
+def test_job_by_node(make_job: Callable[..., Result]) -> None:
+    job = make_job()
+    rows = _job_table(render_markdown(job), "By node:")
+    assert rows[0] == ["Node", "Ranks", "Devices", "Energy", "Share", "CO2e (g)"]
+    assert rows[2:] == [
+        ["`host-a`", "0-1", "`gpu0` (shared), `cpu0` (shared)", "4,000.0 J", "40.0 %", "4.00"],
+        ["`host-b`", "2", "`gpu3`, `cpu0`", "6,000.0 J", "60.0 %", "6.00"],
+        ["**Job**", "", "", "10,000.0 J", "100.0 %", "10.0"],
+    ]
+    # Each node's energy is the sum of its devices, and the shares make the whole.
+    for node in ("host-a", "host-b"):
+        devices_j = sum(e for d, e in job.energy_by_device_j.items() if d.startswith(node + "/"))
+        assert format_energy_j(devices_j) in {r[3] for r in rows if r[0] == f"`{node}`"}
+    assert sum(float(r[4].removesuffix(" %")) for r in rows[2:-1]) == pytest.approx(100.0)
+
+
+def test_job_by_rank(make_job: Callable[..., Result]) -> None:
+    rows = _job_table(render_markdown(make_job()), "By rank:")
+    assert rows[0] == [
+        "Rank", "Node", "Local rank", "Energy", "Mean power", "Duration", "Status", "GPUs metered",
+    ]  # fmt: skip
+    assert rows[2:] == [
+        ["0", "`host-a`", "0", "4,000.0 J", "40.0 W", "100.0 s (1 min 40 s)", "complete", "`gpu0`"],
+        ["1", "`host-a`", "1", "3,850.0 J", "40.5 W", "95.0 s (1 min 35 s)", "complete", "`gpu0`"],
+        [
+            "2", "`host-b`", "0", "6,000.0 J", "60.0 W", "100.0 s (1 min 40 s)", "**partial**",
+            "`gpu0`",
+        ],
+        [
+            "3", "unknown", "n/a", "n/a", "n/a", "n/a",
+            "**missing**: rank 3 did not report within 30 s", "n/a",
+        ],
+    ]  # fmt: skip
+
+
+def test_job_facts_launcher_and_shared_devices(make_job: Callable[..., Result]) -> None:
+    md = render_markdown(make_job())
+    rows = dict((r[0], r[1]) for r in _job_table(md, "#### Job: 4 ranks on 2 nodes")[2:])
+    assert rows == {
+        "World size": "4 ranks",
+        "Ranks reported": "3 of 4: 0-2",
+        "Ranks missing": "**1: 3 (did not report: their energy is not in the figures)**",
+        "Nodes": "2: host-a, host-b",
+        "Launcher": "torchrun",
+        "SLURM job id": "123",
+        "SLURM nodes": "host-a, host-b",
+        "torchrun": "nnodes: 2; nproc\\_per\\_node: 2",
+    }
+    assert (
+        "Read by several ranks, counted once in the job's figures: "
+        "`host-a/gpu0` (ranks 0-1); `host-a/cpu0` (ranks 0-1)." in md
+    )
+    # The job comes after the run's summary and before its devices.
+    assert md.index("| Status |") < md.index("#### Job") < md.index("| Device |")
+
+
+def test_job_without_co2_has_no_co2_column(make_job: Callable[..., Result]) -> None:
+    rows = _job_table(render_markdown(make_job(co2_kg=None)), "By node:")
+    assert rows[0] == ["Node", "Ranks", "Devices", "Energy", "Share"]
+    assert rows[-1] == ["**Job**", "", "", "10,000.0 J", "100.0 %"]
+
+
+def test_job_devices_without_a_node_keep_the_total(make_job: Callable[..., Result]) -> None:
+    job = make_job()
+    stray = dataclasses.replace(
+        job,
+        energy_by_device_j={**job.energy_by_device_j, "gpu9": 10_000.0},
+        sources={**job.sources, "gpu9": "nvml-counter"},
+        kinds={**job.kinds, "gpu9": "gpu"},
+    )
+    rows = _job_table(render_markdown(stray), "By node:")
+    assert [r[0] for r in rows[2:]] == ["`host-a`", "`host-b`", "(node unknown)", "**Job**"]
+    assert [r[3:5] for r in rows[2:]] == [
+        ["4,000.0 J", "20.0 %"],
+        ["6,000.0 J", "30.0 %"],
+        ["10,000.0 J", "50.0 %"],
+        ["20,000.0 J", "100.0 %"],
+    ]
+
+
+def test_job_hostnames_are_escaped(make_job: Callable[..., Result]) -> None:
+    evil = "<script>alert(1)</script>|x"
+    md = render_markdown(make_job(evil))
+    for table in _tables(md):
+        assert len({len(_cells(row)) for row in table}) == 1, table
+    nodes = _job_table(md, "By node:")
+    assert nodes[3][0] == code(evil)
+    assert nodes[3][2] == "`gpu3`, `cpu0`"  # the node prefix, pipe and all, is taken off
+    facts = dict((r[0], r[1]) for r in _job_table(md, "#### Job: 4 ranks on 2 nodes")[2:])
+    assert facts["Nodes"] == "2: host-a, " + text(evil)
+    assert facts["SLURM nodes"] == "host-a, " + text(evil)
+    # Outside code spans (which show their content literally) no tag is left.
+    outside = re.sub(r"(`+)(?:(?!\1).)+\1", "", md)
+    assert "<script>" not in outside
+    assert "\\<script\\>" in md
+
+
+def test_big_jobs_are_cut_short(make_job: Callable[..., Result]) -> None:
+    job = make_job()
+    rank = job.ranks[0]
+    ranks = tuple(
+        dataclasses.replace(
+            rank,
+            metadata={**rank.metadata, "distributed": {"rank": r, "node": f"n{r // 8}"}},
+        )
+        for r in range(100)
+    )
+    meta = {**job.metadata, "job": {"world_size": 100, "ranks_missing": []}}
+    md = render_markdown(dataclasses.replace(job, ranks=ranks, metadata=meta))
+    ranks_table = _job_table(md, "By rank:")
+    assert [r[0] for r in ranks_table[2:]] == [str(r) for r in range(64)]
+    assert ranks_table[2][1] == "`n0`"
+    assert ranks_table[-1][1] == "`n7`"
+    assert "Showing the first 64 of 100 ranks." in md
+    assert "| Ranks reported | 100 of 100: 0-99 |" in md
+
+
+def test_compact_ranks() -> None:
+    assert compact_ranks([]) == "none"
+    assert compact_ranks([3]) == "3"
+    assert compact_ranks([5, 0, 1, 2, 7, 8, 8]) == "0-2, 5, 7-8"

@@ -6,6 +6,8 @@ import json
 import math
 import os
 import stat
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,9 @@ import numpy as np
 import pytest
 
 import greenai
+from greenai.report.csv_report import emissions_row
+from greenai.report.html import render_html
+from greenai.report.markdown import render_markdown
 from greenai.report.records import (
     RECORD_FORMAT,
     RECORD_FORMAT_VERSION,
@@ -91,6 +96,36 @@ def test_accounted_partial_result_round_trips(tmp_path: Path) -> None:
     assert again.to_dict() == result.to_dict()
     assert again.partial
     assert again.partial_reasons == ("gpu0: counter reset",)
+
+
+def test_job_result_with_ranks_round_trips(tmp_path: Path, make_job: Callable[..., Result]) -> None:
+    job = make_job()
+    rank0 = replace(
+        job.ranks[0],
+        windows=(plain_result(name="epoch 0", energy_by_device_j={"gpu0": 40.0}),),
+        timeline=PowerTimeline([0.0, 50.0, 100.0], {"gpu0": [30.0, math.nan, 31.0]}),
+    )
+    job = replace(job, ranks=(rank0, *job.ranks[1:]), windows=(plain_result(name="epoch 0"),))
+    path = write_record(record_path(tmp_path, job), job)
+    assert path.name == "job-1.json"
+    data = strict_load(path)
+    assert [r["metadata"]["distributed"]["rank"] for r in data["ranks"]] == [0, 1, 2]
+    assert data["energy_by_node_j"] == {"host-a": 4000.0, "host-b": 6000.0}
+
+    again = read_record(path)
+    assert again.to_dict() == job.to_dict()
+    assert [r.run_id for r in again.ranks] == ["rank-0", "rank-1", "rank-2"]
+    assert again.ranks[2].partial
+    assert again.ranks[2].partial_reasons == ("gpu0: energy counter restarted",)
+    assert again.ranks[0].window("epoch 0").energy_j == 40.0
+    assert math.isnan(again.ranks[0].timeline.power_w["gpu0"][1])
+    assert again.device_nodes == job.device_nodes
+    assert again.energy_by_node_j == {"host-a": 4000.0, "host-b": 6000.0}
+    assert again.metadata["job"]["ranks_missing"] == [3]
+    # Every report of the record is the report of the job.
+    assert render_markdown(again) == render_markdown(job)
+    assert render_html(again) == render_html(job)
+    assert emissions_row(again) == emissions_row(job)
 
 
 def test_non_finite_numbers_become_null(tmp_path: Path) -> None:

@@ -31,6 +31,15 @@ How each column is filled (Units as CodeCarbon's):
   nothing). ``ram_total_size`` in GiB, which CodeCarbon labels GB
   (``psutil`` total / 1024**3), so a greenai row and a CodeCarbon row from the same
   machine agree; greenai's metadata holds decimal GB and is converted.
+- A ``torch.distributed`` job is one row, written by the process holding the job
+  result (:attr:`Result.ranks` non-empty), with the job's totals. Its machine
+  columns describe the whole job, from the ranks' own metadata, each node's machine
+  counted once: ``cpu_count`` and ``ram_total_size`` are summed over the nodes,
+  ``gpu_count`` counts the job's GPUs (devices of kind ``gpu``, a GPU several ranks
+  shared once), ``gpu_model`` counts them by model (see
+  :func:`greenai.report._job.node_machines`), and ``cpu_model``, ``os`` and
+  ``python_version`` list the distinct values, joined with ``", "``. The file has
+  no column for ranks or nodes (it stays CodeCarbon's); the JSON record has them.
 - ``codecarbon_version``: ``greenai-<version>``. No CodeCarbon reader parses it
   (the dashboard never reads it; the API and BoAmps outputs carry it as free
   text), and it tells a reader of a shared file which tool wrote each row.
@@ -65,6 +74,7 @@ from typing import Any
 
 from greenai.errors import ReportError
 from greenai.report._files import fsync_directory
+from greenai.report._job import node_machines
 from greenai.result import Result
 
 if sys.platform != "win32":
@@ -198,11 +208,7 @@ def emissions_row(
         return energy_j * pue / J_PER_KWH
 
     cloud_provider = _text(accounting.get("cloud_provider"))
-    ram_gb = _float_or_none(metadata.get("ram_total_gb"))
-    gpu_models = metadata.get("gpu_models")
-    gpu_count = metadata.get("gpu_count")
-    if gpu_count is None:
-        gpu_count = sum(1 for kind in result.kinds.values() if kind == "gpu")
+    machine = _job_machine(result) if result.ranks else _machine(result)
     version = metadata.get("greenai_version")
     if version is None:
         from greenai import __version__ as version
@@ -232,16 +238,16 @@ def emissions_row(
         "region": accounting.get("region"),
         "cloud_provider": cloud_provider,
         "cloud_region": accounting.get("cloud_region"),
-        "os": metadata.get("os"),
-        "python_version": metadata.get("python_version"),
+        "os": machine["os"],
+        "python_version": machine["python_version"],
         "codecarbon_version": f"greenai-{version}",
-        "cpu_count": metadata.get("cpu_count"),
-        "cpu_model": metadata.get("cpu_model"),
-        "gpu_count": gpu_count,
-        "gpu_model": _gpu_model(gpu_models),
+        "cpu_count": machine["cpu_count"],
+        "cpu_model": machine["cpu_model"],
+        "gpu_count": machine["gpu_count"],
+        "gpu_model": machine["gpu_model"],
         "longitude": None,
         "latitude": None,
-        "ram_total_size": None if ram_gb is None else ram_gb * BYTES_PER_GB / BYTES_PER_GIB,
+        "ram_total_size": machine["ram_total_size"],
         "tracking_mode": _tracking_mode(result),
         "cpu_utilization_percent": 0,
         "gpu_utilization_percent": 0,
@@ -252,6 +258,52 @@ def emissions_row(
         "wue": 0.0,
     }
     return {column: _cell(values[column]) for column in EMISSIONS_COLUMNS}
+
+
+def _machine(result: Result) -> dict[str, object]:
+    """The machine columns of a single process's run, from its metadata."""
+    metadata = result.metadata
+    gpu_count = metadata.get("gpu_count")
+    if gpu_count is None:
+        gpu_count = sum(1 for kind in result.kinds.values() if kind == "gpu")
+    return {
+        "os": metadata.get("os"),
+        "python_version": metadata.get("python_version"),
+        "cpu_count": metadata.get("cpu_count"),
+        "cpu_model": metadata.get("cpu_model"),
+        "gpu_count": gpu_count,
+        "gpu_model": _gpu_model(metadata.get("gpu_models")),
+        "ram_total_size": _gib(_float_or_none(metadata.get("ram_total_gb"))),
+    }
+
+
+def _job_machine(result: Result) -> dict[str, object]:
+    """The machine columns of a job: every node's machine once (see the module docstring)."""
+    machines = node_machines(result)
+    cpu_counts = [m.cpu_count for m in machines if m.cpu_count is not None]
+    ram_gb = [m.ram_total_gb for m in machines if m.ram_total_gb is not None]
+    models: Counter[str] = Counter()
+    for m in machines:
+        models.update(m.gpu_models)
+
+    def distinct(values: Sequence[str | None]) -> str | None:
+        known = list(dict.fromkeys(v for v in values if v))
+        return ", ".join(known) if known else None
+
+    return {
+        "os": distinct([m.os for m in machines]),
+        "python_version": distinct([m.python_version for m in machines]),
+        "cpu_count": sum(cpu_counts) if cpu_counts else None,
+        "cpu_model": distinct([m.cpu_model for m in machines]),
+        "gpu_count": sum(1 for kind in result.kinds.values() if kind == "gpu"),
+        "gpu_model": ", ".join(f"{n} x {name}" for name, n in models.items()),
+        "ram_total_size": _gib(sum(ram_gb) if ram_gb else None),
+    }
+
+
+def _gib(ram_gb: float | None) -> float | None:
+    """Decimal GB (greenai's metadata) as GiB (CodeCarbon's ``ram_total_size``)."""
+    return None if ram_gb is None else ram_gb * BYTES_PER_GB / BYTES_PER_GIB
 
 
 def _tracking_mode(result: Result) -> str:

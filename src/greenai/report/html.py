@@ -21,6 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from greenai.report._files import write_atomic
+from greenai.report._job import (
+    Job,
+    JobNode,
+    compact_ranks,
+    is_job,
+    job_view,
+    node_machines,
+    short_device,
+)
 from greenai.result import Result
 
 __all__ = ["render_html", "write_html"]
@@ -77,6 +86,7 @@ _METADATA_FIELDS: tuple[tuple[str, str], ...] = (
 # thousands of windows still makes a page a browser opens quickly.
 _MAX_WINDOW_ROWS = 500
 _MAX_GANTT_ROWS = 120
+_MAX_JOB_ROWS = 500  # nodes, and ranks, listed in a job's tables
 
 # Chart geometry, in SVG user units (CSS px at 100 % zoom).
 _CHART_W = 960.0
@@ -96,6 +106,7 @@ h1 .name { color: #0b5d36; overflow-wrap: anywhere; }
 .sub { color: #5b6670; font-size: 13px; }
 .sub code { font-size: 12px; }
 h2 { font-size: 17px; margin: 0 0 10px; font-weight: 650; }
+h3 { font-size: 14.5px; margin: 16px 0 8px; font-weight: 650; }
 section { background: #fff; border: 1px solid #dde2e7; border-radius: 8px;
   padding: 16px 18px; margin: 14px 0; }
 .cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(170px, 1fr)); gap: 10px;
@@ -127,6 +138,7 @@ td.name { overflow-wrap: anywhere; }
 .tag.simulated { background: #efe6fb; color: #5b2d91; }
 .tag.unknown { background: #eceff1; color: #4b5660; }
 .tag.partial { background: #fde2d6; color: #9a3412; }
+.tag.shared { background: #e4eef8; color: #1f4f7a; }
 .note { color: #5b6670; font-size: 12.5px; margin: 6px 0 0; }
 .chart { width: 100%; height: auto; display: block; }
 svg text { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; }
@@ -166,6 +178,7 @@ def render_html(result: Result) -> str:
         _header(result),
         _notices(result),
         _summary_section(result),
+        _job_section(result),
         _devices_section(result),
         _timeline_section(result),
         _windows_section(result),
@@ -329,6 +342,114 @@ def _source_note(source: str) -> tuple[str, str]:
     return _SOURCE_NOTES.get(source, ("unknown", f"Source: {source}"))
 
 
+# -------------------------------------------------------------------- job facts
+def job_facts(job: Job) -> list[tuple[str, str]]:
+    """A job's world size, ranks reported and missing, nodes and launcher, as plain text.
+
+    Shared by the HTML and Markdown reports, which escape the values their own way.
+    """
+    size = job.world_size
+    reported = job.ranks_reported
+    facts = [
+        ("World size", "unknown" if size is None else f"{size:,} {_plural(size, 'rank')}"),
+        (
+            "Ranks reported",
+            f"{len(reported):,}"
+            + (f" of {size:,}" if size is not None else "")
+            + f": {compact_ranks(reported)}",
+        ),
+        (
+            "Ranks missing",
+            "none"
+            if not job.ranks_missing
+            else f"{len(job.ranks_missing):,}: {compact_ranks(job.ranks_missing)} "
+            "(did not report: their energy is not in the figures)",
+        ),
+        (
+            "Nodes",
+            f"{len(_named_nodes(job)):,}: " + ", ".join(_named_nodes(job))
+            if _named_nodes(job)
+            else "unknown",
+        ),
+    ]
+    facts.extend(_launcher_facts(job.launcher))
+    return facts
+
+
+def _named_nodes(job: Job) -> list[str]:
+    return [n.node for n in job.nodes if n.node is not None]
+
+
+def _launcher_facts(launcher: Mapping[str, Any]) -> list[tuple[str, str]]:
+    if not launcher:
+        return [("Launcher", "not recorded")]
+    facts = []
+    name = launcher.get("launcher")
+    facts.append(("Launcher", format_value(name) if name else "not recorded"))
+    slurm = launcher.get("slurm")
+    if isinstance(slurm, Mapping):
+        if slurm.get("job_id") is not None:
+            facts.append(("SLURM job id", format_value(slurm["job_id"])))
+        if slurm.get("nodes"):
+            facts.append(("SLURM nodes", format_value(slurm["nodes"])))
+        rest = {k: v for k, v in slurm.items() if k not in ("job_id", "nodes")}
+        if rest:
+            facts.append(("SLURM", format_value(rest)))
+    elif slurm is not None:
+        facts.append(("SLURM", format_value(slurm)))
+    for key, value in launcher.items():
+        if key not in ("launcher", "slurm"):
+            facts.append((str(key), format_value(value)))
+    return facts
+
+
+def _plural(count: int, word: str) -> str:
+    return word if count == 1 else word + "s"
+
+
+def job_title(job: Job) -> str:
+    """``4 ranks on 2 nodes``, counting the ranks reported or missing."""
+    ranks = job.world_size if job.world_size is not None else len(job.ranks)
+    nodes = len(_named_nodes(job))
+    return f"{ranks:,} {_plural(ranks, 'rank')} on {nodes:,} {_plural(nodes, 'node')}"
+
+
+def node_label(node: JobNode) -> str:
+    return node.node if node.node is not None else "(node unknown)"
+
+
+def node_co2_kg(result: Result, node: JobNode) -> float | None:
+    """The node's part of the job's CO2e, in proportion to its energy. Units: kg."""
+    total_j = result.energy_j
+    if result.co2_kg is None or total_j <= 0:
+        return None
+    return result.co2_kg * node.energy_j / total_j
+
+
+def missing_reason(result: Result, rank: int) -> str:
+    """Why ``rank`` is missing, from the job's partial reasons (``did not report`` if none)."""
+    for reason in result.partial_reasons:
+        if reason.startswith((f"rank {rank} ", f"rank {rank}:")):
+            return reason
+    return "did not report"
+
+
+def shared_by(job: Job) -> dict[str, tuple[int, ...]]:
+    """Devices several ranks read (counted once in the job), with those ranks."""
+    return {device: ranks for device, ranks in job.shared_devices}
+
+
+JOB_NOTES = (
+    "A node's energy is the sum of its devices, so the nodes add up to the job's total.",
+    "A rank's energy counts every device it metered: a device several ranks read is in each "
+    "of their rows but once in the job's total, so the ranks can add up to more than it.",
+)
+CO2_SPLIT_NOTE = (
+    "CO2e is split between nodes in proportion to their energy (one grid intensity and PUE "
+    "for the whole job)."
+)
+
+
 # ---------------------------------------------------------------------- sections
 def _header(result: Result) -> str:
     run_id = f" &middot; run <code>{_e(result.run_id)}</code>" if result.run_id else ""
@@ -439,6 +560,152 @@ def _kv_table(rows: Iterable[tuple[str, str]]) -> str:
     """A two-column table; values are already HTML, labels are escaped here."""
     body = "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in rows)
     return f'<table class="kv">{body}</table>'
+
+
+def _job_section(result: Result) -> str:
+    """A multi-process job: its ranks and launcher, then its energy by node and by rank."""
+    if not is_job(result):
+        return ""
+    job = job_view(result)
+    total_j = result.energy_j
+    facts = []
+    for label, value in job_facts(job):
+        cell = _e(value)
+        if label == "Ranks missing" and job.ranks_missing:
+            cell = f'<span class="tag partial">missing</span> {cell}'
+        facts.append((label, cell))
+    shared = shared_by(job)
+    with_co2 = result.co2_kg is not None
+
+    node_rows = []
+    for node in job.nodes[:_MAX_JOB_ROWS]:
+        devices = ", ".join(
+            f"<code>{_e(short_device(d, node.node))}</code>"
+            + (' <span class="tag shared">shared</span>' if d in shared else "")
+            for d in node.devices
+        )
+        co2 = node_co2_kg(result, node)
+        node_rows.append(
+            "<tr>"
+            f'<td class="name">{_e(node_label(node))}</td>'
+            f"<td>{_e(compact_ranks(node.ranks))}</td>"
+            f'<td class="name">{devices or "none"}</td>'
+            f'<td class="num">{_e(format_energy_j(node.energy_j))}</td>'
+            f'<td class="num">{_e(format_share(node.energy_j, total_j))}</td>'
+            + (f'<td class="num">{_e(_co2_g_cell(co2))}</td>' if with_co2 else "")
+            + "</tr>"
+        )
+    node_rows.append(
+        '<tr class="total"><td>Job</td><td></td><td></td>'
+        f'<td class="num">{_e(format_energy_j(total_j))}</td>'
+        f'<td class="num">{"100.0 %" if total_j > 0 else "n/a"}</td>'
+        + (f'<td class="num">{_e(_co2_g_cell(result.co2_kg))}</td>' if with_co2 else "")
+        + "</tr>"
+    )
+    node_head = (
+        "<tr><th>Node</th><th>Ranks</th><th>Devices</th><th class=num>Energy</th>"
+        "<th class=num>Share of job</th>"
+        + ("<th class=num>CO2e (g)</th>" if with_co2 else "")
+        + "</tr>"
+    )
+
+    rank_rows = []
+    for rank in job.ranks[:_MAX_JOB_ROWS]:
+        r = rank.result
+        if r is None:
+            status = (
+                f'<span class="tag partial">missing</span> {_e(missing_reason(result, rank.rank))}'
+            )
+            figures = '<td class="num">n/a</td>' * 3
+        else:
+            status = (
+                '<span class="tag partial" title="'
+                + _e("; ".join(r.partial_reasons) or "no reason was recorded")
+                + '">partial</span>'
+                if r.partial
+                else "complete"
+            )
+            figures = (
+                f'<td class="num">{_e(format_energy_j(r.energy_j))}</td>'
+                f'<td class="num">{_e(format_power_w(r.mean_power_w))}</td>'
+                f'<td class="num">{_e(format_duration_s(r.duration_s))}</td>'
+            )
+        gpus = ", ".join(f"<code>{_e(g)}</code>" for g in rank.gpus) or (
+            "n/a" if r is None else "none"
+        )
+        rank_rows.append(
+            "<tr>"
+            f'<td class="num">{rank.rank}</td>'
+            f'<td class="name">{_e(rank.node if rank.node is not None else "unknown")}</td>'
+            f'<td class="num">{"n/a" if rank.local_rank is None else rank.local_rank}</td>'
+            f"{figures}<td>{status}</td><td>{gpus}</td>"
+            "</tr>"
+        )
+    rank_head = (
+        "<tr><th class=num>Rank</th><th>Node</th><th class=num>Local rank</th>"
+        "<th class=num>Energy</th><th class=num>Mean power</th><th class=num>Duration</th>"
+        "<th>Status</th><th>GPUs metered</th></tr>"
+    )
+
+    notes = list(JOB_NOTES[:1])
+    if with_co2:
+        notes.append(CO2_SPLIT_NOTE)
+    if len(job.nodes) > _MAX_JOB_ROWS:
+        notes.append(f"The table lists the first {_MAX_JOB_ROWS:,} of {len(job.nodes):,} nodes.")
+    rank_notes = list(JOB_NOTES[1:])
+    if len(job.ranks) > _MAX_JOB_ROWS:
+        rank_notes.append(
+            f"The table lists the first {_MAX_JOB_ROWS:,} of {len(job.ranks):,} ranks."
+        )
+    shared_html = ""
+    if shared:
+        items = "".join(
+            f"<li><code>{_e(d)}</code>: ranks {_e(compact_ranks(on))}</li>"
+            for d, on in shared.items()
+        )
+        shared_html = (
+            '<p class="note" id="shared-devices">Devices read by several ranks, counted once '
+            f"in the job's figures:</p><ul>{items}</ul>"
+        )
+    return (
+        f'<section id="job"><h2>Job: {_e(job_title(job))}</h2>'
+        f"{_kv_table(facts)}"
+        '<h3>By node</h3><table id="by-node">'
+        f"<thead>{node_head}</thead><tbody>{''.join(node_rows)}</tbody></table>"
+        + "".join(f'<p class="note">{_e(n)}</p>' for n in notes)
+        + shared_html
+        + _machines_table(result)
+        + '<h3>By rank</h3><table id="by-rank">'
+        f"<thead>{rank_head}</thead><tbody>{''.join(rank_rows)}</tbody></table>"
+        + "".join(f'<p class="note">{_e(n)}</p>' for n in rank_notes)
+        + "</section>"
+    )
+
+
+def _machines_table(result: Result) -> str:
+    """Each node's machine, from its ranks' metadata (empty when no rank reported one)."""
+    rows = []
+    for m in node_machines(result)[:_MAX_JOB_ROWS]:
+        gpus = ", ".join(f"{n} x {model}" for model, n in m.gpu_models.items())
+        rows.append(
+            "<tr>"
+            f'<td class="name">{_e(m.node)}</td>'
+            f'<td class="name">{_e(format_value(m.cpu_model))}</td>'
+            f'<td class="num">{_e(format_value(m.cpu_count))}</td>'
+            f'<td class="num">{_e(format_value(m.ram_total_gb))}</td>'
+            f'<td class="name">{_e(gpus or "none")}</td>'
+            "</tr>"
+        )
+    if not rows:
+        return ""
+    head = (
+        "<tr><th>Node</th><th>CPU</th><th class=num>CPU threads</th>"
+        "<th class=num>Memory (GB)</th><th>Job GPUs</th></tr>"
+    )
+    return (
+        '<h3>Machines</h3><table id="machines">'
+        f"<thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def _devices_section(result: Result) -> str:
@@ -1011,6 +1278,15 @@ def _accounting_section(result: Result) -> str:
 
 def _machine_section(result: Result) -> str:
     meta = dict(result.metadata)
+    job_note = ""
+    if is_job(result):
+        # Shown in the Job section; the rest is what the first rank to report recorded.
+        meta.pop("job", None)
+        meta.pop("launcher", None)
+        job_note = (
+            '<p class="note">As recorded by the job\'s first reporting rank; each node and '
+            "rank is in the Job section.</p>"
+        )
     if not meta:
         return (
             '<section id="machine"><h2>Machine and software</h2>'
@@ -1030,7 +1306,9 @@ def _machine_section(result: Result) -> str:
         rows.append((label, cell))
     for key, value in meta.items():
         rows.append((str(key), _e(format_value(value))))
-    return f'<section id="machine"><h2>Machine and software</h2>{_kv_table(rows)}</section>'
+    return (
+        f'<section id="machine"><h2>Machine and software</h2>{job_note}{_kv_table(rows)}</section>'
+    )
 
 
 def _footer(result: Result) -> str:

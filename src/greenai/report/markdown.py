@@ -14,7 +14,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from greenai.report._job import compact_ranks, is_job, job_view, short_device
 from greenai.report.html import (
+    CO2_SPLIT_NOTE,
+    JOB_NOTES,
     format_co2_g,
     format_co2_kg,
     format_duration_s,
@@ -25,13 +28,21 @@ from greenai.report.html import (
     format_usd,
     format_utc,
     format_value,
+    job_facts,
+    job_title,
+    missing_reason,
+    node_co2_kg,
+    node_label,
+    shared_by,
 )
 from greenai.result import Result
 
 __all__ = ["render_markdown"]
 
-# A PR comment is read, not scrolled: list at most this many top-level windows.
+# A PR comment is read, not scrolled: list at most this many top-level windows,
+# and this many nodes and ranks of a job.
 _MAX_WINDOWS = 20
+_MAX_JOB_ROWS = 64
 
 _SOURCE_NOTES: Mapping[str, str] = {
     "nvml-counter": "measured (GPU energy counter)",
@@ -63,6 +74,10 @@ def render_markdown(result: Result) -> str:
         lines.append("")
     lines.extend(_summary(result))
     lines.append("")
+    job = _job(result)
+    if job:
+        lines.extend(job)
+        lines.append("")
     lines.extend(_devices(result))
     windows = _windows(result)
     if windows:
@@ -134,6 +149,89 @@ def _summary(result: Result) -> list[str]:
         ("Status", "**PARTIAL**" if result.partial else "complete"),
     ]
     return ["| | |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows)]
+
+
+def _job(result: Result) -> list[str]:
+    """A multi-process job: ranks and launcher, then energy by node and by rank."""
+    if not is_job(result):
+        return []
+    job = job_view(result)
+    total_j = result.energy_j
+    with_co2 = result.co2_kg is not None
+    lines = [f"#### Job: {text(job_title(job))}", "", "| | |", "| --- | --- |"]
+    for label, value in job_facts(job):
+        warn = label == "Ranks missing" and job.ranks_missing
+        lines.append(
+            f"| {text(label)} | {'**' if warn else ''}{text(value)}{'**' if warn else ''} |"
+        )
+
+    shared = shared_by(job)
+    co2_head = (" CO2e (g) |", " ---: |") if with_co2 else ("", "")
+    lines += [
+        "",
+        "By node:",
+        "",
+        "| Node | Ranks | Devices | Energy | Share |" + co2_head[0],
+        "| --- | --- | --- | ---: | ---: |" + co2_head[1],
+    ]
+    for node in job.nodes[:_MAX_JOB_ROWS]:
+        devices = ", ".join(
+            code(short_device(d, node.node)) + (" (shared)" if d in shared else "")
+            for d in node.devices
+        )
+        co2 = node_co2_kg(result, node)
+        lines.append(
+            f"| {code(node_label(node)) if node.node is not None else text(node_label(node))} "
+            f"| {compact_ranks(node.ranks)} | {devices or 'none'} "
+            f"| {format_energy_j(node.energy_j)} | {format_share(node.energy_j, total_j)} |"
+            + (f" {_co2_cell(co2)} |" if with_co2 else "")
+        )
+    lines.append(
+        f"| **Job** | | | {format_energy_j(total_j)} | {'100.0 %' if total_j > 0 else 'n/a'} |"
+        + (f" {_co2_cell(result.co2_kg)} |" if with_co2 else "")
+    )
+    if len(job.nodes) > _MAX_JOB_ROWS:
+        lines += ["", f"Showing the first {_MAX_JOB_ROWS} of {len(job.nodes):,} nodes."]
+    lines += ["", JOB_NOTES[0] + (" " + CO2_SPLIT_NOTE if with_co2 else "")]
+    if shared:
+        lines += [
+            "",
+            "Read by several ranks, counted once in the job's figures: "
+            + "; ".join(f"{code(d)} (ranks {compact_ranks(on)})" for d, on in shared.items())
+            + ".",
+        ]
+
+    lines += [
+        "",
+        "By rank:",
+        "",
+        "| Rank | Node | Local rank | Energy | Mean power | Duration | Status | GPUs metered |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for rank in job.ranks[:_MAX_JOB_ROWS]:
+        r = rank.result
+        host = code(rank.node) if rank.node is not None else "unknown"
+        local = "n/a" if rank.local_rank is None else str(rank.local_rank)
+        if r is None:
+            lines.append(
+                f"| {rank.rank} | {host} | {local} | n/a | n/a | n/a "
+                f"| **missing**: {text(missing_reason(result, rank.rank))} | n/a |"
+            )
+            continue
+        gpus = ", ".join(code(g) for g in rank.gpus) or "none"
+        lines.append(
+            f"| {rank.rank} | {host} | {local} | {format_energy_j(r.energy_j)} "
+            f"| {format_power_w(r.mean_power_w)} | {format_duration_s(r.duration_s)} "
+            f"| {'**partial**' if r.partial else 'complete'} | {gpus} |"
+        )
+    if len(job.ranks) > _MAX_JOB_ROWS:
+        lines += ["", f"Showing the first {_MAX_JOB_ROWS} of {len(job.ranks):,} ranks."]
+    lines += ["", JOB_NOTES[1]]
+    return lines
+
+
+def _co2_cell(co2_kg: float | None) -> str:
+    return "n/a" if co2_kg is None else format_co2_g(co2_kg).removesuffix(" g CO2e")
 
 
 def _devices(result: Result) -> list[str]:
