@@ -16,6 +16,7 @@ from greenai.config import resolve_settings
 from greenai.control.governor import Governor
 from greenai.control.target import EnergyTarget
 from greenai.devices import Device
+from greenai.job import DEFAULT_GATHER_TIMEOUT_S, Gather
 from greenai.report.csv_report import append_emissions_row
 from greenai.report.history import History, default_history_path
 from greenai.report.records import record_path, write_record
@@ -53,6 +54,10 @@ class Tracker(_BaseTracker):
         target: Steer the GPUs' power limits toward this energy goal (see
             :mod:`greenai.control`); the controller's decisions are in
             ``run.result.metadata["control"]``. Steps must be marked with ``run.step()``.
+        gather, gather_timeout_s: In a ``torchrun``/``srun`` job, who holds the job's
+            result and how long to wait for the other ranks (see
+            :class:`greenai.track.Tracker` and :mod:`greenai.job`). Only the rank
+            holding the job result writes reports, unless ``gather="none"``.
 
     Settings not given as arguments come from the config file, then ``GREENAI_*``
     environment variables (see :func:`greenai.config.resolve_settings`); a place
@@ -83,6 +88,8 @@ class Tracker(_BaseTracker):
         project_name: str = "greenai",
         history: bool | str | os.PathLike[str] | None = None,
         target: EnergyTarget | None = None,
+        gather: Gather = "rank0",
+        gather_timeout_s: float = DEFAULT_GATHER_TIMEOUT_S,
     ) -> None:
         settings = resolve_settings(
             country=country,
@@ -106,6 +113,8 @@ class Tracker(_BaseTracker):
             account=accountant(settings),
             outputs=_outputs(output_dir, project_name, history),
             observers=() if target is None else (Governor(target, job=name),),
+            gather=gather,
+            gather_timeout_s=gather_timeout_s,
         )
 
 

@@ -163,8 +163,7 @@ class JobContext:
                 "world_size": self.info.world_size,
                 "local_rank": self.info.local_rank,
                 "node": self.node,
-            },
-            "launcher": self.launcher,
+            }
         }
 
     def gather_job(

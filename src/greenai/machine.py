@@ -10,10 +10,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from greenai.devices import Device
+from greenai.launcher import launcher_metadata
 
 
 def describe(devices: Sequence[Device]) -> dict[str, Any]:
-    """Host, OS, Python, CPU, memory, metered GPUs and library versions. Never raises."""
+    """Host, OS, Python, CPU, memory, metered GPUs, library versions and the launcher's job
+    (torchrun, SLURM). Never raises."""
     from greenai import __version__
     from greenai.devices.cpu_estimate import cpu_model_name
 
@@ -30,6 +32,9 @@ def describe(devices: Sequence[Device]) -> dict[str, Any]:
         "gpu_models": [str(getattr(g, "model", g.name)) for g in gpus],
         "devices": {d.name: repr(d) for d in devices},
     }
+    launcher = launcher_metadata()
+    if launcher:
+        info["launcher"] = launcher
     torch = sys.modules.get("torch")
     if torch is not None:
         info["torch_version"] = str(getattr(torch, "__version__", "unknown"))

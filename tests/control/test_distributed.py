@@ -70,7 +70,13 @@ def _worker(rank: int, port: int, out: str, scenario: str) -> None:
         with simulated_nvml([GPUS[rank]], virtual_clock=True) as sim:
             start_s = sim.now()
             with greenai.track(
-                "dist", target=target, cpu=False, dram=False, history=False, country="FRA"
+                "dist",
+                target=target,
+                cpu=False,
+                dram=False,
+                history=False,
+                country="FRA",
+                gather_timeout_s=5.0,
             ) as run:
                 for i in range(STEPS):
                     if rank == 1 and scenario == "exit" and i == 3:
@@ -177,8 +183,10 @@ def test_a_lost_rank_makes_the_other_warn_and_plan_alone(tmp_path: Path, scenari
     assert r0 is not None
     assert r1 is None
     report = r0["report"]
-    assert [w[0] for w in r0["warnings"]] == ["ControlWarning"]
+    # the control plans alone; at the end the job's result lacks rank 1
+    assert [w[0] for w in r0["warnings"]] == ["ControlWarning", "GatherWarning"]
     assert "lost the other ranks" in r0["warnings"][0][1]
+    assert "ranks [1] of the job did not report" in r0["warnings"][1][1]
     info = report["distributed"]
     assert info["coordinated"] is False
     assert info["budget_share"] == pytest.approx(0.5)  # lost before any phase was combined
