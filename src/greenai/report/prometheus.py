@@ -1,0 +1,673 @@
+"""Live metrics of a running tracker for Prometheus: an HTTP endpoint, a multiprocess
+directory, or a Pushgateway.
+
+:class:`PrometheusExporter` is a :class:`~greenai.track.RunObserver`: a daemon
+thread reads the tracker's :meth:`~greenai.track.Tracker.snapshot` every
+``update_interval_s`` into ``prometheus_client`` metric objects, and a last
+update is made as the run stops. Three ways out, which combine:
+
+* Pull: each process serves ``/metrics`` on ``port + local_rank`` (so the ranks
+  of a node never fight over one port); a later run in the same process, or
+  another exporter given the same port, shares the running server.
+* Multiprocess directory (``PROMETHEUS_MULTIPROC_DIR``): every process writes its
+  figures into the directory and the node's local rank 0 serves them all on
+  ``port``, the way ``prometheus_client`` serves gunicorn workers.
+* Push: the run's series go to a Pushgateway when the run stops (and every
+  ``push_interval_s``), grouped by run, rank, node and the user's labels.
+
+Metrics (every one labelled ``run``, ``rank``, ``node`` and the user's labels):
+
+====================================  =======  ==============================================
+name                                  type     extra labels, meaning
+====================================  =======  ==============================================
+``greenai_energy_joules_total``       counter  device, kind, source: energy since the run began
+``greenai_power_watts``               gauge    device, kind, source: latest power (0 once ended)
+``greenai_co2_kilograms_total``       counter  device: the device's energy share of the run's
+                                               CO2e (only when the run is accounted)
+``greenai_steps_total``               counter  ``run.step()`` calls
+``greenai_steps_per_second``          gauge    steps over the last update interval (0 once ended)
+``greenai_window_energy_joules``      gauge    window: energy of the open (or last) window by name
+``greenai_run_partial``               gauge    1 when a sensor failed or restarted, else 0
+``greenai_run_duration_seconds``      gauge    time since the run began
+====================================  =======  ==============================================
+
+Counters only ever grow: each update adds what a device spent since the last one,
+so a figure that falls (a sensor fault) holds until it exceeds its old high, and
+a later run with the same name keeps adding to the same series. Nothing here
+raises into the user's training loop: a failing update or push is logged (debug)
+and reported once, as an :class:`~greenai.errors.OutputWarning`, when the run stops.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import os
+import re
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from greenai.errors import OutputWarning, warn
+from greenai.result import Result
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry, Counter
+    from prometheus_client.metrics_core import Metric
+
+    from greenai.result import Snapshot
+    from greenai.track import Tracker
+
+logger = logging.getLogger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""What ``prometheus_client`` reads, once, when it is imported, to choose multiprocess mode."""
+
+_RUN_LABELS = ("run", "rank", "node")
+# the exporter's own label names, and the target labels Prometheus and the Pushgateway set
+_RESERVED_LABELS = frozenset(
+    {*_RUN_LABELS, "device", "kind", "source", "window", "job", "instance"}
+)
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_MAX_PORT = 65535
+_JOIN_TIMEOUT_S = 2.0  # longest wait, at the run's stop, for an update in flight
+_PUSH_TIMEOUT_S = 5.0  # a Pushgateway that hangs delays the run's stop at most this long
+_MAX_WINDOWS = 100  # window series per run: names made per epoch must not flood Prometheus
+
+
+class _Metrics:
+    """The metric objects of one registry: Prometheus allows each name once per registry."""
+
+    def __init__(self, registry: CollectorRegistry, user_labels: tuple[str, ...]) -> None:
+        from prometheus_client import Counter, Gauge
+
+        self.registry = registry
+        self.user_labels = user_labels
+        run = (*_RUN_LABELS, *user_labels)
+        device = (*run, "device", "kind", "source")
+        # Multiprocess gauges: live* modes drop a process's values when it exits; "sum"
+        # adds processes sharing a label set (each GPU's power), "max" takes the worst.
+        self.energy = Counter(
+            "greenai_energy_joules",
+            "Energy used by the device since the run began.",
+            device,
+            registry=registry,
+        )
+        self.power = Gauge(
+            "greenai_power_watts",
+            "Latest power of the device (0 once the run has ended).",
+            device,
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.co2 = Counter(
+            "greenai_co2_kilograms",
+            "CO2e of the run charged to the device (its share of the run's energy).",
+            (*run, "device"),
+            registry=registry,
+        )
+        self.steps = Counter(
+            "greenai_steps", "Steps marked with run.step().", run, registry=registry
+        )
+        self.step_rate = Gauge(
+            "greenai_steps_per_second",
+            "Steps per second over the last update interval (0 once the run has ended).",
+            run,
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.window = Gauge(
+            "greenai_window_energy_joules",
+            "Energy of the open window with this name, or of the last one once closed.",
+            (*run, "window"),
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.partial = Gauge(
+            "greenai_run_partial",
+            "1 when a sensor failed, restarted or was missing during the run, else 0.",
+            run,
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.duration = Gauge(
+            "greenai_run_duration_seconds",
+            "Time since the run began.",
+            run,
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+
+
+class _Endpoint:
+    """One HTTP server of this process and the registry it serves.
+
+    In single-process mode the registry holds the metric objects; in multiprocess
+    mode it holds a collector that reads every process's files in the directory.
+    """
+
+    def __init__(
+        self, addr: str, port: int, user_labels: tuple[str, ...], multiprocess_dir: str | None
+    ) -> None:
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        self.registry = CollectorRegistry()
+        self.metrics: _Metrics | None = None
+        if multiprocess_dir is None:
+            self.metrics = _Metrics(self.registry, user_labels)
+        else:
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            MultiProcessCollector(self.registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+        server, _ = start_http_server(port, addr, registry=self.registry)
+        self.port = int(server.server_port)
+
+
+_lock = threading.Lock()
+_endpoints: dict[tuple[str, int], _Endpoint] = {}  # by address and bound port
+_unserved: dict[tuple[str, ...], _Metrics] = {}  # by user label names: pushed or written to files
+_marks_dead_at_exit = False
+
+
+def _forget_after_fork() -> None:
+    """A forked child has none of its parent's servers: their threads stayed in the parent."""
+    global _lock
+    _lock = threading.Lock()
+    _endpoints.clear()
+    _unserved.clear()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def _serve(addr: str, port: int, user_labels: tuple[str, ...], mp_dir: str | None) -> _Endpoint:
+    """The process's server on ``(addr, port)``, started on first use (port 0: a new one)."""
+    with _lock:
+        endpoint = _endpoints.get((addr, port)) if port else None
+        if endpoint is None:
+            endpoint = _Endpoint(addr, port, user_labels, mp_dir)
+            _endpoints[(addr, endpoint.port)] = endpoint
+        return endpoint
+
+
+def _unserved_metrics(user_labels: tuple[str, ...]) -> _Metrics:
+    """Metric objects no server of this process serves (for pushing, or in multiprocess files)."""
+    from prometheus_client import CollectorRegistry
+
+    with _lock:
+        metrics = _unserved.get(user_labels)
+        if metrics is None:
+            metrics = _unserved[user_labels] = _Metrics(CollectorRegistry(), user_labels)
+        return metrics
+
+
+def _mark_dead_at_exit(mp_dir: str) -> None:
+    """Drop this process's live gauges from the directory when it exits (once per process).
+
+    Not at the run's stop: ``mark_process_dead`` deletes the process's gauge files,
+    which ``prometheus_client`` keeps open, so a later run's gauges (and the user's
+    own live gauges) would be written to deleted files and never be seen again.
+    """
+    global _marks_dead_at_exit
+    with _lock:
+        if _marks_dead_at_exit:
+            return
+        _marks_dead_at_exit = True
+    from prometheus_client import multiprocess
+
+    atexit.register(lambda: multiprocess.mark_process_dead(os.getpid(), mp_dir))  # type: ignore[no-untyped-call]
+
+
+def _multiprocess_dir(requested: str | os.PathLike[str] | None) -> str | None:
+    """The multiprocess directory in use, after turning the mode on if it is asked for.
+
+    ``prometheus_client`` chooses between in-memory and file-backed values once, when
+    it is imported, from ``PROMETHEUS_MULTIPROC_DIR``; so the variable can be set
+    here only while it has not been imported.
+
+    Raises:
+        ValueError: The mode cannot be what is asked for (see the messages).
+    """
+    current = os.environ.get(MULTIPROC_ENV)
+    if requested is None:
+        if current is None:
+            return None
+        from prometheus_client import values
+
+        return None if values.ValueClass is values.MutexValue else current
+    path = os.path.abspath(os.fspath(requested))
+    if current is not None and os.path.realpath(current) != os.path.realpath(path):
+        raise ValueError(
+            f"multiprocess_dir is {path!r} but {MULTIPROC_ENV} is {current!r}: "
+            "prometheus_client serves one directory per process; pass the same one"
+        )
+    if current is None and "prometheus_client" in sys.modules:
+        raise ValueError(
+            f"multiprocess_dir={path!r} needs {MULTIPROC_ENV} set before the process imports "
+            "prometheus_client, which it already has (in single-process mode): set "
+            f"{MULTIPROC_ENV}={path} in the environment that starts the process"
+        )
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"multiprocess_dir {path!r} cannot be created: {e}") from e
+    if current is None:
+        os.environ[MULTIPROC_ENV] = path
+    from prometheus_client import values
+
+    if values.ValueClass is values.MutexValue:
+        raise ValueError(
+            f"multiprocess_dir={path!r}: {MULTIPROC_ENV} was set after the process imported "
+            f"prometheus_client, which is in single-process mode: set {MULTIPROC_ENV}={path} "
+            "in the environment that starts the process"
+        )
+    return path
+
+
+class _RunView:
+    """The samples of one run's label set, for pushing.
+
+    A Pushgateway push replaces its group (job, run, rank, node, user labels), so
+    it must hold this run's series only, not other runs' in the same registry.
+    """
+
+    def __init__(self, registry: CollectorRegistry, labels: Mapping[str, str]) -> None:
+        self._registry = registry
+        self._labels = labels
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.metrics_core import Metric
+
+        for family in self._registry.collect():
+            samples = [
+                s
+                for s in family.samples
+                if all(s.labels.get(k) == v for k, v in self._labels.items())
+            ]
+            if samples:
+                view = Metric(family.name, family.documentation, family.type, family.unit)
+                view.samples = samples
+                yield view
+
+
+class PrometheusExporter:
+    """Serves or pushes a running tracker's energy, power, CO2, steps and windows.
+
+    Pass it in a tracker's ``observers``. It follows one run at a time; a later run
+    may reuse it (and its server).
+
+    Attributes:
+        port: The port this process serves on, once a run has started (None when
+            it does not serve: no port given, not local rank 0 in multiprocess
+            mode, or the port could not be bound).
+
+    Args:
+        port: Base port of the HTTP endpoint (``/metrics``); None serves nothing
+            (push only, or files for another process to serve); 0 takes any free
+            port (see :attr:`port`).
+        addr: Address to listen on; ``"127.0.0.1"`` keeps the endpoint on the host.
+        port_per_local_rank: Listen on ``port + local_rank`` (the process's rank on
+            its node, from the launcher), so a node's ranks each have a port.
+            Ignored in multiprocess mode, where local rank 0 alone serves ``port``.
+        multiprocess_dir: Write the metrics into this directory, where
+            ``prometheus_client`` merges every process's (counters add up; a
+            process's gauges go away when it exits normally, not when it is
+            killed); local rank 0 serves the merged view on ``port``. Use a fresh
+            directory per job: counters of earlier processes left in it are added
+            too. ``PROMETHEUS_MULTIPROC_DIR`` already set turns this on as well.
+        push_gateway: Pushgateway (``"host:port"`` or a URL) to push the run's
+            series to when it stops, grouped by job, run, rank, node and ``labels``.
+        push_job: The ``job`` of the pushes.
+        push_interval_s: Also push this often while the run goes on. Units: s.
+        update_interval_s: How often the metrics are updated from the tracker. Units: s.
+        labels: Constant labels on every series (``{"cluster": "a"}``): valid
+            Prometheus label names, none of the exporter's own.
+
+    Raises:
+        TypeError: An argument has the wrong type.
+        ValueError: An argument is out of range, there is nothing to export to, or
+            multiprocess mode cannot be turned on (see :data:`MULTIPROC_ENV`).
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        addr: str = "0.0.0.0",
+        port_per_local_rank: bool = True,
+        multiprocess_dir: str | os.PathLike[str] | None = None,
+        push_gateway: str | None = None,
+        push_job: str = "greenai",
+        push_interval_s: float | None = None,
+        update_interval_s: float = 1.0,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        if port is not None:
+            if isinstance(port, bool) or not isinstance(port, int):
+                raise TypeError(f"port must be an int or None, got {port!r}")
+            if not 0 <= port <= _MAX_PORT:
+                raise ValueError(f"port must be in [0, {_MAX_PORT}] (0: any free port), got {port}")
+        if not isinstance(addr, str):
+            raise TypeError(f"addr must be a string (an address to listen on), got {addr!r}")
+        if push_gateway is not None and (not isinstance(push_gateway, str) or not push_gateway):
+            raise TypeError(
+                f"push_gateway must be a non-empty string or None, got {push_gateway!r}"
+            )
+        if not isinstance(push_job, str) or not push_job:
+            raise TypeError(f"push_job must be a non-empty string, got {push_job!r}")
+        if push_interval_s is not None:
+            _check_seconds("push_interval_s", push_interval_s)
+            if push_gateway is None:
+                raise ValueError(
+                    f"push_interval_s={push_interval_s!r} needs a push_gateway to push to"
+                )
+        _check_seconds("update_interval_s", update_interval_s)
+        self._labels = _check_labels(labels)
+        self._mp_dir = _multiprocess_dir(multiprocess_dir)
+        if port is None and push_gateway is None and self._mp_dir is None:
+            raise ValueError(
+                "PrometheusExporter has nothing to export to: give a port to serve, "
+                "a push_gateway, or a multiprocess_dir"
+            )
+        self._port = port
+        self._addr = addr
+        self._per_local_rank = bool(port_per_local_rank)
+        self._push_gateway = push_gateway
+        self._push_job = push_job
+        self._push_interval_s = None if push_interval_s is None else float(push_interval_s)
+        self._update_interval_s = float(update_interval_s)
+        self._endpoint: _Endpoint | None = None
+        self._tracker: Tracker | None = None
+        self._update_lock = threading.Lock()
+        self._push_lock = threading.Lock()
+        self.port: int | None = None
+
+    # ----------------------------------------------------------------- RunObserver
+    def run_started(self, tracker: Tracker) -> None:
+        """Start (or join) the endpoint, publish the first figures, start the update thread."""
+        self._tracker = tracker
+        self._run_labels: dict[str, str] = {"run": tracker.name or "run"}
+        self._problems: dict[str, str] = {}
+        self._metrics: _Metrics | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = stopping = threading.Event()
+        self._totals: dict[tuple[str, ...], float] = {}
+        self._device_labels: list[tuple[str, ...]] = []
+        self._windows: set[str] = set()
+        self._windows_dropped: set[str] = set()
+        self._last_steps: tuple[float, int] | None = None
+        self._start_unix_s = time.time()
+        self.port = None
+        try:
+            from greenai.launcher import rank_info
+
+            info = rank_info()
+            self._run_labels["rank"] = str(info.rank if info is not None else 0)
+            self._run_labels["node"] = socket.gethostname()
+            self._run_labels.update(self._labels)
+            self._metrics = self._attach(info.local_rank if info is not None else 0)
+        except Exception as e:  # metrics must never stop the user's run
+            self._record("start", e)
+            return
+        try:
+            self._update()
+        except Exception as e:  # metrics must never stop the user's run
+            self._record("update", e)
+        self._thread = threading.Thread(
+            target=self._run_thread, args=(stopping,), name="greenai-prometheus", daemon=True
+        )
+        self._thread.start()
+
+    def step_ended(self, start_s: float, end_s: float) -> None:
+        """Nothing to do: the update thread reads the step count from the tracker."""
+
+    def run_stopping(self) -> dict[str, Any]:
+        """Stop the update thread, publish the final figures, push, and report problems once."""
+        if self._tracker is None:
+            return {}
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(_JOIN_TIMEOUT_S)
+        pushed = False
+        if self._metrics is not None:
+            try:
+                self._update(final=True)
+            except Exception as e:  # metrics must never stop the user's run
+                self._record("update", e)
+            if self._push_gateway is not None:
+                try:
+                    self._push()
+                    pushed = True
+                except Exception as e:  # an unreachable gateway must not lose the run
+                    self._record("push", e)
+        if self._problems:
+            warn(
+                f"greenai: Prometheus metrics of run {self._run_labels['run']!r} are incomplete: "
+                + "; ".join(f"{what} failed ({why})" for what, why in self._problems.items())
+                + "; the run's result is not affected",
+                OutputWarning,
+            )
+        report: dict[str, Any] = {"port": self.port}
+        if self._mp_dir is not None:
+            report["multiprocess_dir"] = self._mp_dir
+        if self._push_gateway is not None:
+            report["push_gateway"] = self._push_gateway
+            report["pushed"] = pushed
+        if self._windows_dropped:
+            report["windows_not_exported"] = sorted(self._windows_dropped)
+        if self._problems:
+            report["problems"] = [f"{k}: {v}" for k, v in self._problems.items()]
+        self._tracker = None
+        return {"prometheus": report}
+
+    # ----------------------------------------------------------------- set-up
+    def _attach(self, local_rank: int) -> _Metrics:
+        """The metric objects of this run; serves them first where a port is given."""
+        user_labels = tuple(self._labels)
+        if self._mp_dir is not None:
+            _mark_dead_at_exit(self._mp_dir)
+            if self._port is not None and local_rank == 0:
+                self._listen(self._port, user_labels)
+            return _unserved_metrics(user_labels)
+        if self._port is not None:
+            port = self._port + local_rank if self._port and self._per_local_rank else self._port
+            endpoint = self._listen(port, user_labels)
+            if endpoint is not None and endpoint.metrics is not None:
+                return endpoint.metrics
+        return _unserved_metrics(user_labels)
+
+    def _listen(self, port: int, user_labels: tuple[str, ...]) -> _Endpoint | None:
+        """This process's endpoint on ``port``; warns (once, now) when it cannot listen."""
+        if port > _MAX_PORT:
+            warn(
+                f"greenai: cannot serve Prometheus metrics on port {port} (base port "
+                f"{self._port} + local rank): past {_MAX_PORT}; choose a lower port",
+                OutputWarning,
+            )
+            return None
+        reuse = self._endpoint if port == 0 and self._endpoint is not None else None
+        try:
+            endpoint = reuse or _serve(self._addr, port, user_labels, self._mp_dir)
+        except OSError as e:
+            logger.debug("cannot listen on %s:%d", self._addr, port, exc_info=True)
+            warn(
+                f"greenai: cannot serve Prometheus metrics on {self._addr}:{port} ({e}); "
+                "the run goes on without the endpoint",
+                OutputWarning,
+            )
+            return None
+        if endpoint.metrics is not None and endpoint.metrics.user_labels != user_labels:
+            warn(
+                f"greenai: port {endpoint.port} already serves greenai metrics labelled "
+                f"{list(endpoint.metrics.user_labels)}, not {list(user_labels)}: this run "
+                "is not served there (give each label set its own port)",
+                OutputWarning,
+            )
+            return None
+        self._endpoint = endpoint
+        self.port = endpoint.port
+        return endpoint
+
+    # ----------------------------------------------------------------- updates
+    def _run_thread(self, stopping: threading.Event) -> None:
+        """Update (and push) until this run's ``stopping`` is set.
+
+        The event is the thread's own, so a thread that outlives its run (a push
+        hanging past the join) cannot act on the exporter's next run.
+        """
+        next_push_s = (
+            time.monotonic() + self._push_interval_s if self._push_interval_s else math.inf
+        )
+        while not stopping.wait(self._update_interval_s):
+            try:
+                self._update(stopping)
+            except Exception as e:  # metrics must never stop the user's run
+                self._record("update", e)
+            if not stopping.is_set() and time.monotonic() >= next_push_s:
+                assert self._push_interval_s is not None
+                next_push_s = time.monotonic() + self._push_interval_s
+                try:
+                    self._push()
+                except Exception as e:  # a gateway that is down must not end the updates
+                    self._record("push", e)
+
+    def _update(self, stopping: threading.Event | None = None, *, final: bool = False) -> None:
+        """Read the tracker's snapshot into the metrics; at the end, zero the live rates.
+
+        Args:
+            stopping: The update thread's event: once set, its updates are skipped.
+                Checked under the lock, snapshot included, so an update from the
+                thread cannot land after the final one with older figures.
+            final: The run is stopping: it no longer draws power nor takes steps.
+        """
+        with self._update_lock:
+            if stopping is not None and stopping.is_set():
+                return
+            assert self._tracker is not None
+            assert self._metrics is not None
+            m = self._metrics
+            run = tuple(self._run_labels.values())
+            snapshot = self._tracker.snapshot()
+            self._device_labels = []
+            for device, energy_j in snapshot.energy_by_device_j.items():
+                labels = (
+                    *run,
+                    device,
+                    str(snapshot.kinds.get(device, "")),
+                    str(snapshot.sources.get(device, "")),
+                )
+                self._device_labels.append(labels)
+                self._add(m.energy.labels(*labels), ("energy", device), energy_j)
+                m.power.labels(*labels).set(snapshot.power_w.get(device, math.nan))
+            self._update_co2(snapshot, run)
+            self._add(m.steps.labels(*run), ("steps",), snapshot.steps)
+            if self._last_steps is not None and snapshot.elapsed_s > self._last_steps[0]:
+                rate = (snapshot.steps - self._last_steps[1]) / (
+                    snapshot.elapsed_s - self._last_steps[0]
+                )
+                m.step_rate.labels(*run).set(rate)
+            else:
+                m.step_rate.labels(*run)  # the series exists from the start
+            self._last_steps = (snapshot.elapsed_s, snapshot.steps)
+            for name, energy_j in snapshot.open_windows_j.items():
+                if name not in self._windows and len(self._windows) >= _MAX_WINDOWS:
+                    self._windows_dropped.add(name)
+                    continue
+                self._windows.add(name)
+                m.window.labels(*run, name).set(energy_j)
+            m.partial.labels(*run).set(1.0 if snapshot.partial else 0.0)
+            m.duration.labels(*run).set(snapshot.elapsed_s)
+            if final:
+                for labels in self._device_labels:
+                    m.power.labels(*labels).set(0.0)
+                m.step_rate.labels(*run).set(0.0)
+
+    def _update_co2(self, snapshot: Snapshot, run: tuple[str, ...]) -> None:
+        """Charge the run's CO2 so far to its devices, pro rata of their energy."""
+        assert self._tracker is not None
+        assert self._metrics is not None
+        if snapshot.energy_j <= 0:
+            return
+        so_far = self._tracker.account(
+            Result(
+                name=self._tracker.name,
+                start_unix_s=self._start_unix_s,
+                duration_s=snapshot.elapsed_s,
+                energy_by_device_j=dict(snapshot.energy_by_device_j),
+                sources=dict(snapshot.sources),
+                kinds=dict(snapshot.kinds),
+                partial=snapshot.partial,
+            )
+        )
+        co2_kg = so_far.co2_kg
+        if co2_kg is None or not math.isfinite(co2_kg):
+            return
+        for device, energy_j in snapshot.energy_by_device_j.items():
+            self._add(
+                self._metrics.co2.labels(*run, device),
+                ("co2", device),
+                co2_kg * energy_j / snapshot.energy_j,
+            )
+
+    def _add(self, counter: Counter, key: tuple[str, ...], total: float) -> None:
+        """Raise ``counter`` to ``total`` (this run's figure so far); never lower it."""
+        last = self._totals.get(key, 0.0)
+        if math.isfinite(total) and total > last:
+            counter.inc(total - last)
+            self._totals[key] = total
+
+    def _push(self) -> None:
+        from prometheus_client import push_to_gateway
+
+        assert self._push_gateway is not None
+        assert self._metrics is not None
+        with self._push_lock:
+            push_to_gateway(
+                self._push_gateway,
+                job=self._push_job,
+                registry=_RunView(self._metrics.registry, self._run_labels),
+                grouping_key=self._run_labels,
+                timeout=_PUSH_TIMEOUT_S,
+            )
+
+    def _record(self, what: str, error: BaseException) -> None:
+        """Keep the first failure of each kind, to report once when the run stops."""
+        logger.debug("Prometheus %s failed", what, exc_info=error)
+        self._problems.setdefault(what, f"{type(error).__name__}: {error}")
+
+
+def _check_seconds(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
+
+
+def _check_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
+    """The user's constant labels, checked against Prometheus's rules and our own names."""
+    if labels is None:
+        return {}
+    if not isinstance(labels, Mapping):
+        raise TypeError(f"labels must be a mapping of label names to values, got {labels!r}")
+    checked: dict[str, str] = {}
+    for name, value in labels.items():
+        if not isinstance(name, str) or not _LABEL_NAME.fullmatch(name):
+            raise ValueError(
+                f"labels: {name!r} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)"
+            )
+        if name.startswith("__"):
+            raise ValueError(f"labels: {name!r} starts with '__', which Prometheus reserves")
+        if name in _RESERVED_LABELS:
+            raise ValueError(
+                f"labels: {name!r} clashes with a label greenai or Prometheus sets "
+                f"({', '.join(sorted(_RESERVED_LABELS))})"
+            )
+        if not isinstance(value, str):
+            raise TypeError(f"labels: the value of {name!r} must be a string, got {value!r}")
+        checked[name] = value
+    return checked
