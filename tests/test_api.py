@@ -112,3 +112,36 @@ def test_unset_location_is_said_once_at_the_users_line() -> None:
     assert caught[0].filename == __file__
     with pytest.warns(AccountingWarning, match="XYZ"):  # a wrong place is said every time
         greenai.track(gpus=[], country="XYZ")
+
+
+def test_prometheus_port_serves_the_runs_accounted_metrics() -> None:
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    exporter = greenai.PrometheusExporter(0, addr="127.0.0.1", update_interval_s=0.05)
+    with simulated_nvml([SimulatedGPU()]) as sim:
+        with greenai.track(
+            "live",
+            cpu=False,
+            dram=False,
+            history=False,
+            intensity_g_per_kwh=400.0,
+            prometheus=exporter,
+        ) as run:
+            sim.compute(0.3)
+            with urlopen(f"http://127.0.0.1:{exporter.port}/metrics", timeout=10) as page:
+                text = page.read().decode()
+    samples = {s.name: s for family in text_string_to_metric_families(text) for s in family.samples}
+    energy = samples["greenai_energy_joules_total"]
+    assert energy.labels["run"] == "live"
+    assert energy.labels["device"] == "gpu0"
+    assert 0 < energy.value <= run.result.energy_j * 1.01
+    co2 = samples["greenai_co2_kilograms_total"]
+    assert co2.value == pytest.approx(energy.value / 3.6e6 * 0.4, rel=1e-6)
+
+
+@pytest.mark.parametrize("prometheus", ["9400", 70000, True])
+def test_bad_prometheus_port_fails_before_the_run(prometheus: object) -> None:
+    with pytest.raises((TypeError, ValueError), match="port must be"):
+        greenai.track("x", prometheus=prometheus)  # type: ignore[arg-type]

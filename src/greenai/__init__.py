@@ -19,10 +19,20 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from greenai.api import Tracker, track
     from greenai.control import EnergyTarget
+    from greenai.report.prometheus import PrometheusExporter
     from greenai.result import Forecast, Result
     from greenai.track import Window
 
-__all__ = ["EnergyTarget", "Forecast", "Result", "Tracker", "Window", "__version__", "track"]
+__all__ = [
+    "EnergyTarget",
+    "Forecast",
+    "PrometheusExporter",
+    "Result",
+    "Tracker",
+    "Window",
+    "__version__",
+    "track",
+]
 
 # Public name -> the module that defines it (imported on first access).
 _LAZY = {
@@ -30,6 +40,7 @@ _LAZY = {
     "Tracker": "greenai.api",
     "track": "greenai.api",
     "Forecast": "greenai.result",
+    "PrometheusExporter": "greenai.report.prometheus",
     "Result": "greenai.result",
     "Window": "greenai.track",
 }

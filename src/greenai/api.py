@@ -19,9 +19,10 @@ from greenai.devices import Device
 from greenai.job import DEFAULT_GATHER_TIMEOUT_S, Gather
 from greenai.report.csv_report import append_emissions_row
 from greenai.report.history import History, default_history_path
+from greenai.report.prometheus import PrometheusExporter
 from greenai.report.records import record_path, write_record
 from greenai.result import Result
-from greenai.track import DEFAULT_SAMPLE_PERIOD_S
+from greenai.track import DEFAULT_SAMPLE_PERIOD_S, RunObserver
 from greenai.track import Tracker as _BaseTracker
 
 _HISTORY_OFF = {"0", "off", "false", "no"}
@@ -54,6 +55,9 @@ class Tracker(_BaseTracker):
         target: Steer the GPUs' power limits toward this energy goal (see
             :mod:`greenai.control`); the controller's decisions are in
             ``run.result.metadata["control"]``. Steps must be marked with ``run.step()``.
+        prometheus: Live metrics for Prometheus while the run goes on: a port (served
+            on ``port + local rank``, see :class:`~greenai.report.prometheus.PrometheusExporter`)
+            or an exporter configured for a multiprocess directory or a Pushgateway.
         gather, gather_timeout_s: In a ``torchrun``/``srun`` job, who holds the job's
             result and how long to wait for the other ranks (see
             :class:`greenai.track.Tracker` and :mod:`greenai.job`). Only the rank
@@ -88,6 +92,7 @@ class Tracker(_BaseTracker):
         project_name: str = "greenai",
         history: bool | str | os.PathLike[str] | None = None,
         target: EnergyTarget | None = None,
+        prometheus: int | PrometheusExporter | None = None,
         gather: Gather = "rank0",
         gather_timeout_s: float = DEFAULT_GATHER_TIMEOUT_S,
     ) -> None:
@@ -112,10 +117,23 @@ class Tracker(_BaseTracker):
             synchronize=synchronize,
             account=accountant(settings),
             outputs=_outputs(output_dir, project_name, history),
-            observers=() if target is None else (Governor(target, job=name),),
+            observers=_observers(target, name, prometheus),
             gather=gather,
             gather_timeout_s=gather_timeout_s,
         )
+
+
+def _observers(
+    target: EnergyTarget | None, name: str | None, prometheus: int | PrometheusExporter | None
+) -> list[RunObserver]:
+    observers: list[RunObserver] = []
+    if target is not None:
+        observers.append(Governor(target, job=name))
+    if isinstance(prometheus, PrometheusExporter):
+        observers.append(prometheus)
+    elif prometheus is not None:
+        observers.append(PrometheusExporter(port=prometheus))
+    return observers
 
 
 def _outputs(
