@@ -1,4 +1,4 @@
-"""One rank of a multi-process test job (see test_distributed.py): simulated GPUs, gloo.
+"""One rank of a multi-process test job (see test_job_processes.py): simulated GPUs, gloo.
 
 Started by the tests with RANK/WORLD_SIZE/LOCAL_RANK/MASTER_* set (by hand or by
 torchrun); the scenario comes as JSON in argv[1]. Prints one line

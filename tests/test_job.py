@@ -1,6 +1,6 @@
 """Combining ranks into a job result, rank-local GPUs and device identities (one process).
 
-The real multi-process jobs are in test_distributed.py.
+The real multi-process jobs are in test_job_processes.py.
 """
 
 from __future__ import annotations
