@@ -277,3 +277,14 @@ def test_a_torchrun_rank_without_a_process_group_meters_its_own_gpu(
 def test_bad_gather_arguments(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Tracker("t", **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_stray_rank_variable_does_not_stop_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "senior")
+    monkeypatch.setenv("WORLD_SIZE", "many")
+    with simulated_nvml([SimulatedGPU(), SimulatedGPU()], virtual_clock=True) as sim:
+        with Tracker("t", cpu=False, dram=False) as run:
+            sim.compute(1.0, gpu=[0, 1])
+    assert sorted(run.result.energy_by_device_j) == ["gpu0", "gpu1"]
+    assert "distributed" not in run.result.metadata
+    assert run.result.metadata["launcher"]["warnings"]

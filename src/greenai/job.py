@@ -134,7 +134,11 @@ class JobContext:
         The rank comes from an initialized default process group when the user has
         one (greenai never imports torch), else from the launcher's variables.
         """
-        info = rank_info()
+        try:
+            info = rank_info()
+        except ValueError as e:  # a stray RANK=... must not stop the user's run
+            logger.debug("launcher variables unreadable, not a job by them: %s", e)
+            info = None
         store = None
         group = _process_group()
         if group is not None:
@@ -188,7 +192,8 @@ class JobContext:
         hold = mode == "all" or (mode == "rank0" and self.info.rank == 0)
         prefix = _key_prefix(report.result.name, self.launcher)
         keys = [f"{prefix}/rank{r}" for r in range(self.info.world_size)]
-        self.store.set(keys[self.info.rank], pickle.dumps(_for_sending(report)))
+        report = _for_sending(report)  # the job holds every rank's result in one form
+        self.store.set(keys[self.info.rank], pickle.dumps(report))
         if not hold:
             return None
         reports, missing = self._collect(report, keys, timeout_s)
