@@ -45,7 +45,10 @@ def main() -> None:
     rank = int(os.environ["RANK"])
     gpus_per_node = scenario["gpus_per_node"]
     gpu = int(os.environ["LOCAL_RANK"]) % gpus_per_node
-    with simulated_nvml([SimulatedGPU() for _ in range(gpus_per_node)]) as sim:
+    # a low idle power: what a GPU spends while the tracker starts and stops, outside
+    # the instants the truth is read at, is then small beside the work in the window
+    gpus = [SimulatedGPU(idle_w=20.0) for _ in range(gpus_per_node)]
+    with simulated_nvml(gpus) as sim:
         if scenario["steady"]:
             # every process simulates the node's GPUs alike, so shared ones agree
             for i in range(gpus_per_node):
@@ -70,7 +73,7 @@ def main() -> None:
                         for _ in range(3):
                             with run.step():
                                 if scenario["steady"]:
-                                    time.sleep(0.1)
+                                    time.sleep(0.2)
                                 else:
                                     sim.compute(0.05 * (1 + rank), gpu=gpu)
                         if rank == scenario.get("dies") and epoch == 1:
