@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from greenai.result import Result
 from greenai.sim import SimulatedGPU, Simulation, simulated_nvml
 from greenai.track import Tracker
 
@@ -38,6 +39,9 @@ class Truth:
     def run_stopping(self) -> dict[str, Any]:
         self.end_j, self.end_unix_s = self.sim.true_energy_j(self.gpu), time.time()
         return {}
+
+    def run_stopped(self, result: Result) -> None:
+        pass
 
 
 def main() -> None:

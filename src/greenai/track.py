@@ -102,6 +102,11 @@ class RunObserver(Protocol):
         """The run is about to stop: returns entries for the run result's ``metadata``."""
         ...
 
+    def run_stopped(self, result: Result) -> None:
+        """The run has stopped; ``result`` is this process's own (before a job's ranks
+        are gathered), with the exact final figures."""
+        ...
+
 
 class _Mark:
     """A window boundary: its time and the counters read there."""
@@ -187,10 +192,10 @@ class Tracker:
         outputs: Called with the run's result when it stops (report writers). A
             failing output warns (:class:`~greenai.errors.OutputWarning`) and never
             loses the result.
-        observers: Told when the run starts, after each step, and before it stops
-            (see :class:`RunObserver`), in this order; what they return at the stop
-            is added to the run result's ``metadata``. The energy-target governor
-            and the Prometheus exporter are observers.
+        observers: Told when the run starts, after each step, before it stops and
+            once it has stopped (see :class:`RunObserver`), in this order; what
+            they return before the stop is added to the run result's ``metadata``.
+            The energy-target governor and the Prometheus exporter are observers.
         gather: In a multi-process job (``torchrun``, ``srun``; see :mod:`greenai.job`),
             who holds the job's result once the run stops: ``"rank0"`` (the
             default; the other ranks keep their own result and write no reports),
@@ -339,6 +344,8 @@ class Tracker:
             self._sample(now)
         self._state = "stopped"
         self._result = self._finalize(self._root)
+        for observer in self._config["observers"]:
+            observer.run_stopped(self._result)
         if self._job is not None and self._config["gather"] != "none":
             write_outputs = self._gather() and write_outputs
         for output in self._config["outputs"] if write_outputs else ():

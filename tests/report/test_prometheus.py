@@ -33,9 +33,10 @@ from greenai.track import Tracker
 HOST = socket.gethostname()
 UPDATE_S = 0.05
 IDLE_W, MAX_W = 70.0, 700.0
-# The final figures come from the tracker's last snapshot, which trails the run's
-# result (corrected for counter staleness) by up to a counter update and a sample
-# period (0.1 s each here): at most this much energy per GPU.
+# The final figures are the run's result's, unless a snapshot during the run went
+# past them (counters never go down): a snapshot counts from the first sample, not
+# from the start boundary corrected for counter staleness, and extrapolates at the
+# last power; a counter update and a sample period (0.1 s each here) at most.
 LAG_J = MAX_W * 0.2
 
 
@@ -125,7 +126,7 @@ def test_live_scrape_follows_the_run() -> None:
 
     final = done.by_device("greenai_energy_joules_total", **me)
     for device, energy_j in result.energy_by_device_j.items():
-        assert final[device] == pytest.approx(energy_j, rel=0.03, abs=LAG_J)
+        assert energy_j <= final[device] <= energy_j + LAG_J
     assert done.by_device("greenai_power_watts", **me) == {"gpu0": 0.0, "gpu1": 0.0}
     assert done.get("greenai_steps_per_second", **me) == 0
     assert done.get("greenai_run_duration_seconds", **me) == pytest.approx(
@@ -365,11 +366,7 @@ def test_push_at_the_end_and_on_interval(gateway: Gateway) -> None:
             pass
         with Tracker("train/a", gpus=[0, 1], cpu=False, dram=False, observers=[exporter]) as run:
             sim.compute(0.4, gpu=0)
-    assert run.result.metadata["prometheus"] == {
-        "port": None,
-        "push_gateway": gateway.url,
-        "pushed": True,
-    }
+    assert run.result.metadata["prometheus"] == {"port": None, "push_gateway": gateway.url}
     paths = {path for _, path, _ in gateway.requests}
     # the grouping key in prometheus_client's order; a value with "/" goes in base64
     expected = (
@@ -385,7 +382,8 @@ def test_push_at_the_end_and_on_interval(gateway: Gateway) -> None:
     pushed = last.by_device("greenai_energy_joules_total", team="ml")
     assert pushed.keys() == run.result.energy_by_device_j.keys()
     for device, energy_j in run.result.energy_by_device_j.items():
-        assert pushed[device] == pytest.approx(energy_j, rel=0.03, abs=LAG_J)
+        # the result's exact figure, unless a snapshot had already gone past it
+        assert energy_j <= pushed[device] <= energy_j + LAG_J
     assert last.get("greenai_run_duration_seconds") == pytest.approx(
         run.result.duration_s, abs=0.05
     )
@@ -400,7 +398,9 @@ def test_an_unreachable_gateway_warns_once() -> None:
             with Tracker("lonely", gpus=[0], cpu=False, dram=False, observers=[exporter]) as run:
                 sim.compute(0.2)
     assert len(caught) == 1
-    assert run.result.metadata["prometheus"]["pushed"] is False
+    # the pushes while running failed already; the final one is only warned about
+    (problem,) = run.result.metadata["prometheus"]["problems"]
+    assert problem.startswith("push: URLError")
     assert run.result.energy_j > 0
 
 

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from greenai.control.distributed import Coordinator
     from greenai.control.limits import PowerLimitGuard
     from greenai.devices import Device
+    from greenai.result import Result
     from greenai.track import Tracker
 
 logger = logging.getLogger(__name__)
@@ -201,6 +202,9 @@ class Governor:
             else:
                 self.report["summary"] = f"ran at {self._decisions[-1]['limit_w']:.0f} W"
         return {"control": self.report}
+
+    def run_stopped(self, result: Result) -> None:
+        """Nothing left to do: the limits were restored before the run's last readings."""
 
     # ------------------------------------------------------------- set-up
     def _reset(self, tracker: Tracker) -> None:

@@ -3,8 +3,9 @@ directory, or a Pushgateway.
 
 :class:`PrometheusExporter` is a :class:`~greenai.track.RunObserver`: a daemon
 thread reads the tracker's :meth:`~greenai.track.Tracker.snapshot` every
-``update_interval_s`` into ``prometheus_client`` metric objects, and a last
-update is made as the run stops. Three ways out, which combine:
+``update_interval_s`` into ``prometheus_client`` metric objects; once the run
+has stopped, its final figures come from the run's result itself (the exact
+energy, not the last snapshot's). Three ways out, which combine:
 
 * Pull: each process serves ``/metrics`` on ``port + local_rank`` (so the ranks
   of a node never fight over one port); a later run in the same process, or
@@ -397,7 +398,6 @@ class PrometheusExporter:
         self._thread: threading.Thread | None = None
         self._stopping = stopping = threading.Event()
         self._totals: dict[tuple[str, ...], float] = {}
-        self._device_labels: list[tuple[str, ...]] = []
         self._windows: set[str] = set()
         self._windows_dropped: set[str] = set()
         self._last_steps: tuple[float, int] | None = None
@@ -427,22 +427,35 @@ class PrometheusExporter:
         """Nothing to do: the update thread reads the step count from the tracker."""
 
     def run_stopping(self) -> dict[str, Any]:
-        """Stop the update thread, publish the final figures, push, and report problems once."""
+        """Stop the update thread and say where the metrics go, for the run's metadata."""
         if self._tracker is None:
             return {}
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(_JOIN_TIMEOUT_S)
-        pushed = False
+        report: dict[str, Any] = {"port": self.port}
+        if self._mp_dir is not None:
+            report["multiprocess_dir"] = self._mp_dir
+        if self._push_gateway is not None:
+            report["push_gateway"] = self._push_gateway
+        if self._windows_dropped:
+            report["windows_not_exported"] = sorted(self._windows_dropped)
+        if self._problems:  # so far: a failed push at the end is only warned about
+            report["problems"] = [f"{k}: {v}" for k, v in self._problems.items()]
+        return {"prometheus": report}
+
+    def run_stopped(self, result: Result) -> None:
+        """Publish the run's exact final figures, push them, and report problems once."""
+        if self._tracker is None:
+            return
         if self._metrics is not None:
             try:
-                self._update(final=True)
+                self._finish(result)
             except Exception as e:  # metrics must never stop the user's run
-                self._record("update", e)
+                self._record("final update", e)
             if self._push_gateway is not None:
                 try:
                     self._push()
-                    pushed = True
                 except Exception as e:  # an unreachable gateway must not lose the run
                     self._record("push", e)
         if self._problems:
@@ -452,18 +465,41 @@ class PrometheusExporter:
                 + "; the run's result is not affected",
                 OutputWarning,
             )
-        report: dict[str, Any] = {"port": self.port}
-        if self._mp_dir is not None:
-            report["multiprocess_dir"] = self._mp_dir
-        if self._push_gateway is not None:
-            report["push_gateway"] = self._push_gateway
-            report["pushed"] = pushed
-        if self._windows_dropped:
-            report["windows_not_exported"] = sorted(self._windows_dropped)
-        if self._problems:
-            report["problems"] = [f"{k}: {v}" for k, v in self._problems.items()]
         self._tracker = None
-        return {"prometheus": report}
+
+    def _finish(self, result: Result) -> None:
+        """The final figures from the run's result (not a snapshot): nothing drawn any more."""
+        with self._update_lock:
+            assert self._metrics is not None
+            m = self._metrics
+            run = tuple(self._run_labels.values())
+            for device, energy_j in result.energy_by_device_j.items():
+                labels = (
+                    *run,
+                    device,
+                    str(result.kinds.get(device, "")),
+                    str(result.sources.get(device, "")),
+                )
+                self._add(m.energy.labels(*labels), ("energy", device), energy_j)
+                m.power.labels(*labels).set(0.0)
+            co2_kg = result.co2_kg
+            if co2_kg is not None and math.isfinite(co2_kg) and result.energy_j > 0:
+                for device, energy_j in result.energy_by_device_j.items():
+                    self._add(
+                        m.co2.labels(*run, device),
+                        ("co2", device),
+                        co2_kg * energy_j / result.energy_j,
+                    )
+            if result.steps is not None:
+                self._add(m.steps.labels(*run), ("steps",), result.steps.count)
+            m.step_rate.labels(*run).set(0.0)
+            for window in _depth_first(result.windows):  # the last window of a name wins
+                name = window.name or ""
+                if name in self._windows or len(self._windows) < _MAX_WINDOWS:
+                    self._windows.add(name)
+                    m.window.labels(*run, name).set(window.energy_j)
+            m.partial.labels(*run).set(1.0 if result.partial else 0.0)
+            m.duration.labels(*run).set(result.duration_s)
 
     # ----------------------------------------------------------------- set-up
     def _attach(self, local_rank: int) -> _Metrics:
@@ -537,13 +573,12 @@ class PrometheusExporter:
                     self._record("push", e)
 
     def _update(self, stopping: threading.Event | None = None, *, final: bool = False) -> None:
-        """Read the tracker's snapshot into the metrics; at the end, zero the live rates.
+        """Read the tracker's snapshot into the metrics.
 
         Args:
             stopping: The update thread's event: once set, its updates are skipped.
                 Checked under the lock, snapshot included, so an update from the
-                thread cannot land after the final one with older figures.
-            final: The run is stopping: it no longer draws power nor takes steps.
+                thread cannot land after the final figures with older ones.
         """
         with self._update_lock:
             if stopping is not None and stopping.is_set():
@@ -553,7 +588,6 @@ class PrometheusExporter:
             m = self._metrics
             run = tuple(self._run_labels.values())
             snapshot = self._tracker.snapshot()
-            self._device_labels = []
             for device, energy_j in snapshot.energy_by_device_j.items():
                 labels = (
                     *run,
@@ -561,7 +595,6 @@ class PrometheusExporter:
                     str(snapshot.kinds.get(device, "")),
                     str(snapshot.sources.get(device, "")),
                 )
-                self._device_labels.append(labels)
                 self._add(m.energy.labels(*labels), ("energy", device), energy_j)
                 m.power.labels(*labels).set(snapshot.power_w.get(device, math.nan))
             self._update_co2(snapshot, run)
@@ -582,10 +615,6 @@ class PrometheusExporter:
                 m.window.labels(*run, name).set(energy_j)
             m.partial.labels(*run).set(1.0 if snapshot.partial else 0.0)
             m.duration.labels(*run).set(snapshot.elapsed_s)
-            if final:
-                for labels in self._device_labels:
-                    m.power.labels(*labels).set(0.0)
-                m.step_rate.labels(*run).set(0.0)
 
     def _update_co2(self, snapshot: Snapshot, run: tuple[str, ...]) -> None:
         """Charge the run's CO2 so far to its devices, pro rata of their energy."""
@@ -639,6 +668,12 @@ class PrometheusExporter:
         """Keep the first failure of each kind, to report once when the run stops."""
         logger.debug("Prometheus %s failed", what, exc_info=error)
         self._problems.setdefault(what, f"{type(error).__name__}: {error}")
+
+
+def _depth_first(windows: tuple[Result, ...]) -> Iterator[Result]:
+    for window in windows:
+        yield window
+        yield from _depth_first(window.windows)
 
 
 def _check_seconds(name: str, value: object) -> None:
