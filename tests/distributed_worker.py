@@ -82,6 +82,8 @@ def main() -> None:
                                     sim.compute(0.05 * (1 + rank), gpu=gpu)
                         if rank == scenario.get("dies") and epoch == 1:
                             os._exit(17)  # dies mid-window, without a word
+                        if rank == scenario.get("sensor_lost") and epoch == 0:
+                            sim.inject(gpu, "lost")  # its GPU stops answering NVML
                 time.sleep(scenario["extra_s"] * rank)  # the ranks end at different times
         own = {
             "rank": rank,

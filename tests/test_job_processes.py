@@ -190,6 +190,22 @@ def test_a_rank_that_dies_mid_window_leaves_a_partial_job_not_a_hang() -> None:
     assert not ranks[1]["warnings"], "ranks that only publish have nothing to warn about"
 
 
+def test_a_rank_whose_gpu_stops_answering_still_reports_a_partial_share() -> None:
+    codes, out = _launch(2, _scenario(gpus_per_node=2, sensor_lost=1))
+    assert codes == [0, 0], out
+    ranks, (job,) = _parse(out)
+    assert job["partial"]
+    assert job["metadata"]["job"]["ranks_missing"] == []
+    (reason,) = job["partial_reasons"]
+    assert reason.startswith("rank 1: gpu1 failed at ")
+    # rank 0's GPU in full; rank 1's up to the failure, less than its truth
+    devices = job["energy_by_device_j"]
+    assert devices[f"{HOST}/gpu0"] == pytest.approx(ranks[0]["true_energy_j"], rel=0.02)
+    assert 0 < devices[f"{HOST}/gpu1"] < ranks[1]["true_energy_j"]
+    assert any("SensorWarning" in w for w in ranks[1]["warnings"])
+    assert not ranks[0]["warnings"]
+
+
 def test_when_rank0_and_its_store_die_the_others_still_finish() -> None:
     # rank 0 hosts the process group's store; every rank gathers, so rank 1 waits on it
     codes, out = _launch(2, _scenario(gpus_per_node=2, dies=0, gather="all", gather_timeout_s=5.0))
