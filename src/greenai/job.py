@@ -211,7 +211,8 @@ class JobContext:
     ) -> tuple[list[RankReport], dict[int, str]]:
         """Every rank's report that arrives within ``timeout_s``, and why the others are missing."""
         try:
-            self.store.wait(list(keys), timedelta(seconds=timeout_s))
+            # c10d reads a zero timeout as "no timeout" in some stores: never pass one
+            self.store.wait(list(keys), timedelta(seconds=max(timeout_s, 1e-3)))
         except Exception as e:  # a timeout, or the store's host died: take what is there
             logger.debug("waiting for the job's ranks: %r", e)
         reports: list[RankReport] = []
