@@ -21,7 +21,7 @@ from greenai.pytest_energy.budget import (
     unmeasured_message,
 )
 from greenai.pytest_energy.compare import compare
-from greenai.pytest_energy.metering import figures_of
+from greenai.pytest_energy.metering import figures_of, tracker_for
 from greenai.pytest_energy.options import parse_compare_rule, parse_options
 from greenai.pytest_energy.saved import load_baseline, save, session_result
 from greenai.pytest_energy.session import EnergySession
@@ -543,3 +543,10 @@ def test_session_merges_and_says_what_it_could_not(tmp_path: Path) -> None:
     lines = [text for text, _ in session.summary(100)]
     assert lines[0].split()[0] == "test"
     assert any(line.startswith("note: worker gw0 metered") for line in lines)
+
+
+def test_a_tests_tracker_never_gathers_a_torchrun_job() -> None:
+    # each rank's pytest meters its own tests; it must not wait on ranks running others
+    tracker = tracker_for("tests/test_x.py::test_y", parse_options(devices="gpu", gpus="1"))
+    assert tracker._config["gather"] == "none"
+    assert tracker._config["gpus"] == [1]

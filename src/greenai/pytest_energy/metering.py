@@ -58,13 +58,19 @@ def collect_warnings(notes: list[str]) -> Iterator[None]:
 
 
 def tracker_for(name: str, options: Options) -> Tracker:
-    """A tracker for one test or block: the chosen devices, no history, no files."""
+    """A tracker for one test or block: the chosen devices, no history, no files.
+
+    Under torchrun each rank's pytest meters its own tests (``gather="none"``): a
+    budget holds for the process that runs the test, which never waits on ranks
+    that may have selected other tests.
+    """
     return Tracker(
         name,
         gpus=None if options.gpus is None else list(options.gpus),
         cpu=options.cpu,
         dram=options.dram,
         history=False,
+        gather="none",
     )
 
 
