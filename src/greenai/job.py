@@ -34,6 +34,7 @@ import socket
 import sys
 import threading
 import uuid
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -426,8 +427,8 @@ def _combine_parts(
         f"rank {p.report.rank}: {reason}" for p in parts for reason in p.result.partial_reasons
     ]
     offset = start - job_start
-    lo = _bisect(timeline.times_s, offset)
-    hi = _bisect(timeline.times_s, end - job_start, right=True)
+    lo = bisect_left(timeline.times_s, offset)
+    hi = bisect_right(timeline.times_s, end - job_start)
     result = Result(
         name=parts[0].result.name,
         start_unix_s=start,
@@ -559,9 +560,3 @@ def _job_timeline(parts: Sequence[_Part], job_start: float) -> PowerTimeline:
     return PowerTimeline(
         [float(x) for x in grid], {k: [float(x) for x in v] for k, v in power.items()}
     )
-
-
-def _bisect(values: Sequence[float], x: float, *, right: bool = False) -> int:
-    from bisect import bisect_left, bisect_right
-
-    return (bisect_right if right else bisect_left)(values, x)

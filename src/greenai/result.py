@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -194,14 +194,16 @@ class Result:
         Raises:
             KeyError: No window has that name.
         """
-        for w in self.windows:
+        for w in self.walk_windows():
             if w.name == name:
                 return w
-            try:
-                return w.window(name)
-            except KeyError:
-                continue
         raise KeyError(f"no window named {name!r}")
+
+    def walk_windows(self) -> Iterator[Result]:
+        """Every sub-window at any depth: each one, then the windows inside it, in start order."""
+        for w in self.windows:
+            yield w
+            yield from w.walk_windows()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, everything on the result; JSON-ready (NaN power samples become None)."""

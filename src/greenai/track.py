@@ -462,11 +462,11 @@ class Tracker:
         with self._lock:
             now = self._clock.now()
             power_w = {m.name: m.power_w[-1] if m.power_w else math.nan for m in self._meters}
-            energy_j = {m.name: self._interpolate(m, now) - m.cum_j[0] for m in self._meters}
+            now_j = {m.name: self._interpolate(m, now) for m in self._meters}
+            energy_j = {m.name: now_j[m.name] - m.cum_j[0] for m in self._meters}
             open_windows_j = {
                 span.name: sum(
-                    self._interpolate(m, now) - self._interpolate(m, span.start.t)
-                    for m in self._meters
+                    now_j[m.name] - self._interpolate(m, span.start.t) for m in self._meters
                 )
                 for span in [*self._stack, *self._keyed.values()]
                 if span.name is not None

@@ -493,7 +493,7 @@ class PrometheusExporter:
             if result.steps is not None:
                 self._add(m.steps.labels(*run), ("steps",), result.steps.count)
             m.step_rate.labels(*run).set(0.0)
-            for window in _depth_first(result.windows):  # the last window of a name wins
+            for window in result.walk_windows():  # the last window of a name wins
                 name = window.name or ""
                 if name in self._windows or len(self._windows) < _MAX_WINDOWS:
                     self._windows.add(name)
@@ -668,12 +668,6 @@ class PrometheusExporter:
         """Keep the first failure of each kind, to report once when the run stops."""
         logger.debug("Prometheus %s failed", what, exc_info=error)
         self._problems.setdefault(what, f"{type(error).__name__}: {error}")
-
-
-def _depth_first(windows: tuple[Result, ...]) -> Iterator[Result]:
-    for window in windows:
-        yield window
-        yield from _depth_first(window.windows)
 
 
 def _check_seconds(name: str, value: object) -> None:
