@@ -1,5 +1,6 @@
-// The only pybind11 translation unit of greenai._C. Kernels and helpers live in
-// csrc/cpu/ and csrc/cuda/ behind plain C++ headers; this file converts arguments and
+// The pybind11 module greenai._C; the CUDA kernels' bindings are in bindings_cuda.cpp,
+// shared with greenai._cuda_sim. Kernels and helpers live in csrc/cpu/ and csrc/cuda/
+// behind plain C++ headers; this file converts arguments and
 // results and holds no computation of its own.
 //
 // Build facts come from CMake as compile definitions (see CMakeLists.txt):
@@ -16,9 +17,8 @@
 #include "cpu/memory.h"
 #include "cpu/quant.h"
 #include "cpu/sparse.h"
-#include "cuda/quant.h"
+#include "bindings_cuda.h"
 #include "cuda/runtime.h"
-#include "cuda/sparse.h"
 
 namespace py = pybind11;
 
@@ -334,20 +334,6 @@ PYBIND11_MODULE(_C, m) {
           py::arg("group"), py::arg("y"), py::arg("threads"),
           "y (m, n) = x (m, k) W^T + bias with W quantized (group k or a multiple of 32 dividing k);\n"
           "float32 accumulation, x and y of the same dtype, bias float32 or None.");
-    // --- CUDA quantization kernels: device pointers and a stream as integers. The Python
-    // layer (greenai.ops) has validated every shape; nothing here can check a device pointer.
-    m.attr("cuda_quantize_workspace_bytes") = greenai::cuda::kQuantizeWorkspaceBytes;
-    m.def("quantize_cuda", &greenai::cuda::quantize, py::arg("w"), py::arg("dtype"), py::arg("n"), py::arg("k"),
-          py::arg("bits"), py::arg("group"), py::arg("symmetric"), py::arg("q"), py::arg("scale"),
-          py::arg("zero_point"), py::arg("workspace"), py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
-          "quantize_cpu's CUDA twin on `stream`; sets the int32 at workspace[0] to 1 on NaN/Inf.");
-    m.def("dequantize_cuda", &greenai::cuda::dequantize, py::arg("q"), py::arg("scale"), py::arg("zero_point"),
-          py::arg("n"), py::arg("k"), py::arg("bits"), py::arg("group"), py::arg("out"), py::arg("out_dtype"),
-          py::arg("stream"), py::call_guard<py::gil_scoped_release>(), "dequantize_cpu's CUDA twin on `stream`.");
-    m.def("quantized_linear_cuda", &greenai::cuda::quantized_linear, py::arg("x"), py::arg("dtype"), py::arg("m"),
-          py::arg("k"), py::arg("q"), py::arg("scale"), py::arg("zero_point"), py::arg("bias"), py::arg("n"),
-          py::arg("bits"), py::arg("group"), py::arg("y"), py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
-          "quantized_linear_cpu's CUDA twin on `stream` (tuned for m <= 8).");
     // --- sparsity kernels (formats: src/greenai/ops/sparse_reference.py) ---
     m.def("channel_norms_cpu", &channel_norms_cpu, py::arg("w"), py::arg("dtype"), py::arg("outer"),
           py::arg("channels"), py::arg("inner"), py::arg("p"), py::arg("out"), py::arg("threads"),
@@ -366,22 +352,7 @@ PYBIND11_MODULE(_C, m) {
           py::arg("values"), py::arg("meta"), py::arg("bias"), py::arg("n"), py::arg("y"), py::arg("threads"),
           "y (m, n) = x (m, k) W^T + bias, W = (values, meta) of x's dtype; float32 accumulation,\n"
           "bias float32 or None.");
-    m.def("channel_norms_cuda", &greenai::cuda::channel_norms, py::arg("w"), py::arg("dtype"), py::arg("outer"),
-          py::arg("channels"), py::arg("inner"), py::arg("p"), py::arg("out"), py::arg("stream"),
-          py::call_guard<py::gil_scoped_release>(), "channel_norms_cpu's CUDA twin on `stream`.");
-    m.def("mask_2to4_cuda", &greenai::cuda::mask_2to4, py::arg("w"), py::arg("dtype"), py::arg("n"), py::arg("k"),
-          py::arg("mask"), py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
-          "mask_2to4_cpu's CUDA twin on `stream`.");
-    m.def("compress_2to4_cuda", &greenai::cuda::compress_2to4, py::arg("w"), py::arg("dtype"), py::arg("n"),
-          py::arg("k"), py::arg("values"), py::arg("meta"), py::arg("stream"),
-          py::call_guard<py::gil_scoped_release>(), "compress_2to4_cpu's CUDA twin on `stream`.");
-    m.def("decompress_2to4_cuda", &greenai::cuda::decompress_2to4, py::arg("values"), py::arg("meta"),
-          py::arg("dtype"), py::arg("n"), py::arg("k"), py::arg("out"), py::arg("stream"),
-          py::call_guard<py::gil_scoped_release>(), "decompress_2to4_cpu's CUDA twin on `stream`.");
-    m.def("linear_2to4_cuda", &greenai::cuda::linear_2to4, py::arg("x"), py::arg("dtype"), py::arg("m"),
-          py::arg("k"), py::arg("values"), py::arg("meta"), py::arg("bias"), py::arg("n"), py::arg("y"),
-          py::arg("stream"), py::call_guard<py::gil_scoped_release>(),
-          "linear_2to4_cpu's CUDA twin on `stream` (one warp per output: for small m).");
+    greenai::bind_cuda_kernels(m);
     m.def("advise_huge_pages", &greenai::cpu::advise_huge_pages, py::arg("address"), py::arg("bytes"),
           "Ask Linux for transparent huge pages on the 2 MiB-aligned part of a fresh CPU buffer\n"
           "(madvise MADV_HUGEPAGE); False where that does not apply. Never changes its contents.");

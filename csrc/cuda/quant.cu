@@ -24,6 +24,8 @@
 #include <string>
 #include <type_traits>
 
+#include "cuda/launch.cuh"
+
 namespace greenai::cuda {
 namespace {
 
@@ -358,18 +360,19 @@ __global__ void __launch_bounds__(512, 2)
             mn = fminf(mn, __shfl_xor_sync(kFullMask, mn, off));
             mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, off));
         }
-        if (tps > 32) {  // one team per block
+        if (tps > 32) {  // a team spans tps / 32 warps, a block max(1, 256 / tps) teams
             const int warp = static_cast<int>(threadIdx.x) >> 5;
             if ((threadIdx.x & 31) == 0) {
                 red[0][warp] = mn;
                 red[1][warp] = mx;
             }
             __syncthreads();
-            mn = red[0][0];
-            mx = red[1][0];
+            const int first = team * (tps >> 5);  // the team's first warp
+            mn = red[0][first];
+            mx = red[1][first];
             for (int i = 1; i < (tps >> 5); ++i) {
-                mn = fminf(mn, red[0][i]);
-                mx = fmaxf(mx, red[1][i]);
+                mn = fminf(mn, red[0][first + i]);
+                mx = fmaxf(mx, red[1][first + i]);
             }
             __syncthreads();
         }
@@ -593,8 +596,7 @@ __global__ void __launch_bounds__(kQlWarps * 32)
     constexpr int EPC = BITS == 8 ? 16 : 32;
     constexpr int CS = EPC + 4;
     constexpr int XVW = kVecWidth<D>;
-    extern __shared__ float4 smem4[];
-    float* xs = reinterpret_cast<float*>(smem4);
+    float* xs = dynamic_shared<float>();
     const int tstride = (kc / EPC) * CS;
     const int warp = static_cast<int>(threadIdx.x) >> 5;
     const int lane = static_cast<int>(threadIdx.x) & 31;
@@ -851,20 +853,20 @@ void quantize(std::uintptr_t w, int dtype, std::int64_t n, std::int64_t k, int b
                 const i64 nvec = rvec ? total / VW : total;
                 const unsigned g1 = grid_for(nvec, kTensorThreads * 8);
                 if (rvec) {
-                    minmax_kernel<D, true><<<g1, kTensorThreads, 0, st>>>(wp, nvec, ws);
+                    launch_kernel(minmax_kernel<D, true>, g1, kTensorThreads, 0, st, wp, nvec, ws);
                 } else {
-                    minmax_kernel<D, false><<<g1, kTensorThreads, 0, st>>>(wp, nvec, ws);
+                    launch_kernel(minmax_kernel<D, false>, g1, kTensorThreads, 0, st, wp, nvec, ws);
                 }
                 check_launch(fn);
                 if (vec) {
                     using L = Lay<D, B, true>;
                     const i64 units = total / L::EPU;
-                    quantize_tensor_kernel<D, B, true><<<grid_for(units, kTensorThreads), kTensorThreads, 0, st>>>(
+                    launch_kernel(quantize_tensor_kernel<D, B, true>, grid_for(units, kTensorThreads), kTensorThreads, 0, st,
                         wp, units, symmetric, qp, sp, zp, ws);
                 } else {
                     using L = Lay<D, B, false>;
                     const i64 units = total / L::EPU;
-                    quantize_tensor_kernel<D, B, false><<<grid_for(units, kTensorThreads), kTensorThreads, 0, st>>>(
+                    launch_kernel(quantize_tensor_kernel<D, B, false>, grid_for(units, kTensorThreads), kTensorThreads, 0, st,
                         wp, units, symmetric, qp, sp, zp, ws);
                 }
                 check_launch(fn);
@@ -878,7 +880,7 @@ void quantize(std::uintptr_t w, int dtype, std::int64_t n, std::int64_t k, int b
                 const int tps = std::min(512, pow2_ceil(ceil_div(ups, kNReg<B>)));
                 const int threads = std::max(tps, 256);
                 const int teams = threads / tps;
-                quantize_segments_kernel<D, B, V><<<grid_for(nseg, teams), threads, 0, st>>>(
+                launch_kernel(quantize_segments_kernel<D, B, V>, grid_for(nseg, teams), threads, 0, st,
                     wp, nseg, ups, tps, symmetric, qp, sp, zp, ws);
                 check_launch(fn);
             };
@@ -913,7 +915,7 @@ void dequantize(std::uintptr_t q, std::uintptr_t scale, std::uintptr_t zero_poin
                 constexpr bool V = decltype(vtag)::value;
                 using L = Lay<D, B, V>;
                 const i64 units = total / L::EPU;
-                dequantize_kernel<D, B, V><<<grid_for(units, kDequantThreads), kDequantThreads, 0, st>>>(
+                launch_kernel(dequantize_kernel<D, B, V>, grid_for(units, kDequantThreads), kDequantThreads, 0, st,
                     qp, sp, zp, units, seglen, op);
                 check_launch(fn);
             };
@@ -956,7 +958,7 @@ void quantized_linear(std::uintptr_t x, int dtype, std::int64_t m, std::int64_t 
                 const unsigned gx = static_cast<unsigned>(ceil_div(n, kQlWarps));
                 for (i64 t0 = 0; t0 < tiles; t0 += kMaxTilesPerLaunch) {
                     const dim3 grid(gx, static_cast<unsigned>(std::min(kMaxTilesPerLaunch, tiles - t0)));
-                    qlinear_scalar_kernel<D, B><<<grid, kQlWarps * 32, 0, st>>>(xp, m, t0, k, qp, sp, zp, bp,
+                    launch_kernel(qlinear_scalar_kernel<D, B>, grid, kQlWarps * 32, 0, st, xp, m, t0, k, qp, sp, zp, bp,
                                                                                 n, group, yp);
                     check_launch(fn);
                 }
@@ -979,7 +981,7 @@ void quantized_linear(std::uintptr_t x, int dtype, std::int64_t m, std::int64_t 
                 const i64 tiles = ceil_div(m, MT);
                 for (i64 t0 = 0; t0 < tiles; t0 += kMaxTilesPerLaunch) {
                     const dim3 grid(gx, static_cast<unsigned>(std::min(kMaxTilesPerLaunch, tiles - t0)));
-                    qlinear_kernel<D, B, MT><<<grid, kQlWarps * 32, smem, st>>>(
+                    launch_kernel(qlinear_kernel<D, B, MT>, grid, kQlWarps * 32, smem, st,
                         xp, m, t0, static_cast<int>(k), qp, sp, zp, bp, n, static_cast<int>(group), gshift,
                         kc, xvec, yp);
                     check_launch(fn);

@@ -17,6 +17,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "cuda/launch.cuh"
+
 namespace greenai::cuda {
 namespace {
 
@@ -218,7 +220,7 @@ void channel_norms(std::uintptr_t w, int dtype, std::int64_t outer, std::int64_t
     }
     by_dtype(dtype, [&](auto d) {
         using D = decltype(d);
-        norms_kernel<D><<<grid_for(channels, 1), kThreads, 0, as_stream(stream)>>>(
+        launch_kernel(norms_kernel<D>, grid_for(channels, 1), kThreads, 0, as_stream(stream),
             reinterpret_cast<const typename D::Bits*>(w), outer, channels, inner, p, reinterpret_cast<float*>(out));
     });
     check_launch("channel_norms");
@@ -232,7 +234,7 @@ void mask_2to4(std::uintptr_t w, int dtype, std::int64_t n, std::int64_t k, std:
     }
     by_dtype(dtype, [&](auto d) {
         using D = decltype(d);
-        mask_kernel<D><<<grid_for(groups, kThreads), kThreads, 0, as_stream(stream)>>>(
+        launch_kernel(mask_kernel<D>, grid_for(groups, kThreads), kThreads, 0, as_stream(stream),
             reinterpret_cast<const typename D::Bits*>(w), groups, reinterpret_cast<bool*>(mask));
     });
     check_launch("mask_2to4");
@@ -246,7 +248,7 @@ void compress_2to4(std::uintptr_t w, int dtype, std::int64_t n, std::int64_t k, 
     }
     by_dtype(dtype, [&](auto d) {
         using D = decltype(d);
-        compress_kernel<D><<<grid_for(bytes, kThreads), kThreads, 0, as_stream(stream)>>>(
+        launch_kernel(compress_kernel<D>, grid_for(bytes, kThreads), kThreads, 0, as_stream(stream),
             reinterpret_cast<const typename D::Bits*>(w), n, k, reinterpret_cast<typename D::Bits*>(values),
             reinterpret_cast<std::uint8_t*>(meta));
     });
@@ -261,7 +263,7 @@ void decompress_2to4(std::uintptr_t values, std::uintptr_t meta, int dtype, std:
     }
     by_dtype(dtype, [&](auto d) {
         using D = decltype(d);
-        decompress_kernel<D><<<grid_for(groups, kThreads), kThreads, 0, as_stream(stream)>>>(
+        launch_kernel(decompress_kernel<D>, grid_for(groups, kThreads), kThreads, 0, as_stream(stream),
             reinterpret_cast<const typename D::Bits*>(values), reinterpret_cast<const std::uint8_t*>(meta), n, k,
             reinterpret_cast<typename D::Bits*>(out));
     });
@@ -276,7 +278,7 @@ void linear_2to4(std::uintptr_t x, int dtype, std::int64_t m, std::int64_t k, st
     }
     by_dtype(dtype, [&](auto d) {
         using D = decltype(d);
-        linear_kernel<D><<<grid_for(m * n, kThreads / 32), kThreads, 0, as_stream(stream)>>>(
+        launch_kernel(linear_kernel<D>, grid_for(m * n, kThreads / 32), kThreads, 0, as_stream(stream),
             reinterpret_cast<const typename D::Bits*>(x), m, k, reinterpret_cast<const typename D::Bits*>(values),
             reinterpret_cast<const std::uint8_t*>(meta), reinterpret_cast<const float*>(bias), n,
             reinterpret_cast<typename D::Bits*>(y));

@@ -7,6 +7,7 @@ import torch
 from hypothesis import HealthCheck, settings
 
 from greenai import _C
+from greenai.ops import _cuda
 
 # No example database on disk: CI runs from a clean clone and tests leave no files behind.
 settings.register_profile(
@@ -31,10 +32,34 @@ def cuda_devices() -> list[str]:
 
 
 @pytest.fixture(
-    params=["cpu", *[pytest.param(d, marks=pytest.mark.gpu) for d in ("cuda",)]],
+    params=["cpu", "cuda-sim", *[pytest.param(d, marks=pytest.mark.gpu) for d in ("cuda",)]],
 )
-def device(request: pytest.FixtureRequest) -> str:
-    """CPU always; CUDA on a machine with a GPU and a CUDA build (marked ``gpu``)."""
+def device(request: pytest.FixtureRequest) -> Iterator[str]:
+    """CPU always; "cuda-sim": CPU tensors through the CUDA path, whose kernels run under
+    greenai._cuda_sim (the CUDA sources on a simulator of the CUDA execution model), each
+    launch on the stream greenai passed; CUDA on a machine with a GPU and a CUDA build
+    (marked ``gpu``)."""
     if request.param == "cuda" and not cuda_devices():
         pytest.skip("needs a CUDA GPU and greenai._C built with CUDA")
-    return str(request.param)
+    if request.param != "cuda-sim":
+        yield str(request.param)
+        return
+    with _cuda.simulate() as sim:
+        sim.take_launches()
+        yield "cpu"
+        streams = {launch["stream"] for launch in sim.take_launches()}
+    assert streams <= {_cuda.SIM_STREAM}, f"kernels launched on streams {streams}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The CUDA path does not depend on the CPU kernels' instruction set: run "cuda-sim"
+    with the first one only."""
+    keep, drop = [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        params = params.params if params is not None else {}
+        redundant = params.get("device") == "cuda-sim" and params.get("isa", ISAS[0]) != ISAS[0]
+        (drop if redundant else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

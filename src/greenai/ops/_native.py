@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from greenai import _C
-from greenai.ops import reference
+from greenai.ops import _cuda, reference
 
 _DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 LARGE_BATCH_CUDA = 16
@@ -44,22 +44,6 @@ def _threads() -> int:
     return max(1, torch.get_num_threads())
 
 
-def _stream(t: torch.Tensor) -> int:
-    return int(torch.cuda.current_stream(t.device).cuda_stream)
-
-
-_BUILT_WITH_CUDA = _C.build_info()["cuda"]
-
-
-def _need_cuda_build() -> None:
-    if not _BUILT_WITH_CUDA:
-        raise RuntimeError(
-            "greenai._C was built without CUDA, so greenai's native ops cannot run on CUDA "
-            "tensors; reinstall greenai with nvcc on PATH (GREENAI_CUDA=ON makes a missing "
-            "nvcc an error)"
-        )
-
-
 def quantize(
     w: torch.Tensor, bits: int, group: int, symmetric: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -72,13 +56,12 @@ def quantize(
     shape = reference.scale_shape((n, k), group)
     scale = torch.empty(shape, dtype=torch.float32, device=w.device)
     zero_point = None if symmetric else torch.empty(shape, dtype=torch.int8, device=w.device)
-    if w.is_cuda:
-        _need_cuda_build()
+    if _cuda.takes_cuda_path(w):
         workspace = torch.zeros(
-            _C.cuda_quantize_workspace_bytes, dtype=torch.uint8, device=w.device
+            _cuda.kernels().cuda_quantize_workspace_bytes, dtype=torch.uint8, device=w.device
         )
-        with torch.cuda.device(w.device):
-            _C.quantize_cuda(
+        with _cuda.on_device(w):
+            _cuda.kernels().quantize_cuda(
                 w.data_ptr(),
                 _DTYPE_CODES[w.dtype],
                 n,
@@ -90,7 +73,7 @@ def quantize(
                 scale.data_ptr(),
                 0 if zero_point is None else zero_point.data_ptr(),
                 workspace.data_ptr(),
-                _stream(w),
+                _cuda.stream(w),
             )
         bad = bool(workspace[:4].view(torch.int32).item())
         where = ""
@@ -126,10 +109,9 @@ def dequantize(
     dtype: torch.dtype,
 ) -> torch.Tensor:
     out = _empty((n, k), dtype, q.device)
-    if q.is_cuda:
-        _need_cuda_build()
-        with torch.cuda.device(q.device):
-            _C.dequantize_cuda(
+    if _cuda.takes_cuda_path(q):
+        with _cuda.on_device(q):
+            _cuda.kernels().dequantize_cuda(
                 q.data_ptr(),
                 scale.data_ptr(),
                 0 if zero_point is None else zero_point.data_ptr(),
@@ -139,7 +121,7 @@ def dequantize(
                 group,
                 out.data_ptr(),
                 _DTYPE_CODES[dtype],
-                _stream(q),
+                _cuda.stream(q),
             )
     else:
         _C.dequantize_cpu(
@@ -173,13 +155,12 @@ def quantized_linear(
     if m == 0:
         return torch.empty((0, n), dtype=x.dtype, device=x.device)
     bias32 = None if bias is None else bias.to(torch.float32).contiguous()
-    if x.is_cuda:
-        _need_cuda_build()
+    if _cuda.takes_cuda_path(x):
         if m > LARGE_BATCH_CUDA:
             return _tiled_cuda(x, q, scale, zero_point, bias32, n, k, bits, group)
         y = torch.empty((m, n), dtype=x.dtype, device=x.device)
-        with torch.cuda.device(x.device):
-            _C.quantized_linear_cuda(
+        with _cuda.on_device(x):
+            _cuda.kernels().quantized_linear_cuda(
                 x.data_ptr(),
                 _DTYPE_CODES[x.dtype],
                 m,
@@ -192,7 +173,7 @@ def quantized_linear(
                 bits,
                 group,
                 y.data_ptr(),
-                _stream(x),
+                _cuda.stream(x),
             )
         return y
     y = _empty((m, n), x.dtype, x.device)
@@ -225,14 +206,18 @@ def _tiled_cuda(
     bits: int,
     group: int,
 ) -> torch.Tensor:
-    """Large batches on CUDA: dequantize W a tile of rows at a time into x's dtype and let
-    cuBLAS multiply, so no full-size float copy of W ever exists."""
+    """Large batches on CUDA: dequantize W a tile of rows at a time and let cuBLAS multiply,
+    so no full-size float copy of W ever exists. Tiles and products are float32, as in the
+    kernels and the reference: a float16 / bfloat16 copy of the dequantized weight would add
+    its own rounding to every product."""
     y = torch.empty((x.shape[0], n), dtype=x.dtype, device=x.device)
+    x32 = x.float()
     for r0 in range(0, n, _CUDA_TILE_ROWS):
         r1 = min(n, r0 + _CUDA_TILE_ROWS)
         z = None if zero_point is None else zero_point[r0:r1]
-        w = dequantize(q[r0:r1], scale[r0:r1], z, r1 - r0, k, bits, group, x.dtype)
-        y[:, r0:r1] = x @ w.T
-    if bias32 is not None:
-        y += bias32.to(x.dtype)
+        w = dequantize(q[r0:r1], scale[r0:r1], z, r1 - r0, k, bits, group, torch.float32)
+        y32 = x32 @ w.T
+        if bias32 is not None:
+            y32 += bias32[r0:r1]
+        y[:, r0:r1] = y32
     return y

@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 
 from greenai import _C
-from greenai.ops._native import _DTYPE_CODES, _empty, _need_cuda_build, _np, _stream, _threads
+from greenai.ops import _cuda
+from greenai.ops._native import _DTYPE_CODES, _empty, _np, _threads
 
 LARGE_BATCH = 12
 """Rows of x above which ``linear_2to4`` decompresses tiles of W and calls torch's matmul.
@@ -31,10 +32,9 @@ def _norm_layout(shape: tuple[int, ...], dim: int) -> tuple[int, int, int]:
 def channel_norms(w: torch.Tensor, p: int, dim: int) -> torch.Tensor:
     outer, channels, inner = _norm_layout(tuple(w.shape), dim)
     out = torch.empty(channels, dtype=torch.float32, device=w.device)
-    if w.is_cuda:
-        _need_cuda_build()
-        with torch.cuda.device(w.device):
-            _C.channel_norms_cuda(
+    if _cuda.takes_cuda_path(w):
+        with _cuda.on_device(w):
+            _cuda.kernels().channel_norms_cuda(
                 w.data_ptr(),
                 _DTYPE_CODES[w.dtype],
                 outer,
@@ -42,7 +42,7 @@ def channel_norms(w: torch.Tensor, p: int, dim: int) -> torch.Tensor:
                 inner,
                 p,
                 out.data_ptr(),
-                _stream(w),
+                _cuda.stream(w),
             )
     else:
         _C.channel_norms_cpu(
@@ -54,11 +54,10 @@ def channel_norms(w: torch.Tensor, p: int, dim: int) -> torch.Tensor:
 def mask_2to4(w: torch.Tensor) -> torch.Tensor:
     n, k = w.shape
     mask = _empty((n, k), torch.bool, w.device)
-    if w.is_cuda:
-        _need_cuda_build()
-        with torch.cuda.device(w.device):
-            _C.mask_2to4_cuda(
-                w.data_ptr(), _DTYPE_CODES[w.dtype], n, k, mask.data_ptr(), _stream(w)
+    if _cuda.takes_cuda_path(w):
+        with _cuda.on_device(w):
+            _cuda.kernels().mask_2to4_cuda(
+                w.data_ptr(), _DTYPE_CODES[w.dtype], n, k, mask.data_ptr(), _cuda.stream(w)
             )
     else:
         _C.mask_2to4_cpu(_np(w), _DTYPE_CODES[w.dtype], n, k, _np(mask), _threads())
@@ -70,11 +69,10 @@ def compress_2to4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     values = _empty((n, k // 2), w.dtype, w.device)
     meta = _empty((n, (k + 7) // 8), torch.uint8, w.device)
     code = _DTYPE_CODES[w.dtype]
-    if w.is_cuda:
-        _need_cuda_build()
-        with torch.cuda.device(w.device):
-            _C.compress_2to4_cuda(
-                w.data_ptr(), code, n, k, values.data_ptr(), meta.data_ptr(), _stream(w)
+    if _cuda.takes_cuda_path(w):
+        with _cuda.on_device(w):
+            _cuda.kernels().compress_2to4_cuda(
+                w.data_ptr(), code, n, k, values.data_ptr(), meta.data_ptr(), _cuda.stream(w)
             )
     else:
         _C.compress_2to4_cpu(_np(w), code, n, k, _np(values), _np(meta), _threads())
@@ -85,11 +83,10 @@ def decompress_2to4(values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
     n, k = values.shape[0], 2 * values.shape[1]
     out = _empty((n, k), values.dtype, values.device)
     code = _DTYPE_CODES[values.dtype]
-    if values.is_cuda:
-        _need_cuda_build()
-        with torch.cuda.device(values.device):
-            _C.decompress_2to4_cuda(
-                values.data_ptr(), meta.data_ptr(), code, n, k, out.data_ptr(), _stream(values)
+    if _cuda.takes_cuda_path(values):
+        with _cuda.on_device(values):
+            _cuda.kernels().decompress_2to4_cuda(
+                values.data_ptr(), meta.data_ptr(), code, n, k, out.data_ptr(), _cuda.stream(values)
             )
     else:
         _C.decompress_2to4_cpu(_np(values), _np(meta), code, n, k, _np(out), _threads())
@@ -107,10 +104,9 @@ def linear_2to4(
         return _tiled(x, values, meta, bias32)
     y = _empty((m, n), x.dtype, x.device)
     code = _DTYPE_CODES[x.dtype]
-    if x.is_cuda:
-        _need_cuda_build()
-        with torch.cuda.device(x.device):
-            _C.linear_2to4_cuda(
+    if _cuda.takes_cuda_path(x):
+        with _cuda.on_device(x):
+            _cuda.kernels().linear_2to4_cuda(
                 x.data_ptr(),
                 code,
                 m,
@@ -120,7 +116,7 @@ def linear_2to4(
                 0 if bias32 is None else bias32.data_ptr(),
                 n,
                 y.data_ptr(),
-                _stream(x),
+                _cuda.stream(x),
             )
     else:
         _C.linear_2to4_cpu(

@@ -1,0 +1,12 @@
+// Bindings of the CUDA kernels (csrc/cuda/quant.h, csrc/cuda/sparse.h), shared by
+// greenai._C (nvcc build, or the CPU-only fallbacks that raise) and greenai._cuda_sim (the
+// same kernels under the CPU simulator of csrc/cuda/sim/).
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+namespace greenai {
+
+void bind_cuda_kernels(pybind11::module_& m);
+
+}  // namespace greenai
