@@ -87,6 +87,9 @@ def linear_2to4_cuda(
 ) -> None:
     """``linear_2to4_cpu`` on CUDA (one warp per output element: small m)."""
 
+ubsan: bool
+"""Whether the kernels were built with UBSan (undefined behaviour ends the process)."""
+
 def set_order(order: Literal["forward", "reverse", "random"], seed: int = 0) -> None:
     """Order of the blocks of a grid and of a block's threads between barriers."""
 

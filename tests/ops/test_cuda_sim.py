@@ -94,12 +94,23 @@ def test_kernel_bugs_raise(name: str, message: str) -> None:
         sim.selftest(name)
 
 
-def test_shared_memory_past_the_launch_size_faults() -> None:
-    code = "from greenai import _cuda_sim; _cuda_sim.selftest('shared_overflow')"
-    proc = subprocess.run(
+def _selftest_in_child(name: str) -> subprocess.CompletedProcess[bytes]:
+    code = f"from greenai import _cuda_sim; _cuda_sim.selftest({name!r})"
+    return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, timeout=120, check=False
     )
+
+
+def test_shared_memory_past_the_launch_size_faults() -> None:
+    proc = _selftest_in_child("shared_overflow")
     assert proc.returncode == -11, proc.stderr.decode()  # SIGSEGV on the guard page
+
+
+@pytest.mark.skipif(not sim.ubsan, reason="greenai._cuda_sim was built without UBSan")
+def test_a_misaligned_vector_store_stops_the_process_under_ubsan() -> None:
+    proc = _selftest_in_child("misaligned_store")
+    assert proc.returncode != 0
+    assert b"misaligned address" in proc.stderr, proc.stderr.decode()
 
 
 def test_unknown_order_and_selftest_are_rejected() -> None:

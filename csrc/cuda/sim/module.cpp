@@ -21,6 +21,12 @@ PYBIND11_MODULE(_cuda_sim, m) {
 
     greenai::bind_cuda_kernels(m);
 
+#ifdef GREENAI_CUDA_SIM_UBSAN
+    m.attr("ubsan") = true;
+#else
+    m.attr("ubsan") = false;
+#endif
+
     m.def(
         "set_order",
         [](const std::string& order, std::uint64_t seed) {

@@ -62,6 +62,10 @@ __global__ void misaligned_load_kernel(const unsigned char* p, unsigned* out) {
     out[threadIdx.x] = v.x;
 }
 
+__global__ void misaligned_store_kernel(unsigned char* p) {
+    *reinterpret_cast<uint4*>(p + 4) = make_uint4(1u, 2u, 3u, 4u);  // UBSan: misaligned store
+}
+
 __global__ void shared_overflow_kernel(int* out) {
     float* s = greenai::cuda::dynamic_shared<float>();
     s[threadIdx.x + 1024] = 1.0f;  // the launch asked for 4 KiB: 1024 floats
@@ -96,6 +100,9 @@ std::vector<int> selftest(const std::string& name) {
         alignas(16) unsigned char bytes[32] = {};
         std::vector<unsigned> words(1);
         launch_kernel(misaligned_load_kernel, dim3(1), dim3(1), 0, nullptr, bytes, words.data());
+    } else if (name == "misaligned_store") {
+        alignas(16) unsigned char bytes[32] = {};
+        launch_kernel(misaligned_store_kernel, dim3(1), dim3(1), 0, nullptr, bytes);
     } else if (name == "too_many_threads") {
         launch_kernel(reduce_kernel, dim3(1), dim3(1056), 0, nullptr, out.data());
     } else if (name == "shared_overflow") {
