@@ -321,3 +321,22 @@ def test_results_do_not_depend_on_the_order_blocks_and_threads_run_in() -> None:
     for other in results[1:]:
         for a, b in zip(results[0], other, strict=True):
             assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_a_quantized_model_gives_the_same_outputs_on_the_cuda_path(bits: int) -> None:
+    from greenai.compress import quantize
+
+    gen = torch.Generator().manual_seed(bits)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(64, 96), torch.nn.GELU(), torch.nn.Linear(96, 32)
+    ).eval()
+    x = torch.randn(5, 64, generator=gen)
+    qmodel, _ = quantize(model, bits=bits, group_size=32)
+    with torch.no_grad():
+        on_cpu = qmodel(x)
+        with _cuda.simulate() as simulator:
+            simulator.take_launches()
+            on_cuda_path = qmodel(x)
+            assert len(simulator.take_launches()) == 2  # one quantized_linear per layer
+    torch.testing.assert_close(on_cuda_path, on_cpu, rtol=1e-5, atol=1e-5)
