@@ -9,7 +9,8 @@
 2. Batch-1 matrix-vector product with that weight: fp32 ``nn.Linear`` on the dense weight vs
    greenai ``linear_2to4`` on the compressed one (56 % of the bytes). Goal: fp32 / greenai
    > 1. Also bfloat16 (values and x in bfloat16) against ``nn.Linear`` in bfloat16.
-3. Batches of 8 and 32 (32 goes through the tiled path: decompress a tile, torch matmul).
+3. Batches of 8, 16 and 32 (16 and 32 go through the tiled path: decompress a tile, torch
+   matmul; ``greenai.ops._native_sparse.LARGE_BATCH`` is the switch).
 4. On CUDA (when torch and greenai._C both have it): mask, compress and the batch-1 product
    against ``torch.sparse.to_sparse_semi_structured`` and its matmul (float16), and dense
    float16.
@@ -19,7 +20,7 @@ last-level cache); methods are interleaved across rounds and each figure is the 
 the rounds. Ratios are printed, never asserted.
 
 Run: ``python benchmarks/bench_sparse.py`` (about a minute on 2 cores; ``--quick`` for a
-smoke run on small shapes).
+smoke run on small shapes; ``--isa avx2`` for the AVX2 kernels on an AVX-512 CPU).
 """
 
 from __future__ import annotations
@@ -244,9 +245,18 @@ def main() -> None:
         default=None,
         help="torch.set_num_threads (greenai's kernels follow it); default: torch's choice",
     )
+    parser.add_argument(
+        "--isa",
+        choices=_C.cpu_isas(),
+        default=None,
+        help="greenai's CPU kernels to run (default: the best this CPU supports)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.isa:
+        _C.set_cpu_isa(args.isa)
+    print(f"greenai CPU kernels: {_C.cpu_isa()}")
     n, k = (2048, 1024) if args.quick else (11008, 4096)
     rounds = args.rounds or (3 if args.quick else 7)
     cache_bytes = l3_bytes()
@@ -255,7 +265,7 @@ def main() -> None:
     ws = [torch.randn(n, k, generator=gen) for _ in range(copies_for(4 * n * k, cache_bytes))]
     goals: list[Goal] = []
     bench_mask(ws, rounds=rounds, goals=goals)
-    bench_linear(ws, cache_bytes, rounds=rounds, inner=5, batches=(1, 8, 32), goals=goals)
+    bench_linear(ws, cache_bytes, rounds=rounds, inner=5, batches=(1, 8, 16, 32), goals=goals)
     bench_cuda(n, k, rounds=rounds)
     print_goals(goals)
     print(f"load average after the run: {load_average()}")

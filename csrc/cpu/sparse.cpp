@@ -14,13 +14,16 @@
 namespace greenai::cpu {
 namespace {
 
+// quant.cpp's instruction sets include variants of AVX-512 ("avx512_bf16"), offered only on
+// CPUs with the whole AVX-512 set these kernels need: every "avx512*" runs the AVX-512 table.
 const SparseKernelTable& sparse_kernels() {
     const std::string isa = current_isa();
 #ifdef GREENAI_X86_KERNELS
-    for (const SparseKernelTable* t : {&kAvx512Sparse, &kAvx2Sparse}) {
-        if (isa == t->name) {
-            return *t;
-        }
+    if (isa.rfind("avx512", 0) == 0) {
+        return kAvx512Sparse;
+    }
+    if (isa == kAvx2Sparse.name) {
+        return kAvx2Sparse;
     }
 #endif
     return kGenericSparse;

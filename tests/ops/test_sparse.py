@@ -141,17 +141,25 @@ def test_empty_weights_give_empty_results() -> None:
     assert ops.linear_2to4(torch.empty(2, 0, 16), values, meta).shape == (2, 0, 3)
 
 
-def test_non_contiguous_weights_are_copied_first() -> None:
-    w = torch.randn(64, 24)
-    t = w.T  # (24, 64), strided
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_non_contiguous_weights_are_copied_first(isa: str, dtype: torch.dtype) -> None:
+    w = special_weight(72, 24, dtype)
+    t = w.T  # (24, 72), strided: K = 72 runs a whole SIMD step and a scalar tail
     assert not t.is_contiguous()
     assert torch.equal(ops.mask_2to4(t), ref.mask_2to4(t.contiguous()))
     values, meta = ops.compress_2to4(t)
-    assert torch.equal(values, ref.compress_2to4(t.contiguous())[0])
-    x = torch.randn(64, 5).T
-    assert torch.allclose(
-        ops.linear_2to4(x, values, meta), ops.linear_2to4(x.contiguous(), values, meta)
-    )
+    rvalues, rmeta = ref.compress_2to4(t.contiguous())
+    assert torch.equal(bits(values), bits(rvalues))
+    assert torch.equal(meta, rmeta)
+    for x in (torch.randn(72, 5).to(dtype).T, torch.randn(3, 144).to(dtype)[:, ::2]):
+        assert not x.is_contiguous()
+        torch.testing.assert_close(
+            ops.linear_2to4(x, values, meta),
+            ops.linear_2to4(x.contiguous(), values, meta),
+            rtol=0,
+            atol=0,
+            equal_nan=True,
+        )
 
 
 def test_decompress_defines_nibbles_outside_the_format(isa: str) -> None:
@@ -167,7 +175,54 @@ def test_decompress_defines_nibbles_outside_the_format(isa: str) -> None:
     assert ops.linear_2to4(x, values, meta).item() == even + odd
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_decompress_and_linear_of_every_meta_byte(isa: str, dtype: torch.dtype) -> None:
+    """Random meta bytes, nibbles outside the format included, through every SIMD step and
+    tail: decompress matches the reference bit for bit, linear_2to4 adds both products of a
+    nibble with i0 == i1 (computed here in float64)."""
+    gen = torch.Generator().manual_seed(4)
+    for k in (8, 12, 24, 52, 68, 116):
+        n = 9
+        values = torch.randn(n, k // 2, generator=gen).to(dtype)
+        meta = torch.randint(0, 256, (n, (k + 7) // 8), generator=gen, dtype=torch.uint8)
+        if (k // 4) % 2:
+            meta[:, -1] &= 15  # the format's zero pad after an odd last group
+        dense = ops.decompress_2to4(values, meta)
+        assert torch.equal(bits(dense), bits(ref.decompress_2to4(values, meta))), k
+        nib = torch.stack([meta & 15, meta >> 4], dim=-1).reshape(n, -1)[:, : k // 4].long()
+        cols = 4 * torch.arange(k // 4)
+        i0, i1 = cols + (nib & 3), cols + (nib >> 2)
+        v = values.double().reshape(n, k // 4, 2)
+        for m in (1, 3, 5, 8, 12):
+            x = torch.randn(m, k, generator=gen).to(dtype)
+            xd = x.double()
+            exact = (xd[:, i0] * v[:, :, 0]).sum(-1) + (xd[:, i1] * v[:, :, 1]).sum(-1)
+            mag = (xd[:, i0].abs() * v[:, :, 0].abs()).sum(-1) + (
+                xd[:, i1].abs() * v[:, :, 1].abs()
+            ).sum(-1)
+            tol = (k / 2 + 2) * torch.finfo(torch.float32).eps * mag
+            tol = tol + torch.finfo(dtype).eps * mag + 1e-6
+            y = ops.linear_2to4(x, values, meta)
+            assert (y.double() - exact).abs().le(tol).all(), (k, m)
+
+
 # --- linear_2to4 --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("k", [4, 12, 20, 52, 84, 116])
+def test_linear_direct_kernel_steps_and_tails(isa: str, dtype: torch.dtype, k: int) -> None:
+    """K with and without a half SIMD step (16 elements on AVX2, 32 on AVX-512) and an odd
+    last group, for every row count of the direct kernel."""
+    gen = torch.Generator().manual_seed(k)
+    w = special_weight(21, k, torch.float32, seed=k).nan_to_num(0.0).clamp(-4, 4).to(dtype)
+    values, meta = ops.compress_2to4(w)
+    dense = ops.decompress_2to4(values, meta)
+    for m in range(1, 13):
+        x = torch.randn(m, k, generator=gen).to(dtype)
+        y = ops.linear_2to4(x, values, meta)
+        exact = x.double() @ dense.double().T
+        assert (y.double() - exact).abs().le(linear_tolerance(x, dense, dtype) + 1e-6).all(), m
 
 
 def linear_tolerance(x: torch.Tensor, w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
