@@ -12,9 +12,9 @@ from greenai.ops._native import _DTYPE_CODES, _empty, _np, _threads
 
 LARGE_BATCH = 12
 """Rows of x above which ``linear_2to4`` decompresses tiles of W and calls torch's matmul.
-Measured on 11008x4096 float32, 2 cores (AVX-512): direct 9.7 / 15.6 / 18.3 / 24.9 ms at
-4 / 8 / 12 / 16 rows, tiled 13.7 / 17.5 / 18.5 / 20.0 ms (the direct kernel gathers x once
-per row of x and weight, and reads W once per 8 rows of x)."""
+On 11008x4096 float32, 2 cores (AVX-512), the two paths are within noise of each other and of
+dense fp32 from 12 to 32 rows (16 rows: direct 18-21 ms, tiled 20-23, dense 20-23), and at
+1 thread the tiled path is ahead (16 rows 23.9 vs 26.7 ms; 32 rows 38.3 vs 47.9)."""
 _TILE_BYTES = 4 << 20
 """Bytes of dense weight per tile of the large-batch path (stays in the last-level cache)."""
 
