@@ -83,16 +83,53 @@ struct Kernels {
 
     // --- quantize --------------------------------------------------------------------------
 
+    // A software prefetch that runs ahead of the quantize loops' reads of the weight. The
+    // per-row (per-group) quantize reads each value twice, once for the range and once for
+    // the codes (from cache by then), so with a fixed distance the next row would stream in
+    // during the range pass only and memory would idle during the codes. Instead a cursor
+    // that starts kQuantizePrefetchBytes ahead advances half a vector's bytes per vector of
+    // either pass (full ones in the single-pass per-tensor sweeps) and prefetches each line it
+    // enters, below the end of the thread's rows. 11008x4096 float32, cold: 14.0 -> 9.2 ms on
+    // 2 threads (a fixed 16 KiB distance: 9.8 ms; 8 or 32 KiB: about the same or slower).
+    // Non-temporal stores of the codes measured slower: a fresh output page has just been
+    // zeroed by the kernel, so its lines are in cache already.
+    static constexpr std::int64_t kQuantizePrefetchBytes = 16384;
+
+    struct Ahead {
+        const std::uint8_t* base;  // the weight's first byte
+        std::int64_t at;           // byte offset of the cursor
+        std::int64_t end;          // byte offset where prefetching stops
+        std::int64_t step;         // bytes the cursor advances per vector read
+    };
+
+    // An Ahead over elements [e0, e1) of a weight of type DT, for loops that read every
+    // element `passes` times (1 or 2).
+    template <FloatType DT>
+    static Ahead ahead(const void* base, std::int64_t e0, std::int64_t e1, int passes) {
+        constexpr std::int64_t bytes = DT == FloatType::f32 ? 4 : 2;
+        return Ahead{static_cast<const std::uint8_t*>(base), e0 * bytes + kQuantizePrefetchBytes, e1 * bytes,
+                     W * bytes / passes};
+    }
+
+    GREENAI_TARGET static void advance(Ahead& p) {
+        const std::int64_t line = p.at >> 6;
+        p.at += p.step;
+        if ((p.at >> 6) != line && p.at < p.end) {
+            __builtin_prefetch(p.base + p.at, 0, 3);
+        }
+    }
+
     // min and max of base[i0, i0 + len); false if any value is NaN or Inf. The check adds
     // v - v (0 for finite values, NaN otherwise) into an accumulator that NaN poisons.
     template <FloatType DT>
     GREENAI_TARGET static bool range(const void* base, std::int64_t i0, std::int64_t len, float* lo,
-                                     float* hi) {
+                                     float* hi, Ahead& pf) {
         F vlo = S::set1(std::numeric_limits<float>::infinity());
         F vhi = S::set1(-std::numeric_limits<float>::infinity());
         F bad = S::zero();
         std::int64_t i = 0;
         for (; i + W <= len; i += W) {
+            advance(pf);
             const F v = load<DT>(base, i0 + i);
             vlo = S::min(vlo, v);
             vhi = S::max(vhi, v);
@@ -122,13 +159,14 @@ struct Kernels {
     // (len and i0 multiples of 32) at q[(i0 + i) / 2] in the block layout.
     template <FloatType DT, int BITS>
     GREENAI_TARGET static void encode(const void* base, std::int64_t i0, std::int64_t len,
-                                      const GroupScale& s, float qmin, float qmax, void* q) {
+                                      const GroupScale& s, float qmin, float qmax, void* q, Ahead& pf) {
         const F inv = S::set1(s.inv), zp = S::set1(s.zero_point);
         const F lo = S::set1(qmin), hi = S::set1(qmax);
         if constexpr (BITS == 8) {
             auto* out = static_cast<std::int8_t*>(q) + i0;
             std::int64_t i = 0;
             for (; i + W <= len; i += W) {
+                advance(pf);
                 S::store_i8(out + i, code(load<DT>(base, i0 + i), inv, zp, lo, hi));
             }
             for (; i < len; ++i) {
@@ -140,6 +178,7 @@ struct Kernels {
             for (std::int64_t b = 0; b < len; b += 32) {
                 F nib[kBlockVectors];
                 for (int j = 0; j < kBlockVectors; ++j) {
+                    advance(pf);
                     nib[j] = S::add(code(load<DT>(base, i0 + b + j * W), inv, zp, lo, hi), eight);
                 }
                 for (int j = 0; j < kBlockVectors / 2; ++j) {
@@ -155,11 +194,12 @@ struct Kernels {
         const float qmax = BITS == 8 ? 127.0f : 7.0f;
         const float qmin = a.symmetric ? -qmax : -qmax - 1.0f;
         const std::int64_t groups = a.k / a.group;
+        Ahead pf = ahead<DT>(a.w, r0 * a.k, r1 * a.k, 2);
         for (std::int64_t r = r0; r < r1; ++r) {
             for (std::int64_t g = 0; g < groups; ++g) {
                 const std::int64_t i0 = r * a.k + g * a.group;
                 float lo, hi;
-                if (!range<DT>(a.w, i0, a.group, &lo, &hi)) {
+                if (!range<DT>(a.w, i0, a.group, &lo, &hi, pf)) {
                     return r;
                 }
                 const GroupScale s = group_scale(lo, hi, BITS, a.symmetric);
@@ -167,7 +207,7 @@ struct Kernels {
                 if (a.zero_point != nullptr) {
                     a.zero_point[r * groups + g] = static_cast<std::int8_t>(s.zero_point);
                 }
-                encode<DT, BITS>(a.w, i0, a.group, s, qmin, qmax, a.q);
+                encode<DT, BITS>(a.w, i0, a.group, s, qmin, qmax, a.q, pf);
             }
         }
         return -1;
@@ -176,14 +216,16 @@ struct Kernels {
     template <FloatType DT>
     GREENAI_TARGET static bool range_rows_t(const QuantizeArgs& a, std::int64_t r0, std::int64_t r1,
                                             float* lo, float* hi) {
-        return range<DT>(a.w, r0 * a.k, (r1 - r0) * a.k, lo, hi);
+        Ahead pf = ahead<DT>(a.w, r0 * a.k, r1 * a.k, 1);
+        return range<DT>(a.w, r0 * a.k, (r1 - r0) * a.k, lo, hi, pf);
     }
 
     template <FloatType DT>
     GREENAI_TARGET static void encode_rows_t(const QuantizeArgs& a, std::int64_t r0, std::int64_t r1,
                                              GroupScale s) {
         const float qmin = a.symmetric ? -127.0f : -128.0f;
-        encode<DT, 8>(a.w, r0 * a.k, (r1 - r0) * a.k, s, qmin, 127.0f, a.q);
+        Ahead pf = ahead<DT>(a.w, r0 * a.k, r1 * a.k, 1);
+        encode<DT, 8>(a.w, r0 * a.k, (r1 - r0) * a.k, s, qmin, 127.0f, a.q, pf);
     }
 
     // --- dequantize ------------------------------------------------------------------------
