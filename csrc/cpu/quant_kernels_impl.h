@@ -147,6 +147,28 @@ struct Kernels {
         return sbad == 0.0f;
     }
 
+    // The largest magnitude in base[i0, i0 + len), all a symmetric scale needs; false if any
+    // value is NaN or Inf. Magnitudes are compared as the bits of non-negative floats, as
+    // unsigned integers: the same order, with Inf and then NaN above every finite value, so
+    // one integer max per vector finds the largest and catches both (two operations per
+    // vector, where range's min, max and check take four).
+    template <FloatType DT>
+    GREENAI_TARGET static bool absmax(const void* base, std::int64_t i0, std::int64_t len, float* out,
+                                      Ahead& pf) {
+        F acc = S::zero();
+        std::int64_t i = 0;
+        for (; i + W <= len; i += W) {
+            advance(pf);
+            acc = S::max_abs_bits(acc, load<DT>(base, i0 + i));
+        }
+        std::uint32_t bits = S::hmax_bits(acc);
+        for (; i < len; ++i) {
+            bits = std::max(bits, float_to_bits(load1<DT>(base, i0 + i)) & 0x7FFFFFFFu);
+        }
+        *out = bits_to_float(bits);
+        return bits < 0x7F800000u;
+    }
+
     GREENAI_TARGET static F code(F v, F inv, F zp, F qmin, F qmax) {
         return S::min(S::max(S::add(S::rne(S::mul(v, inv)), zp), qmin), qmax);
     }
@@ -157,23 +179,31 @@ struct Kernels {
 
     // Codes of base[i0, i0 + len) into q: int8 at q[i0 + i], or for bits 4 packed nibbles
     // (len and i0 multiples of 32) at q[(i0 + i) / 2] in the block layout.
+    //
+    // int8 vectors take a shorter path than code(): the product converted to int32 rounding
+    // half to even, plus the zero point, saturated to int8. It gives the same codes: the
+    // asymmetric range [-128, 127] is the saturation's, and a symmetric product never rounds
+    // past 127 in magnitude (|v| <= absmax, so |v * inv| <= 127 (1 + 4e-7) < 127.5, the
+    // same when the scale is FLT_MIN), so its clamp at -127 never acts; an asymmetric product
+    // stays within 255 (1 + 4e-7) in magnitude, far inside int32.
     template <FloatType DT, int BITS>
     GREENAI_TARGET static void encode(const void* base, std::int64_t i0, std::int64_t len,
                                       const GroupScale& s, float qmin, float qmax, void* q, Ahead& pf) {
-        const F inv = S::set1(s.inv), zp = S::set1(s.zero_point);
-        const F lo = S::set1(qmin), hi = S::set1(qmax);
+        const F inv = S::set1(s.inv);
         if constexpr (BITS == 8) {
             auto* out = static_cast<std::int8_t*>(q) + i0;
+            const auto zp8 = static_cast<std::int32_t>(s.zero_point);
             std::int64_t i = 0;
             for (; i + W <= len; i += W) {
                 advance(pf);
-                S::store_i8(out + i, code(load<DT>(base, i0 + i), inv, zp, lo, hi));
+                S::store_i8_rne(out + i, S::mul(load<DT>(base, i0 + i), inv), zp8);
             }
             for (; i < len; ++i) {
                 out[i] = static_cast<std::int8_t>(code1(load1<DT>(base, i0 + i), s, qmin, qmax));
             }
         } else {
             auto* out = static_cast<std::uint8_t*>(q) + i0 / 2;
+            const F zp = S::set1(s.zero_point), lo = S::set1(qmin), hi = S::set1(qmax);
             const F eight = S::set1(8.0f), sixteen = S::set1(16.0f);
             for (std::int64_t b = 0; b < len; b += 32) {
                 F nib[kBlockVectors];
@@ -199,7 +229,12 @@ struct Kernels {
             for (std::int64_t g = 0; g < groups; ++g) {
                 const std::int64_t i0 = r * a.k + g * a.group;
                 float lo, hi;
-                if (!range<DT>(a.w, i0, a.group, &lo, &hi, pf)) {
+                if (a.symmetric) {
+                    if (!absmax<DT>(a.w, i0, a.group, &hi, pf)) {
+                        return r;
+                    }
+                    lo = -hi;
+                } else if (!range<DT>(a.w, i0, a.group, &lo, &hi, pf)) {
                     return r;
                 }
                 const GroupScale s = group_scale(lo, hi, BITS, a.symmetric);
