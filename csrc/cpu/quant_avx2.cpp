@@ -73,6 +73,23 @@ struct Avx2 {
         const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
         _mm_storeu_si128(reinterpret_cast<__m128i*>(p), narrow_u16(_mm256_blendv_epi8(rounded, quiet, nan)));
     }
+    GREENAI_TARGET static F max_abs_bits(F acc, F v) {
+        const __m256i mag = _mm256_and_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0x7FFFFFFF));
+        return _mm256_castsi256_ps(_mm256_max_epu32(_mm256_castps_si256(acc), mag));
+    }
+    GREENAI_TARGET static std::uint32_t hmax_bits(F a) {
+        const __m256i u = _mm256_castps_si256(a);
+        __m128i m = _mm_max_epu32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
+        m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0x4E));
+        m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0xB1));
+        return static_cast<std::uint32_t>(_mm_cvtsi128_si32(m));
+    }
+    GREENAI_TARGET static void store_i8_rne(std::int8_t* p, F v, std::int32_t zp) {
+        const __m256i c = _mm256_add_epi32(
+            _mm256_cvtps_epi32(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)), _mm256_set1_epi32(zp));
+        const __m128i words = _mm_packs_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packs_epi16(words, words));
+    }
     GREENAI_TARGET static void store_i8(std::int8_t* p, F v) {
         const __m256i i = _mm256_cvtps_epi32(v);
         const __m128i words = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));

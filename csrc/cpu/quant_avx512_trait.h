@@ -72,6 +72,15 @@ struct Avx512 {
     GREENAI_TARGET static void store_i8(std::int8_t* p, F v) {
         _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(v)));
     }
+    GREENAI_TARGET static F max_abs_bits(F acc, F v) {
+        const __m512i mag = _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7FFFFFFF));
+        return _mm512_castsi512_ps(_mm512_max_epu32(_mm512_castps_si512(acc), mag));
+    }
+    GREENAI_TARGET static std::uint32_t hmax_bits(F a) { return _mm512_reduce_max_epu32(_mm512_castps_si512(a)); }
+    GREENAI_TARGET static void store_i8_rne(std::int8_t* p, F v, std::int32_t zp) {
+        const __m512i c = _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtsepi32_epi8(_mm512_add_epi32(c, _mm512_set1_epi32(zp))));
+    }
     GREENAI_TARGET static void store_u8(std::uint8_t* p, F v) {
         _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtusepi32_epi8(_mm512_cvtps_epi32(v)));
     }

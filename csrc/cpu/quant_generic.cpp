@@ -1,7 +1,9 @@
 // The quantization kernels in plain C++, one value at a time: the fallback for CPUs without
 // AVX2 and for other architectures (the compiler may still vectorise it).
+#include <algorithm>
 #include <cmath>
 
+#include "cpu/floatconv.h"
 #include "cpu/quant_kernels.h"
 
 #define GREENAI_TARGET
@@ -42,6 +44,14 @@ struct Generic {
     static void store_f16(std::uint16_t* p, F v);
     static void store_bf16(std::uint16_t* p, F v);
     static void store_i8(std::int8_t* p, F v) { *p = static_cast<std::int8_t>(v); }
+    static F max_abs_bits(F acc, F v) {
+        return bits_to_float(std::max(float_to_bits(acc), float_to_bits(v) & 0x7FFFFFFFu));
+    }
+    static std::uint32_t hmax_bits(F a) { return float_to_bits(a); }
+    static void store_i8_rne(std::int8_t* p, F v, std::int32_t zp) {
+        const std::int32_t c = static_cast<std::int32_t>(std::nearbyint(v)) + zp;
+        *p = static_cast<std::int8_t>(std::min(std::max(c, -128), 127));
+    }
     static void store_u8(std::uint8_t* p, F v) { *p = static_cast<std::uint8_t>(v); }
 };
 

@@ -208,6 +208,48 @@ def test_non_finite_weights_are_rejected(isa: str, bad: float, per_tensor: bool)
             ops.quantize(w)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("k", [16, 37, 64])
+def test_non_finite_weights_are_rejected_anywhere_in_a_row(
+    isa: str, dtype: torch.dtype, k: int
+) -> None:
+    """NaN of either sign and +-Inf, first, mid-row and last (a scalar tail when k is not a
+    multiple of the vector width), for symmetric schemes (whose search looks only at
+    magnitudes) and asymmetric ones."""
+    schemes = [(8, None, True), (8, None, False)]
+    if k % 32 == 0:
+        schemes += [(8, 32, True), (4, 32, True), (4, 32, False)]
+    for col in sorted({0, k // 2, k - 1}):
+        for bad in (math.nan, -math.nan, math.inf, -math.inf):
+            w = torch.randn(6, k, generator=torch.Generator().manual_seed(col)).to(dtype)
+            w[3, col] = bad
+            for bits, group_size, symmetric in schemes:
+                with pytest.raises(ValueError, match=r"row 3"):
+                    ops.quantize(w, bits=bits, group_size=group_size, symmetric=symmetric)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("absmax", [3 * FLT_MIN, 1e-30, 1.0, 3.0e38])
+def test_int8_codes_at_rounding_ties_and_the_range_ends(
+    isa: str, dtype: torch.dtype, absmax: float
+) -> None:
+    """Values whose products land on and next to every half-way point between codes, and
+    +-absmax itself: the int8 kernels round the product to an integer and saturate, which
+    must give the reference's clamped codes exactly, at every magnitude of scale."""
+    absmax = min(absmax, torch.finfo(dtype).max)
+    halves = torch.arange(-255, 256, dtype=torch.float64) / 2  # -127.5 .. 127.5
+    base = (halves / 127 * absmax).to(torch.float32)
+    up = torch.nextafter(base, torch.tensor(math.inf))
+    down = torch.nextafter(base, torch.tensor(-math.inf))
+    row = torch.cat([base, up, down, torch.tensor([absmax, -absmax])])
+    row = row.clamp(-absmax, absmax).to(dtype)
+    w = torch.stack([row, row.flip(0), -row])  # 1535 columns: a scalar tail on every ISA
+    for symmetric in (True, False):
+        for per_tensor in (False, True):
+            _assert_quantize_matches(w, 8, None, symmetric, per_tensor)
+        _assert_quantize_matches(w[:, :1504], 8, 32, symmetric, False)
+
+
 def test_non_contiguous_weights_quantize_like_contiguous_ones() -> None:
     w = torch.randn(128, 64).T  # (64, 128), strided
     assert not w.is_contiguous()
