@@ -340,3 +340,25 @@ def test_a_quantized_model_gives_the_same_outputs_on_the_cuda_path(bits: int) ->
             on_cuda_path = qmodel(x)
             assert len(simulator.take_launches()) == 2  # one quantized_linear per layer
     torch.testing.assert_close(on_cuda_path, on_cpu, rtol=1e-5, atol=1e-5)
+
+
+def test_sparse_and_pruned_models_come_out_the_same_on_the_cuda_path() -> None:
+    from greenai.compress import prune_channels, sparsify_2to4
+
+    gen = torch.Generator().manual_seed(5)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(64, 40), torch.nn.ReLU(), torch.nn.Linear(40, 16)
+    ).eval()
+    x = torch.randn(3, 64, generator=gen)
+    smodel, _ = sparsify_2to4(model)
+    _, want = prune_channels(model, 0.5, example_inputs=x)
+    with torch.no_grad():
+        on_cpu = smodel(x)
+        with _cuda.simulate() as simulator:
+            simulator.take_launches()
+            on_cuda_path = smodel(x)
+            assert len(simulator.take_launches()) == 2  # one linear_2to4 per layer
+            _, got = prune_channels(model, 0.5, example_inputs=x)
+            assert simulator.take_launches(), "channel scores did not use the norms kernel"
+    torch.testing.assert_close(on_cuda_path, on_cpu, rtol=1e-5, atol=1e-5)
+    assert [layer.kept_out for layer in got.layers] == [layer.kept_out for layer in want.layers]
