@@ -38,6 +38,8 @@ std::int64_t element_size(FloatType t) { return t == FloatType::f32 ? 4 : 2; }
 
 }  // namespace
 
+std::string sparse_isa() { return sparse_kernels().name; }
+
 void channel_norms(const NormArgs& args, int threads) {
     const SparseKernelTable& k = sparse_kernels();
     parallel_for(args.channels, grain(args.outer * args.inner * element_size(args.dtype)), threads,

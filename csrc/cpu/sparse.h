@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "cpu/quant.h"  // FloatType
 
@@ -62,5 +63,9 @@ struct Linear24Args {
     void* y;  // (m, n), x's dtype
 };
 void linear_2to4(const Linear24Args& args, int threads);
+
+// The name of the kernel table the functions above run now ("avx512", "avx2" or "generic"):
+// quant.cpp's current_isa() picks it, and several of its names share one table.
+std::string sparse_isa();
 
 }  // namespace greenai::cpu

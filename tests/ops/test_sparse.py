@@ -13,7 +13,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from greenai import ops
+from greenai import _C, ops
 from greenai.ops import sparse_reference as ref
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -95,6 +95,13 @@ def test_meta_is_the_2_bit_position_of_each_value_in_order() -> None:
 
 
 # --- kernels against the reference --------------------------------------------------------------
+
+
+def test_every_isa_name_runs_its_sparse_kernel_table(isa: str) -> None:
+    # quant's ISA names include variants of AVX-512 (avx512_bf16); the sparsity kernels have
+    # one AVX-512 table for all of them, and must never fall back to the generic one
+    want = "avx512" if isa.startswith("avx512") else isa
+    assert _C.sparse_cpu_isa() == want
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
