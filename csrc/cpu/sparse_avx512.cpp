@@ -3,10 +3,12 @@
 //
 // A group of 4 float32 is one 128-bit lane and a group of 4 16-bit values one 64-bit lane,
 // so in-lane shuffles (vpshufd) or 64-bit rotates (vprorq) line each element up with the
-// other three of its group; three compares per rotation give the 2:4 pattern as mask bits.
-// Compress and decompress are vpcompressd / vpexpandd under that mask; the matmul reads
-// meta as 2-bit positions and gathers x with one two-source permute (vpermt2ps) per 16
-// weights.
+// other three of its group; one subtraction per rotation and a majority of their signs
+// (vpternlog) give the 2:4 pattern as mask bits. float32 compress and decompress are
+// vpcompressd / vpexpandd under that mask; 16-bit ones move values with the byte shuffles
+// (vpshufb) of sparse_shuffle_tables.h, four table rows per vector, never widening to 32
+// bits. The matmul reads meta as 2-bit positions and gathers x with one two-source permute
+// (vpermt2ps) per 16 weights.
 #include "cpu/sparse_kernels.h"
 
 #ifdef GREENAI_X86_KERNELS
@@ -23,45 +25,54 @@
 #define GREENAI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 
 #include "cpu/sparse_kernels_impl.h"
+#include "cpu/sparse_shuffle_tables.h"
 
 namespace greenai::cpu {
 namespace {
 
+// Four 16-byte table rows, one per 128-bit lane (lane 0 first).
+GREENAI_TARGET inline __m512i lanes4(const void* r0, const void* r1, const void* r2, const void* r3) {
+    const auto row = [](const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); };
+    __m512i v = _mm512_castsi128_si512(row(r0));
+    v = _mm512_inserti32x4(v, row(r1), 1);
+    v = _mm512_inserti32x4(v, row(r2), 2);
+    return _mm512_inserti32x4(v, row(r3), 3);
+}
+
 struct Avx512Sparse {
-    // Lanes whose rotation-r partner has a lower index within the group (it wins ties).
-    static constexpr __mmask16 kLow32[4] = {0, 0x8888, 0xCCCC, 0xEEEE};
-    static constexpr __mmask32 kLow16[4] = {0, 0x88888888u, 0xCCCCCCCCu, 0xEEEEEEEEu};
+    // Rotation r lines element i up with element (i + r) % 4 of its group, which beats it when
+    // its key is larger, or equal with a lower index (the lanes where low_r is 1): when
+    // key - low_r - partner is negative (keys fit in 31 / 15 bits, so this never wraps). An
+    // element is dropped when at least two partners beat it: the majority (vpternlog 0xE8)
+    // of the three signs, read out with one vpmovd2m / vpmovw2m.
 
     // The kept pattern of 16 float32 (4 groups) as mask bits.
     GREENAI_TARGET static __mmask16 keep32(__m512i bits) {
         const __m512i key = _mm512_min_epu32(_mm512_and_si512(bits, _mm512_set1_epi32(0x7FFFFFFF)),
                                              _mm512_set1_epi32(static_cast<int>(kNanKey32)));
+        const __m512i low1 = _mm512_set4_epi32(1, 0, 0, 0);  // set4 lists lanes 3 2 1 0
+        const __m512i low2 = _mm512_set4_epi32(1, 1, 0, 0);
+        const __m512i low3 = _mm512_set4_epi32(1, 1, 1, 0);
         const __m512i r1 = _mm512_shuffle_epi32(key, static_cast<_MM_PERM_ENUM>(0x39));  // (i + 1) % 4
         const __m512i r2 = _mm512_shuffle_epi32(key, static_cast<_MM_PERM_ENUM>(0x4E));  // (i + 2) % 4
         const __m512i r3 = _mm512_shuffle_epi32(key, static_cast<_MM_PERM_ENUM>(0x93));  // (i + 3) % 4
-        const __mmask16 b1 = _mm512_mask_cmpge_epi32_mask(kLow32[1], r1, key) |
-                             _mm512_mask_cmpgt_epi32_mask(static_cast<__mmask16>(~kLow32[1]), r1, key);
-        const __mmask16 b2 = _mm512_mask_cmpge_epi32_mask(kLow32[2], r2, key) |
-                             _mm512_mask_cmpgt_epi32_mask(static_cast<__mmask16>(~kLow32[2]), r2, key);
-        const __mmask16 b3 = _mm512_mask_cmpge_epi32_mask(kLow32[3], r3, key) |
-                             _mm512_mask_cmpgt_epi32_mask(static_cast<__mmask16>(~kLow32[3]), r3, key);
-        return static_cast<__mmask16>(~((b1 & b2) | (b1 & b3) | (b2 & b3)));
+        const __m512i d1 = _mm512_sub_epi32(_mm512_sub_epi32(key, low1), r1);
+        const __m512i d2 = _mm512_sub_epi32(_mm512_sub_epi32(key, low2), r2);
+        const __m512i d3 = _mm512_sub_epi32(_mm512_sub_epi32(key, low3), r3);
+        return static_cast<__mmask16>(~_mm512_movepi32_mask(_mm512_ternarylogic_epi32(d1, d2, d3, 0xE8)));
     }
 
     // The kept pattern of 32 16-bit values (8 groups).
     GREENAI_TARGET static __mmask32 keep16(__m512i bits, std::uint32_t nan_key) {
         const __m512i key = _mm512_min_epu16(_mm512_and_si512(bits, _mm512_set1_epi16(0x7FFF)),
                                              _mm512_set1_epi16(static_cast<short>(nan_key)));
-        const __m512i r1 = _mm512_ror_epi64(key, 16);
-        const __m512i r2 = _mm512_ror_epi64(key, 32);
-        const __m512i r3 = _mm512_ror_epi64(key, 48);
-        const __mmask32 b1 = _mm512_mask_cmpge_epi16_mask(kLow16[1], r1, key) |
-                             _mm512_mask_cmpgt_epi16_mask(~kLow16[1], r1, key);
-        const __mmask32 b2 = _mm512_mask_cmpge_epi16_mask(kLow16[2], r2, key) |
-                             _mm512_mask_cmpgt_epi16_mask(~kLow16[2], r2, key);
-        const __mmask32 b3 = _mm512_mask_cmpge_epi16_mask(kLow16[3], r3, key) |
-                             _mm512_mask_cmpgt_epi16_mask(~kLow16[3], r3, key);
-        return ~((b1 & b2) | (b1 & b3) | (b2 & b3));
+        const __m512i low1 = _mm512_set1_epi64(0x0001000000000000LL);
+        const __m512i low2 = _mm512_set1_epi64(0x0001000100000000LL);
+        const __m512i low3 = _mm512_set1_epi64(0x0001000100010000LL);
+        const __m512i d1 = _mm512_sub_epi16(_mm512_sub_epi16(key, low1), _mm512_ror_epi64(key, 16));
+        const __m512i d2 = _mm512_sub_epi16(_mm512_sub_epi16(key, low2), _mm512_ror_epi64(key, 32));
+        const __m512i d3 = _mm512_sub_epi16(_mm512_sub_epi16(key, low3), _mm512_ror_epi64(key, 48));
+        return ~_mm512_movepi16_mask(_mm512_ternarylogic_epi32(d1, d2, d3, 0xE8));
     }
 
     GREENAI_TARGET static std::int64_t mask32(const std::uint32_t* w, std::int64_t len, std::uint8_t* out) {
@@ -97,24 +108,39 @@ struct Avx512Sparse {
         return i;
     }
 
+    // The 4 kept values of each 128-bit lane (8 elements, one kept byte) in its low 8 bytes.
+    GREENAI_TARGET static __m512i pack_lanes16(__m512i bits, __mmask32 kept) {
+        const auto& t = kShuffles.compress16;
+        return _mm512_shuffle_epi8(bits, lanes4(t[kept & 0xFF], t[(kept >> 8) & 0xFF], t[(kept >> 16) & 0xFF],
+                                                t[kept >> 24]));
+    }
+
+    GREENAI_TARGET static void meta16(__mmask32 kept, std::uint8_t* meta) {
+        for (int b = 0; b < 4; ++b) {
+            meta[b] = kBytes.meta_of_kept[(kept >> (8 * b)) & 0xFF];
+        }
+    }
+
+    // In-lane byte shuffles (vpshufb) pack each 128-bit lane's kept values, one 64-bit permute
+    // joins the lanes: no widening to 32 bits (vpcompressw would need AVX512_VBMI2).
     GREENAI_TARGET static std::int64_t compress16(const std::uint16_t* w, std::int64_t len, std::uint32_t nan_key,
                                                   std::uint16_t* values, std::uint8_t* meta) {
+        const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
         std::int64_t i = 0;
+        for (; i + 64 <= len; i += 64) {
+            const __m512i a = _mm512_loadu_si512(w + i), b = _mm512_loadu_si512(w + i + 32);
+            const __mmask32 ka = keep16(a, nan_key), kb = keep16(b, nan_key);
+            const __m512i va = pack_lanes16(a, ka), vb = pack_lanes16(b, kb);
+            _mm512_storeu_si512(values + i / 2, _mm512_permutex2var_epi64(va, even, vb));
+            meta16(ka, meta + i / 8);
+            meta16(kb, meta + i / 8 + 4);
+        }
         for (; i + 32 <= len; i += 32) {
-            const __m512i bits = _mm512_loadu_si512(w + i);
-            const __mmask32 kept = keep16(bits, nan_key);
-            const __mmask16 lo = static_cast<__mmask16>(kept), hi = static_cast<__mmask16>(kept >> 16);
-            // vpcompressw needs AVX512_VBMI2, which the dispatch does not require: compress
-            // through 32-bit lanes instead.
-            const __m256i vlo = _mm512_cvtepi32_epi16(
-                _mm512_maskz_compress_epi32(lo, _mm512_cvtepu16_epi32(_mm512_castsi512_si256(bits))));
-            const __m256i vhi = _mm512_cvtepi32_epi16(
-                _mm512_maskz_compress_epi32(hi, _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(bits, 1))));
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(values + i / 2), _mm256_castsi256_si128(vlo));
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(values + i / 2 + 8), _mm256_castsi256_si128(vhi));
-            for (int b = 0; b < 4; ++b) {
-                meta[i / 8 + b] = kBytes.meta_of_kept[(kept >> (8 * b)) & 0xFF];
-            }
+            const __m512i a = _mm512_loadu_si512(w + i);
+            const __mmask32 ka = keep16(a, nan_key);
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(values + i / 2),
+                                _mm512_castsi512_si256(_mm512_permutexvar_epi64(even, pack_lanes16(a, ka))));
+            meta16(ka, meta + i / 8);
         }
         return i;
     }
@@ -136,28 +162,20 @@ struct Avx512Sparse {
         return i;
     }
 
+    // Lane j of 32 outputs is meta byte j's two groups, written by one vpshufb from the lane's
+    // 4 values (one 64-bit permute spreads them); the tables define every byte, nibbles
+    // outside the format included, so no byte needs the scalar code.
     GREENAI_TARGET static std::int64_t decompress16(const std::uint16_t* values, const std::uint8_t* meta,
                                                     std::int64_t len, std::uint16_t* dense) {
+        const __m512i spread = _mm512_setr_epi64(0, 0, 1, 1, 2, 2, 3, 3);
+        const auto& t = kShuffles.decompress16;
         std::int64_t i = 0;
         for (; i + 32 <= len; i += 32) {
-            unsigned t[4], any = 0;
-            for (int b = 0; b < 4; ++b) {
-                t[b] = kBytes.kept_of_meta[meta[i / 8 + b]];
-                any |= t[b];
-            }
-            if (any & 0x100u) {
-                for (std::int64_t g = i / 4; g < i / 4 + 8; ++g) {
-                    decompress_group(values, meta, g, dense);
-                }
-                continue;
-            }
-            for (int h = 0; h < 2; ++h) {
-                const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(values + i / 2 + 8 * h));
-                const __m512i wide = _mm512_cvtepu16_epi32(_mm256_zextsi128_si256(v));
-                const __mmask16 kept = static_cast<__mmask16>(t[2 * h] | (t[2 * h + 1] << 8));
-                _mm256_storeu_si256(reinterpret_cast<__m256i*>(dense + i + 16 * h),
-                                    _mm512_cvtepi32_epi16(_mm512_maskz_expand_epi32(kept, wide)));
-            }
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(values + i / 2));
+            const std::uint8_t* m = meta + i / 8;
+            const __m512i control = lanes4(t[m[0]], t[m[1]], t[m[2]], t[m[3]]);
+            _mm512_storeu_si512(dense + i,
+                                _mm512_shuffle_epi8(_mm512_permutexvar_epi64(spread, _mm512_castsi256_si512(v)), control));
         }
         return i;
     }
