@@ -79,9 +79,13 @@ def compress_2to4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return values, meta
 
 
-def decompress_2to4(values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
+def decompress_2to4(
+    values: torch.Tensor, meta: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``out``, when given, is a contiguous (n, k) tensor of values' dtype and device."""
     n, k = values.shape[0], 2 * values.shape[1]
-    out = _empty((n, k), values.dtype, values.device)
+    if out is None:
+        out = _empty((n, k), values.dtype, values.device)
     code = _DTYPE_CODES[values.dtype]
     if _cuda.takes_cuda_path(values):
         with _cuda.on_device(values):
@@ -141,10 +145,15 @@ def _tiled(
     so no full dense copy of W ever exists."""
     n, k = values.shape[0], x.shape[1]
     y = torch.empty((x.shape[0], n), dtype=x.dtype, device=x.device)
-    rows = max(1, _TILE_BYTES // max(1, k * x.element_size()))
+    rows = min(n, max(1, _TILE_BYTES // max(1, k * x.element_size())))
+    # one tile buffer for every tile: a fresh one per tile costs its page faults every time
+    # (2 threads, bfloat16 11008x4096: 22 tiles decompress in 2.8 ms into one buffer, 5.6 ms
+    # into new ones)
+    tile = torch.empty((rows, k), dtype=x.dtype, device=x.device)
     for r0 in range(0, n, rows):
         r1 = min(n, r0 + rows)
-        y[:, r0:r1] = x @ decompress_2to4(values[r0:r1], meta[r0:r1]).T
+        w = decompress_2to4(values[r0:r1], meta[r0:r1], tile[: r1 - r0])
+        y[:, r0:r1] = x @ w.T
     if bias32 is not None:
         y += bias32.to(x.dtype)
     return y
