@@ -239,9 +239,128 @@ struct Avx512Sparse {
     }
 };
 
+// --- bfloat16 matmul with AVX512_BF16 ----------------------------------------------------------
+// One 32-bit lane of a vector of values is a group's kept pair (v0, v1): vdpbf16ps multiplies
+// it with the pair (x[4g + i0], x[4g + i1]) and adds both products to the lane's float32 sum,
+// so 32 weights cost one two-source word permute of 64 x values (vpermt2w) and one vdpbf16ps
+// per row of x, and x stays bfloat16. vdpbf16ps treats subnormal inputs and results as zero.
+
+#define GREENAI_TARGET_BF16 \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512bf16")))
+
+struct Bf16Direct {
+    static constexpr std::int64_t kPrefetchBytes = 16 * 1024;
+
+    // Dense elements [e, e + 64) of M rows of x (16 groups, 32 weights, 8 meta bytes). Word j
+    // of the permute reads x[e + 4 (j / 2) + p_j], p_j the 2-bit field j of the meta bytes read
+    // as a little-endian bit stream; lane L (words 8L to 8L + 7) takes its fields from meta
+    // bytes 2L and 2L + 1.
+    template <int M>
+    GREENAI_TARGET_BF16 static void step(const std::uint16_t* x, std::int64_t k, const std::uint16_t* values,
+                                         const std::uint8_t* meta, std::int64_t e, __m512* acc) {
+        const __m512i pick = _mm512_set_epi64(0x0706070607060706LL, 0x0706070607060706LL, 0x0504050405040504LL,
+                                              0x0504050405040504LL, 0x0302030203020302LL, 0x0302030203020302LL,
+                                              0x0100010001000100LL, 0x0100010001000100LL);
+        const __m512i shifts = _mm512_set4_epi32(0x000E000C, 0x000A0008, 0x00060004, 0x00020000);
+        const __m512i base = _mm512_set_epi16(60, 60, 56, 56, 52, 52, 48, 48, 44, 44, 40, 40, 36, 36, 32, 32,  //
+                                              28, 28, 24, 24, 20, 20, 16, 16, 12, 12, 8, 8, 4, 4, 0, 0);
+        std::uint64_t m64;
+        std::memcpy(&m64, meta + e / 8, sizeof m64);
+        const __m512i fields = _mm512_shuffle_epi8(_mm512_set1_epi64(static_cast<long long>(m64)), pick);
+        const __m512i idx = _mm512_add_epi16(
+            _mm512_and_si512(_mm512_srlv_epi16(fields, shifts), _mm512_set1_epi16(3)), base);
+        const __m512i v = _mm512_loadu_si512(values + e / 2);
+        // the weights stream from memory (rows are contiguous): one values line per step, and
+        // the meta line of 8 steps, a fixed distance ahead across row ends
+        _mm_prefetch(reinterpret_cast<const char*>(values + e / 2) + kPrefetchBytes, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(meta + e / 8) + kPrefetchBytes / 8, _MM_HINT_T0);
+        for (int mi = 0; mi < M; ++mi) {
+            const __m512i lo = _mm512_loadu_si512(x + mi * k + e), hi = _mm512_loadu_si512(x + mi * k + e + 32);
+            acc[mi] = _mm512_dpbf16_ps(acc[mi], (__m512bh)v, (__m512bh)_mm512_permutex2var_epi16(lo, idx, hi));
+        }
+    }
+
+    template <int M>
+    GREENAI_TARGET_BF16 static void rows(const Linear24Args& a, const std::uint16_t* x, float* y, std::int64_t n0,
+                                         std::int64_t n1) {
+        const std::int64_t k = a.k, meta_row = (k + 7) / 8;
+        constexpr int kChains = M <= 4 ? 2 : 1;  // latency of vdpbf16ps: two chains for few rows
+        for (std::int64_t row = n0; row < n1; ++row) {
+            const auto* values = static_cast<const std::uint16_t*>(a.values) + row * (k / 2);
+            const std::uint8_t* meta = a.meta + row * meta_row;
+            __m512 acc[kChains][M];
+            for (int c = 0; c < kChains; ++c) {
+                for (int mi = 0; mi < M; ++mi) {
+                    acc[c][mi] = _mm512_setzero_ps();
+                }
+            }
+            std::int64_t e = 0;
+            for (; e + 64 * kChains <= k; e += 64 * kChains) {
+                for (int c = 0; c < kChains; ++c) {
+                    step<M>(x, k, values, meta, e + 64 * c, acc[c]);
+                }
+            }
+            if (e + 64 <= k) {
+                step<M>(x, k, values, meta, e, acc[0]);
+                e += 64;
+            }
+            float sums[M];
+            for (int mi = 0; mi < M; ++mi) {
+                __m512 s = acc[0][mi];
+                for (int c = 1; c < kChains; ++c) {
+                    s = _mm512_add_ps(s, acc[c][mi]);
+                }
+                sums[mi] = _mm512_reduce_add_ps(s);
+            }
+            for (std::int64_t g = e / 4; g < k / 4; ++g) {
+                const unsigned nib = (meta[g / 2] >> (4 * (g % 2))) & 15u;
+                const float v0 = bf16_to_float(values[2 * g]), v1 = bf16_to_float(values[2 * g + 1]);
+                for (int mi = 0; mi < M; ++mi) {
+                    sums[mi] += v0 * bf16_to_float(x[mi * k + 4 * g + (nib & 3)]) +
+                                v1 * bf16_to_float(x[mi * k + 4 * g + (nib >> 2)]);
+                }
+            }
+            const float b = a.bias ? a.bias[row] : 0.0f;
+            for (int mi = 0; mi < M; ++mi) {
+                y[mi * a.n + row] = sums[mi] + b;
+            }
+        }
+    }
+
+    // Blocks of weight rows and of rows of x as in SparseKernels::linear_dt.
+    GREENAI_TARGET_BF16 static void linear(const Linear24Args& a, float* y32, std::int64_t n0, std::int64_t n1) {
+        constexpr std::int64_t kBlock = SparseKernels<Avx512Sparse>::kWeightBlock;
+        const auto* x16 = static_cast<const std::uint16_t*>(a.x);
+        for (std::int64_t r0 = n0; r0 < n1; r0 += kBlock) {
+            const std::int64_t r1 = std::min(n1, r0 + kBlock);
+            for (std::int64_t m0 = 0; m0 < a.m; m0 += kSparseDirectRows) {
+                const std::uint16_t* x = x16 + m0 * a.k;
+                float* y = y32 + m0 * a.n;
+                switch (std::min(kSparseDirectRows, a.m - m0)) {
+                    case 1: rows<1>(a, x, y, r0, r1); break;
+                    case 2: rows<2>(a, x, y, r0, r1); break;
+                    case 3: rows<3>(a, x, y, r0, r1); break;
+                    case 4: rows<4>(a, x, y, r0, r1); break;
+                    case 5: rows<5>(a, x, y, r0, r1); break;
+                    case 6: rows<6>(a, x, y, r0, r1); break;
+                    case 7: rows<7>(a, x, y, r0, r1); break;
+                    default: rows<8>(a, x, y, r0, r1); break;
+                }
+            }
+        }
+    }
+};
+
+constexpr SparseKernelTable bf16_table() {
+    SparseKernelTable t = SparseKernels<Avx512Sparse>::table("avx512_bf16");
+    t.linear_bf16_rows = &Bf16Direct::linear;
+    return t;
+}
+
 }  // namespace
 
 const SparseKernelTable kAvx512Sparse = SparseKernels<Avx512Sparse>::table("avx512");
+const SparseKernelTable kAvx512Bf16Sparse = bf16_table();
 }  // namespace greenai::cpu
 
 #endif  // GREENAI_X86_KERNELS
