@@ -280,39 +280,64 @@ struct Bf16Direct {
         }
     }
 
+    // Weight rows [n0, n1), at most kBlock of them, times M rows of x. k is walked in chunks
+    // of 16 KiB of x (M rows of kChunk<M> elements), each for every weight row in turn, so the
+    // chunk stays in L1: with whole rows (64 KiB at M = 8, k = 4096) x came from L2 for every
+    // weight row, 16 lines per 32 weights, and that was the bottleneck. Per-row float32 sums
+    // of the chunks wait in `part` (8 KiB at M = 8). At M <= 2 and k <= 8192 / M the chunk is
+    // the whole row, so each weight row still streams in one sequential pass.
+    static constexpr std::int64_t kBlock = SparseKernels<Avx512Sparse>::kWeightBlock;
+    template <int M>
+    static constexpr std::int64_t kChunk = 8192 / M / 64 * 64;
+
     template <int M>
     GREENAI_TARGET_BF16 static void rows(const Linear24Args& a, const std::uint16_t* x, float* y, std::int64_t n0,
                                          std::int64_t n1) {
-        const std::int64_t k = a.k, meta_row = (k + 7) / 8;
+        const std::int64_t k = a.k, meta_row = (k + 7) / 8, body = k / 64 * 64;
         constexpr int kChains = M <= 4 ? 2 : 1;  // latency of vdpbf16ps: two chains for few rows
+        __m512 part[kBlock][M];
+        for (std::int64_t r = 0; r < n1 - n0; ++r) {
+            for (int mi = 0; mi < M; ++mi) {
+                part[r][mi] = _mm512_setzero_ps();
+            }
+        }
+        for (std::int64_t c0 = 0; c0 < body; c0 += kChunk<M>) {
+            const std::int64_t c1 = std::min(body, c0 + kChunk<M>);
+            for (std::int64_t row = n0; row < n1; ++row) {
+                const auto* values = static_cast<const std::uint16_t*>(a.values) + row * (k / 2);
+                const std::uint8_t* meta = a.meta + row * meta_row;
+                __m512 acc[kChains][M];
+                for (int mi = 0; mi < M; ++mi) {
+                    acc[0][mi] = part[row - n0][mi];
+                    for (int c = 1; c < kChains; ++c) {
+                        acc[c][mi] = _mm512_setzero_ps();
+                    }
+                }
+                std::int64_t e = c0;
+                for (; e + 128 <= c1; e += 128) {
+                    step<M>(x, k, values, meta, e, acc[0]);
+                    step<M>(x, k, values, meta, e + 64, acc[kChains - 1]);
+                }
+                if (e < c1) {
+                    step<M>(x, k, values, meta, e, acc[0]);
+                }
+                for (int mi = 0; mi < M; ++mi) {
+                    __m512 s = acc[0][mi];
+                    for (int c = 1; c < kChains; ++c) {
+                        s = _mm512_add_ps(s, acc[c][mi]);
+                    }
+                    part[row - n0][mi] = s;
+                }
+            }
+        }
         for (std::int64_t row = n0; row < n1; ++row) {
             const auto* values = static_cast<const std::uint16_t*>(a.values) + row * (k / 2);
             const std::uint8_t* meta = a.meta + row * meta_row;
-            __m512 acc[kChains][M];
-            for (int c = 0; c < kChains; ++c) {
-                for (int mi = 0; mi < M; ++mi) {
-                    acc[c][mi] = _mm512_setzero_ps();
-                }
-            }
-            std::int64_t e = 0;
-            for (; e + 64 * kChains <= k; e += 64 * kChains) {
-                for (int c = 0; c < kChains; ++c) {
-                    step<M>(x, k, values, meta, e + 64 * c, acc[c]);
-                }
-            }
-            if (e + 64 <= k) {
-                step<M>(x, k, values, meta, e, acc[0]);
-                e += 64;
-            }
             float sums[M];
             for (int mi = 0; mi < M; ++mi) {
-                __m512 s = acc[0][mi];
-                for (int c = 1; c < kChains; ++c) {
-                    s = _mm512_add_ps(s, acc[c][mi]);
-                }
-                sums[mi] = _mm512_reduce_add_ps(s);
+                sums[mi] = _mm512_reduce_add_ps(part[row - n0][mi]);
             }
-            for (std::int64_t g = e / 4; g < k / 4; ++g) {
+            for (std::int64_t g = body / 4; g < k / 4; ++g) {
                 const unsigned nib = (meta[g / 2] >> (4 * (g % 2))) & 15u;
                 const float v0 = bf16_to_float(values[2 * g]), v1 = bf16_to_float(values[2 * g + 1]);
                 for (int mi = 0; mi < M; ++mi) {
@@ -329,7 +354,6 @@ struct Bf16Direct {
 
     // Blocks of weight rows and of rows of x as in SparseKernels::linear_dt.
     GREENAI_TARGET_BF16 static void linear(const Linear24Args& a, float* y32, std::int64_t n0, std::int64_t n1) {
-        constexpr std::int64_t kBlock = SparseKernels<Avx512Sparse>::kWeightBlock;
         const auto* x16 = static_cast<const std::uint16_t*>(a.x);
         for (std::int64_t r0 = n0; r0 < n1; r0 += kBlock) {
             const std::int64_t r1 = std::min(n1, r0 + kBlock);

@@ -217,11 +217,11 @@ def test_decompress_and_linear_of_every_meta_byte(isa: str, dtype: torch.dtype) 
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("k", [4, 12, 20, 52, 84, 116, 196, 252])
+@pytest.mark.parametrize("k", [4, 12, 20, 52, 84, 116, 196, 252, 2116])
 def test_linear_direct_kernel_steps_and_tails(isa: str, dtype: torch.dtype, k: int) -> None:
     """K with and without a half SIMD step (16 elements on AVX2, 32 on AVX-512, 64 and 128 on
-    the avx512_bf16 bfloat16 kernel) and an odd last group, for every row count of the direct
-    kernel."""
+    the avx512_bf16 bfloat16 kernel, which also walks k in chunks of 1024 to 8192 elements:
+    2116) and an odd last group, for every row count of the direct kernel."""
     gen = torch.Generator().manual_seed(k)
     w = special_weight(21, k, torch.float32, seed=k).nan_to_num(0.0).clamp(-4, 4).to(dtype)
     values, meta = ops.compress_2to4(w)
