@@ -15,6 +15,12 @@ LARGE_BATCH = 12
 On 11008x4096 float32, 2 cores (AVX-512), the two paths are within noise of each other and of
 dense fp32 from 12 to 32 rows (16 rows: direct 18-21 ms, tiled 20-23, dense 20-23), and at
 1 thread the tiled path is ahead (16 rows 23.9 vs 26.7 ms; 32 rows 38.3 vs 47.9)."""
+LARGE_BATCH_BF16 = 24
+"""The same for bfloat16 x on CPU when the sparse kernels are the ``avx512_bf16`` table (its
+vdpbf16ps direct kernel). 11008x4096, 2 cores: direct ahead of tiled at every batch to 32 at
+1 thread (16 rows 6.6 vs 9.7 ms, 32 rows 12.2 vs 13.8) and at 2 threads after a torch op up to
+24 rows (24: 11.1 vs 15.2 ms), tiled ahead at 32 there (11.8 vs 15.4; torch's OpenMP workers
+still spin after the op and take a core from greenai's threads)."""
 _TILE_BYTES = 4 << 20
 """Bytes of dense weight per tile of the large-batch path (stays in the last-level cache)."""
 
@@ -104,7 +110,7 @@ def linear_2to4(
     m, k = x.shape
     n = values.shape[0]
     bias32 = None if bias is None else bias.to(torch.float32).contiguous()
-    if m > LARGE_BATCH:
+    if m > _large_batch(x):
         return _tiled(x, values, meta, bias32)
     y = _empty((m, n), x.dtype, x.device)
     code = _DTYPE_CODES[x.dtype]
@@ -136,6 +142,15 @@ def linear_2to4(
             _threads(),
         )
     return y
+
+
+def _large_batch(x: torch.Tensor) -> int:
+    native_bf16 = (
+        x.dtype == torch.bfloat16
+        and not _cuda.takes_cuda_path(x)
+        and _C.sparse_cpu_isa() == "avx512_bf16"
+    )
+    return LARGE_BATCH_BF16 if native_bf16 else LARGE_BATCH
 
 
 def _tiled(
