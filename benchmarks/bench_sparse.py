@@ -10,7 +10,8 @@
    greenai ``linear_2to4`` on the compressed one (56 % of the bytes). Goal: fp32 / greenai
    > 1. Also bfloat16 (values and x in bfloat16) against ``nn.Linear`` in bfloat16.
 3. Batches of 8, 16 and 32 (16 and 32 go through the tiled path: decompress a tile, torch
-   matmul; ``greenai.ops._native_sparse.LARGE_BATCH`` is the switch).
+   matmul; ``greenai.ops._native_sparse.LARGE_BATCH`` is the switch; bfloat16 on the
+   ``avx512_bf16`` sparse table runs its direct kernel up to ``LARGE_BATCH_BF16`` rows).
 4. On CUDA (when torch and greenai._C both have it): mask, compress and the batch-1 product
    against ``torch.sparse.to_sparse_semi_structured`` and its matmul (float16), and dense
    float16.
@@ -256,7 +257,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.isa:
         _C.set_cpu_isa(args.isa)
-    print(f"greenai CPU kernels: {_C.cpu_isa()}")
+    print(f"greenai CPU kernels: {_C.cpu_isa()} (sparsity table: {_C.sparse_cpu_isa()})")
     n, k = (2048, 1024) if args.quick else (11008, 4096)
     rounds = args.rounds or (3 if args.quick else 7)
     cache_bytes = l3_bytes()

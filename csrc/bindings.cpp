@@ -359,6 +359,8 @@ PYBIND11_MODULE(_C, m) {
     m.def("cpu_isas", &greenai::cpu::supported_isas,
           "Instruction sets the CPU kernels can use on this CPU, best first (avx512, avx2, generic).");
     m.def("cpu_isa", &greenai::cpu::current_isa, "The instruction set the CPU kernels use now.");
+    m.def("sparse_cpu_isa", &greenai::cpu::sparse_isa,
+          "The sparsity kernels' table under cpu_isa() now: avx512_bf16, avx512, avx2 or generic.");
     m.def("set_cpu_isa", &greenai::cpu::set_isa, py::arg("name"),
           "Use the kernels for one of cpu_isas() (for tests and benchmarks); ValueError otherwise.");
 }

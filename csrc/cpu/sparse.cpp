@@ -15,10 +15,14 @@ namespace greenai::cpu {
 namespace {
 
 // quant.cpp's instruction sets include variants of AVX-512 ("avx512_bf16"), offered only on
-// CPUs with the whole AVX-512 set these kernels need: every "avx512*" runs the AVX-512 table.
+// CPUs with the whole AVX-512 set these kernels need: "avx512_bf16" has its own table (the
+// AVX-512 one plus a bfloat16 matmul), any other "avx512*" runs the AVX-512 table.
 const SparseKernelTable& sparse_kernels() {
     const std::string isa = current_isa();
 #ifdef GREENAI_X86_KERNELS
+    if (isa == kAvx512Bf16Sparse.name) {
+        return kAvx512Bf16Sparse;
+    }
     if (isa.rfind("avx512", 0) == 0) {
         return kAvx512Sparse;
     }
@@ -37,6 +41,8 @@ std::int64_t grain(std::int64_t item_bytes) {
 std::int64_t element_size(FloatType t) { return t == FloatType::f32 ? 4 : 2; }
 
 }  // namespace
+
+std::string sparse_isa() { return sparse_kernels().name; }
 
 void channel_norms(const NormArgs& args, int threads) {
     const SparseKernelTable& k = sparse_kernels();
@@ -71,7 +77,11 @@ void linear_2to4(const Linear24Args& args, int threads) {
     std::vector<float> x_staged, y_staged;
     const float* x32 = static_cast<const float*>(args.x);
     float* y32 = static_cast<float*>(args.y);
-    if (args.dtype != FloatType::f32) {
+    const bool bf16_kernel = args.dtype == FloatType::bf16 && k.linear_bf16_rows != nullptr;
+    if (bf16_kernel) {
+        y_staged.resize(static_cast<std::size_t>(m * n));
+        y32 = y_staged.data();
+    } else if (args.dtype != FloatType::f32) {
         x_staged.resize(static_cast<std::size_t>(m * kk));
         const auto* x16 = static_cast<const std::uint16_t*>(args.x);
         for (std::int64_t i = 0; i < m * kk; ++i) {
@@ -83,8 +93,13 @@ void linear_2to4(const Linear24Args& args, int threads) {
         y32 = y_staged.data();
     }
     const std::int64_t row_bytes = kk / 2 * element_size(args.dtype) + (kk + 7) / 8;
-    parallel_for(n, grain(row_bytes), threads,
-                 [&](std::int64_t n0, std::int64_t n1) { k.linear_rows(args, x32, y32, n0, n1); });
+    parallel_for(n, grain(row_bytes), threads, [&](std::int64_t n0, std::int64_t n1) {
+        if (bf16_kernel) {
+            k.linear_bf16_rows(args, y32, n0, n1);
+        } else {
+            k.linear_rows(args, x32, y32, n0, n1);
+        }
+    });
     if (args.dtype != FloatType::f32) {
         auto* y16 = static_cast<std::uint16_t*>(args.y);
         for (std::int64_t i = 0; i < m * n; ++i) {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "cpu/quant.h"  // FloatType
 
@@ -51,6 +52,7 @@ void decompress_2to4(const Sparse24Args& args, int threads);
 
 // y (m, n) = x (m, k) W^T + bias with W given by (values, meta) of x's dtype, accumulated in
 // float32: sum over groups of v0 * x[4g + i0] + v1 * x[4g + i1] (for i0 == i1 both terms).
+// bfloat16 on the avx512_bf16 table (vdpbf16ps) reads subnormal inputs as zero.
 struct Linear24Args {
     const void* x;  // (m, k)
     FloatType dtype;
@@ -62,5 +64,9 @@ struct Linear24Args {
     void* y;  // (m, n), x's dtype
 };
 void linear_2to4(const Linear24Args& args, int threads);
+
+// The name of the kernel table the functions above run now ("avx512_bf16", "avx512", "avx2"
+// or "generic"): quant.cpp's current_isa() picks it; other avx512* names share "avx512".
+std::string sparse_isa();
 
 }  // namespace greenai::cpu

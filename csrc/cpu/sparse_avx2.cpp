@@ -23,63 +23,10 @@
 #define GREENAI_TARGET __attribute__((target("avx2,fma,f16c")))
 
 #include "cpu/sparse_kernels_impl.h"
+#include "cpu/sparse_shuffle_tables.h"
 
 namespace greenai::cpu {
 namespace {
-
-// Shuffle controls, generated at compile time from the nibble rules of sparse_kernels_impl.h.
-struct Avx2Tables {
-    // vpermd indices that move the 4 kept float32 of an 8-bit kept pattern (2 groups) to
-    // lanes 0-3, in index order.
-    std::uint32_t compress32[256][4]{};
-    // vpshufb control that moves the 4 kept 16-bit values of an 8-bit kept pattern (2 groups
-    // in one 128-bit lane) to its low 8 bytes; the high 8 bytes are zeroed.
-    std::uint8_t compress16[256][16]{};
-    // vpshufb control that writes the 8 float32 of a meta byte (2 groups) from its 4 values
-    // broadcast to both 128-bit lanes (group 0 in lane 0 reads bytes 0-7, group 1 in lane 1
-    // bytes 8-15); 0x80 writes zero.
-    std::uint8_t decompress32[256][32]{};
-    // The same for 16-bit values within one 128-bit lane: the 8 outputs of a meta byte from
-    // the 4 values in bytes 0-7 (add 8 to read bytes 8-15 instead).
-    std::uint8_t decompress16[256][16]{};
-
-    constexpr Avx2Tables() {
-        for (unsigned b = 0; b < 256; ++b) {
-            unsigned n32 = 0, n16 = 0;
-            for (unsigned e = 0; e < 8; ++e) {
-                if ((b >> e) & 1u) {
-                    if (n32 < 4) {
-                        compress32[b][n32++] = e;
-                    }
-                    if (n16 < 4) {
-                        compress16[b][2 * n16] = static_cast<std::uint8_t>(2 * e);
-                        compress16[b][2 * n16 + 1] = static_cast<std::uint8_t>(2 * e + 1);
-                        ++n16;
-                    }
-                }
-            }
-            for (unsigned j = 2 * n16; j < 16; ++j) {
-                compress16[b][j] = 0x80;
-            }
-            for (unsigned g = 0; g < 2; ++g) {
-                const unsigned nib = (b >> (4 * g)) & 15u, i0 = nib & 3u, i1 = nib >> 2;
-                for (unsigned p = 0; p < 4; ++p) {
-                    // decompress_group writes v0 at i0, then v1 at i1: v1 wins when i0 == i1.
-                    const int value = p == i1 ? 1 : (p == i0 ? 0 : -1);
-                    for (unsigned byte = 0; byte < 4; ++byte) {
-                        decompress32[b][16 * g + 4 * p + byte] =
-                            value < 0 ? 0x80 : static_cast<std::uint8_t>(8 * g + 4 * value + byte);
-                    }
-                    for (unsigned byte = 0; byte < 2; ++byte) {
-                        decompress16[b][8 * g + 2 * p + byte] =
-                            value < 0 ? 0x80 : static_cast<std::uint8_t>(4 * g + 2 * value + byte);
-                    }
-                }
-            }
-        }
-    }
-};
-constexpr Avx2Tables kAvx2{};
 
 GREENAI_TARGET inline __m128i load128(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
 GREENAI_TARGET inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
@@ -171,8 +118,8 @@ struct Avx2Sparse {
             const __m256i b = load256(w + i + 8);
             const unsigned ka = static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(keep32(a))));
             const unsigned kb = static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(keep32(b))));
-            const __m256i ia = _mm256_castsi128_si256(load128(kAvx2.compress32[ka]));
-            const __m256i ib = _mm256_castsi128_si256(load128(kAvx2.compress32[kb]));
+            const __m256i ia = _mm256_castsi128_si256(load128(kShuffles.compress32[ka]));
+            const __m256i ib = _mm256_castsi128_si256(load128(kShuffles.compress32[kb]));
             const __m256i va = _mm256_permutevar8x32_epi32(a, ia), vb = _mm256_permutevar8x32_epi32(b, ib);
             _mm256_storeu_si256(reinterpret_cast<__m256i*>(values + i / 2),
                                 _mm256_inserti128_si256(va, _mm256_castsi256_si128(vb), 1));
@@ -182,7 +129,7 @@ struct Avx2Sparse {
         if (i + 8 <= len) {  // len is a multiple of 8: at most one more meta byte
             const __m256i a = load256(w + i);
             const unsigned ka = static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(keep32(a))));
-            const __m256i ia = _mm256_castsi128_si256(load128(kAvx2.compress32[ka]));
+            const __m256i ia = _mm256_castsi128_si256(load128(kShuffles.compress32[ka]));
             _mm_storeu_si128(reinterpret_cast<__m128i*>(values + i / 2),
                              _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(a, ia)));
             meta[i / 8] = kBytes.meta_of_kept[ka];
@@ -202,8 +149,8 @@ struct Avx2Sparse {
                 _mm256_movemask_epi8(_mm256_packs_epi16(keep16(a, nan_key), keep16(b, nan_key))));
             const unsigned a0 = kept & 0xFF, b0 = (kept >> 8) & 0xFF, a1 = (kept >> 16) & 0xFF, b1 = kept >> 24;
             // each vector's 8 kept values in the low halves of its two lanes
-            const __m256i va = _mm256_shuffle_epi8(a, load2x128(kAvx2.compress16[a0], kAvx2.compress16[a1]));
-            const __m256i vb = _mm256_shuffle_epi8(b, load2x128(kAvx2.compress16[b0], kAvx2.compress16[b1]));
+            const __m256i va = _mm256_shuffle_epi8(a, load2x128(kShuffles.compress16[a0], kShuffles.compress16[a1]));
+            const __m256i vb = _mm256_shuffle_epi8(b, load2x128(kShuffles.compress16[b0], kShuffles.compress16[b1]));
             // 64-bit quarters va0 vb0 va2 vb2 -> va0 va2 vb0 vb2
             _mm256_storeu_si256(reinterpret_cast<__m256i*>(values + i / 2),
                                 _mm256_permute4x64_epi64(_mm256_unpacklo_epi64(va, vb), 0xD8));
@@ -217,7 +164,7 @@ struct Avx2Sparse {
             const __m256i k = keep16(a, nan_key);
             const auto kept = static_cast<std::uint32_t>(_mm256_movemask_epi8(_mm256_packs_epi16(k, k)));
             const unsigned a0 = kept & 0xFF, a1 = (kept >> 16) & 0xFF;
-            const __m256i va = _mm256_shuffle_epi8(a, load2x128(kAvx2.compress16[a0], kAvx2.compress16[a1]));
+            const __m256i va = _mm256_shuffle_epi8(a, load2x128(kShuffles.compress16[a0], kShuffles.compress16[a1]));
             _mm_storeu_si128(reinterpret_cast<__m128i*>(values + i / 2),
                              _mm256_castsi256_si128(_mm256_permute4x64_epi64(va, 0x08)));
             meta[i / 8] = kBytes.meta_of_kept[a0];
@@ -231,7 +178,7 @@ struct Avx2Sparse {
         std::int64_t i = 0;
         for (; i + 8 <= len; i += 8) {
             const __m256i v = _mm256_broadcastsi128_si256(load128(values + i / 2));
-            const __m256i control = load256(kAvx2.decompress32[meta[i / 8]]);
+            const __m256i control = load256(kShuffles.decompress32[meta[i / 8]]);
             _mm256_storeu_si256(reinterpret_cast<__m256i*>(dense + i), _mm256_shuffle_epi8(v, control));
         }
         return i;
@@ -243,7 +190,7 @@ struct Avx2Sparse {
         std::int64_t i = 0;
         for (; i + 16 <= len; i += 16) {
             const __m256i v = _mm256_broadcastsi128_si256(load128(values + i / 2));
-            const __m256i control = load2x128(kAvx2.decompress16[meta[i / 8]], kAvx2.decompress16[meta[i / 8 + 1]]);
+            const __m256i control = load2x128(kShuffles.decompress16[meta[i / 8]], kShuffles.decompress16[meta[i / 8 + 1]]);
             // lane 1 reads values 4-7 (bytes 8-15); 0x80 + 8 still writes zero
             _mm256_storeu_si256(reinterpret_cast<__m256i*>(dense + i),
                                 _mm256_shuffle_epi8(v, _mm256_add_epi8(control, upper)));

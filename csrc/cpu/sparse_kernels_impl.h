@@ -387,7 +387,7 @@ struct SparseKernels {
     }
 
     static constexpr SparseKernelTable table(const char* name) {
-        return SparseKernelTable{name, &norms, &mask_rows, &compress_rows, &decompress_rows, &linear_rows};
+        return SparseKernelTable{name, &norms, &mask_rows, &compress_rows, &decompress_rows, &linear_rows, nullptr};
     }
 };
 

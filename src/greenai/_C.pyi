@@ -217,5 +217,8 @@ def cpu_isas() -> list[str]:
 def cpu_isa() -> str:
     """The instruction set the CPU kernels use now."""
 
+def sparse_cpu_isa() -> str:
+    """The sparsity kernels' table under ``cpu_isa()`` now: avx512_bf16, avx512, avx2 or generic."""
+
 def set_cpu_isa(name: str) -> None:
     """Use the kernels for one of ``cpu_isas()``; ValueError otherwise."""

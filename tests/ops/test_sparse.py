@@ -13,7 +13,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from greenai import ops
+from greenai import _C, ops
 from greenai.ops import sparse_reference as ref
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -95,6 +95,13 @@ def test_meta_is_the_2_bit_position_of_each_value_in_order() -> None:
 
 
 # --- kernels against the reference --------------------------------------------------------------
+
+
+def test_every_isa_name_runs_its_sparse_kernel_table(isa: str) -> None:
+    # quant's ISA names include variants of AVX-512: avx512_bf16 has its own sparse table (the
+    # AVX-512 one plus a bfloat16 matmul), any other avx512* the AVX-512 one; never generic
+    want = isa if isa == "avx512_bf16" or not isa.startswith("avx512") else "avx512"
+    assert _C.sparse_cpu_isa() == want
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -181,7 +188,7 @@ def test_decompress_and_linear_of_every_meta_byte(isa: str, dtype: torch.dtype) 
     tail: decompress matches the reference bit for bit, linear_2to4 adds both products of a
     nibble with i0 == i1 (computed here in float64)."""
     gen = torch.Generator().manual_seed(4)
-    for k in (8, 12, 24, 52, 68, 116):
+    for k in (8, 12, 24, 52, 68, 116, 252):  # 252: the bf16 kernel's 128- and 64-steps
         n = 9
         values = torch.randn(n, k // 2, generator=gen).to(dtype)
         meta = torch.randint(0, 256, (n, (k + 7) // 8), generator=gen, dtype=torch.uint8)
@@ -210,10 +217,11 @@ def test_decompress_and_linear_of_every_meta_byte(isa: str, dtype: torch.dtype) 
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("k", [4, 12, 20, 52, 84, 116])
+@pytest.mark.parametrize("k", [4, 12, 20, 52, 84, 116, 196, 252, 2116])
 def test_linear_direct_kernel_steps_and_tails(isa: str, dtype: torch.dtype, k: int) -> None:
-    """K with and without a half SIMD step (16 elements on AVX2, 32 on AVX-512) and an odd
-    last group, for every row count of the direct kernel."""
+    """K with and without a half SIMD step (16 elements on AVX2, 32 on AVX-512, 64 and 128 on
+    the avx512_bf16 bfloat16 kernel, which also walks k in chunks of 1024 to 8192 elements:
+    2116) and an odd last group, for every row count of the direct kernel."""
     gen = torch.Generator().manual_seed(k)
     w = special_weight(21, k, torch.float32, seed=k).nan_to_num(0.0).clamp(-4, 4).to(dtype)
     values, meta = ops.compress_2to4(w)

@@ -15,6 +15,12 @@ LARGE_BATCH = 12
 On 11008x4096 float32, 2 cores (AVX-512), the two paths are within noise of each other and of
 dense fp32 from 12 to 32 rows (16 rows: direct 18-21 ms, tiled 20-23, dense 20-23), and at
 1 thread the tiled path is ahead (16 rows 23.9 vs 26.7 ms; 32 rows 38.3 vs 47.9)."""
+LARGE_BATCH_BF16 = 24
+"""The same for bfloat16 x on CPU when the sparse kernels are the ``avx512_bf16`` table (its
+vdpbf16ps direct kernel). 11008x4096, 2 cores: direct ahead of tiled at every batch to 32 at
+1 thread (16 rows 6.6 vs 9.7 ms, 32 rows 12.2 vs 13.8) and at 2 threads after a torch op up to
+24 rows (24: 11.1 vs 15.2 ms), tiled ahead at 32 there (11.8 vs 15.4; torch's OpenMP workers
+still spin after the op and take a core from greenai's threads)."""
 _TILE_BYTES = 4 << 20
 """Bytes of dense weight per tile of the large-batch path (stays in the last-level cache)."""
 
@@ -79,9 +85,13 @@ def compress_2to4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return values, meta
 
 
-def decompress_2to4(values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
+def decompress_2to4(
+    values: torch.Tensor, meta: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``out``, when given, is a contiguous (n, k) tensor of values' dtype and device."""
     n, k = values.shape[0], 2 * values.shape[1]
-    out = _empty((n, k), values.dtype, values.device)
+    if out is None:
+        out = _empty((n, k), values.dtype, values.device)
     code = _DTYPE_CODES[values.dtype]
     if _cuda.takes_cuda_path(values):
         with _cuda.on_device(values):
@@ -100,7 +110,7 @@ def linear_2to4(
     m, k = x.shape
     n = values.shape[0]
     bias32 = None if bias is None else bias.to(torch.float32).contiguous()
-    if m > LARGE_BATCH:
+    if m > _large_batch(x):
         return _tiled(x, values, meta, bias32)
     y = _empty((m, n), x.dtype, x.device)
     code = _DTYPE_CODES[x.dtype]
@@ -134,6 +144,15 @@ def linear_2to4(
     return y
 
 
+def _large_batch(x: torch.Tensor) -> int:
+    native_bf16 = (
+        x.dtype == torch.bfloat16
+        and not _cuda.takes_cuda_path(x)
+        and _C.sparse_cpu_isa() == "avx512_bf16"
+    )
+    return LARGE_BATCH_BF16 if native_bf16 else LARGE_BATCH
+
+
 def _tiled(
     x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias32: torch.Tensor | None
 ) -> torch.Tensor:
@@ -141,10 +160,15 @@ def _tiled(
     so no full dense copy of W ever exists."""
     n, k = values.shape[0], x.shape[1]
     y = torch.empty((x.shape[0], n), dtype=x.dtype, device=x.device)
-    rows = max(1, _TILE_BYTES // max(1, k * x.element_size()))
+    rows = min(n, max(1, _TILE_BYTES // max(1, k * x.element_size())))
+    # one tile buffer for every tile: a fresh one per tile costs its page faults every time
+    # (2 threads, bfloat16 11008x4096: 22 tiles decompress in 2.8 ms into one buffer, 5.6 ms
+    # into new ones)
+    tile = torch.empty((rows, k), dtype=x.dtype, device=x.device)
     for r0 in range(0, n, rows):
         r1 = min(n, r0 + rows)
-        y[:, r0:r1] = x @ decompress_2to4(values[r0:r1], meta[r0:r1]).T
+        w = decompress_2to4(values[r0:r1], meta[r0:r1], tile[: r1 - r0])
+        y[:, r0:r1] = x @ w.T
     if bias32 is not None:
         y += bias32.to(x.dtype)
     return y
