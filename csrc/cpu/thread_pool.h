@@ -12,8 +12,9 @@
 namespace greenai::cpu {
 
 // Splits [0, count) into at most `threads` contiguous chunks of at least `grain` items and
-// runs fn(begin, end) on each, the calling thread taking the first. Blocks until all are
-// done; an exception thrown by fn is rethrown here. When another thread is already using the
+// runs fn(begin, end) on each, the calling thread taking the first, and any that no worker
+// has started by the time it is done (a worker the scheduler keeps waiting delays nothing).
+// Blocks until all are done; an exception thrown by fn is rethrown here. When another thread is already using the
 // pool (two Python threads calling kernels at once), the chunks run in the calling thread.
 void parallel_for(std::int64_t count, std::int64_t grain, int threads,
                   const std::function<void(std::int64_t, std::int64_t)>& fn);
