@@ -74,6 +74,21 @@ _STR_MAX_ROWS = 30
 """Rows of layers :meth:`QuantizationReport.__str__` shows before summarising the rest."""
 
 
+def _source_weight(linear: nn.Module) -> torch.Tensor:
+    """The float weight of a layer a ``from_linear`` converts; a clear error for anything
+    else (shared by :class:`QuantizedLinear` and ``SparseLinear2to4``)."""
+    if not isinstance(linear, nn.Linear):
+        raise TypeError(f"linear must be an nn.Linear, not {type(linear).__name__}")
+    if isinstance(linear, LazyModuleMixin) and linear.has_uninitialized_params():
+        raise ValueError(
+            "linear is an uninitialised lazy layer; run a forward pass to materialise it"
+        )
+    weight = linear.weight
+    if weight.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"linear.weight must be float32, float16 or bfloat16, not {weight.dtype}")
+    return weight
+
+
 # --- QuantizedLinear ------------------------------------------------------------------------
 
 
@@ -176,17 +191,7 @@ class QuantizedLinear(nn.Module):
             ValueError: ``bits`` or ``group_size`` do not fit the layer (see the class), the
                 layer is an uninitialised lazy one, or its weight has NaN or Inf.
         """
-        if not isinstance(linear, nn.Linear):
-            raise TypeError(f"linear must be an nn.Linear, not {type(linear).__name__}")
-        if isinstance(linear, LazyModuleMixin) and linear.has_uninitialized_params():
-            raise ValueError(
-                "linear is an uninitialised lazy layer; run a forward pass to materialise it"
-            )
-        weight = linear.weight
-        if weight.dtype not in _FLOAT_DTYPES:
-            raise TypeError(
-                f"linear.weight must be float32, float16 or bfloat16, not {weight.dtype}"
-            )
+        weight = _source_weight(linear)
         layer = cls(
             linear.in_features,
             linear.out_features,

@@ -29,7 +29,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules.lazy import LazyModuleMixin
 
 from greenai import ops
 from greenai.compress.quantization import (
@@ -44,6 +43,7 @@ from greenai.compress.quantization import (
     _plan,
     _replace,
     _run,
+    _source_weight,
     _tensors_bytes,
     _unreplaceable,
 )
@@ -141,17 +141,7 @@ class SparseLinear2to4(nn.Module):
             ValueError: ``in_features`` is not a multiple of 4, or the layer is an
                 uninitialised lazy one.
         """
-        if not isinstance(linear, nn.Linear):
-            raise TypeError(f"linear must be an nn.Linear, not {type(linear).__name__}")
-        if isinstance(linear, LazyModuleMixin) and linear.has_uninitialized_params():
-            raise ValueError(
-                "linear is an uninitialised lazy layer; run a forward pass to materialise it"
-            )
-        weight = linear.weight
-        if weight.dtype not in _FLOAT_DTYPES:
-            raise TypeError(
-                f"linear.weight must be float32, float16 or bfloat16, not {weight.dtype}"
-            )
+        weight = _source_weight(linear)
         layer = cls(
             linear.in_features,
             linear.out_features,
