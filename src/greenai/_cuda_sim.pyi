@@ -3,89 +3,16 @@ under the simulator of csrc/cuda/sim/sim.h (tests only). Pointers are CPU addres
 
 from typing import Literal, TypedDict, type_check_only
 
-cuda_quantize_workspace_bytes: int
-"""Bytes of the zeroed scratch buffer ``quantize_cuda`` needs."""
-
-def quantize_cuda(
-    w: int,
-    dtype: int,
-    n: int,
-    k: int,
-    bits: int,
-    group: int,
-    symmetric: bool,
-    q: int,
-    scale: int,
-    zero_point: int,
-    workspace: int,
-    stream: int,
-) -> None:
-    """``quantize_cpu`` on CUDA; sets the int32 at ``workspace`` to 1 on NaN/Inf."""
-
-def dequantize_cuda(
-    q: int,
-    scale: int,
-    zero_point: int,
-    n: int,
-    k: int,
-    bits: int,
-    group: int,
-    out: int,
-    out_dtype: int,
-    stream: int,
-) -> None:
-    """``dequantize_cpu`` on CUDA."""
-
-def quantized_linear_cuda(
-    x: int,
-    dtype: int,
-    m: int,
-    k: int,
-    q: int,
-    scale: int,
-    zero_point: int,
-    bias: int,
-    n: int,
-    bits: int,
-    group: int,
-    y: int,
-    stream: int,
-) -> None:
-    """``quantized_linear_cpu`` on CUDA (tuned for ``m <= 8``)."""
-
-# --- sparsity kernels (formats: greenai.ops.sparse_reference) ---
-
-def channel_norms_cuda(
-    w: int, dtype: int, outer: int, channels: int, inner: int, p: int, out: int, stream: int
-) -> None:
-    """``channel_norms_cpu`` on CUDA."""
-
-def mask_2to4_cuda(w: int, dtype: int, n: int, k: int, mask: int, stream: int) -> None:
-    """``mask_2to4_cpu`` on CUDA."""
-
-def compress_2to4_cuda(
-    w: int, dtype: int, n: int, k: int, values: int, meta: int, stream: int
-) -> None:
-    """``compress_2to4_cpu`` on CUDA."""
-
-def decompress_2to4_cuda(
-    values: int, meta: int, dtype: int, n: int, k: int, out: int, stream: int
-) -> None:
-    """``decompress_2to4_cpu`` on CUDA."""
-
-def linear_2to4_cuda(
-    x: int,
-    dtype: int,
-    m: int,
-    k: int,
-    values: int,
-    meta: int,
-    bias: int,
-    n: int,
-    y: int,
-    stream: int,
-) -> None:
-    """``linear_2to4_cpu`` on CUDA (one warp per output element: small m)."""
+# The kernels' bindings are greenai._C's *_cuda ones (csrc/bindings_cuda.cpp).
+from greenai._C import channel_norms_cuda as channel_norms_cuda
+from greenai._C import compress_2to4_cuda as compress_2to4_cuda
+from greenai._C import cuda_quantize_workspace_bytes as cuda_quantize_workspace_bytes
+from greenai._C import decompress_2to4_cuda as decompress_2to4_cuda
+from greenai._C import dequantize_cuda as dequantize_cuda
+from greenai._C import linear_2to4_cuda as linear_2to4_cuda
+from greenai._C import mask_2to4_cuda as mask_2to4_cuda
+from greenai._C import quantize_cuda as quantize_cuda
+from greenai._C import quantized_linear_cuda as quantized_linear_cuda
 
 ubsan: bool
 """Whether the kernels were built with UBSan (undefined behaviour ends the process)."""
