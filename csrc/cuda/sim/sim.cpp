@@ -37,6 +37,7 @@ public:
             throw std::runtime_error("greenai.cuda_sim: mprotect failed");
         }
         front_ = guard_front ? base_ + page : base_;
+        guard_front_ = guard_front;
     }
     GuardedMapping(const GuardedMapping&) = delete;
     GuardedMapping& operator=(const GuardedMapping&) = delete;
@@ -51,8 +52,8 @@ public:
         }
     }
     // `bytes` (<= usable) ending at the guard page (or starting right after a front guard).
-    unsigned char* place(std::size_t bytes, bool guard_front) const {
-        return guard_front ? front_ : front_ + usable_ - bytes;
+    unsigned char* place(std::size_t bytes) const {
+        return guard_front_ ? front_ : front_ + usable_ - bytes;
     }
     std::size_t usable() const { return usable_; }
 
@@ -62,11 +63,13 @@ private:
         std::swap(front_, o.front_);
         std::swap(size_, o.size_);
         std::swap(usable_, o.usable_);
+        std::swap(guard_front_, o.guard_front_);
     }
     unsigned char* base_ = nullptr;
     unsigned char* front_ = nullptr;
     std::size_t size_ = 0;
     std::size_t usable_ = 0;
+    bool guard_front_ = false;
 };
 
 namespace {
@@ -301,7 +304,7 @@ void launch(dim3 grid, dim3 block, std::size_t smem, cudaStream_t stream, const 
         // 16-byte aligned; the bytes up to the guard page past a size that is no multiple of
         // 16 stay undetected, as on a GPU
         g_smem = reinterpret_cast<unsigned char*>(
-            reinterpret_cast<std::uintptr_t>(g_smem_map.place(smem, false)) & ~std::uintptr_t{15});
+            reinterpret_cast<std::uintptr_t>(g_smem_map.place(smem)) & ~std::uintptr_t{15});
     }
     g_body = &body;
     g_fault = nullptr;
@@ -338,7 +341,7 @@ std::vector<LaunchRecord> take_launches() {
 
 GuardedBuffer::GuardedBuffer(std::size_t bytes, bool guard_front)
     : bytes_(bytes), map_(std::make_unique<GuardedMapping>(std::max<std::size_t>(bytes, 1), guard_front)) {
-    data_ = map_->place(bytes, guard_front);
+    data_ = map_->place(bytes);
 }
 GuardedBuffer::~GuardedBuffer() = default;
 
