@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import greenai
-from greenai.cli import main
+from greenai.cli.commands import main
 
 
 def test_import_is_light() -> None:
@@ -41,7 +41,7 @@ def test_tracking_is_quiet_by_default(caplog: pytest.LogCaptureFixture) -> None:
 def test_cli_demo_prints_a_summary() -> None:
     pytest.importorskip("torch")
     out = subprocess.run(
-        [sys.executable, "-m", "greenai.cli", "demo", "--seconds", "2"],
+        [sys.executable, "-m", "greenai", "demo", "--seconds", "2"],
         check=True,
         capture_output=True,
         text=True,

@@ -3,25 +3,23 @@
 ``import greenai`` costs almost nothing: the public names (:func:`track`,
 :class:`Tracker`, :class:`Result`, ...) load on first use, and torch, CodeCarbon
 and the NVML bindings only when they are used. This matters because greenai's
-pytest plugin (:mod:`greenai.pytest_plugin`) is imported by every pytest session
+pytest plugin (:mod:`greenai.pytest_energy.plugin`) is imported by every pytest session
 on a machine where greenai is installed, metering or not.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from greenai.api import Tracker, track
     from greenai.control import EnergyTarget
     from greenai.report.prometheus import PrometheusExporter
-    from greenai.result import Forecast, Result
-    from greenai.track import Window
+    from greenai.tracker import Tracker, track
+    from greenai.tracking.meter import Window
+    from greenai.tracking.result import Forecast, Result
 
 __all__ = [
     "EnergyTarget",
@@ -37,12 +35,12 @@ __all__ = [
 # Public name -> the module that defines it (imported on first access).
 _LAZY = {
     "EnergyTarget": "greenai.control",
-    "Tracker": "greenai.api",
-    "track": "greenai.api",
-    "Forecast": "greenai.result",
+    "Tracker": "greenai.tracker",
+    "track": "greenai.tracker",
+    "Forecast": "greenai.tracking.result",
     "PrometheusExporter": "greenai.report.prometheus",
-    "Result": "greenai.result",
-    "Window": "greenai.track",
+    "Result": "greenai.tracking.result",
+    "Window": "greenai.tracking.meter",
 }
 _LAZY_SUBMODULES = ("compress", "ops")
 """Subpackages that import torch, so ``greenai.ops`` works after a bare ``import greenai``
@@ -64,22 +62,3 @@ if not TYPE_CHECKING:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY, *_LAZY_SUBMODULES})
-
-
-class _Package(types.ModuleType):
-    """The ``greenai`` module, keeping ``greenai.track`` the public callable.
-
-    Importing the submodule :mod:`greenai.track` makes Python bind it as the
-    package's ``track`` attribute, which would hide :func:`greenai.track` (the
-    :class:`~greenai.api.Tracker` class). That binding is dropped: the submodule
-    stays reachable as ``sys.modules["greenai.track"]`` and through ``from
-    greenai.track import ...``.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "track" and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

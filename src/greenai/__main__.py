@@ -2,6 +2,6 @@
 
 import sys
 
-from greenai.cli import main
+from greenai.cli.commands import main
 
 sys.exit(main())

@@ -18,9 +18,9 @@ import pytest
 
 import greenai
 from greenai.control import EnergyTarget, Profile, ProfilePoint, choose_limit
-from greenai.errors import ControlWarning
-from greenai.result import Result
+from greenai.core.errors import ControlWarning
 from greenai.sim import SimulatedGPU, operating_point, simulated_nvml
+from greenai.tracking.result import Result
 
 
 @pytest.fixture(autouse=True)

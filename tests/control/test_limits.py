@@ -18,9 +18,9 @@ import pytest
 
 from greenai.control import limits
 from greenai.control.limits import PowerLimitGuard, default_journal_path, recover
+from greenai.core.errors import ControlWarning
 from greenai.devices import probe_gpus
 from greenai.devices.base import Device
-from greenai.errors import ControlWarning
 from greenai.sim import SimulatedGPU, simulated_nvml
 
 UUID = "GPU-11111111-2222-3333-4444-555555555555"

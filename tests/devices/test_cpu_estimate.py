@@ -16,6 +16,7 @@ import numpy as np
 import psutil
 import pytest
 
+from greenai.core.errors import DeviceError, NotSupportedError
 from greenai.devices import cpu_estimate
 from greenai.devices.base import Device
 from greenai.devices.cpu_estimate import (
@@ -36,7 +37,6 @@ from greenai.devices.cpu_estimate import (
     probe,
     running_in_vm,
 )
-from greenai.errors import DeviceError, NotSupportedError
 
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")  # os.times() resolution
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from greenai.core.errors import DeviceLostError, NoPermissionError, NotSupportedError
 from greenai.devices import nvml, probe_gpus
-from greenai.errors import DeviceLostError, NoPermissionError, NotSupportedError
 from greenai.sim import SimulatedGPU, simulated_nvml
 
 

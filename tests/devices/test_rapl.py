@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from greenai.core.errors import DeviceError, NotSupportedError
 from greenai.devices.base import Device
 from greenai.devices.rapl import RaplDevice, probe
-from greenai.errors import DeviceError, NotSupportedError
 
 MAX_UJ = 262_143_328_850  # a real package's max_energy_range_uj
 

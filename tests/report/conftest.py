@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from greenai.result import Result
+from greenai.tracking.result import Result
 
 START = 1_700_000_000.0
 

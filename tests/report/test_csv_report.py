@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 import greenai
+from greenai.core.errors import ReportError
 from greenai.devices.base import Source
-from greenai.errors import ReportError
 from greenai.report.csv_report import (
     EMISSIONS_COLUMNS,
     TIMESTAMP_FORMAT,
@@ -29,8 +29,8 @@ from greenai.report.csv_report import (
     emissions_row,
     read_emissions_csv,
 )
-from greenai.result import Result
 from greenai.sim import SimulatedGPU, simulated_nvml
+from greenai.tracking.result import Result
 
 HEADER = (",".join(EMISSIONS_COLUMNS) + "\n").encode()
 NUMERIC = [
@@ -463,7 +463,7 @@ def test_file_written_by_codecarbon_itself(tmp_path: Path) -> None:
     assert theirs.split(b"\n", 1)[0] + b"\n" == HEADER
 
     from greenai.devices.base import Device
-    from greenai.machine import describe
+    from greenai.tracking.machine import describe
 
     devices: list[Device] = []
     result = make_result(

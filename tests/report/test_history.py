@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import greenai
-from greenai.errors import ReportError
+from greenai.core.errors import ReportError
 from greenai.report.history import (
     SCHEMA_VERSION,
     Delta,
@@ -19,8 +19,8 @@ from greenai.report.history import (
     compare_results,
     default_history_path,
 )
-from greenai.result import Result
 from greenai.sim import SimulatedGPU, simulated_nvml
+from greenai.tracking.result import Result
 
 
 @pytest.fixture(autouse=True)

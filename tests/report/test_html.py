@@ -20,7 +20,7 @@ import numpy.typing as npt
 import pytest
 
 import greenai
-from greenai.errors import SensorWarning
+from greenai.core.errors import SensorWarning
 from greenai.report.html import (
     _downsample,
     _tick_label,
@@ -35,8 +35,8 @@ from greenai.report.html import (
     render_html,
     write_html,
 )
-from greenai.result import PowerTimeline, Result
 from greenai.sim import SimulatedGPU, simulated_nvml
+from greenai.tracking.result import PowerTimeline, Result
 
 EVIL = "<script>alert(1)</script>"
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 import greenai
-from greenai.errors import SensorWarning
+from greenai.core.errors import SensorWarning
 from greenai.report._job import compact_ranks
 from greenai.report.html import (
     format_co2_g,
@@ -20,8 +20,8 @@ from greenai.report.html import (
     format_utc,
 )
 from greenai.report.markdown import code, render_markdown, text
-from greenai.result import Result
 from greenai.sim import SimulatedGPU, simulated_nvml
+from greenai.tracking.result import Result
 
 
 def _account(result: Result) -> Result:

@@ -22,13 +22,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from greenai.carbon import accountant
-from greenai.config import resolve_settings
-from greenai.errors import OutputWarning
+from greenai.accounting.carbon import accountant
+from greenai.accounting.settings import resolve_settings
+from greenai.core.errors import OutputWarning
 from greenai.report.prometheus import MULTIPROC_ENV, PrometheusExporter
-from greenai.result import Snapshot
 from greenai.sim import SimulatedGPU, simulated_nvml
-from greenai.track import Tracker
+from greenai.tracking.meter import Meter
+from greenai.tracking.result import Snapshot
 
 HOST = socket.gethostname()
 UPDATE_S = 0.05
@@ -90,7 +90,7 @@ def _updater_threads() -> list[threading.Thread]:
 def test_live_scrape_follows_the_run() -> None:
     exporter = PrometheusExporter(0, addr="127.0.0.1", update_interval_s=UPDATE_S)
     with simulated_nvml([_gpu(), _gpu()]) as sim:
-        with Tracker("train", gpus=[0, 1], cpu=False, dram=False, observers=[exporter]) as run:
+        with Meter("train", gpus=[0, 1], cpu=False, dram=False, observers=[exporter]) as run:
             assert exporter.port
             sim.set_load(0, 1.0)
             for _ in range(10):
@@ -144,7 +144,7 @@ def test_live_scrape_follows_the_run() -> None:
 def test_counters_never_decrease_between_scrapes() -> None:
     exporter = PrometheusExporter(0, addr="127.0.0.1", update_interval_s=UPDATE_S)
     with simulated_nvml([_gpu(), _gpu()]) as sim:
-        with Tracker("mono", gpus=[0, 1], cpu=False, dram=False, observers=[exporter]) as run:
+        with Meter("mono", gpus=[0, 1], cpu=False, dram=False, observers=[exporter]) as run:
             sim.set_load(1, 0.5)
             with run.step():
                 time.sleep(0.15)
@@ -220,7 +220,7 @@ def test_co2_is_each_devices_share_of_the_accounted_run() -> None:
     settings = resolve_settings(intensity_g_per_kwh=400)
     exporter = PrometheusExporter(0, addr="127.0.0.1", update_interval_s=UPDATE_S)
     with simulated_nvml([_gpu(), _gpu()]) as sim:
-        with Tracker(
+        with Meter(
             "carbon",
             gpus=[0, 1],
             cpu=False,
@@ -249,16 +249,16 @@ def test_co2_is_each_devices_share_of_the_accounted_run() -> None:
 def test_sequential_runs_share_the_server() -> None:
     first = PrometheusExporter(0, addr="127.0.0.1", update_interval_s=UPDATE_S)
     with simulated_nvml([_gpu()]) as sim:
-        with Tracker("first", gpus=[0], cpu=False, dram=False, observers=[first]):
+        with Meter("first", gpus=[0], cpu=False, dram=False, observers=[first]):
             sim.compute(0.2)
         first_j = scrape(first.port).get("greenai_energy_joules_total", run="first")
         # another exporter given the same port joins the running server instead of failing
         second = PrometheusExporter(first.port, addr="127.0.0.1", update_interval_s=UPDATE_S)
-        with Tracker("second", gpus=[0], cpu=False, dram=False, observers=[second]):
+        with Meter("second", gpus=[0], cpu=False, dram=False, observers=[second]):
             sim.compute(0.2)
         assert second.port == first.port
         # the same exporter again (port 0 keeps its server); the same name adds on
-        with Tracker("first", gpus=[0], cpu=False, dram=False, observers=[first]) as again:
+        with Meter("first", gpus=[0], cpu=False, dram=False, observers=[first]) as again:
             sim.compute(0.2)
     assert first.port == second.port
     seen = scrape(first.port)
@@ -277,7 +277,7 @@ def test_a_failing_snapshot_warns_once_and_the_run_goes_on(
     exporter = PrometheusExporter(0, addr="127.0.0.1", update_interval_s=UPDATE_S)
     with simulated_nvml([_gpu()]) as sim:
         with pytest.warns(OutputWarning, match=r"update failed \(RuntimeError: boom\)") as caught:
-            with Tracker("flaky", gpus=[0], cpu=False, dram=False, observers=[exporter]) as run:
+            with Meter("flaky", gpus=[0], cpu=False, dram=False, observers=[exporter]) as run:
                 monkeypatch.setattr(run, "snapshot", broken)
                 sim.compute(0.3)
                 assert scrape(exporter.port).series("greenai_energy_joules_total", run="flaky")
@@ -295,7 +295,7 @@ def test_a_busy_port_warns_and_the_run_goes_on() -> None:
         exporter = PrometheusExporter(port, addr="127.0.0.1", update_interval_s=UPDATE_S)
         with simulated_nvml([_gpu()]) as sim:
             with pytest.warns(OutputWarning, match=f"cannot serve .* on 127.0.0.1:{port}"):
-                with Tracker("busy", gpus=[0], cpu=False, dram=False, observers=[exporter]) as run:
+                with Meter("busy", gpus=[0], cpu=False, dram=False, observers=[exporter]) as run:
                     sim.compute(0.1)
     assert exporter.port is None
     assert run.result.energy_j > 0
@@ -305,11 +305,11 @@ def test_a_busy_port_warns_and_the_run_goes_on() -> None:
 def test_other_labels_on_a_shared_port_warn() -> None:
     first = PrometheusExporter(0, addr="127.0.0.1", labels={"team": "a"})
     with simulated_nvml([_gpu()]):
-        with Tracker("a", gpus=[0], cpu=False, dram=False, observers=[first]):
+        with Meter("a", gpus=[0], cpu=False, dram=False, observers=[first]):
             pass
         other = PrometheusExporter(first.port, addr="127.0.0.1", labels={"cluster": "b"})
         with pytest.warns(OutputWarning, match=r"labelled \['team'\], not \['cluster'\]"):
-            with Tracker("b", gpus=[0], cpu=False, dram=False, observers=[other]):
+            with Meter("b", gpus=[0], cpu=False, dram=False, observers=[other]):
                 pass
     assert other.port is None
     assert scrape(first.port).series("greenai_run_partial", run="a", team="a")
@@ -362,9 +362,9 @@ def test_push_at_the_end_and_on_interval(gateway: Gateway) -> None:
     )
     with simulated_nvml([_gpu(), _gpu()]) as sim:
         # another run in the same registry must not be pushed in this run's group
-        with Tracker("other", gpus=[0], cpu=False, dram=False, observers=[exporter]):
+        with Meter("other", gpus=[0], cpu=False, dram=False, observers=[exporter]):
             pass
-        with Tracker("train/a", gpus=[0, 1], cpu=False, dram=False, observers=[exporter]) as run:
+        with Meter("train/a", gpus=[0, 1], cpu=False, dram=False, observers=[exporter]) as run:
             sim.compute(0.4, gpu=0)
     assert run.result.metadata["prometheus"] == {"port": None, "push_gateway": gateway.url}
     paths = {path for _, path, _ in gateway.requests}
@@ -395,7 +395,7 @@ def test_an_unreachable_gateway_warns_once() -> None:
     )
     with simulated_nvml([_gpu()]) as sim:
         with pytest.warns(OutputWarning, match="push failed") as caught:
-            with Tracker("lonely", gpus=[0], cpu=False, dram=False, observers=[exporter]) as run:
+            with Meter("lonely", gpus=[0], cpu=False, dram=False, observers=[exporter]) as run:
                 sim.compute(0.2)
     assert len(caught) == 1
     # the pushes while running failed already; the final one is only warned about
@@ -464,12 +464,12 @@ import sys, time
 from pathlib import Path
 from greenai.report.prometheus import PrometheusExporter
 from greenai.sim import SimulatedGPU, simulated_nvml
-from greenai.track import Tracker
+from greenai.tracking.meter import Meter
 
 mp_dir, stop = sys.argv[1], Path(sys.argv[2])
 exporter = PrometheusExporter(0, addr="127.0.0.1", multiprocess_dir=mp_dir, update_interval_s=0.05)
 with simulated_nvml([SimulatedGPU(power_window_s=0.1)]) as sim:
-    with Tracker("job", gpus=[0], cpu=False, dram=False, observers=[exporter]) as run:
+    with Meter("job", gpus=[0], cpu=False, dram=False, observers=[exporter]) as run:
         print("PORT", exporter.port, flush=True)
         sim.set_load(0, 1.0)
         while not stop.exists():

@@ -25,8 +25,8 @@ from greenai.report.records import (
     record_path,
     write_record,
 )
-from greenai.result import PowerTimeline, Result, StepStats
 from greenai.sim import SimulatedGPU, simulated_nvml
+from greenai.tracking.result import PowerTimeline, Result, StepStats
 
 
 def sim_result() -> Result:

@@ -14,7 +14,7 @@ import pytest
 from codecarbon.core import gpu_nvidia
 from codecarbon.core.units import Time
 
-import greenai.clock
+import greenai.core.clock
 import greenai.sim
 from greenai.sim import SimulatedGPU, Simulation, simulated_nvml
 
@@ -66,13 +66,13 @@ def test_patch_is_in_place_and_every_attribute_is_restored() -> None:
 
 def test_every_attribute_is_restored_after_an_exception() -> None:
     before = dict(vars(pynvml))
-    default_clock = greenai.clock.active()
+    default_clock = greenai.core.clock.active()
     with pytest.raises(KeyError, match="boom"):
         _raise_inside_simulation()
     after = dict(vars(pynvml))
     assert after.keys() == before.keys()
     assert [name for name in before if after[name] is not before[name]] == []
-    assert greenai.clock.active() is default_clock
+    assert greenai.core.clock.active() is default_clock
 
 
 def test_nested_simulations_are_refused_and_leave_the_outer_one_intact() -> None:
@@ -104,15 +104,15 @@ def _simulate_count(count: int) -> None:
 
 
 def test_virtual_clock_is_active_inside_only() -> None:
-    default_clock = greenai.clock.active()
+    default_clock = greenai.core.clock.active()
     assert not default_clock.virtual
     with simulated_nvml(1, virtual_clock=True) as simulation:
-        assert greenai.clock.active() is simulation.clock
-        assert isinstance(simulation.clock, greenai.clock.VirtualClock)
-    assert greenai.clock.active() is default_clock
+        assert greenai.core.clock.active() is simulation.clock
+        assert isinstance(simulation.clock, greenai.core.clock.VirtualClock)
+    assert greenai.core.clock.active() is default_clock
     with simulated_nvml(1) as simulation:
-        assert isinstance(simulation.clock, greenai.clock.MonotonicClock)
-        assert greenai.clock.active() is default_clock
+        assert isinstance(simulation.clock, greenai.core.clock.MonotonicClock)
+        assert greenai.core.clock.active() is default_clock
 
 
 def test_the_package_docstring_example_runs() -> None:
@@ -435,7 +435,7 @@ def test_gpu_without_energy_counter_reports_power_only() -> None:
 def test_one_hour_on_the_virtual_clock() -> None:
     with simulated_nvml([SMALL], virtual_clock=True) as simulation:
         pynvml.nvmlInit()
-        clock = greenai.clock.active()
+        clock = greenai.core.clock.active()
         assert clock is simulation.clock
         start_mj = counter_mj(0)
         for _ in range(360):

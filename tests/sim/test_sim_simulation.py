@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from greenai.clock import MonotonicClock, VirtualClock
+from greenai.core.clock import MonotonicClock, VirtualClock
 from greenai.sim import MIN_CLOCK_FRACTION, SimulatedGPU, Simulation
 
 SMALL = SimulatedGPU(idle_w=100.0, max_w=700.0, min_limit_w=150.0, max_limit_w=700.0)

@@ -85,17 +85,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from greenai import clock as _clock
 from greenai.control.governor import BUDGET_MARGIN
 from greenai.control.state import state_dir
 from greenai.control.target import EnergyTarget
-from greenai.report._files import write_atomic
+from greenai.core import clock as _clock
+from greenai.core.files import write_atomic
 
 if TYPE_CHECKING:
     import os
 
     from greenai.devices import Device
-    from greenai.track import Tracker
+    from greenai.tracking.meter import Meter
 
 logger = logging.getLogger(__name__)
 
@@ -303,7 +303,7 @@ class BatchSizeController:
         measure_s: Time measured at each explored size, at least: GPU energy counters
             update about every 100 ms, so a window much shorter than a second can
             misplace a power change within it. Units: s.
-        tracker: The running :class:`~greenai.track.Tracker` whose windows measure
+        tracker: The running :class:`~greenai.tracking.meter.Meter` whose windows measure
             energy; None measures time only.
         max_power_w: Zeus's ``max_power`` for the cost goal; None for the sum of the
             metered GPUs' highest power limits (the highest mean power measured when
@@ -327,7 +327,7 @@ class BatchSizeController:
         warmup_steps: int = 2,
         measure_steps: int = 5,
         measure_s: float = 2.0,
-        tracker: Tracker | None = None,
+        tracker: Meter | None = None,
         max_power_w: float | None = None,
     ) -> None:
         if isinstance(candidates, str | bytes):

@@ -1,13 +1,13 @@
 """The energy-target governor: profile power limits, choose one, and keep the run on target.
 
-It observes a run (:class:`~greenai.track.RunObserver`) and works at step
+It observes a run (:class:`~greenai.tracking.meter.RunObserver`) and works at step
 boundaries, so every limit change and every measurement falls between two
 steps:
 
 1. **Profile.** For each candidate limit (highest first): set it on every
    governed GPU, run ``warmup_steps`` steps, then measure ``profile_steps``
    steps in one tracker window. Window boundaries are staleness-corrected
-   (:mod:`greenai.staleness`), so each phase's energy is exact even though the
+   (:mod:`greenai.tracking.staleness`), so each phase's energy is exact even though the
    power changes right at its start. A saved profile of the same job, GPU model
    and limit range skips this.
 2. **Choose** (:func:`choose_limit`): the fastest limit whose predicted energy
@@ -47,14 +47,14 @@ from greenai.control.profile import (
     profile_key,
 )
 from greenai.control.target import EnergyTarget
-from greenai.errors import ControlWarning, warn
+from greenai.core.errors import ControlWarning, warn
 
 if TYPE_CHECKING:
     from greenai.control.distributed import Coordinator
     from greenai.control.limits import PowerLimitGuard
     from greenai.devices import Device
-    from greenai.result import Result
-    from greenai.track import Tracker
+    from greenai.tracking.meter import Meter
+    from greenai.tracking.result import Result
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class _Phase:
 
 
 class Governor:
-    """Steers the run's GPUs toward an :class:`EnergyTarget`; a :class:`~greenai.track.RunObserver`.
+    """Steers the run's GPUs toward an :class:`EnergyTarget`; a :class:`RunObserver`.
 
     Args:
         target: The goal.
@@ -161,7 +161,7 @@ class Governor:
         self._measure_start_s: float | None = None
 
     # ------------------------------------------------------------- RunObserver
-    def run_started(self, tracker: Tracker) -> None:
+    def run_started(self, tracker: Meter) -> None:
         """Find the GPUs and their common limit range, take the guard, begin profiling."""
         self._reset(tracker)
         try:
@@ -207,7 +207,7 @@ class Governor:
         """Nothing left to do: the limits were restored before the run's last readings."""
 
     # ------------------------------------------------------------- set-up
-    def _reset(self, tracker: Tracker) -> None:
+    def _reset(self, tracker: Meter) -> None:
         self._tracker = tracker
         self._gpus: list[Device] = []
         self._guard: PowerLimitGuard | None = None

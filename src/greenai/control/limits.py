@@ -50,14 +50,14 @@ from types import FrameType, TracebackType
 from typing import Any, NamedTuple
 
 from greenai.control.state import state_dir
-from greenai.devices.base import Device
-from greenai.errors import (
+from greenai.core.errors import (
     ControlWarning,
     DeviceError,
     NoPermissionError,
     NotSupportedError,
     warn,
 )
+from greenai.devices.base import Device
 
 __all__ = [
     "JOURNAL_NAME",
@@ -175,7 +175,7 @@ def _read_owners(path: Path) -> list[dict[str, Any]]:
 
 def _write_owners(path: Path, owners: list[dict[str, Any]]) -> None:
     """Replace the journal atomically, or delete it when no owner has entries left."""
-    from greenai.report._files import fsync_directory, write_atomic
+    from greenai.core.files import fsync_directory, write_atomic
 
     owners = [o for o in owners if o.get("devices")]
     if not owners:
@@ -383,7 +383,7 @@ class PowerLimitGuard:
     out) sets the originals back and removes their journal entries.
 
     Without permission to set limits (containers, no root) nothing is raised:
-    one :class:`~greenai.errors.ControlWarning` says so, :attr:`permitted`
+    one :class:`~greenai.core.errors.ControlWarning` says so, :attr:`permitted`
     becomes False, and :attr:`refused` lists what would have been set, so a
     controller can report what it would have chosen. Metering is unaffected.
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from greenai.control.state import state_dir
-from greenai.report._files import write_atomic
+from greenai.core.files import write_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, Protocol, runtime_checkable
 
-from greenai.errors import NotSupportedError
+from greenai.core.errors import NotSupportedError
 
 Source = Literal["nvml-counter", "nvml-power", "rapl", "estimate", "sim"]
 """Where a figure comes from: a hardware energy counter read through NVML, NVML power

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import psutil
 
+from greenai.core.errors import DeviceError, NotSupportedError
 from greenai.devices.base import Device, DeviceKind, NoPowerLimit, Source
-from greenai.errors import DeviceError, NotSupportedError
 
 logger = logging.getLogger(__name__)
 

@@ -15,14 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from greenai.devices.base import DeviceKind, Source
-from greenai.errors import (
+from greenai.core.errors import (
     DeviceError,
     DeviceLostError,
     DriverNotLoadedError,
     NoPermissionError,
     NotSupportedError,
 )
+from greenai.devices.base import DeviceKind, Source
 
 logger = logging.getLogger(__name__)
 

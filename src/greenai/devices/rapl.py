@@ -26,8 +26,8 @@ import re
 import threading
 from pathlib import Path
 
+from greenai.core.errors import DeviceError, NotSupportedError
 from greenai.devices.base import Device, DeviceKind, NoPowerLimit, Source
-from greenai.errors import DeviceError, NotSupportedError
 
 logger = logging.getLogger(__name__)
 

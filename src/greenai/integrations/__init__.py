@@ -19,9 +19,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from greenai.api import Tracker
 from greenai.control.target import EnergyTarget
-from greenai.result import Result
+from greenai.tracker import Tracker
+from greenai.tracking.result import Result
 
 logger = logging.getLogger(__name__)
 

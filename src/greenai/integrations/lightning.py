@@ -17,7 +17,7 @@ from typing import Any
 
 from greenai.control.target import EnergyTarget
 from greenai.integrations import LoopRun, missing_framework
-from greenai.result import Result
+from greenai.tracking.result import Result
 
 try:
     from lightning.pytorch import (  # type: ignore[import-not-found,unused-ignore]

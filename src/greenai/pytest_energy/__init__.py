@@ -1,4 +1,4 @@
-"""The parts of greenai's pytest plugin (:mod:`greenai.pytest_plugin` holds the hooks).
+"""The parts of greenai's pytest plugin (:mod:`greenai.pytest_energy.plugin` holds the hooks).
 
 - :mod:`~greenai.pytest_energy.options`: the ``--energy*`` options, checked at configure time.
 - :mod:`~greenai.pytest_energy.budget`: ``@pytest.mark.energy_budget`` arguments and the

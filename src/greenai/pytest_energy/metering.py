@@ -23,13 +23,13 @@ from typing import Any
 
 import pytest
 
-from greenai import clock as _clock
-from greenai.api import Tracker
+from greenai.core import clock as _clock
 from greenai.pytest_energy import budget as _budget
 from greenai.pytest_energy.budget import Check, DeviceFigure, Figures
 from greenai.pytest_energy.options import Options
-from greenai.result import Result
-from greenai.track import Window
+from greenai.tracker import Tracker
+from greenai.tracking.meter import Window
+from greenai.tracking.result import Result
 
 FIGURE_FIELDS = (
     "energy_j",

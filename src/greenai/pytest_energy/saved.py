@@ -37,7 +37,7 @@ from typing import Any
 
 from greenai.pytest_energy.budget import Figures
 from greenai.report.records import read_record, write_record
-from greenai.result import PowerTimeline, Result
+from greenai.tracking.result import PowerTimeline, Result
 
 FORMAT = "greenai-pytest"
 """``metadata["pytest"]["format"]`` of a record written by ``--energy-save``."""

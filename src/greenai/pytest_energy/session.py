@@ -200,7 +200,7 @@ class EnergySession:
 
     def _save(self) -> None:
         from greenai.pytest_energy.saved import save, session_result
-        from greenai.result import Result
+        from greenai.tracking.result import Result
 
         tests = []
         for entry in self.tests.values():

@@ -5,7 +5,7 @@ describes the job's machines; all three read the job from here, so they agree.
 Nothing here formats or escapes: the renderers do (names come from users and
 hosts, and may hold anything).
 
-Where each figure comes from (see :class:`~greenai.result.Result`):
+Where each figure comes from (see :class:`~greenai.tracking.result.Result`):
 
 - a node's energy is the sum of the job devices on it (``result.device_nodes``),
   so the nodes add up to the job's total; devices with no known node are grouped
@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from greenai.result import Result
+from greenai.tracking.result import Result
 
 _T = TypeVar("_T")
 

@@ -55,7 +55,7 @@ How each column is filled (Units as CodeCarbon's):
 
 Safety: writers take an exclusive ``flock`` on the CSV file itself (see
 :func:`append_emissions_row`), and a file whose header is not CodeCarbon's is
-never appended to or replaced (:class:`~greenai.errors.ReportError`).
+never appended to or replaced (:class:`~greenai.core.errors.ReportError`).
 """
 
 from __future__ import annotations
@@ -72,10 +72,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from greenai.errors import ReportError
-from greenai.report._files import fsync_directory
+from greenai.core.errors import ReportError
+from greenai.core.files import fsync_directory
 from greenai.report._job import node_machines
-from greenai.result import Result
+from greenai.tracking.result import Result
 
 if sys.platform != "win32":
     import fcntl

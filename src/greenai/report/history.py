@@ -3,7 +3,7 @@
 The database keeps one row per run (keyed by ``run_id``) with the figures a listing
 needs (energy by device kind, CO2, cost, duration, host) and the run's whole JSON
 record (:func:`greenai.report.records.record_json`), so nothing about a run is lost
-and :meth:`History.get` returns the full :class:`~greenai.result.Result`.
+and :meth:`History.get` returns the full :class:`~greenai.tracking.result.Result`.
 
 Where it lives: ``$GREENAI_HISTORY`` when set, else
 ``$XDG_DATA_HOME/greenai/history.sqlite3`` (``~/.local/share`` when
@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from greenai.errors import ReportError
+from greenai.core.errors import ReportError
 from greenai.report.records import record_json, result_from_record
-from greenai.result import Result
+from greenai.tracking.result import Result
 
 SCHEMA_VERSION = 1
 """The ``PRAGMA user_version`` this greenai writes; a higher one is refused."""

@@ -7,7 +7,7 @@ and a Content-Security-Policy forbids the browser from fetching anything even if
 a stray reference slipped in. Every string that came from the user (run, window
 and device names, paths, notes) is HTML-escaped.
 
-Units: J, kWh, W, s, g/kg CO2e, USD, as in :class:`~greenai.result.Result`.
+Units: J, kWh, W, s, g/kg CO2e, USD, as in :class:`~greenai.tracking.result.Result`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from greenai.report._files import write_atomic
+from greenai.core.files import write_atomic
 from greenai.report._job import (
     Job,
     JobNode,
@@ -30,7 +30,7 @@ from greenai.report._job import (
     node_machines,
     short_device,
 )
-from greenai.result import Result
+from greenai.tracking.result import Result
 
 __all__ = ["render_html", "write_html"]
 

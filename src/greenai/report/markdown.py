@@ -35,7 +35,7 @@ from greenai.report.html import (
     node_label,
     shared_by,
 )
-from greenai.result import Result
+from greenai.tracking.result import Result
 
 __all__ = ["render_markdown"]
 

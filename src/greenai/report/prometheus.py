@@ -1,8 +1,8 @@
 """Live metrics of a running tracker for Prometheus: an HTTP endpoint, a multiprocess
 directory, or a Pushgateway.
 
-:class:`PrometheusExporter` is a :class:`~greenai.track.RunObserver`: a daemon
-thread reads the tracker's :meth:`~greenai.track.Tracker.snapshot` every
+:class:`PrometheusExporter` is a :class:`~greenai.tracking.meter.RunObserver`: a daemon
+thread reads the tracker's :meth:`~greenai.tracking.meter.Meter.snapshot` every
 ``update_interval_s`` into ``prometheus_client`` metric objects; once the run
 has stopped, its final figures come from the run's result itself (the exact
 energy, not the last snapshot's). Three ways out, which combine:
@@ -36,7 +36,7 @@ Counters only ever grow: each update adds what a device spent since the last one
 so a figure that falls (a sensor fault) holds until it exceeds its old high, and
 a later run with the same name keeps adding to the same series. Nothing here
 raises into the user's training loop: a failing update or push is logged (debug)
-and reported once, as an :class:`~greenai.errors.OutputWarning`, when the run stops.
+and reported once, as an :class:`~greenai.core.errors.OutputWarning`, when the run stops.
 """
 
 from __future__ import annotations
@@ -53,15 +53,15 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from greenai.errors import OutputWarning, warn
-from greenai.result import Result
+from greenai.core.errors import OutputWarning, warn
+from greenai.tracking.result import Result
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter
     from prometheus_client.metrics_core import Metric
 
-    from greenai.result import Snapshot
-    from greenai.track import Tracker
+    from greenai.tracking.meter import Meter
+    from greenai.tracking.result import Snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -383,13 +383,13 @@ class PrometheusExporter:
         self._push_interval_s = None if push_interval_s is None else float(push_interval_s)
         self._update_interval_s = float(update_interval_s)
         self._endpoint: _Endpoint | None = None
-        self._tracker: Tracker | None = None
+        self._tracker: Meter | None = None
         self._update_lock = threading.Lock()
         self._push_lock = threading.Lock()
         self.port: int | None = None
 
     # ----------------------------------------------------------------- RunObserver
-    def run_started(self, tracker: Tracker) -> None:
+    def run_started(self, tracker: Meter) -> None:
         """Start (or join) the endpoint, publish the first figures, start the update thread."""
         self._tracker = tracker
         self._run_labels: dict[str, str] = {"run": tracker.name or "run"}
@@ -404,7 +404,7 @@ class PrometheusExporter:
         self._start_unix_s = time.time()
         self.port = None
         try:
-            from greenai.launcher import rank_info
+            from greenai.tracking.launcher import rank_info
 
             info = rank_info()
             self._run_labels["rank"] = str(info.rank if info is not None else 0)

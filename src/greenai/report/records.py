@@ -1,4 +1,4 @@
-"""A run's JSON record: everything on its :class:`~greenai.result.Result`, written atomically.
+"""A run's JSON record: everything on its :class:`~greenai.tracking.result.Result`, atomically.
 
 A record is ``result.to_dict()`` plus ``"format": "greenai-run"`` and
 ``"format_version": 1``, so a reader can tell a greenai record from any other
@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from greenai.report._files import write_atomic
-from greenai.result import Result
+from greenai.core.files import write_atomic
+from greenai.tracking.result import Result
 
 RECORD_FORMAT = "greenai-run"
 """The ``format`` field of every run record."""

@@ -55,7 +55,7 @@ from typing import Any
 
 import pynvml
 
-from greenai.clock import Clock, MonotonicClock, VirtualClock, use
+from greenai.core.clock import Clock, MonotonicClock, VirtualClock, use
 from greenai.sim.gpu import SimulatedGPU
 from greenai.sim.simulation import Simulation
 
@@ -503,12 +503,12 @@ def simulated_nvml(
     Args:
         gpus: The GPUs, by NVML index: a sequence of :class:`SimulatedGPU`, one
             of them, or a count of default (H100) GPUs.
-        virtual_clock: Run on a fresh :class:`~greenai.clock.VirtualClock`,
-            installed with :func:`greenai.clock.use` for the block so that
+        virtual_clock: Run on a fresh :class:`~greenai.core.clock.VirtualClock`,
+            installed with :func:`greenai.core.clock.use` for the block so that
             greenai's tracker reads the same clock; time then passes only
             through the simulation (:meth:`Simulation.advance`,
             :meth:`Simulation.compute`). Otherwise the simulation runs on real
-            monotonic time (:class:`~greenai.clock.MonotonicClock`).
+            monotonic time (:class:`~greenai.core.clock.MonotonicClock`).
 
     Yields:
         The running :class:`Simulation`, also set as ``pynvml._greenai_simulation``.

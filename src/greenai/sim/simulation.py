@@ -21,7 +21,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from greenai.clock import Clock
+from greenai.core.clock import Clock
 from greenai.sim.gpu import PowerTimeline, SimulatedGPU
 
 FAULTS = ("not_supported", "lost", "no_permission", "counter_reset")

@@ -1,0 +1,338 @@
+"""The ``greenai`` command line (also ``python -m greenai``).
+
+Commands: ``run`` (meter any command), ``report`` (render a saved run),
+``devices`` (what this machine can meter, and why anything is missing),
+``history`` and ``compare`` (the local run history), ``demo``.
+Bad options exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    command: Any = args.handler
+    try:
+        status: int = command(args, parser)
+    except KeyboardInterrupt:
+        return 130
+    return status
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="greenai", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="meter a command: greenai run [options] -- CMD ...")
+    run.add_argument("--name", help="the run's name (default: the command's name)")
+    run.add_argument(
+        "--output-dir", type=Path, help="append to DIR/emissions.csv and write DIR/<run_id>.json"
+    )
+    run.add_argument(
+        "--no-live",
+        action="store_true",
+        help="no live power line on the terminal (default: shown on a TTY)",
+    )
+    _accounting_options(run)
+    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+    run.set_defaults(handler=_run)
+
+    report = commands.add_parser("report", help="render a saved run (RUN.json)")
+    report.add_argument("record", type=Path, metavar="RUN.json")
+    report.add_argument("--html", type=Path, metavar="OUT.html", help="write an HTML report")
+    report.add_argument(
+        "--md",
+        type=Path,
+        metavar="OUT.md",
+        help="write a Markdown summary ('-' for standard output)",
+    )
+    report.add_argument(
+        "--csv",
+        type=Path,
+        metavar="OUT.csv",
+        help="append the run to a CodeCarbon-style emissions.csv",
+    )
+    report.set_defaults(handler=_report)
+
+    devices = commands.add_parser("devices", help="what this machine can meter, and how")
+    devices.set_defaults(handler=_devices)
+
+    history = commands.add_parser("history", help="list the runs recorded on this machine")
+    history.add_argument(
+        "--limit", type=_positive_int, default=20, help="how many runs, newest first (default: 20)"
+    )
+    history.add_argument("--db", type=Path, help="history database (default: the user data dir)")
+    history.add_argument("--json", action="store_true", help="print JSON")
+    history.set_defaults(handler=_history)
+
+    compare = commands.add_parser("compare", help="compare two runs: energy, CO2, cost, time")
+    compare.add_argument("a", help="baseline run: run_id, unique prefix, or index (1 = latest)")
+    compare.add_argument("b", help="the run to compare with it")
+    compare.add_argument("--db", type=Path, help="history database (default: the user data dir)")
+    compare.add_argument("--json", action="store_true", help="print JSON")
+    compare.set_defaults(handler=_compare)
+
+    demo = commands.add_parser(
+        "demo", help="train a small torch model on synthetic data under greenai.track()"
+    )
+    demo.add_argument("--seconds", type=float, default=20.0, help="how long to train (default: 20)")
+    demo.add_argument(
+        "--device",
+        default=None,
+        help="torch device to train on (default: cuda if available, else cpu)",
+    )
+    demo.add_argument("--output-dir", type=Path, help="also write emissions.csv and RUN.json")
+    _accounting_options(demo)
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _accounting_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "where and at what price (default: config file, then GREENAI_* variables)"
+    )
+    group.add_argument("--country", help="ISO 3166 alpha-3 code, e.g. FRA")
+    group.add_argument("--region", help="a region CodeCarbon knows, e.g. california")
+    group.add_argument("--cloud", help="provider:region, e.g. gcp:europe-west1")
+    group.add_argument("--pue", type=float, help="data-centre PUE (default: 1.0)")
+    group.add_argument("--price-per-kwh", type=float, help="electricity price, USD per kWh")
+    group.add_argument("--gpu-hour-price", type=float, help="price of one GPU-hour, USD")
+    group.add_argument(
+        "--intensity",
+        type=float,
+        dest="intensity_g_per_kwh",
+        help="a fixed grid intensity, g CO2e per kWh",
+    )
+    group.add_argument("--intensity-csv", type=Path, help="hourly intensity: timestamp,g_per_kwh")
+    group.add_argument("--config", type=Path, dest="config_path", help="a greenai TOML config")
+
+
+def _accounting_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    keys = (
+        "country",
+        "region",
+        "cloud",
+        "pue",
+        "price_per_kwh",
+        "gpu_hour_price",
+        "intensity_g_per_kwh",
+        "intensity_csv",
+        "config_path",
+    )
+    return {k: getattr(args, k) for k in keys}
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from greenai.cli.runner import CommandError, run_command
+    from greenai.tracker import Tracker
+
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        parser.error("run: give the command after '--', e.g. greenai run -- python train.py")
+    try:
+        tracker = Tracker(
+            args.name or Path(cmd[0]).name, output_dir=args.output_dir, **_accounting_kwargs(args)
+        )
+    except ValueError as e:
+        parser.error(str(e))
+    try:
+        status, result = run_command(cmd, tracker, live=False if args.no_live else None)
+    except CommandError as e:
+        print(f"greenai: {e}", file=sys.stderr)
+        return e.exit_status
+    print(result.summary(), file=sys.stderr)
+    return status
+
+
+def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from greenai.report.records import read_record
+
+    try:
+        result = read_record(args.record)
+    except (OSError, ValueError) as e:
+        parser.error(f"report: cannot read {args.record}: {e}")
+    if args.html is None and args.md is None and args.csv is None:
+        print(result.summary())
+        return 0
+    if args.html is not None:
+        from greenai.report.html import write_html
+
+        write_html(args.html, result)
+    if args.md is not None:
+        from greenai.report.markdown import render_markdown
+
+        text = render_markdown(result)
+        if str(args.md) == "-":
+            sys.stdout.write(text)
+        else:
+            args.md.write_text(text, encoding="utf-8")
+    if args.csv is not None:
+        from greenai.report.csv_report import append_emissions_row
+
+        append_emissions_row(args.csv, result)
+    return 0
+
+
+def _devices(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from greenai import _C, __version__, devices
+
+    reasons = _ProbeLog()
+    logger = logging.getLogger("greenai.devices")
+    logger.addHandler(reasons)
+    previous = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        devices.reset_cache()
+        found = devices.probe()
+    finally:
+        logger.removeHandler(reasons)
+        logger.setLevel(previous)
+    build = _C.build_info()
+    print(
+        f"greenai {__version__}: native module built with CUDA={build['cuda']} "
+        f"({build['cuda_version'] or 'no CUDA'}), CUDA devices usable: "
+        f"{_C.cuda_device_count()}"
+    )
+    if not found:
+        print("nothing to meter")
+    for d in found:
+        how = {
+            "nvml-counter": "NVML energy counter",
+            "nvml-power": "NVML power, integrated",
+            "rapl": "RAPL energy counter",
+            "estimate": "ESTIMATE (not measured)",
+            "sim": "simulated GPU",
+        }[d.source]
+        print(f"  {d.name:<6} {d.kind:<5} {how:<26} {d!r}")
+    if reasons.lines:
+        print("not metered, and why:")
+        for line in reasons.lines:
+            print(f"  - {line}")
+    return 0
+
+
+class _ProbeLog(logging.Handler):
+    """Collects the probes' debug lines: each says why something is absent."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def _history(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from greenai.report.history import History
+
+    runs = History(args.db).runs(limit=args.limit)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(r) for r in runs], indent=2))
+        return 0
+    if not runs:
+        print("no runs recorded yet")
+        return 0
+    print(
+        f"{'#':>3}  {'run_id':<8}  {'started (UTC)':<19}  {'name':<20} {'time':>10} "
+        f"{'energy':>12} {'CO2e':>10} {'cost':>9}"
+    )
+    for r in runs:
+        print(
+            f"{r.index:>3}  {r.run_id[:8]:<8}  {_utc(r.start_unix_s):<19}  "
+            f"{(r.name or '')[:20]:<20} {r.duration_s:>9.1f}s {r.energy_j:>11,.0f}J "
+            f"{_opt(r.co2_kg, 1000, 'g'):>10} {_opt(r.cost_usd, 1, '$'):>9}"
+            + ("  PARTIAL" if r.partial else "")
+        )
+    return 0
+
+
+def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from greenai.report.history import History
+
+    try:
+        comparison = History(args.db).compare(args.a, args.b)
+    except (KeyError, ValueError) as e:
+        parser.error(f"compare: {e.args[0] if e.args else e}")
+    if args.json:
+        print(json.dumps(comparison.to_dict(), indent=2))
+        return 0
+    print(f"a: {comparison.a.run_id[:8]} {comparison.a.name or ''}")
+    print(f"b: {comparison.b.run_id[:8]} {comparison.b.name or ''}")
+    for label, delta, unit in (
+        ("energy", comparison.energy_j, "J"),
+        ("CO2e", comparison.co2_kg, "kg"),
+        ("cost", comparison.cost_usd, "USD"),
+        ("time", comparison.duration_s, "s"),
+    ):
+        if delta.a is None or delta.b is None or delta.diff is None:
+            print(f"  {label:<7} unknown for one of the runs")
+            continue
+        rel = f" ({delta.rel:+.1%})" if delta.rel is not None else ""
+        print(
+            f"  {label:<7} {delta.a:>14,.6g} -> {delta.b:>14,.6g} {unit:<3} {delta.diff:+,.6g}{rel}"
+        )
+    return 0
+
+
+def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if not args.seconds > 0:
+        parser.error(f"--seconds must be positive, got {args.seconds!r}")
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        print(f"greenai demo needs torch: pip install 'greenai[torch]' ({e})", file=sys.stderr)
+        return 2
+    from greenai.cli.demo import run_demo
+
+    try:
+        result = run_demo(
+            seconds=args.seconds,
+            device=args.device,
+            output_dir=args.output_dir,
+            **_accounting_kwargs(args),
+        )
+    except ValueError as e:
+        parser.error(str(e))
+    print(result.summary())
+    for window in result.windows:
+        print(window.summary())
+    return 0
+
+
+def _utc(unix_s: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(unix_s, datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%S"
+    )
+
+
+def _opt(value: float | None, scale: float, unit: str) -> str:
+    if value is None:
+        return "-"
+    return f"${value:,.2f}" if unit == "$" else f"{value * scale:,.1f}{unit}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""What every layer may use: greenai's errors and warnings, its clock, and atomic file writes."""

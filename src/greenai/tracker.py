@@ -1,0 +1,171 @@
+"""``greenai.track`` / ``greenai.Tracker``: metering with CO2, cost and reports wired in.
+
+The tracking layer (:mod:`greenai.tracking.meter`) knows joules; this module, above the
+accounting and report layers, gives it the hooks that turn a result into CO2e
+and money and write it where the user asked.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from greenai.accounting.carbon import accountant
+from greenai.accounting.settings import resolve_settings
+from greenai.control.governor import Governor
+from greenai.control.target import EnergyTarget
+from greenai.devices import Device
+from greenai.report.csv_report import append_emissions_row
+from greenai.report.history import History, default_history_path
+from greenai.report.prometheus import PrometheusExporter
+from greenai.report.records import record_path, write_record
+from greenai.tracking.job import DEFAULT_GATHER_TIMEOUT_S, Gather
+from greenai.tracking.meter import DEFAULT_SAMPLE_PERIOD_S, Meter, RunObserver
+from greenai.tracking.result import Result
+
+_HISTORY_OFF = {"0", "off", "false", "no"}
+
+
+class Tracker(Meter):
+    """Meters energy and accounts CO2e and cost; a context manager, a decorator, or start/stop.
+
+    Args:
+        name, gpus, cpu, dram, devices, sample_period_s, synchronize: As for
+            :class:`greenai.tracking.meter.Meter` (what to meter and how).
+        country: ISO 3166 alpha-3 code of where the machine runs (``"FRA"``).
+        region: A region CodeCarbon has data for (a US state, Canadian or Chinese
+            province, Nordic zone).
+        cloud: ``"provider:region"``, e.g. ``"gcp:europe-west1"``.
+        pue: Power usage effectiveness of the data centre (>= 1; default 1).
+        price_per_kwh: Electricity price. Units: USD per kWh.
+        gpu_hour_price: Price of one GPU for one hour. Units: USD.
+        intensity_g_per_kwh: A fixed grid intensity instead of a location's.
+            Units: g CO2e per kWh.
+        intensity_csv: A CSV of ``timestamp,g_per_kwh``: each part of the run is
+            charged the intensity of the hour it ran in.
+        config_path: A TOML file with any of the settings above.
+        output_dir: Append the run to ``output_dir/emissions.csv`` (CodeCarbon's
+            columns) and write ``output_dir/<run_id>.json``.
+        project_name: The ``project_name`` column of emissions.csv.
+        history: Where to record the run for ``greenai history``: None for the
+            default (``$GREENAI_HISTORY``, ``off`` to disable, else the user data
+            dir), False for nowhere, True for the default path, or a path.
+        target: Steer the GPUs' power limits toward this energy goal (see
+            :mod:`greenai.control`); the controller's decisions are in
+            ``run.result.metadata["control"]``. Steps must be marked with ``run.step()``.
+        prometheus: Live metrics for Prometheus while the run goes on: a port (served
+            on ``port + local rank``, see :class:`~greenai.report.prometheus.PrometheusExporter`)
+            or an exporter configured for a multiprocess directory or a Pushgateway.
+        gather, gather_timeout_s: In a ``torchrun``/``srun`` job, who holds the job's
+            result and how long to wait for the other ranks (see
+            :class:`greenai.tracking.meter.Meter` and :mod:`greenai.tracking.job`). Only the rank
+            holding the job result writes reports, unless ``gather="none"``.
+
+    Settings not given as arguments come from the config file, then ``GREENAI_*``
+    environment variables (see :func:`greenai.accounting.settings.resolve_settings`); a place
+    greenai cannot find is never guessed: the world average is charged, with a
+    warning. Bad settings raise ``ValueError`` here, before anything runs.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        gpus: Sequence[int] | None = None,
+        cpu: bool = True,
+        dram: bool = True,
+        devices: Sequence[Device] | None = None,
+        sample_period_s: float = DEFAULT_SAMPLE_PERIOD_S,
+        synchronize: bool = True,
+        country: str | None = None,
+        region: str | None = None,
+        cloud: str | None = None,
+        pue: float | None = None,
+        price_per_kwh: float | None = None,
+        gpu_hour_price: float | None = None,
+        intensity_g_per_kwh: float | None = None,
+        intensity_csv: str | os.PathLike[str] | None = None,
+        config_path: str | os.PathLike[str] | None = None,
+        output_dir: str | os.PathLike[str] | None = None,
+        project_name: str = "greenai",
+        history: bool | str | os.PathLike[str] | None = None,
+        target: EnergyTarget | None = None,
+        prometheus: int | PrometheusExporter | None = None,
+        gather: Gather = "rank0",
+        gather_timeout_s: float = DEFAULT_GATHER_TIMEOUT_S,
+    ) -> None:
+        settings = resolve_settings(
+            country=country,
+            region=region,
+            cloud=cloud,
+            pue=pue,
+            price_per_kwh=price_per_kwh,
+            gpu_hour_price=gpu_hour_price,
+            intensity_g_per_kwh=intensity_g_per_kwh,
+            intensity_csv=intensity_csv,
+            config_path=config_path,
+        )
+        super().__init__(
+            name,
+            gpus=gpus,
+            cpu=cpu,
+            dram=dram,
+            devices=devices,
+            sample_period_s=sample_period_s,
+            synchronize=synchronize,
+            account=accountant(settings),
+            outputs=_outputs(output_dir, project_name, history),
+            observers=_observers(target, name, prometheus),
+            gather=gather,
+            gather_timeout_s=gather_timeout_s,
+        )
+
+
+def _observers(
+    target: EnergyTarget | None, name: str | None, prometheus: int | PrometheusExporter | None
+) -> list[RunObserver]:
+    observers: list[RunObserver] = []
+    if target is not None:
+        observers.append(Governor(target, job=name))
+    if isinstance(prometheus, PrometheusExporter):
+        observers.append(prometheus)
+    elif prometheus is not None:
+        observers.append(PrometheusExporter(port=prometheus))
+    return observers
+
+
+def _outputs(
+    output_dir: str | os.PathLike[str] | None,
+    project_name: str,
+    history: bool | str | os.PathLike[str] | None,
+) -> list[Callable[[Result], object]]:
+    outputs: list[Callable[[Result], object]] = []
+    if output_dir is not None:
+        directory = Path(output_dir)
+
+        def write_reports(result: Result) -> None:
+            directory.mkdir(parents=True, exist_ok=True)
+            append_emissions_row(directory / "emissions.csv", result, project_name=project_name)
+            write_record(record_path(directory, result), result)
+
+        outputs.append(write_reports)
+    history_path = _history_path(history)
+    if history_path is not None:
+        outputs.append(History(history_path).add)
+    return outputs
+
+
+def _history_path(history: bool | str | os.PathLike[str] | None) -> Path | None:
+    if history is False:
+        return None
+    if history is None and os.environ.get("GREENAI_HISTORY", "").strip().lower() in _HISTORY_OFF:
+        return None
+    if history is None or history is True:
+        return default_history_path()
+    return Path(history)
+
+
+track = Tracker
+"""``greenai.track(...)`` is :class:`Tracker`: ``with greenai.track("name") as run:`` or
+``@greenai.track("name")``; after it, ``run.result`` holds energy, CO2e and cost."""

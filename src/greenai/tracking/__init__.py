@@ -1,0 +1,1 @@
+"""Metering in joules: the sampler, windows and steps, a run's Result, jobs and forecasts."""

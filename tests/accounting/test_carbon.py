@@ -1,0 +1,653 @@
+"""Grid intensity (CodeCarbon's data, fixed, time series) and the accounting of results."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from greenai.accounting import grid_data as _codecarbon
+from greenai.accounting.carbon import Intensity, IntensitySeries, account, accountant, intensity_for
+from greenai.accounting.settings import AccountingSettings
+from greenai.core.errors import AccountingWarning
+from greenai.tracking.meter import Meter
+from greenai.tracking.result import PowerTimeline, Result
+
+T0 = 1_717_200_000.0  # 2024-06-01T00:00:00Z, on the hour
+HOUR = 3600.0
+
+
+def _result(
+    *,
+    start_unix_s: float = T0,
+    duration_s: float = 2 * HOUR,
+    energy_j: float = 3.6e6,
+    times_s: Sequence[float] = (),
+    power_w: Sequence[float] = (),
+    windows: tuple[Result, ...] = (),
+    partial: bool = False,
+    offset_s: float = 0.0,
+) -> Result:
+    return Result(
+        name="run",
+        start_unix_s=start_unix_s,
+        duration_s=duration_s,
+        energy_by_device_j={"gpu0": energy_j},
+        sources={"gpu0": "sim"},
+        kinds={"gpu0": "gpu"},
+        partial=partial,
+        partial_reasons=("gpu0 failed",) if partial else (),
+        windows=windows,
+        timeline=PowerTimeline(list(times_s), {"gpu0": list(power_w)} if times_s else {}),
+        offset_s=offset_s,
+    )
+
+
+def _series_file(tmp_path: Path, text: str, name: str = "grid.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _hourly(tmp_path: Path, *values: float) -> IntensitySeries:
+    rows = "".join(f"{T0 + i * HOUR:.0f},{v}\n" for i, v in enumerate(values))
+    return IntensitySeries.from_csv(_series_file(tmp_path, "timestamp,g_per_kwh\n" + rows))
+
+
+# ---------------------------------------------------------------- CodeCarbon's figures
+
+
+def test_known_country_figures() -> None:
+    france = _codecarbon.country_intensity("FRA")
+    usa = _codecarbon.country_intensity("usa")
+    assert france is not None
+    assert usa is not None
+    assert france == (pytest.approx(56.039), "France")
+    assert usa == (pytest.approx(369.473), "United States")
+    assert _codecarbon.country_intensity("XYZ") is None
+    assert _codecarbon.world_average_g_per_kwh() == 475.0
+
+
+def test_regions_and_cloud() -> None:
+    ca = _codecarbon.region_intensity("USA", "california")
+    assert ca is not None
+    assert ca[0] == pytest.approx(394.769 * 0.45359237)  # eGRID lbs/MWh -> g/kWh
+    assert ca[2] == "USA"
+    assert _codecarbon.region_intensity("USA", "CA") == ca  # postal code, a greenai extra
+    assert _codecarbon.region_intensity(None, "California") == ca  # country inferred
+    quebec = _codecarbon.region_intensity("CAN", "Quebec")
+    assert quebec is not None
+    assert quebec[0] == pytest.approx(3.94, abs=0.01)
+    sichuan = _codecarbon.region_intensity("chn", "Sichuan Province")
+    assert sichuan is not None
+    assert sichuan[0] == 156.4
+    assert _codecarbon.region_intensity(None, "CN-SC") == sichuan
+    se3 = _codecarbon.region_intensity(None, "se3")
+    assert se3 is not None
+    assert (se3[0], se3[2]) == (27.0, "SWE")
+    assert _codecarbon.region_intensity("NOR", "SE3") is None  # SE3 is Swedish
+    assert _codecarbon.region_intensity("USA", "atlantis") is None
+    assert _codecarbon.cloud_intensity("GCP", "europe-west1") == (
+        122.0,
+        "St. Ghislain, Belgium",
+        "BEL",
+    )
+    assert _codecarbon.cloud_intensity("aws", "us-east-1") is None
+    assert "europe-west9" in _codecarbon.cloud_regions("gcp")
+    assert _codecarbon.codecarbon_version().startswith("3.3")
+
+
+PLACES = [
+    ("FRA", None),
+    ("USA", None),
+    ("DEU", None),
+    ("IND", None),
+    ("USA", "california"),
+    ("USA", "texas"),
+    ("CAN", "quebec"),
+    ("CAN", "alberta"),
+    ("CHN", "sichuan province"),
+    ("SWE", "SE3"),
+    ("NOR", "NO4"),
+    ("FIN", "FI"),
+]
+
+
+@pytest.mark.parametrize(("iso3", "region"), PLACES)
+def test_matches_codecarbon_private_infra(iso3: str, region: str | None) -> None:
+    """greenai charges exactly what CodeCarbon's own Emissions computes, offline."""
+    from codecarbon.core.emissions import Emissions
+    from codecarbon.core.units import Energy
+    from codecarbon.external.geography import GeoMetadata
+    from codecarbon.input import DataSource
+
+    expected_g = 1000 * Emissions(DataSource()).get_private_infra_emissions(
+        Energy(kWh=1.0), GeoMetadata(country_iso_code=iso3, region=region)
+    )
+    settings = AccountingSettings(country=iso3, region=region)
+    intensity = intensity_for(settings)
+    assert isinstance(intensity, Intensity)
+    assert intensity.g_per_kwh == pytest.approx(expected_g, rel=1e-9)
+    assert intensity.notes == ()
+
+
+@pytest.mark.parametrize("region", ["europe-west1", "us-central1", "northamerica-northeast1"])
+def test_matches_codecarbon_cloud(region: str) -> None:
+    from codecarbon.core.emissions import Emissions
+    from codecarbon.core.units import Energy
+    from codecarbon.external.geography import CloudMetadata
+    from codecarbon.input import DataSource
+
+    expected_g = 1000 * Emissions(DataSource()).get_cloud_emissions(
+        Energy(kWh=1.0), CloudMetadata(provider="gcp", region=region)
+    )
+    intensity = intensity_for(AccountingSettings(cloud=f"gcp:{region}"))
+    assert isinstance(intensity, Intensity)
+    assert intensity.g_per_kwh == pytest.approx(expected_g, rel=1e-9)
+    assert intensity.location.startswith(f"gcp:{region} (")
+
+
+def test_world_average_matches_codecarbon() -> None:
+    from codecarbon.core.emissions import Emissions
+    from codecarbon.core.units import Energy
+    from codecarbon.external.geography import GeoMetadata
+    from codecarbon.input import DataSource
+
+    expected_g = 1000 * Emissions(DataSource()).get_private_infra_emissions(
+        Energy(kWh=1.0), GeoMetadata(country_iso_code="XYZ")
+    )
+    assert _codecarbon.world_average_g_per_kwh() == pytest.approx(expected_g)
+
+
+# ---------------------------------------------------------------- choosing the intensity
+
+
+def test_known_country_source_and_location() -> None:
+    intensity = intensity_for(AccountingSettings(country="fra"))
+    assert isinstance(intensity, Intensity)
+    assert intensity.g_per_kwh == pytest.approx(56.039)
+    assert intensity.location == "France (FRA)"
+    version = _codecarbon.codecarbon_version()
+    assert intensity.source == f"CodeCarbon {version} offline data: France (FRA)"
+
+
+def test_fixed_intensity_wins_over_every_lookup() -> None:
+    settings = AccountingSettings(country="FRA", cloud="gcp:us-central1", intensity_g_per_kwh=12.5)
+    intensity = intensity_for(settings)
+    assert intensity == Intensity(12.5, "fixed by user", "gcp:us-central1, FRA")
+
+
+def test_cloud_wins_over_region_and_country() -> None:
+    intensity = intensity_for(
+        AccountingSettings(cloud="gcp:europe-west9", region="texas", country="USA")
+    )
+    assert isinstance(intensity, Intensity)
+    assert intensity.g_per_kwh == 34.0
+
+
+def test_region_wins_over_country() -> None:
+    intensity = intensity_for(AccountingSettings(region="quebec", country="CAN"))
+    assert isinstance(intensity, Intensity)
+    assert intensity.g_per_kwh == pytest.approx(3.94, abs=0.01)
+
+
+def test_series_wins_over_location(tmp_path: Path) -> None:
+    csv = _series_file(tmp_path, f"timestamp,g_per_kwh\n{T0:.0f},10\n")
+    intensity = intensity_for(AccountingSettings(country="FRA", intensity_csv=csv))
+    assert isinstance(intensity, IntensitySeries)
+    assert intensity.location == "FRA"
+
+
+def test_unknown_location_warns_once_and_uses_world_average() -> None:
+    with pytest.warns(AccountingWarning, match="location unknown") as record:
+        intensity = intensity_for(AccountingSettings())
+    assert len(record) == 1
+    assert isinstance(intensity, Intensity)
+    assert intensity.g_per_kwh == _codecarbon.world_average_g_per_kwh() == 475.0
+    assert intensity.location == "unknown"
+    assert "world average" in intensity.source
+    assert intensity.notes
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"country": "XYZ"}, "country 'XYZ'"),
+        ({"region": "atlantis"}, "region 'atlantis'"),
+        ({"cloud": "gcp:mars-north1"}, "cloud region 'gcp:mars-north1'"),
+    ],
+)
+def test_unknown_code_is_named_and_world_average_used(settings: dict[str, str], named: str) -> None:
+    with pytest.warns(AccountingWarning, match=named) as record:
+        intensity = intensity_for(AccountingSettings(**settings))  # type: ignore[arg-type]
+    assert len(record) == 1
+    assert isinstance(intensity, Intensity)
+    assert intensity.g_per_kwh == 475.0
+    assert intensity.location == "unknown"
+
+
+def test_unknown_cloud_falls_back_to_the_country_given() -> None:
+    with pytest.warns(AccountingWarning, match=r"aws:us-east-1.*charged United States") as record:
+        intensity = intensity_for(AccountingSettings(cloud="aws:us-east-1", country="USA"))
+    assert len(record) == 1
+    assert isinstance(intensity, Intensity)
+    assert intensity.g_per_kwh == pytest.approx(369.473)
+
+
+def test_region_of_another_country_falls_back_to_the_country() -> None:
+    with pytest.warns(AccountingWarning, match="region 'texas' of country FRA"):
+        intensity = intensity_for(AccountingSettings(region="texas", country="FRA"))
+    assert isinstance(intensity, Intensity)
+    assert intensity.g_per_kwh == pytest.approx(56.039)
+
+
+def test_known_location_does_not_warn() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        intensity_for(AccountingSettings(country="DEU"))
+        intensity_for(AccountingSettings(region="SE1"))
+
+
+# ---------------------------------------------------------------- time series parsing
+
+
+def test_series_formats(tmp_path: Path) -> None:
+    """ISO with a zone, ISO naive (UTC), 'Z', and unix seconds all land on the same instants."""
+    path = _series_file(
+        tmp_path,
+        "timestamp,g_per_kwh\n"
+        "2024-06-01T02:00:00+02:00,100\n"  # = 2024-06-01T00:00Z
+        "2024-06-01 01:00:00,200\n"  # naive: UTC
+        "2024-06-01T02:00:00Z,300\n"
+        f"{T0 + 3 * HOUR:.0f},400\n"
+        f"{T0 + 4 * HOUR:.1f},500\n",
+    )
+    series = IntensitySeries.from_csv(path)
+    assert series.times_unix_s == tuple(T0 + i * HOUR for i in range(5))
+    assert series.values_g_per_kwh == (100.0, 200.0, 300.0, 400.0, 500.0)
+    assert series.step_s == HOUR
+    assert series.source == f"time series {path} (hourly)"
+
+
+def test_series_alternative_column_extra_columns_and_blank_lines(tmp_path: Path) -> None:
+    path = _series_file(
+        tmp_path,
+        "zone, Timestamp ,intensity_g_per_kwh\n\nFR,2024-06-01T00:00:00Z,50\n\nFR,"
+        "2024-06-01T00:30:00Z,60\n",
+    )
+    series = IntensitySeries.from_csv(path)
+    assert series.values_g_per_kwh == (50.0, 60.0)
+    assert series.step_s == 1800.0
+    assert "every 30 min" in series.source
+
+
+def test_series_rows_are_sorted(tmp_path: Path) -> None:
+    path = _series_file(
+        tmp_path, f"timestamp,g_per_kwh\n{T0 + HOUR:.0f},300\n{T0:.0f},100\n{T0 + 2 * HOUR:.0f},5\n"
+    )
+    series = IntensitySeries.from_csv(path)
+    assert series.times_unix_s == (T0, T0 + HOUR, T0 + 2 * HOUR)
+    assert series.values_g_per_kwh == (100.0, 300.0, 5.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("", "no rows"),
+        ("timestamp,g_per_kwh\n", "no rows"),
+        ("time,g_per_kwh\n0,1\n", "no 'timestamp' column"),
+        ("timestamp,value\n0,1\n", "exactly one of the columns"),
+        ("timestamp,g_per_kwh,intensity_g_per_kwh\n0,1,1\n", "exactly one of the columns"),
+        ("timestamp,g_per_kwh\nyesterday,1\n", r"line 2: timestamp 'yesterday'"),
+        ("timestamp,g_per_kwh\n0,1\n3600,lots\n", r"line 3: intensity 'lots' is not a number"),
+        ("timestamp,g_per_kwh\n0,-1\n", "line 2: intensity '-1' must be a finite number >= 0"),
+        ("timestamp,g_per_kwh\n0,nan\n", "must be a finite number"),
+        ("timestamp,g_per_kwh\ninf,1\n", "not finite"),
+        ("timestamp,g_per_kwh\n0,1,2\n", "line 2: 3 fields"),
+        ("timestamp,g_per_kwh\n0,1\n3600,2\n0,3\n", "lines 2 and 4 have the same timestamp"),
+    ],
+)
+def test_series_rejects(tmp_path: Path, text: str, match: str) -> None:
+    path = _series_file(tmp_path, text)
+    with pytest.raises(ValueError, match=match) as info:
+        IntensitySeries.from_csv(path)
+    assert str(path) in str(info.value)
+
+
+def test_series_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="cannot be read"):
+        IntensitySeries.from_csv(tmp_path / "nope.csv")
+
+
+def test_series_value_at_and_edges(tmp_path: Path) -> None:
+    series = _hourly(tmp_path, 100, 300)
+    assert series.g_per_kwh_at(T0 - 10) == 100.0  # before the first row: the first value
+    assert series.g_per_kwh_at(T0) == 100.0
+    assert series.g_per_kwh_at(T0 + HOUR - 1) == 100.0
+    assert series.g_per_kwh_at(T0 + HOUR) == 300.0
+    assert series.g_per_kwh_at(T0 + 10 * HOUR) == 300.0  # after the last: the last value
+    assert series.end_unix_s == T0 + 2 * HOUR
+
+
+def test_single_row_series_applies_from_its_time_on(tmp_path: Path) -> None:
+    series = _hourly(tmp_path, 42)
+    assert series.step_s == float("inf")
+    assert "a single value" in series.source
+    out = account(_result(start_unix_s=T0 + 100 * HOUR), AccountingSettings(), series)
+    assert out.intensity_g_per_kwh == 42.0
+    assert out.accounting["notes"] == [
+        "no price given: set price_per_kwh and/or gpu_hour_price for a cost"
+    ]
+
+
+# ---------------------------------------------------------------- charging by the hour
+
+
+def _constant_timeline(
+    duration_s: float, period_s: float, watts: float
+) -> tuple[list[float], list[float]]:
+    n = int(duration_s / period_s)
+    times = [period_s * (i + 1) for i in range(n)]
+    return times, [watts] * n
+
+
+def test_two_hours_at_constant_power_average_the_two_hours(tmp_path: Path) -> None:
+    """1 kWh over two hours at 100 then 300 g/kWh: 200 g/kWh, 0.2 kg."""
+    series = _hourly(tmp_path, 100, 300)
+    times, power = _constant_timeline(2 * HOUR, 10.0, 500.0)
+    result = _result(times_s=times, power_w=power, energy_j=3.6e6)
+    out = account(result, AccountingSettings(), series)
+    assert out.intensity_g_per_kwh == pytest.approx(200.0)
+    assert out.co2_kg == pytest.approx(0.2)
+    assert out.accounting["intensity_g_per_kwh"] == pytest.approx(200.0)
+    assert out.accounting["intensity_source"] == series.source
+
+
+def test_uniform_spreading_without_a_timeline(tmp_path: Path) -> None:
+    series = _hourly(tmp_path, 100, 300)
+    out = account(_result(), AccountingSettings(), series)
+    assert out.intensity_g_per_kwh == pytest.approx(200.0)
+
+
+def test_energy_is_charged_where_the_power_was_drawn(tmp_path: Path) -> None:
+    """Three times the power in the second hour: (1 x 100 + 3 x 300) / 4 = 250 g/kWh."""
+    series = _hourly(tmp_path, 100, 300)
+    times = [float(t) for t in range(7201)]
+    power = [100.0 if t < HOUR else 300.0 for t in times]
+    out = account(_result(times_s=times, power_w=power), AccountingSettings(), series)
+    # Power is linear between samples: the step blurs over the second before the hour.
+    assert out.intensity_g_per_kwh == pytest.approx(250.0, abs=0.05)
+    assert out.co2_kg == pytest.approx(1.0 * 250.0 / 1000, rel=1e-3)
+
+
+def test_nan_samples_and_other_devices(tmp_path: Path) -> None:
+    series = _hourly(tmp_path, 100, 300)
+    times = [float(t) for t in range(0, 7201, 600)]
+    result = Result(
+        name="run",
+        start_unix_s=T0,
+        duration_s=2 * HOUR,
+        energy_by_device_j={"gpu0": 1.8e6, "cpu0": 1.8e6},
+        sources={"gpu0": "sim", "cpu0": "estimate"},
+        kinds={"gpu0": "gpu", "cpu0": "cpu"},
+        timeline=PowerTimeline(
+            times,
+            {
+                "gpu0": [float("nan") if t < HOUR else 200.0 for t in times],
+                "cpu0": [200.0 if t < HOUR else float("nan") for t in times],
+            },
+        ),
+    )
+    out = account(result, AccountingSettings(), series)
+    assert out.intensity_g_per_kwh == pytest.approx(200.0, rel=0.02)
+
+
+def test_window_in_the_second_hour(tmp_path: Path) -> None:
+    """A window's timeline is in seconds since the run's start; offset_s places the window."""
+    series = _hourly(tmp_path, 100, 300)
+    window = _result(
+        start_unix_s=T0 + 4000.0,
+        duration_s=1000.0,
+        times_s=[4000.0 + 10 * i for i in range(1, 100)],
+        power_w=[300.0] * 99,
+        offset_s=4000.0,
+    )
+    out = account(window, AccountingSettings(), series)
+    assert out.intensity_g_per_kwh == pytest.approx(300.0)
+
+
+def test_window_straddling_the_hour(tmp_path: Path) -> None:
+    """600 s before the hour and 600 s after, at constant power: 200 g/kWh."""
+    series = _hourly(tmp_path, 100, 300)
+    times = [3000.0 + i for i in range(1, 1200)]  # 1 s samples, strictly inside the window
+    window = _result(
+        start_unix_s=T0 + 3000.0,
+        duration_s=1200.0,
+        times_s=times,
+        power_w=[250.0] * len(times),
+        offset_s=3000.0,
+    )
+    assert account(window, AccountingSettings(), series).intensity_g_per_kwh == pytest.approx(200.0)
+
+
+def test_offset_places_the_samples_in_the_series(tmp_path: Path) -> None:
+    """The window's offset says where its samples (seconds since the run's start) lie."""
+    series = _hourly(tmp_path, 100, 300)
+    times = [float(t) for t in range(600, 1801, 10)]
+    power = [1000.0 if t < 1200 else 0.0 for t in times]
+    # The window spans T0+3000..T0+4200; its samples, 600..1800 s into the run, fill it.
+    busy_before = _result(
+        start_unix_s=T0 + 3000.0, duration_s=1200.0, times_s=times, power_w=power, offset_s=600.0
+    )
+    assert account(busy_before, AccountingSettings(), series).intensity_g_per_kwh == (
+        pytest.approx(100.0, abs=1.0)
+    )
+    # With the run starting 600 s later the busy samples move after the hour (and the
+    # profile is held at the first sample's power before them): busy throughout.
+    shifted = _result(
+        start_unix_s=T0 + 3000.0, duration_s=1200.0, times_s=times, power_w=power, offset_s=0.0
+    )
+    assert account(shifted, AccountingSettings(), series).intensity_g_per_kwh == (
+        pytest.approx(200.0, abs=1.0)
+    )
+
+
+def test_window_of_a_tracked_run_is_charged_its_own_hours(tmp_path: Path) -> None:
+    """End to end: the tracker's windows carry offset_s, so series charging is exact."""
+    from greenai.accounting.carbon import accountant
+    from greenai.core import clock
+    from greenai.sim import SimulatedGPU, simulated_nvml
+
+    start = time.time()
+    hour0 = start - start % HOUR
+    path = _series_file(
+        tmp_path,
+        f"timestamp,g_per_kwh\n{hour0:.0f},100\n"
+        f"{hour0 + HOUR:.0f},300\n{hour0 + 2 * HOUR:.0f},300\n",
+    )
+    hook = accountant(AccountingSettings(intensity_csv=path))
+    with simulated_nvml([SimulatedGPU()], virtual_clock=True) as sim:
+        with Meter(cpu=False, dram=False, account=hook) as run:
+            sim.advance(10.0)
+            with run.window("w"):
+                sim.compute(5.0)
+    assert isinstance(clock.active(), clock.MonotonicClock)
+    w = run.result.window("w")
+    assert w.offset_s == pytest.approx(10.0)
+    # the virtual run lasted 15 s from a real start: it fell in the first hour unless the
+    # real clock is within 15 s of the hour
+    if start + 15.0 >= hour0 + HOUR:
+        pytest.skip("the real clock is within 15 s of the hour: the run straddles it")
+    assert w.intensity_g_per_kwh == pytest.approx(100.0)
+
+
+def test_run_outside_the_series_uses_the_edges_and_says_so(tmp_path: Path) -> None:
+    series = _hourly(tmp_path, 100, 300)
+    early = account(_result(start_unix_s=T0 - HOUR, duration_s=HOUR), AccountingSettings(), series)
+    assert early.intensity_g_per_kwh == 100.0
+    assert any("before the intensity series starts" in n for n in early.accounting["notes"])
+    late = account(
+        _result(start_unix_s=T0 + 1.5 * HOUR, duration_s=HOUR), AccountingSettings(), series
+    )
+    assert late.intensity_g_per_kwh == pytest.approx(300.0)
+    notes = late.accounting["notes"]
+    assert any("1800 s ran after the intensity series ends" in n for n in notes)
+    inside = account(_result(), AccountingSettings(), series)
+    assert not any("intensity series" in n for n in inside.accounting["notes"])
+
+
+def test_zero_duration_takes_the_value_at_the_instant(tmp_path: Path) -> None:
+    series = _hourly(tmp_path, 100, 300)
+    out = account(
+        _result(start_unix_s=T0 + HOUR + 1, duration_s=0.0, energy_j=0.0),
+        AccountingSettings(),
+        series,
+    )
+    assert out.intensity_g_per_kwh == 300.0
+    assert out.co2_kg == 0.0
+
+
+def test_series_from_settings_is_used_by_account(tmp_path: Path) -> None:
+    csv = _series_file(tmp_path, f"timestamp,g_per_kwh\n{T0:.0f},100\n{T0 + HOUR:.0f},300\n")
+    out = account(_result(), AccountingSettings(intensity_csv=csv))
+    assert out.intensity_g_per_kwh == pytest.approx(200.0)
+    assert out.accounting["intensity_source"] == f"time series {csv} (hourly)"
+
+
+def test_series_naive_and_utc_agree_with_dt(tmp_path: Path) -> None:
+    moment = dt.datetime(2024, 6, 1, tzinfo=dt.timezone.utc)
+    series = IntensitySeries.from_csv(
+        _series_file(tmp_path, "timestamp,g_per_kwh\n2024-06-01T00:00:00,7\n")
+    )
+    assert series.times_unix_s == (moment.timestamp(),)
+
+
+# ---------------------------------------------------------------- account
+
+
+def test_co2_with_pue() -> None:
+    """1 kWh of IT energy at PUE 1.5 and 100 g/kWh: 1.5 kWh at the meter, 0.15 kg."""
+    result = _result(energy_j=3.6e6)
+    out = account(result, AccountingSettings(pue=1.5), Intensity(100.0, "fixed by user", "x"))
+    assert out.co2_kg == pytest.approx(0.15)
+    assert out.accounting["facility_energy_kwh"] == pytest.approx(1.5)
+    assert out.accounting["pue"] == 1.5
+    assert out.intensity_g_per_kwh == 100.0
+    no_pue = account(result, AccountingSettings(), Intensity(100.0, "fixed by user", "x"))
+    assert no_pue.co2_kg == pytest.approx(0.1)
+
+
+def test_accounting_record_is_complete_and_json_ready() -> None:
+    result = _result(energy_j=7.2e6)
+    settings = AccountingSettings(country="FRA", pue=1.1, price_per_kwh=0.2, gpu_hour_price=2.0)
+    out = account(result, settings)
+    assert set(out.accounting) == {
+        "location",
+        "intensity_source",
+        "intensity_g_per_kwh",
+        "pue",
+        "facility_energy_kwh",
+        "price_per_kwh",
+        "gpu_hour_price",
+        "gpu_hours",
+        "currency",
+        "settings_origin",
+        "notes",
+        "country_iso_code",
+        "country_name",
+        "region",
+        "cloud_provider",
+        "cloud_region",
+    }
+    assert out.accounting["country_iso_code"] == "FRA"
+    assert out.accounting["country_name"] == "France"
+    assert out.accounting["location"] == "France (FRA)"
+    assert out.accounting["settings_origin"]["country"] == "argument"
+    assert out.accounting["settings_origin"]["region"] == "default"
+    assert out.accounting["notes"] == []
+    assert out.co2_kg == pytest.approx(2.0 * 1.1 * 56.039 / 1000)
+    assert out.cost_usd == pytest.approx(2.0 * 2.0 + 2.2 * 0.2)
+    record = json.loads(json.dumps(out.to_dict(), allow_nan=False))
+    back = Result.from_dict(record)
+    assert back.co2_kg == pytest.approx(out.co2_kg)
+    assert back.accounting == record["accounting"]
+    assert result.co2_kg is None  # the input is left as it was
+
+
+def test_account_does_not_recurse_into_windows() -> None:
+    window = _result(duration_s=60.0, energy_j=1000.0)
+    run = _result(windows=(window,))
+    out = account(run, AccountingSettings(), Intensity(100.0, "fixed by user", "x"))
+    assert out.co2_kg is not None
+    assert out.windows[0].co2_kg is None
+    assert out.windows[0] is window
+
+
+def test_partial_energy_is_noted() -> None:
+    out = account(_result(partial=True), AccountingSettings(), Intensity(1.0, "fixed by user", "x"))
+    assert any("partial" in note for note in out.accounting["notes"])
+
+
+def test_account_warns_on_unknown_location_and_notes_it() -> None:
+    with pytest.warns(AccountingWarning):
+        out = account(_result(), AccountingSettings())
+    assert out.intensity_g_per_kwh == 475.0
+    assert out.accounting["location"] == "unknown"
+    assert any("world average" in note for note in out.accounting["notes"])
+
+
+def test_accountant_warns_once_for_a_whole_run() -> None:
+    with pytest.warns(AccountingWarning) as record:
+        hook = accountant(AccountingSettings())
+        results = [hook(_result(duration_s=float(i + 1))) for i in range(5)]
+    assert len(record) == 1
+    assert all(r.intensity_g_per_kwh == 475.0 for r in results)
+
+
+def test_tracker_accounts_the_run_and_every_window() -> None:
+    settings = AccountingSettings(intensity_g_per_kwh=100.0, price_per_kwh=0.5)
+    with Meter("accounted", account=accountant(settings)) as run, run.window("w"):
+        pass
+    result = run.result
+    assert result.co2_kg == pytest.approx(result.energy_kwh * 0.1)
+    assert result.cost_usd == pytest.approx(result.energy_kwh * 0.5)
+    window = result.window("w")
+    assert window.co2_kg == pytest.approx(window.energy_kwh * 0.1)
+    assert window.accounting["intensity_source"] == "fixed by user"
+
+
+# ---------------------------------------------------------------- light imports
+
+
+def test_accounting_imports_stay_light() -> None:
+    """``import greenai`` never loads CodeCarbon; neither do the lookups (they read files)."""
+    code = (
+        "import sys, json\n"
+        "import greenai\n"
+        "heavy = lambda: [m for m in ('codecarbon', 'pandas', 'numpy') if m in sys.modules]\n"
+        "after_greenai = heavy()\n"
+        "import greenai.accounting.carbon, greenai.accounting.settings, greenai.accounting.cost\n"
+        "after_modules = heavy()\n"
+        "from greenai.accounting.carbon import intensity_for\n"
+        "from greenai.accounting.settings import AccountingSettings\n"
+        "i = intensity_for(AccountingSettings(country='FRA', region=None))\n"
+        "j = intensity_for(AccountingSettings(cloud='gcp:europe-west1'))\n"
+        "k = intensity_for(AccountingSettings(country='USA', region='texas'))\n"
+        "print(json.dumps([after_greenai, after_modules, heavy(), i.g_per_kwh]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    after_greenai, after_modules, after_lookup, france = json.loads(out)
+    assert after_greenai == []
+    assert after_modules == []
+    assert "codecarbon" not in after_lookup
+    assert "pandas" not in after_lookup
+    assert france == pytest.approx(56.039)

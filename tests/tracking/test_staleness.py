@@ -1,0 +1,93 @@
+"""Placing boundaries between the updates of a coarse counter (exact scenarios)."""
+
+from __future__ import annotations
+
+import pytest
+
+from greenai.tracking.staleness import POLL_S, CounterBoundary, UpdateLog
+
+
+def _counter(
+    t: float, *, period_s: float = 0.1, phase_s: float = 0.0, power_w: object = lambda t: 100.0
+) -> float:
+    """A counter updated every period with the exact integral of ``power_w`` (1 ms steps)."""
+    last_update = phase_s + ((t - phase_s) // period_s) * period_s
+    steps = round(last_update / 0.001)
+    return sum(power_w(i * 0.001) * 0.001 for i in range(steps))  # type: ignore[operator]
+
+
+def _poll(log: UpdateLog, until_s: float, **kw: object) -> None:
+    t = 0.0
+    while t <= until_s:
+        log.observe(t, _counter(t, **kw))  # type: ignore[arg-type]
+        t = log.next_poll(t)
+
+
+def test_learns_period_and_locks_phase() -> None:
+    log = UpdateLog()
+    polls = 0
+    t = 0.0
+    while t <= 3.0:
+        log.observe(t, _counter(t, phase_s=0.037))
+        t = log.next_poll(t)
+        polls += 1
+    assert log.period_s == pytest.approx(0.1, abs=POLL_S)
+    assert all(u.precise for u in list(log.updates)[1:])
+    assert abs(log.updates[-1].t - 2.937) <= POLL_S
+    # phase-locked: a handful of polls per update, not one per millisecond
+    assert polls < 3.0 / 0.1 * 8 + 200
+    assert not log.fresh
+
+
+def test_backward_placement_is_exact_for_a_step_at_the_boundary() -> None:
+    def power(t: float) -> float:
+        return 300.0 if t >= 1.234 else 100.0
+
+    log = UpdateLog()
+    _poll(log, 1.5, power_w=power)
+    boundary = CounterBoundary(1.234, _counter(1.234, power_w=power))
+    assert boundary.stale_j == pytest.approx(120.0, abs=0.2)  # the update at 1.2
+    assert boundary.resolve(log.updates)
+    assert boundary.value() == pytest.approx(123.4, abs=0.15)
+
+
+def test_forward_placement_when_no_update_was_timed_before() -> None:
+    def power(t: float) -> float:
+        return 300.0 if t >= 0.05 else 100.0
+
+    log = UpdateLog()
+    boundary = CounterBoundary(0.05, _counter(0.05, power_w=power))
+    assert not boundary.resolve(log.updates)
+    _poll(log, 0.5, power_w=power)
+    assert boundary.resolve(log.updates)
+    assert boundary.value() == pytest.approx(5.0, abs=0.35)
+
+
+def test_unresolvable_boundary_falls_back_to_the_stale_reading() -> None:
+    boundary = CounterBoundary(1.0, 42.0)
+    assert not boundary.resolve(UpdateLog().updates)
+    assert boundary.value() == 42.0
+
+
+def test_fast_counter_needs_no_correction() -> None:
+    log = UpdateLog()
+    _poll(log, 0.2, period_s=0.001)
+    assert log.fresh
+
+
+def test_stuck_counter_is_not_polled_a_thousand_times_a_second() -> None:
+    log = UpdateLog()
+    t, polls = 0.0, 0
+    while t <= 5.0:
+        log.observe(t, 7.0)
+        t = log.next_poll(t)
+        polls += 1
+    assert polls < 1000 + 4.0 / 0.01 + 10
+
+
+def test_out_of_order_readings_are_ignored() -> None:
+    log = UpdateLog()
+    log.observe(1.0, 10.0)
+    log.observe(1.001, 11.0)
+    log.observe(0.5, 5.0)
+    assert [u.energy_j for u in log.updates] == [11.0]
