@@ -35,9 +35,10 @@ Units: J, s, W.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from typing import Any
+
+from greenai.tracking.process_group import ProcessGroup, process_group
 
 
 class CoordinationError(RuntimeError):
@@ -48,15 +49,15 @@ class Coordinator:
     """Combines a governor's measurements across the ranks of the default process group.
 
     Args:
-        torch: The already imported ``torch`` module (never imported here).
+        group: The user's initialized default process group.
     """
 
-    def __init__(self, torch: Any) -> None:
-        self._torch = torch
-        self._dist = torch.distributed
-        self.rank: int = int(self._dist.get_rank())
-        self.world_size: int = int(self._dist.get_world_size())
-        self.backend: str = str(self._dist.get_backend())
+    def __init__(self, group: ProcessGroup) -> None:
+        self._torch = group.torch
+        self._dist = group.dist
+        self.rank: int = group.rank
+        self.world_size: int = group.world_size
+        self.backend: str = group.backend
 
     @classmethod
     def detect(cls) -> Coordinator | None:
@@ -65,18 +66,10 @@ class Coordinator:
         Looks at ``sys.modules`` only: a program that never imported torch is never
         made to import it.
         """
-        torch = sys.modules.get("torch")
-        if torch is None:
-            return None
-        try:
-            dist = torch.distributed
-            if not (dist.is_available() and dist.is_initialized()):
-                return None
-            if int(dist.get_world_size()) < 2:
-                return None  # one rank: planning alone is the same plan
-            return cls(torch)
-        except Exception:
-            return None
+        group = process_group()
+        if group is None or group.world_size < 2:
+            return None  # one rank: planning alone is the same plan
+        return cls(group)
 
     def _device(self) -> Any:
         """Where collective tensors live: the current CUDA device for NCCL, else the CPU."""

@@ -31,7 +31,6 @@ import logging
 import math
 import pickle
 import socket
-import sys
 import threading
 import uuid
 from bisect import bisect_left, bisect_right
@@ -43,6 +42,7 @@ from typing import Any, Literal
 
 from greenai.devices import Device
 from greenai.tracking.launcher import RankInfo, launcher_metadata, rank_info
+from greenai.tracking.process_group import process_group
 from greenai.tracking.result import PowerTimeline, Result, StepStats
 
 logger = logging.getLogger(__name__)
@@ -141,9 +141,9 @@ class JobContext:
             logger.debug("launcher variables unreadable, not a job by them: %s", e)
             info = None
         store = None
-        group = _process_group()
+        group = process_group()
         if group is not None:
-            rank, world_size, store = group
+            rank, world_size, store = group.rank, group.world_size, group.store()
             local = info.local_rank if info is not None else rank
             local_world = info.local_world_size if info is not None else None
             node_rank = info.node_rank if info is not None else None
@@ -155,8 +155,8 @@ class JobContext:
 
     def attach_store(self) -> None:
         """Pick up a process group initialized after the run started."""
-        if self.store is None and (group := _process_group()) is not None:
-            rank, world_size, store = group
+        if self.store is None and (group := process_group()) is not None:
+            rank, world_size, store = group.rank, group.world_size, group.store()
             if (rank, world_size) == (self.info.rank, self.info.world_size):
                 self.store = store
 
@@ -242,22 +242,6 @@ class JobContext:
                     self.store.delete_key(key)
         except Exception as e:  # a store that cannot delete: the keys stay, unread
             logger.debug("could not delete the job's keys: %r", e)
-
-
-def _process_group() -> tuple[int, int, Any] | None:
-    """Rank, world size and store of the user's default process group, if initialized."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return None
-    try:
-        dist = torch.distributed
-        if not (dist.is_available() and dist.is_initialized()):
-            return None
-        store = dist.distributed_c10d._get_default_store()
-        return int(dist.get_rank()), int(dist.get_world_size()), store
-    except Exception as e:  # an unusual torch build: the run stays local
-        logger.debug("no usable torch.distributed store: %r", e)
-        return None
 
 
 def _key_prefix(name: str | None, launcher: Mapping[str, Any]) -> str:
