@@ -1,10 +1,9 @@
-"""CPU and DRAM estimates: the models, TDP lookup, VMs, and that codecarbon is never imported."""
+"""CPU and DRAM estimates: the models, VMs, live child processes, and probing."""
 
 from __future__ import annotations
 
 import logging
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -19,67 +18,12 @@ import pytest
 from greenai.core.errors import DeviceError, NotSupportedError
 from greenai.devices import cpu_estimate
 from greenai.devices.base import Device
-from greenai.devices.cpu_estimate import (
-    DEFAULT_TDP_W,
-    POWER_WINDOW_S,
-    VM_W_PER_VCPU,
-    W_PER_GIB,
-    CpuEstimate,
-    DramEstimate,
-    count_packages,
-    cpu_model_name,
-    cpu_power_csv_path,
-    host_threads_from_name,
-    load_tdp_table,
-    lookup_tdp,
-    lookup_vm_power,
-    normalize_cpu_name,
-    probe,
-    running_in_vm,
-)
+from greenai.devices.cpu_estimate import POWER_WINDOW_S, W_PER_GIB, CpuEstimate, DramEstimate, probe
+from greenai.devices.cpu_info import cpu_model_name
+from greenai.devices.cpu_tdp import VM_W_PER_VCPU, cpu_power_csv_path, lookup_vm_power
+from greenai.devices.process_tree import DESCENDANTS_REFRESH_S, ProcessTree
 
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")  # os.times() resolution
-
-FAKE_CSV = """\
-Name,TDP
-Intel Xeon Gold 6130,125.0
-Intel Xeon Gold 6130F,135.0
-Intel Core i7-8700,65.0
-Intel Core i7-8700K,95.0
-Intel Core i9-13900K,125.0
-Intel Xeon E5-2680,130.0
-Intel Xeon E5-2690 v4,135.0
-AMD EPYC 7763,280.0
-AMD Ryzen 9 5950X,105.0
-AMD Ryzen 7 5800H,45.0
-AMD Ryzen 5 3500 Processor (OEM Only),65
-AMD Ryzen 5 PRO 4650U,15
-AMD Ryzen 5 PRO 4650U Mobile,25
-Intel Xeon Bronze 3104,85.0
-Intel(R) Xeon(R) Bronze 3104 CPU,90
-Intel Xeon Silver 4110,n/a
-"""
-
-
-@pytest.fixture(autouse=True)
-def clear_caches() -> None:
-    """The lookups are cached per process; every test starts from a clean slate."""
-    for cached in (
-        load_tdp_table,
-        lookup_tdp,
-        lookup_vm_power,
-        cpu_model_name,
-        running_in_vm,
-        count_packages,
-    ):
-        cached.cache_clear()
-
-
-@pytest.fixture
-def fake_csv(tmp_path: Path) -> Path:
-    path = tmp_path / "cpu_power.csv"
-    path.write_text(FAKE_CSV)
-    return path
 
 
 @pytest.fixture
@@ -108,75 +52,6 @@ def burn_cpu(seconds: float) -> None:
         sum(range(1_000))
 
 
-@pytest.mark.parametrize(
-    ("raw", "normalized"),
-    [
-        ("Intel(R) Xeon(R) Gold 6130 CPU @ 2.10GHz", "intel xeon gold 6130"),
-        ("13th Gen Intel(R) Core(TM) i9-13900K", "intel core i9-13900k"),
-        ("AMD EPYC 7763 64-Core Processor", "amd epyc 7763"),
-        ("AMD Ryzen Threadripper PRO 5995WX 64-Cores", "amd ryzen threadripper pro 5995wx"),
-        ("AMD Ryzen 7 5800H with Radeon Graphics", "amd ryzen 7 5800h"),
-        ("AMD Ryzen 5 3500 Processor (OEM Only)", "amd ryzen 5 3500"),
-    ],
-)
-def test_normalize_cpu_name(raw: str, normalized: str) -> None:
-    assert normalize_cpu_name(raw) == normalized
-
-
-@pytest.mark.parametrize(
-    ("model", "tdp_w", "how"),
-    [
-        ("Intel(R) Xeon(R) Gold 6130 CPU @ 2.10GHz", 125.0, "exact"),
-        ("Intel(R) Xeon(R) Gold 6130F CPU @ 2.10GHz", 135.0, "exact"),
-        ("Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz", 65.0, "exact"),
-        ("Intel(R) Core(TM) i7-8700K CPU @ 3.70GHz", 95.0, "exact"),
-        ("13th Gen Intel(R) Core(TM) i9-13900K", 125.0, "exact"),
-        ("AMD EPYC 7763 64-Core Processor", 280.0, "exact"),
-        ("AMD Ryzen 9 5950X 16-Core Processor", 105.0, "exact"),
-        ("AMD Ryzen 5 3500 6-Core Processor", 65.0, "exact"),
-        ("AMD Ryzen 5 PRO 4650U with Radeon Graphics", 15.0, "exact"),
-        # Extra descriptive words on either side; the model number is the same.
-        ("AMD Ryzen 7 5800H Mobile w/ Radeon Vega", 45.0, "token"),
-        ("EPYC 7763", 280.0, "token"),
-    ],
-)
-def test_tdp_matches(fake_csv: Path, model: str, tdp_w: float, how: str) -> None:
-    found_tdp_w, origin = lookup_tdp(model, fake_csv)
-    assert found_tdp_w == tdp_w
-    assert origin.startswith("CodeCarbon cpu_power.csv")
-    assert f"{how} match" in origin
-    assert model in origin
-
-
-@pytest.mark.parametrize(
-    "model",
-    [
-        "Intel(R) Xeon(R) Gold 6138 CPU @ 2.00GHz",  # not in the table
-        "Intel(R) Xeon(R) CPU E5-2680 v4 @ 2.40GHz",  # only v1 is: a different chip
-        "Intel(R) Xeon(R) CPU E5-2690 @ 2.90GHz",  # only v4 is
-        "Intel(R) Core(TM) i7-8700T CPU @ 2.40GHz",  # never the i7-8700's TDP
-        "AMD EPYC 7763X 64-Core Processor",
-        "Ryzen 5 PRO 4650U",  # two token matches, two TDPs
-        "AMD EPYC",  # no model number: nothing to match on
-        "Intel(R) Xeon(R) Bronze 3104 CPU @ 1.70GHz",  # two rows normalize alike, disagree
-        "Intel(R) Xeon(R) Silver 4110 CPU @ 2.10GHz",  # its row has no usable TDP
-    ],
-)
-def test_unknown_or_ambiguous_cpu_gets_the_default(fake_csv: Path, model: str) -> None:
-    tdp_w, origin = lookup_tdp(model, fake_csv)
-    assert tdp_w == DEFAULT_TDP_W == 85.0
-    assert origin.startswith("default 85 W")
-    assert model in origin
-
-
-def test_default_when_model_or_table_is_missing(tmp_path: Path) -> None:
-    assert lookup_tdp(None, tmp_path / "x.csv") == (85.0, "default 85 W: the CPU model is unknown")
-    tdp_w, origin = lookup_tdp("AMD EPYC 7763", None)
-    assert (tdp_w, origin.startswith("default")) == (85.0, True)
-    tdp_w, origin = lookup_tdp("AMD EPYC 7763", tmp_path / "missing.csv")
-    assert (tdp_w, origin.startswith("default"), "cannot read" in origin) == (85.0, True, True)
-
-
 def test_cpu_estimate_looks_up_this_cpu(machine: Callable[[str | None, bool], None]) -> None:
     """Bare metal: the package's TDP is shared among the logical CPUs the kernel sees."""
     machine("AMD EPYC 7763 64-Core Processor", False)
@@ -193,54 +68,13 @@ def test_cpu_estimate_looks_up_this_cpu(machine: Callable[[str | None, bool], No
     assert CpuEstimate().power_per_busy_cpu_w == 85.0 / 8
 
 
-@pytest.mark.parametrize(
-    ("flags", "vm"),
-    [
-        ("fpu vme de pse tsc msr hypervisor lahf_lm", True),
-        ("fpu vme de pse tsc msr lahf_lm", False),
-        ("fpu vme not_a_hypervisor hypervisors", False),  # whole flags only
-    ],
-)
-def test_running_in_vm_reads_the_hypervisor_flag(tmp_path: Path, flags: str, vm: bool) -> None:
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text(
-        "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\n"
-        f"flags\t\t: {flags}\nbugs\t\t: sysret_ss_attrs\n\nprocessor\t: 1\n"
-    )
-    assert running_in_vm(cpuinfo) is vm
-
-
-def test_running_in_vm_without_flags_is_bare_metal(tmp_path: Path) -> None:
-    arm = tmp_path / "cpuinfo"  # arm64 lists "Features", and no hypervisor flag
-    arm.write_text("processor\t: 0\nBogoMIPS\t: 243.75\nFeatures\t: fp asimd evtstrm\n")
-    assert running_in_vm(arm) is False
-    assert running_in_vm(tmp_path / "missing") is False
-
-
-@pytest.mark.parametrize(
-    ("model", "threads"),
-    [
-        ("AMD EPYC 7763 64-Core Processor", 128),
-        ("AMD Ryzen Threadripper PRO 5995WX 64-Cores", 128),
-        ("AMD Ryzen 9 5950X 16-Core Processor", 32),
-        ("AMD Athlon(tm) II X4 640 Quad-Core Processor", 8),
-        ("AMD EPYC", None),
-        ("Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz", None),
-        ("Odd 8-Core 16-Core Chip", None),  # two counts: neither is trusted
-        ("Odd 0-Core Chip", None),
-    ],
-)
-def test_host_threads_from_name(model: str, threads: int | None) -> None:
-    assert host_threads_from_name(model) == threads
-
-
 def test_vm_divides_the_host_tdp_among_host_threads(
     machine: Callable[[str | None, bool], None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """8 vCPUs of an EPYC 7763 host: 280 W / 128 threads each, not 280 W / 8."""
     machine("AMD EPYC 7763 64-Core Processor", True)
     cpu_s_now = [1_000.0]
-    monkeypatch.setattr(cpu_estimate._ProcessTree, "cpu_s", lambda self: cpu_s_now[0])
+    monkeypatch.setattr(ProcessTree, "cpu_s", lambda self: cpu_s_now[0])
     est = CpuEstimate()
     assert (est.vm, est.tdp_w, est.logical_cpus) == (True, 280.0, 8)
     assert est.power_per_busy_cpu_w == 280.0 / 128 == 2.1875
@@ -334,59 +168,10 @@ def test_invalid_tdp_is_rejected(tdp_w: float) -> None:
         CpuEstimate(tdp_w=tdp_w)
 
 
-def test_real_table_is_found_without_importing_codecarbon() -> None:
-    code = (
-        "import sys\n"
-        "from greenai.devices import cpu_estimate as c\n"
-        "path = c.cpu_power_csv_path()\n"
-        "assert path is not None and path.name == 'cpu_power.csv', path\n"
-        "tdp_w, origin = c.lookup_tdp('Intel(R) Xeon(R) Gold 6130 CPU @ 2.10GHz', path)\n"
-        "assert tdp_w == 125.0, (tdp_w, origin)\n"
-        "c.probe()\n"
-        "assert 'codecarbon' not in sys.modules, [m for m in sys.modules if 'codecarbon' in m]\n"
-        "print('ok')\n"
-    )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
-    )
-    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
-
-
-def test_cpu_model_name_reads_cpuinfo(tmp_path: Path) -> None:
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text(
-        "processor\t: 0\nvendor_id\t: GenuineIntel\n"
-        "model name\t: Intel(R) Xeon(R) Gold 6130 CPU @ 2.10GHz\nflags\t\t: fpu vme\n\n"
-        "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) Gold 6130 CPU @ 2.10GHz\n"
-    )
-    assert cpu_model_name(cpuinfo) == "Intel(R) Xeon(R) Gold 6130 CPU @ 2.10GHz"
-
-
-def test_cpu_model_name_falls_back_to_platform(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(platform, "processor", lambda: "AMD EPYC 7763")
-    assert cpu_model_name(tmp_path / "missing") == "AMD EPYC 7763"
-    cpu_model_name.cache_clear()
-    monkeypatch.setattr(platform, "processor", lambda: "")
-    assert cpu_model_name(tmp_path / "missing") is None
-
-
-def test_count_packages(tmp_path: Path) -> None:
-    for cpu, package in enumerate([0, 0, 1, 1]):
-        topology = tmp_path / f"cpu{cpu}" / "topology"
-        topology.mkdir(parents=True)
-        (topology / "physical_package_id").write_text(f"{package}\n")
-    (tmp_path / "cpufreq").mkdir()
-    assert count_packages(tmp_path) == 2
-    assert count_packages(tmp_path / "missing") == 1
-
-
 def test_cpu_energy_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """4 of 64 logical CPUs busy for 10 s on two 200 W packages: 200 * 2 * 40 / 64 J."""
     cpu_s_now = [1_000.0]
-    monkeypatch.setattr(cpu_estimate._ProcessTree, "cpu_s", lambda self: cpu_s_now[0])
+    monkeypatch.setattr(ProcessTree, "cpu_s", lambda self: cpu_s_now[0])
     monkeypatch.setattr(cpu_estimate, "count_packages", lambda: 2)
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     est = CpuEstimate(tdp_w=200.0)
@@ -425,7 +210,7 @@ def fake_times(monkeypatch: pytest.MonkeyPatch) -> Callable[[float, float], None
     """
     now = {"wall": 100.0, "cpu": 10.0}
     monkeypatch.setattr(cpu_estimate, "time", SimpleNamespace(monotonic=lambda: now["wall"]))
-    monkeypatch.setattr(cpu_estimate._ProcessTree, "cpu_s", lambda self: now["cpu"])
+    monkeypatch.setattr(ProcessTree, "cpu_s", lambda self: now["cpu"])
     monkeypatch.setattr(cpu_estimate, "count_packages", lambda: 1)
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
 
@@ -551,7 +336,7 @@ def test_estimates_charge_live_child_processes() -> None:
             time.sleep(0.05)
         assert child.poll() is None  # still running: counted live
         assert cpu.energy_j() >= 0.5 * cpu.power_per_busy_cpu_w
-        time.sleep(cpu_estimate.DESCENDANTS_REFRESH_S)
+        time.sleep(DESCENDANTS_REFRESH_S)
         assert dram.power_w() - alone_w >= 0.9 * 300 / 1024 * W_PER_GIB
     finally:
         child.kill()

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 
 from greenai.devices.base import Device, DeviceKind, NoPowerLimit, Source
+from greenai.devices.rapl import POWERCAP_ROOT
 
 __all__ = [
     "Device",
@@ -26,8 +27,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-POWERCAP_ROOT = "/sys/class/powercap"
 
 
 def probe_gpus(gpus: Sequence[int] | None = None) -> list[Device]:

@@ -12,7 +12,8 @@
 (7000.0, 7000.0)
 
 :mod:`greenai.sim.gpu` holds the power model, :mod:`greenai.sim.simulation` the
-running state and sensor staleness, :mod:`greenai.sim.nvml` the ``pynvml`` patch.
+running state and sensor staleness, :mod:`greenai.sim.nvml_api` the NVML calls
+answered from them, and :mod:`greenai.sim.nvml` the ``pynvml`` patch that installs those.
 """
 
 from __future__ import annotations

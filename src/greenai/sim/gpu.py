@@ -173,11 +173,10 @@ class SimulatedGPU:
             raise ValueError(
                 f"compute_capability must be a (major, minor) tuple of ints, got {capability!r}"
             )
-        if isinstance(self.architecture, bool) or not isinstance(self.architecture, int):
-            raise ValueError(f"architecture must be an int, got {self.architecture!r}")
-        for field in ("idle_temperature_c", "max_temperature_c"):
-            if isinstance(getattr(self, field), bool) or not isinstance(getattr(self, field), int):
-                raise ValueError(f"{field} must be an int, got {getattr(self, field)!r}")
+        for field in ("architecture", "idle_temperature_c", "max_temperature_c"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{field} must be an int, got {value!r}")
         if self.idle_temperature_c > self.max_temperature_c:
             raise ValueError(
                 "idle_temperature_c must be <= max_temperature_c, got "

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from greenai.core.clock import Clock
-from greenai.sim.gpu import PowerTimeline, SimulatedGPU
+from greenai.sim.gpu import PowerTimeline, Segment, SimulatedGPU
 
 FAULTS = ("not_supported", "lost", "no_permission", "counter_reset")
 """Faults :meth:`Simulation.inject` accepts.
@@ -146,8 +146,7 @@ class Simulation:
 
     def load(self, index: int) -> float:
         """Current load of GPU ``index``, 0..1."""
-        with self._lock:
-            return self._state(index).timeline.segment_at(self.now()).load
+        return self._segment_now(index).load
 
     def set_load(self, index: int, load: float) -> None:
         """Run GPU ``index`` at ``load`` (0..1, the share of time its SMs are busy) from now on.
@@ -162,14 +161,12 @@ class Simulation:
             self._check_running()
             state = self._state(index)
             now = self.clock.now()
-            if state.job is not None and now < state.job.end_s:
-                raise RuntimeError(f"GPU {index} is busy with compute() until {state.job.end_s} s")
+            self._check_idle(index, state, now)
             state.timeline.set_state(now, float(load), state.timeline.segment_at(now).limit_w)
 
     def power_limit_w(self, index: int) -> float:
         """Power limit in force on GPU ``index``. Units: W."""
-        with self._lock:
-            return self._state(index).timeline.segment_at(self.now()).limit_w
+        return self._segment_now(index).limit_w
 
     def set_power_limit_w(self, index: int, limit_w: float) -> None:
         """Set GPU ``index``'s power limit, as ``nvmlDeviceSetPowerManagementLimit`` does. Units: W.
@@ -207,8 +204,7 @@ class Simulation:
 
     def clock_fraction(self, index: int) -> float:
         """Current SM clock of GPU ``index``, as a fraction of its maximum (< 1 when throttled)."""
-        with self._lock:
-            return self._state(index).timeline.segment_at(self.now()).clock_fraction
+        return self._segment_now(index).clock_fraction
 
     # -- work ------------------------------------------------------------------
 
@@ -243,10 +239,7 @@ class Simulation:
             states = [self._state(index) for index in indices]
             start_s = self.clock.now()
             for index, state in zip(indices, states, strict=True):
-                if state.job is not None and start_s < state.job.end_s:
-                    raise RuntimeError(
-                        f"GPU {index} is busy with compute() until {state.job.end_s} s"
-                    )
+                self._check_idle(index, state, start_s)
             if work_s == 0:
                 return 0.0
             jobs = []
@@ -283,8 +276,7 @@ class Simulation:
 
     def true_power_w(self, index: int) -> float:
         """Power GPU ``index`` draws right now. Units: W."""
-        with self._lock:
-            return self._state(index).timeline.segment_at(self.now()).power_w
+        return self._segment_now(index).power_w
 
     # -- sensors ---------------------------------------------------------------
 
@@ -359,6 +351,17 @@ class Simulation:
                 f"GPU index {index} out of range: the simulation has {len(self._states)} GPU(s)"
             )
         return self._states[index]
+
+    def _segment_now(self, index: int) -> Segment:
+        """The segment of GPU ``index``'s timeline in force now."""
+        with self._lock:
+            return self._state(index).timeline.segment_at(self.now())
+
+    @staticmethod
+    def _check_idle(index: int, state: _GPUState, now_s: float) -> None:
+        """Raise RuntimeError if a :meth:`compute` still runs on GPU ``index`` at ``now_s``."""
+        if state.job is not None and now_s < state.job.end_s:
+            raise RuntimeError(f"GPU {index} is busy with compute() until {state.job.end_s} s")
 
     def _check_running(self) -> None:
         if self._end_s is not None:

@@ -17,7 +17,7 @@ def describe(devices: Sequence[Device]) -> dict[str, Any]:
     """Host, OS, Python, CPU, memory, metered GPUs, library versions and the launcher's job
     (torchrun, SLURM). Never raises."""
     from greenai import __version__
-    from greenai.devices.cpu_estimate import cpu_model_name
+    from greenai.devices.cpu_info import cpu_model_name
 
     gpus = [d for d in devices if d.kind == "gpu"]
     info: dict[str, Any] = {
