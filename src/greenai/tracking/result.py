@@ -307,12 +307,12 @@ class Result:
             where = self.accounting.get("location", "?")
             intensity = self.intensity_g_per_kwh
             lines.append(
-                f"  CO2e: {format_number(self.co2_kg * 1000, 3)} g at "
+                f"  CO2e: {format_number(self.co2_kg * 1000, 3, sci_from=3)} g at "
                 f"{format_fixed(math.nan if intensity is None else intensity, 0)} g/kWh "
                 f"({where}, PUE {format_number(self.accounting.get('pue', 1.0), 6)})"
             )
         if self.cost_usd is not None:
-            lines.append(f"  cost: ${format_number(self.cost_usd, 3)}")
+            lines.append(f"  cost: ${format_number(self.cost_usd, 3, sci_from=3)}")
         if self.steps and self.steps.count:
             mean_ms = format_fixed(self.steps.mean_time_s * 1e3, 1, "ms")
             mean_j = format_fixed(self.steps.mean_energy_j, 2, "J")
