@@ -18,7 +18,7 @@ from greenai.core.units import (
     format_usd,
     format_utc,
 )
-from greenai.report._job import compact_ranks
+from greenai.report.job_view import compact_ranks
 from greenai.report.markdown import code, render_markdown, text
 from greenai.sim import SimulatedGPU, simulated_nvml
 from greenai.tracking.result import Result

@@ -3,7 +3,7 @@ HTML: a ``torch.distributed`` job (its ranks and launcher, its energy by node an
 by rank, the nodes' machines), the CO2 and cost assumptions, and the machine and
 software of the run.
 
-The job is read by :mod:`greenai.report._job`, which the Markdown report reads
+The job is read by :mod:`greenai.report.job_view`, which the Markdown report reads
 too, so both show the same facts and notes.
 """
 
@@ -22,7 +22,8 @@ from greenai.core.units import (
     format_usd,
     format_value,
 )
-from greenai.report._job import (
+from greenai.report.html_sections import escape, kv_table
+from greenai.report.job_view import (
     CO2_SPLIT_NOTE,
     JOB_NOTES,
     compact_ranks,
@@ -37,7 +38,6 @@ from greenai.report._job import (
     shared_by,
     short_device,
 )
-from greenai.report.html_sections import escape, kv_table
 from greenai.tracking.result import Result
 
 # Accounting keys in the order people read them, with a label and a unit template

@@ -29,7 +29,7 @@ from greenai.core.units import (
     format_utc,
     format_value,
 )
-from greenai.report._job import (
+from greenai.report.job_view import (
     CO2_SPLIT_NOTE,
     JOB_NOTES,
     compact_ranks,
