@@ -47,14 +47,15 @@ def test_run_is_accounted_and_written_everywhere(tmp_path: Path) -> None:
     assert greenai.Result.from_dict(record).to_dict() == json.loads(json.dumps(r.to_dict()))
     assert History(default_history_path()).get(r.run_id).energy_j == pytest.approx(r.energy_j)
     # ... and the HTML report rendered from the saved record shows the same figures
+    from greenai.core import units
     from greenai.report import html
     from greenai.report.records import read_record
 
     page = html.render_html(read_record(tmp_path / f"{r.run_id}.json"))
     for shown in (
-        html.format_energy_j(r.energy_j),
-        html.format_co2_g(r.co2_kg),
-        html.format_usd(r.cost_usd),
+        units.format_energy_j(r.energy_j),
+        units.format_co2_g(r.co2_kg),
+        units.format_usd(r.cost_usd),
         r.run_id,
     ):
         assert shown.replace("&", "&amp;") in page

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from greenai.pytest_energy import units
 from greenai.pytest_energy.budget import (
     DeviceFigure,
     Figures,
@@ -346,36 +345,7 @@ def test_compare_finds_regressions_beyond_thresholds() -> None:
     assert comparison.regressions[2].describe().endswith("(from 0), more than 10%")
 
 
-# ---------------------------------------------------------------- formatting and the table
-
-
-@pytest.mark.parametrize(
-    ("value", "text"),
-    [
-        (699.98, "700"),
-        (0.010904, "0.0109"),
-        (1234.56, "1,235"),
-        (0.0, "0"),
-        (2e-6, "2.000e-06"),
-        (math.nan, "n/a"),
-    ],
-)
-def test_number(value: float, text: str) -> None:
-    assert units.number(value) == text
-
-
-def test_units() -> None:
-    assert units.si(1400.0, "J") == "1.4 kJ"
-    assert units.si(0.0363, "J") == "36.3 mJ"
-    assert units.si(999.9, "J") == "1 kJ"
-    assert units.energy(None) == "-"
-    assert units.co2(1.09e-5) == "10.9 mg"
-    assert units.duration(1.0) == "1.00 s"
-    assert units.duration(0.25) == "250 ms"
-    assert units.duration(125.0) == "2 min 05 s"
-    assert units.change(110.0, 100.0) == "+10.0%"
-    assert units.change(0.0, 0.0) == "+0.0%"
-    assert units.change(1.0, 0.0) == "from 0"
+# ---------------------------------------------------------------- the table
 
 
 def test_table_sorts_by_energy_and_keeps_only_metered_kinds() -> None:

@@ -21,10 +21,7 @@ import pytest
 
 import greenai
 from greenai.core.errors import SensorWarning
-from greenai.report.html import (
-    _downsample,
-    _tick_label,
-    _ticks,
+from greenai.core.units import (
     format_co2_g,
     format_co2_kg,
     format_duration_s,
@@ -32,9 +29,9 @@ from greenai.report.html import (
     format_energy_kwh,
     format_usd,
     format_utc,
-    render_html,
-    write_html,
 )
+from greenai.report.charts import _downsample, _tick_label, _ticks
+from greenai.report.html import render_html, write_html
 from greenai.sim import SimulatedGPU, simulated_nvml
 from greenai.tracking.result import PowerTimeline, Result
 

@@ -10,8 +10,7 @@ import pytest
 
 import greenai
 from greenai.core.errors import SensorWarning
-from greenai.report._job import compact_ranks
-from greenai.report.html import (
+from greenai.core.units import (
     format_co2_g,
     format_duration_s,
     format_energy_j,
@@ -19,6 +18,7 @@ from greenai.report.html import (
     format_usd,
     format_utc,
 )
+from greenai.report.job_view import compact_ranks
 from greenai.report.markdown import code, render_markdown, text
 from greenai.sim import SimulatedGPU, simulated_nvml
 from greenai.tracking.result import Result

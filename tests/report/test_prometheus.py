@@ -25,7 +25,8 @@ from prometheus_client.samples import Sample
 from greenai.accounting.carbon import accountant
 from greenai.accounting.settings import resolve_settings
 from greenai.core.errors import OutputWarning
-from greenai.report.prometheus import MULTIPROC_ENV, PrometheusExporter
+from greenai.report.prometheus import PrometheusExporter
+from greenai.report.prometheus_serving import MULTIPROC_ENV
 from greenai.sim import SimulatedGPU, simulated_nvml
 from greenai.tracking.meter import Meter
 from greenai.tracking.result import Snapshot

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from greenai.core.units import format_fixed, format_usd, format_utc
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
@@ -258,11 +260,12 @@ def _history(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         f"{'energy':>12} {'CO2e':>10} {'cost':>9}"
     )
     for r in runs:
+        co2 = "-" if r.co2_kg is None else format_fixed(r.co2_kg * 1e3, 1) + "g"
+        cost = "-" if r.cost_usd is None else format_usd(r.cost_usd, cents=True)
         print(
-            f"{r.index:>3}  {r.run_id[:8]:<8}  {_utc(r.start_unix_s):<19}  "
+            f"{r.index:>3}  {r.run_id[:8]:<8}  {format_utc(r.start_unix_s, iso=False):<19}  "
             f"{(r.name or '')[:20]:<20} {r.duration_s:>9.1f}s {r.energy_j:>11,.0f}J "
-            f"{_opt(r.co2_kg, 1000, 'g'):>10} {_opt(r.cost_usd, 1, '$'):>9}"
-            + ("  PARTIAL" if r.partial else "")
+            f"{co2:>10} {cost:>9}" + ("  PARTIAL" if r.partial else "")
         )
     return 0
 
@@ -318,20 +321,6 @@ def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for window in result.windows:
         print(window.summary())
     return 0
-
-
-def _utc(unix_s: float) -> str:
-    import datetime
-
-    return datetime.datetime.fromtimestamp(unix_s, datetime.timezone.utc).strftime(
-        "%Y-%m-%d %H:%M:%S"
-    )
-
-
-def _opt(value: float | None, scale: float, unit: str) -> str:
-    if value is None:
-        return "-"
-    return f"${value:,.2f}" if unit == "$" else f"{value * scale:,.1f}{unit}"
 
 
 if __name__ == "__main__":

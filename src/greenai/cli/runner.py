@@ -64,6 +64,7 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import TextIO
 
+from greenai.core.units import format_elapsed, format_energy_status, format_power_w
 from greenai.tracking.meter import Meter
 from greenai.tracking.result import Result
 
@@ -403,24 +404,8 @@ def _format_status(elapsed_s: float, power_w: float, energy_j: float) -> str:
     Kept short, so that it fits an 80-column terminal with room to spare: a line
     that wraps cannot be redrawn in place with ``\\r``.
     """
-    power = "-- W" if math.isnan(power_w) else f"{power_w:,.0f} W"
-    return f"greenai  {_format_elapsed(elapsed_s)}  {power}  {_format_energy(energy_j)}"
-
-
-def _format_elapsed(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
-
-
-def _format_energy(energy_j: float) -> str:
-    if energy_j < 1e4:
-        return f"{energy_j:,.1f} J"
-    if energy_j < 1e7:
-        return f"{energy_j / 1e3:,.1f} kJ"
-    return f"{energy_j / 3.6e6:,.2f} kWh"
+    power = "-- W" if math.isnan(power_w) else format_power_w(power_w, decimals=0)
+    return f"greenai  {format_elapsed(elapsed_s)}  {power}  {format_energy_status(energy_j)}"
 
 
 def _width(stream: TextIO) -> int | None:

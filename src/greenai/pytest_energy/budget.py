@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from greenai.pytest_energy import units
+from greenai.core.units import format_number
 
 
 @dataclass(frozen=True)
@@ -96,9 +96,9 @@ def describe_budget(budget: Mapping[str, float]) -> str:
     if not budget:
         return "-"
     return ", ".join(
-        f"{units.number(limit)} {BUDGET_KINDS[name].unit.split()[0]}"
+        f"{format_number(limit)} {BUDGET_KINDS[name].unit.split()[0]}"
         if name != "gpu_joules"
-        else f"gpu {units.number(limit)} J"
+        else f"gpu {format_number(limit)} J"
         for name, limit in budget.items()
     )
 
@@ -275,23 +275,23 @@ def evaluate(
             continue
         spent = value * kind.scale
         partial = figures.partial and kind.figure != "duration_s"
-        spent_text = f"spent {units.number(spent)} {kind.unit}{_runs_note(kind, figures)}"
+        spent_text = f"spent {format_number(spent)} {kind.unit}{_runs_note(kind, figures)}"
         source = _source(kind, figures)
         if spent > limit:
-            text = f"{name}: {spent_text} > budget {units.number(limit)} {kind.unit} ({source})"
+            text = f"{name}: {spent_text} > budget {format_number(limit)} {kind.unit} ({source})"
             if partial:
                 reasons = "; ".join(figures.partial_reasons)
                 text += f"; partial, so the true figure is higher ({reasons})"
             checks.append(Check(name, EXCEEDED, limit, spent, text))
         elif partial:
             text = (
-                f"{name}: partial figure {units.number(spent)} {kind.unit} <= budget "
-                f"{units.number(limit)} {kind.unit} may undercount "
+                f"{name}: partial figure {format_number(spent)} {kind.unit} <= budget "
+                f"{format_number(limit)} {kind.unit} may undercount "
                 f"({'; '.join(figures.partial_reasons)})"
             )
             checks.append(Check(name, UNMEASURED, limit, spent, text))
         else:
-            text = f"{name}: {spent_text} <= budget {units.number(limit)} {kind.unit} ({source})"
+            text = f"{name}: {spent_text} <= budget {format_number(limit)} {kind.unit} ({source})"
             checks.append(Check(name, OK, limit, spent, text))
     return checks
 
@@ -316,7 +316,7 @@ def _runs_note(kind: BudgetKind, figures: Figures) -> str:
     lo, hi = figures.ranges.get(kind.figure, (math.nan, math.nan))
     spread = ""
     if math.isfinite(lo) and math.isfinite(hi):
-        spread = f", {units.number(lo * kind.scale)} to {units.number(hi * kind.scale)}"
+        spread = f", {format_number(lo * kind.scale)} to {format_number(hi * kind.scale)}"
     return f" (median of {figures.runs} runs{spread})"
 
 
@@ -328,7 +328,7 @@ def device_breakdown(figures: Figures, kinds: Iterable[str] = ("gpu", "cpu", "dr
     """
     wanted = set(kinds)
     parts = [
-        f"{d.name}: {units.number(d.energy_j)} J "
+        f"{d.name}: {format_number(d.energy_j)} J "
         + ("ESTIMATE, not measured" if d.source == "estimate" else d.source)
         for d in figures.devices
         if d.kind in wanted
@@ -345,16 +345,16 @@ def _source(kind: BudgetKind, figures: Figures) -> str:
         intensity = (
             "n/a"
             if figures.intensity_g_per_kwh is None
-            else units.number(figures.intensity_g_per_kwh)
+            else format_number(figures.intensity_g_per_kwh)
         )
         where = figures.location or "unknown"
         if where == "unknown":
             where = "world average: location unknown, set GREENAI_COUNTRY"
-        energy = units.number(figures.energy_j or 0.0)
+        energy = format_number(figures.energy_j or 0.0)
         return f"{energy} J at {intensity} g/kWh, {where}; {breakdown}"
     if kind.figure == "mean_power_w":
-        energy = units.number(figures.energy_j or 0.0)
-        return f"{energy} J over {units.number(figures.duration_s)} s on the {clock}; {breakdown}"
+        energy = format_number(figures.energy_j or 0.0)
+        return f"{energy} J over {format_number(figures.duration_s)} s on the {clock}; {breakdown}"
     return breakdown
 
 

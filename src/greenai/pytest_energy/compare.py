@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from greenai.pytest_energy import units
+from greenai.core.units import format_change, format_number
 from greenai.pytest_energy.budget import Figures
 from greenai.pytest_energy.options import COMPARE_FIELDS, CompareRule
 
@@ -39,9 +39,9 @@ class Regression:
         unit = COMPARE_FIELDS[self.rule.field]
         threshold = self.rule.text.partition(":")[2].strip()
         return (
-            f"{self.nodeid}: {self.rule.field} {units.number(self.baseline)} {unit} -> "
-            f"{units.number(self.current)} {unit} "
-            f"({units.change(self.current, self.baseline)}), more than {threshold}"
+            f"{self.nodeid}: {self.rule.field} {format_number(self.baseline)} {unit} -> "
+            f"{format_number(self.current)} {unit} "
+            f"({format_change(self.current, self.baseline)}), more than {threshold}"
         )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from greenai.pytest_energy import units
+from greenai.core.units import format_change, format_co2_si, format_duration_short, format_energy_si
 from greenai.pytest_energy.budget import Figures, describe_budget
 
 SOURCE_TAGS = {
@@ -72,7 +72,7 @@ def _kind_cell(figures: Figures | None, kind: str, tag_in_header: bool) -> str:
     devices = [d for d in figures.devices if d.kind == kind]
     if not devices:
         return "-"
-    energy = units.energy(sum(d.energy_j for d in devices))
+    energy = format_energy_si(sum(d.energy_j for d in devices))
     return energy if tag_in_header else f"{energy} {_kind_tag(figures, kind)}"
 
 
@@ -123,10 +123,10 @@ def render(
     for row in ordered:
         f = row.figures
         cells = [
-            units.duration(None if f is None else f.duration_s),
-            units.energy(None if f is None else f.energy_j),
+            format_duration_short(None if f is None else f.duration_s),
+            format_energy_si(None if f is None else f.energy_j),
             *[_kind_cell(f, k, shared[k]) for k in kinds],
-            units.co2(None if f is None else f.co2_kg),
+            format_co2_si(None if f is None else f.co2_kg),
         ]
         if repeat > 1:
             cells.append(_runs_cell(f))
@@ -162,7 +162,7 @@ def render(
         total_co2 = None if any(c is None for c in co2) else sum(c or 0.0 for c in co2)
         lines.append(
             f"total ({len(measured)} tests{', medians' if repeat > 1 else ''}): "
-            f"{units.energy(total_j)}, {units.co2(total_co2)} CO2e"
+            f"{format_energy_si(total_j)}, {format_co2_si(total_co2)} CO2e"
         )
     if tags:
         legend = ", ".join(f"{t} = {SOURCE_LEGEND.get(t, t)}" for t in sorted(tags))
@@ -182,7 +182,7 @@ def _delta_cell(current: Figures | None, saved: Figures | None) -> str:
         return "new"
     if current is None or current.energy_j is None or saved.energy_j is None:
         return "-"
-    return units.change(current.energy_j, saved.energy_j)
+    return format_change(current.energy_j, saved.energy_j)
 
 
 def _cut(text: str, width: int) -> str:

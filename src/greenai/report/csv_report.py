@@ -37,7 +37,7 @@ How each column is filled (Units as CodeCarbon's):
   counted once: ``cpu_count`` and ``ram_total_size`` are summed over the nodes,
   ``gpu_count`` counts the job's GPUs (devices of kind ``gpu``, a GPU several ranks
   shared once), ``gpu_model`` counts them by model (see
-  :func:`greenai.report._job.node_machines`), and ``cpu_model``, ``os`` and
+  :func:`greenai.report.job_view.node_machines`), and ``cpu_model``, ``os`` and
   ``python_version`` list the distinct values, joined with ``", "``. The file has
   no column for ranks or nodes (it stays CodeCarbon's); the JSON record has them.
 - ``codecarbon_version``: ``greenai-<version>``. No CodeCarbon reader parses it
@@ -74,7 +74,7 @@ from typing import Any
 
 from greenai.core.errors import ReportError
 from greenai.core.files import fsync_directory
-from greenai.report._job import node_machines
+from greenai.report.job_view import node_machines
 from greenai.tracking.result import Result
 
 if sys.platform != "win32":

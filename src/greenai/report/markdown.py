@@ -3,7 +3,8 @@
 Short on purpose: a summary table, energy by device with where each figure came
 from, the top-level windows, one line of CO2/cost assumptions and, first of all,
 a warning when the result is partial. The HTML report (:mod:`greenai.report.html`)
-has the rest. Numbers are formatted as in the HTML report, so the two agree.
+has the rest. Numbers are formatted by :mod:`greenai.core.units`, as in the HTML
+report, so the two agree.
 
 Names come from users and may hold anything: they are shown as code spans with
 pipes and line breaks escaped, so they cannot break a table or inject markup.
@@ -14,26 +15,33 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from greenai.report._job import compact_ranks, is_job, job_view, short_device
-from greenai.report.html import (
-    CO2_SPLIT_NOTE,
-    JOB_NOTES,
+from greenai.core.units import (
     format_co2_g,
+    format_co2_g_cell,
     format_co2_kg,
     format_duration_s,
     format_energy_j,
     format_energy_kwh,
+    format_fixed,
     format_power_w,
     format_share,
     format_usd,
     format_utc,
     format_value,
+)
+from greenai.report.job_view import (
+    CO2_SPLIT_NOTE,
+    JOB_NOTES,
+    compact_ranks,
+    is_job,
     job_facts,
     job_title,
+    job_view,
     missing_reason,
     node_co2_kg,
     node_label,
     shared_by,
+    short_device,
 )
 from greenai.tracking.result import Result
 
@@ -87,8 +95,8 @@ def render_markdown(result: Result) -> str:
         steps = result.steps
         lines.append("")
         lines.append(
-            f"Steps: {steps.count:,}, {steps.mean_time_s * 1e3:,.1f} ms and "
-            f"{steps.mean_energy_j:,.2f} J per step."
+            f"Steps: {steps.count:,}, {format_fixed(steps.mean_time_s * 1e3, 1, 'ms')} and "
+            f"{format_fixed(steps.mean_energy_j, 2, 'J')} per step."
         )
     lines.append("")
     lines.append(_assumptions(result))
@@ -184,11 +192,11 @@ def _job(result: Result) -> list[str]:
             f"| {code(node_label(node)) if node.node is not None else text(node_label(node))} "
             f"| {compact_ranks(node.ranks)} | {devices or 'none'} "
             f"| {format_energy_j(node.energy_j)} | {format_share(node.energy_j, total_j)} |"
-            + (f" {_co2_cell(co2)} |" if with_co2 else "")
+            + (f" {format_co2_g_cell(co2)} |" if with_co2 else "")
         )
     lines.append(
         f"| **Job** | | | {format_energy_j(total_j)} | {'100.0 %' if total_j > 0 else 'n/a'} |"
-        + (f" {_co2_cell(result.co2_kg)} |" if with_co2 else "")
+        + (f" {format_co2_g_cell(result.co2_kg)} |" if with_co2 else "")
     )
     if len(job.nodes) > _MAX_JOB_ROWS:
         lines += ["", f"Showing the first {_MAX_JOB_ROWS} of {len(job.nodes):,} nodes."]
@@ -230,10 +238,6 @@ def _job(result: Result) -> list[str]:
     return lines
 
 
-def _co2_cell(co2_kg: float | None) -> str:
-    return "n/a" if co2_kg is None else format_co2_g(co2_kg).removesuffix(" g CO2e")
-
-
 def _devices(result: Result) -> list[str]:
     if not result.energy_by_device_j:
         return ["No device was metered."]
@@ -264,7 +268,7 @@ def _windows(result: Result) -> list[str]:
     for w in result.windows[:_MAX_WINDOWS]:
         start_s = w.start_unix_s - result.start_unix_s
         nested = f" (+{_count(w)} nested)" if w.windows else ""
-        co2_g = "n/a" if w.co2_kg is None else format_co2_g(w.co2_kg).removesuffix(" g CO2e")
+        co2_g = format_co2_g_cell(w.co2_kg)
         lines.append(
             f"| {code(w.name or '(unnamed)')}{nested}{' **partial**' if w.partial else ''} "
             f"| {start_s:,.2f} | {format_duration_s(w.duration_s)} "

@@ -37,263 +37,47 @@ so a figure that falls (a sensor fault) holds until it exceeds its old high, and
 a later run with the same name keeps adding to the same series. Nothing here
 raises into the user's training loop: a failing update or push is logged (debug)
 and reported once, as an :class:`~greenai.core.errors.OutputWarning`, when the run stops.
+
+This module holds the exporter: its arguments, the run's life cycle, the updates
+and the pushes. The metric families and label rules are in
+:mod:`greenai.report.prometheus_metrics`; the process-wide HTTP servers, registries
+and multiprocess directory in :mod:`greenai.report.prometheus_serving`.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 import math
 import os
-import re
 import socket
-import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from greenai.core.errors import OutputWarning, warn
+from greenai.report.prometheus_metrics import Metrics, RunView, check_labels
+from greenai.report.prometheus_serving import (
+    Endpoint,
+    mark_dead_at_exit,
+    multiprocess_dir_in_use,
+    serve,
+    unserved_metrics,
+)
 from greenai.tracking.result import Result
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry, Counter
-    from prometheus_client.metrics_core import Metric
+    from prometheus_client import Counter
 
     from greenai.tracking.meter import Meter
     from greenai.tracking.result import Snapshot
 
 logger = logging.getLogger(__name__)
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-"""What ``prometheus_client`` reads, once, when it is imported, to choose multiprocess mode."""
-
-_RUN_LABELS = ("run", "rank", "node")
-# the exporter's own label names, and the target labels Prometheus and the Pushgateway set
-_RESERVED_LABELS = frozenset(
-    {*_RUN_LABELS, "device", "kind", "source", "window", "job", "instance"}
-)
-_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _MAX_PORT = 65535
 _JOIN_TIMEOUT_S = 2.0  # longest wait, at the run's stop, for an update in flight
 _PUSH_TIMEOUT_S = 5.0  # a Pushgateway that hangs delays the run's stop at most this long
 _MAX_WINDOWS = 100  # window series per run: names made per epoch must not flood Prometheus
-
-
-class _Metrics:
-    """The metric objects of one registry: Prometheus allows each name once per registry."""
-
-    def __init__(self, registry: CollectorRegistry, user_labels: tuple[str, ...]) -> None:
-        from prometheus_client import Counter, Gauge
-
-        self.registry = registry
-        self.user_labels = user_labels
-        run = (*_RUN_LABELS, *user_labels)
-        device = (*run, "device", "kind", "source")
-        # Multiprocess gauges: live* modes drop a process's values when it exits; "sum"
-        # adds processes sharing a label set (each GPU's power), "max" takes the worst.
-        self.energy = Counter(
-            "greenai_energy_joules",
-            "Energy used by the device since the run began.",
-            device,
-            registry=registry,
-        )
-        self.power = Gauge(
-            "greenai_power_watts",
-            "Latest power of the device (0 once the run has ended).",
-            device,
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
-        self.co2 = Counter(
-            "greenai_co2_kilograms",
-            "CO2e of the run charged to the device (its share of the run's energy).",
-            (*run, "device"),
-            registry=registry,
-        )
-        self.steps = Counter(
-            "greenai_steps", "Steps marked with run.step().", run, registry=registry
-        )
-        self.step_rate = Gauge(
-            "greenai_steps_per_second",
-            "Steps per second over the last update interval (0 once the run has ended).",
-            run,
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
-        self.window = Gauge(
-            "greenai_window_energy_joules",
-            "Energy of the open window with this name, or of the last one once closed.",
-            (*run, "window"),
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
-        self.partial = Gauge(
-            "greenai_run_partial",
-            "1 when a sensor failed, restarted or was missing during the run, else 0.",
-            run,
-            registry=registry,
-            multiprocess_mode="livemax",
-        )
-        self.duration = Gauge(
-            "greenai_run_duration_seconds",
-            "Time since the run began.",
-            run,
-            registry=registry,
-            multiprocess_mode="livemax",
-        )
-
-
-class _Endpoint:
-    """One HTTP server of this process and the registry it serves.
-
-    In single-process mode the registry holds the metric objects; in multiprocess
-    mode it holds a collector that reads every process's files in the directory.
-    """
-
-    def __init__(
-        self, addr: str, port: int, user_labels: tuple[str, ...], multiprocess_dir: str | None
-    ) -> None:
-        from prometheus_client import CollectorRegistry, start_http_server
-
-        self.registry = CollectorRegistry()
-        self.metrics: _Metrics | None = None
-        if multiprocess_dir is None:
-            self.metrics = _Metrics(self.registry, user_labels)
-        else:
-            from prometheus_client.multiprocess import MultiProcessCollector
-
-            MultiProcessCollector(self.registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
-        server, _ = start_http_server(port, addr, registry=self.registry)
-        self.port = int(server.server_port)
-
-
-_lock = threading.Lock()
-_endpoints: dict[tuple[str, int], _Endpoint] = {}  # by address and bound port
-_unserved: dict[tuple[str, ...], _Metrics] = {}  # by user label names: pushed or written to files
-_marks_dead_at_exit = False
-
-
-def _forget_after_fork() -> None:
-    """A forked child has none of its parent's servers: their threads stayed in the parent."""
-    global _lock
-    _lock = threading.Lock()
-    _endpoints.clear()
-    _unserved.clear()
-
-
-if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(after_in_child=_forget_after_fork)
-
-
-def _serve(addr: str, port: int, user_labels: tuple[str, ...], mp_dir: str | None) -> _Endpoint:
-    """The process's server on ``(addr, port)``, started on first use (port 0: a new one)."""
-    with _lock:
-        endpoint = _endpoints.get((addr, port)) if port else None
-        if endpoint is None:
-            endpoint = _Endpoint(addr, port, user_labels, mp_dir)
-            _endpoints[(addr, endpoint.port)] = endpoint
-        return endpoint
-
-
-def _unserved_metrics(user_labels: tuple[str, ...]) -> _Metrics:
-    """Metric objects no server of this process serves (for pushing, or in multiprocess files)."""
-    from prometheus_client import CollectorRegistry
-
-    with _lock:
-        metrics = _unserved.get(user_labels)
-        if metrics is None:
-            metrics = _unserved[user_labels] = _Metrics(CollectorRegistry(), user_labels)
-        return metrics
-
-
-def _mark_dead_at_exit(mp_dir: str) -> None:
-    """Drop this process's live gauges from the directory when it exits (once per process).
-
-    Not at the run's stop: ``mark_process_dead`` deletes the process's gauge files,
-    which ``prometheus_client`` keeps open, so a later run's gauges (and the user's
-    own live gauges) would be written to deleted files and never be seen again.
-    """
-    global _marks_dead_at_exit
-    with _lock:
-        if _marks_dead_at_exit:
-            return
-        _marks_dead_at_exit = True
-    from prometheus_client import multiprocess
-
-    atexit.register(lambda: multiprocess.mark_process_dead(os.getpid(), mp_dir))  # type: ignore[no-untyped-call]
-
-
-def _multiprocess_dir(requested: str | os.PathLike[str] | None) -> str | None:
-    """The multiprocess directory in use, after turning the mode on if it is asked for.
-
-    ``prometheus_client`` chooses between in-memory and file-backed values once, when
-    it is imported, from ``PROMETHEUS_MULTIPROC_DIR``; so the variable can be set
-    here only while it has not been imported.
-
-    Raises:
-        ValueError: The mode cannot be what is asked for (see the messages).
-    """
-    current = os.environ.get(MULTIPROC_ENV)
-    if requested is None:
-        if current is None:
-            return None
-        from prometheus_client import values
-
-        return None if values.ValueClass is values.MutexValue else current
-    path = os.path.abspath(os.fspath(requested))
-    if current is not None and os.path.realpath(current) != os.path.realpath(path):
-        raise ValueError(
-            f"multiprocess_dir is {path!r} but {MULTIPROC_ENV} is {current!r}: "
-            "prometheus_client serves one directory per process; pass the same one"
-        )
-    if current is None and "prometheus_client" in sys.modules:
-        raise ValueError(
-            f"multiprocess_dir={path!r} needs {MULTIPROC_ENV} set before the process imports "
-            "prometheus_client, which it already has (in single-process mode): set "
-            f"{MULTIPROC_ENV}={path} in the environment that starts the process"
-        )
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"multiprocess_dir {path!r} cannot be created: {e}") from e
-    if current is None:
-        os.environ[MULTIPROC_ENV] = path
-    from prometheus_client import values
-
-    if values.ValueClass is values.MutexValue:
-        raise ValueError(
-            f"multiprocess_dir={path!r}: {MULTIPROC_ENV} was set after the process imported "
-            f"prometheus_client, which is in single-process mode: set {MULTIPROC_ENV}={path} "
-            "in the environment that starts the process"
-        )
-    return path
-
-
-class _RunView:
-    """The samples of one run's label set, for pushing.
-
-    A Pushgateway push replaces its group (job, run, rank, node, user labels), so
-    it must hold this run's series only, not other runs' in the same registry.
-    """
-
-    def __init__(self, registry: CollectorRegistry, labels: Mapping[str, str]) -> None:
-        self._registry = registry
-        self._labels = labels
-
-    def collect(self) -> Iterator[Metric]:
-        from prometheus_client.metrics_core import Metric
-
-        for family in self._registry.collect():
-            samples = [
-                s
-                for s in family.samples
-                if all(s.labels.get(k) == v for k, v in self._labels.items())
-            ]
-            if samples:
-                view = Metric(family.name, family.documentation, family.type, family.unit)
-                view.samples = samples
-                yield view
 
 
 class PrometheusExporter:
@@ -332,7 +116,8 @@ class PrometheusExporter:
     Raises:
         TypeError: An argument has the wrong type.
         ValueError: An argument is out of range, there is nothing to export to, or
-            multiprocess mode cannot be turned on (see :data:`MULTIPROC_ENV`).
+            multiprocess mode cannot be turned on (see
+            :data:`~greenai.report.prometheus_serving.MULTIPROC_ENV`).
     """
 
     def __init__(
@@ -368,8 +153,8 @@ class PrometheusExporter:
                     f"push_interval_s={push_interval_s!r} needs a push_gateway to push to"
                 )
         _check_seconds("update_interval_s", update_interval_s)
-        self._labels = _check_labels(labels)
-        self._mp_dir = _multiprocess_dir(multiprocess_dir)
+        self._labels = check_labels(labels)
+        self._mp_dir = multiprocess_dir_in_use(multiprocess_dir)
         if port is None and push_gateway is None and self._mp_dir is None:
             raise ValueError(
                 "PrometheusExporter has nothing to export to: give a port to serve, "
@@ -382,7 +167,7 @@ class PrometheusExporter:
         self._push_job = push_job
         self._push_interval_s = None if push_interval_s is None else float(push_interval_s)
         self._update_interval_s = float(update_interval_s)
-        self._endpoint: _Endpoint | None = None
+        self._endpoint: Endpoint | None = None
         self._tracker: Meter | None = None
         self._update_lock = threading.Lock()
         self._push_lock = threading.Lock()
@@ -394,7 +179,7 @@ class PrometheusExporter:
         self._tracker = tracker
         self._run_labels: dict[str, str] = {"run": tracker.name or "run"}
         self._problems: dict[str, str] = {}
-        self._metrics: _Metrics | None = None
+        self._metrics: Metrics | None = None
         self._thread: threading.Thread | None = None
         self._stopping = stopping = threading.Event()
         self._totals: dict[tuple[str, ...], float] = {}
@@ -502,22 +287,22 @@ class PrometheusExporter:
             m.duration.labels(*run).set(result.duration_s)
 
     # ----------------------------------------------------------------- set-up
-    def _attach(self, local_rank: int) -> _Metrics:
+    def _attach(self, local_rank: int) -> Metrics:
         """The metric objects of this run; serves them first where a port is given."""
         user_labels = tuple(self._labels)
         if self._mp_dir is not None:
-            _mark_dead_at_exit(self._mp_dir)
+            mark_dead_at_exit(self._mp_dir)
             if self._port is not None and local_rank == 0:
                 self._listen(self._port, user_labels)
-            return _unserved_metrics(user_labels)
+            return unserved_metrics(user_labels)
         if self._port is not None:
             port = self._port + local_rank if self._port and self._per_local_rank else self._port
             endpoint = self._listen(port, user_labels)
             if endpoint is not None and endpoint.metrics is not None:
                 return endpoint.metrics
-        return _unserved_metrics(user_labels)
+        return unserved_metrics(user_labels)
 
-    def _listen(self, port: int, user_labels: tuple[str, ...]) -> _Endpoint | None:
+    def _listen(self, port: int, user_labels: tuple[str, ...]) -> Endpoint | None:
         """This process's endpoint on ``port``; warns (once, now) when it cannot listen."""
         if port > _MAX_PORT:
             warn(
@@ -528,7 +313,7 @@ class PrometheusExporter:
             return None
         reuse = self._endpoint if port == 0 and self._endpoint is not None else None
         try:
-            endpoint = reuse or _serve(self._addr, port, user_labels, self._mp_dir)
+            endpoint = reuse or serve(self._addr, port, user_labels, self._mp_dir)
         except OSError as e:
             logger.debug("cannot listen on %s:%d", self._addr, port, exc_info=True)
             warn(
@@ -659,7 +444,7 @@ class PrometheusExporter:
             push_to_gateway(
                 self._push_gateway,
                 job=self._push_job,
-                registry=_RunView(self._metrics.registry, self._run_labels),
+                registry=RunView(self._metrics.registry, self._run_labels),
                 grouping_key=self._run_labels,
                 timeout=_PUSH_TIMEOUT_S,
             )
@@ -675,28 +460,3 @@ def _check_seconds(name: str, value: object) -> None:
         raise TypeError(f"{name} must be a number of seconds, got {value!r}")
     if not 0 < value < math.inf:
         raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
-
-
-def _check_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
-    """The user's constant labels, checked against Prometheus's rules and our own names."""
-    if labels is None:
-        return {}
-    if not isinstance(labels, Mapping):
-        raise TypeError(f"labels must be a mapping of label names to values, got {labels!r}")
-    checked: dict[str, str] = {}
-    for name, value in labels.items():
-        if not isinstance(name, str) or not _LABEL_NAME.fullmatch(name):
-            raise ValueError(
-                f"labels: {name!r} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)"
-            )
-        if name.startswith("__"):
-            raise ValueError(f"labels: {name!r} starts with '__', which Prometheus reserves")
-        if name in _RESERVED_LABELS:
-            raise ValueError(
-                f"labels: {name!r} clashes with a label greenai or Prometheus sets "
-                f"({', '.join(sorted(_RESERVED_LABELS))})"
-            )
-        if not isinstance(value, str):
-            raise TypeError(f"labels: the value of {name!r} must be a string, got {value!r}")
-        checked[name] = value
-    return checked

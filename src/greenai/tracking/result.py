@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from greenai.core.units import format_energy_j, format_fixed, format_number, format_power_w
 from greenai.devices.base import DeviceKind, Source
 
 if TYPE_CHECKING:
@@ -274,42 +275,48 @@ class Result:
     def summary(self) -> str:
         """A short human-readable table: energy by device with its source, and the duration."""
         title = self.name or "run"
+        duration = format_fixed(self.duration_s, 2, "s")
         lines = [
-            f"{title}: {self.energy_j:,.1f} J over {self.duration_s:,.2f} s "
-            f"(mean {self.mean_power_w:,.1f} W)" + (" [PARTIAL]" if self.partial else "")
+            f"{title}: {format_energy_j(self.energy_j)} over {duration} "
+            f"(mean {format_power_w(self.mean_power_w)})" + (" [PARTIAL]" if self.partial else "")
         ]
         width = max((len(d) for d in self.energy_by_device_j), default=6)
         for device, energy_j in self.energy_by_device_j.items():
             lines.append(
-                f"  {device:<{width}}  {energy_j:>12,.1f} J   source: {self.sources[device]}"
+                f"  {device:<{width}}  {format_energy_j(energy_j):>14}   "
+                f"source: {self.sources[device]}"
             )
         by_node = self.energy_by_node_j
         if len(by_node) > 1 or self.ranks:
             lines.append(
                 "  by node: "
-                + ", ".join(f"{node} {energy_j:,.1f} J" for node, energy_j in by_node.items())
+                + ", ".join(
+                    f"{node} {format_energy_j(energy_j)}" for node, energy_j in by_node.items()
+                )
             )
         if self.ranks:
             lines.append(
                 "  by rank: "
                 + ", ".join(
-                    f"{r.metadata.get('distributed', {}).get('rank', i)} {r.energy_j:,.1f} J"
+                    f"{r.metadata.get('distributed', {}).get('rank', i)} "
+                    f"{format_energy_j(r.energy_j)}"
                     for i, r in enumerate(self.ranks)
                 )
             )
         if self.co2_kg is not None:
             where = self.accounting.get("location", "?")
+            intensity = self.intensity_g_per_kwh
             lines.append(
-                f"  CO2e: {self.co2_kg * 1000:,.3g} g at {self.intensity_g_per_kwh:,.0f} "
-                f"g/kWh ({where}, PUE {self.accounting.get('pue', 1.0):g})"
+                f"  CO2e: {format_number(self.co2_kg * 1000, 3, sci_from=3)} g at "
+                f"{format_fixed(math.nan if intensity is None else intensity, 0)} g/kWh "
+                f"({where}, PUE {format_number(self.accounting.get('pue', 1.0), 6)})"
             )
         if self.cost_usd is not None:
-            lines.append(f"  cost: ${self.cost_usd:,.3g}")
+            lines.append(f"  cost: ${format_number(self.cost_usd, 3, sci_from=3)}")
         if self.steps and self.steps.count:
-            lines.append(
-                f"  steps: {self.steps.count}, {self.steps.mean_time_s * 1e3:,.1f} ms "
-                f"and {self.steps.mean_energy_j:,.2f} J per step"
-            )
+            mean_ms = format_fixed(self.steps.mean_time_s * 1e3, 1, "ms")
+            mean_j = format_fixed(self.steps.mean_energy_j, 2, "J")
+            lines.append(f"  steps: {self.steps.count}, {mean_ms} and {mean_j} per step")
         lines.extend(f"  partial: {reason}" for reason in self.partial_reasons)
         return "\n".join(lines)
 

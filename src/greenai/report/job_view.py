@@ -2,8 +2,9 @@
 
 The Markdown and HTML reports show a job's nodes and ranks, and the CSV row
 describes the job's machines; all three read the job from here, so they agree.
-Nothing here formats or escapes: the renderers do (names come from users and
-hosts, and may hold anything).
+The job's facts, title and notes are plain text both reports show; nothing here
+escapes: the renderers do, each its own way (names come from users and hosts,
+and may hold anything).
 
 Where each figure comes from (see :class:`~greenai.tracking.result.Result`):
 
@@ -24,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from greenai.core.units import format_value
 from greenai.tracking.result import Result
 
 _T = TypeVar("_T")
@@ -195,6 +197,114 @@ def node_machines(result: Result) -> list[NodeMachine]:
             )
         )
     return machines
+
+
+# ---------------------------------------------------------- facts as plain text
+def job_facts(job: Job) -> list[tuple[str, str]]:
+    """A job's world size, ranks reported and missing, nodes and launcher, as plain text.
+
+    Shared by the HTML and Markdown reports, which escape the values their own way.
+    """
+    size = job.world_size
+    reported = job.ranks_reported
+    facts = [
+        ("World size", "unknown" if size is None else f"{size:,} {_plural(size, 'rank')}"),
+        (
+            "Ranks reported",
+            f"{len(reported):,}"
+            + (f" of {size:,}" if size is not None else "")
+            + f": {compact_ranks(reported)}",
+        ),
+        (
+            "Ranks missing",
+            "none"
+            if not job.ranks_missing
+            else f"{len(job.ranks_missing):,}: {compact_ranks(job.ranks_missing)} "
+            "(did not report: their energy is not in the figures)",
+        ),
+        (
+            "Nodes",
+            f"{len(_named_nodes(job)):,}: " + ", ".join(_named_nodes(job))
+            if _named_nodes(job)
+            else "unknown",
+        ),
+    ]
+    facts.extend(_launcher_facts(job.launcher))
+    return facts
+
+
+def _named_nodes(job: Job) -> list[str]:
+    return [n.node for n in job.nodes if n.node is not None]
+
+
+def _launcher_facts(launcher: Mapping[str, Any]) -> list[tuple[str, str]]:
+    if not launcher:
+        return [("Launcher", "not recorded")]
+    facts = []
+    name = launcher.get("launcher")
+    facts.append(("Launcher", format_value(name) if name else "not recorded"))
+    slurm = launcher.get("slurm")
+    if isinstance(slurm, Mapping):
+        if slurm.get("job_id") is not None:
+            facts.append(("SLURM job id", format_value(slurm["job_id"])))
+        if slurm.get("nodes"):
+            facts.append(("SLURM nodes", format_value(slurm["nodes"])))
+        rest = {k: v for k, v in slurm.items() if k not in ("job_id", "nodes")}
+        if rest:
+            facts.append(("SLURM", format_value(rest)))
+    elif slurm is not None:
+        facts.append(("SLURM", format_value(slurm)))
+    for key, value in launcher.items():
+        if key not in ("launcher", "slurm"):
+            facts.append((str(key), format_value(value)))
+    return facts
+
+
+def _plural(count: int, word: str) -> str:
+    return word if count == 1 else word + "s"
+
+
+def job_title(job: Job) -> str:
+    """``4 ranks on 2 nodes``, counting the ranks reported or missing."""
+    ranks = job.world_size if job.world_size is not None else len(job.ranks)
+    nodes = len(_named_nodes(job))
+    return f"{ranks:,} {_plural(ranks, 'rank')} on {nodes:,} {_plural(nodes, 'node')}"
+
+
+def node_label(node: JobNode) -> str:
+    return node.node if node.node is not None else "(node unknown)"
+
+
+def node_co2_kg(result: Result, node: JobNode) -> float | None:
+    """The node's part of the job's CO2e, in proportion to its energy. Units: kg."""
+    total_j = result.energy_j
+    if result.co2_kg is None or total_j <= 0:
+        return None
+    return result.co2_kg * node.energy_j / total_j
+
+
+def missing_reason(result: Result, rank: int) -> str:
+    """Why ``rank`` is missing, from the job's partial reasons (``did not report`` if none)."""
+    for reason in result.partial_reasons:
+        if reason.startswith((f"rank {rank} ", f"rank {rank}:")):
+            return reason
+    return "did not report"
+
+
+def shared_by(job: Job) -> dict[str, tuple[int, ...]]:
+    """Devices several ranks read (counted once in the job), with those ranks."""
+    return {device: ranks for device, ranks in job.shared_devices}
+
+
+JOB_NOTES = (
+    "A node's energy is the sum of its devices, so the nodes add up to the job's total.",
+    "A rank's energy counts every device it metered: a device several ranks read is in each "
+    "of their rows but once in the job's total, so the ranks can add up to more than it.",
+)
+CO2_SPLIT_NOTE = (
+    "CO2e is split between nodes in proportion to their energy (one grid intensity and PUE "
+    "for the whole job)."
+)
 
 
 # ---------------------------------------------------------------------- helpers
