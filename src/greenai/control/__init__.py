@@ -9,7 +9,8 @@ gives it back on every way out. See :mod:`greenai.control.governor`.
 from __future__ import annotations
 
 from greenai.control.batch_size import AdaptiveBatchSampler, BatchSizeController
-from greenai.control.governor import Choice, Governor, choose_limit
+from greenai.control.governor import Governor
+from greenai.control.limit_choice import Choice, choose_limit
 from greenai.control.limits import PowerLimitGuard, recover
 from greenai.control.profile import Profile, ProfilePoint, ProfileStore
 from greenai.control.target import EnergyTarget

@@ -85,7 +85,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from greenai.control.governor import BUDGET_MARGIN
+from greenai.control.limit_choice import BUDGET_MARGIN
 from greenai.control.state import state_dir
 from greenai.control.target import EnergyTarget
 from greenai.core import clock as _clock
@@ -144,7 +144,7 @@ def choose_batch_size(
 ) -> BatchChoice:
     """Choose among measured sizes for ``target``'s goal, per sample.
 
-    The governor's :func:`~greenai.control.governor.choose_limit` applied to
+    The governor's :func:`~greenai.control.limit_choice.choose_limit` applied to
     discrete points (no interpolation: sizes between candidates were never tried,
     and may not fit in memory).
 
