@@ -8,7 +8,8 @@ gives it back on every way out. See :mod:`greenai.control.governor`.
 
 from __future__ import annotations
 
-from greenai.control.batch_size import AdaptiveBatchSampler, BatchSizeController
+from greenai.control.batch_sampler import AdaptiveBatchSampler
+from greenai.control.batch_size import BatchSizeController
 from greenai.control.governor import Governor
 from greenai.control.limit_choice import Choice, choose_limit
 from greenai.control.limits import PowerLimitGuard, recover
