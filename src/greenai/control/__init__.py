@@ -4,6 +4,21 @@
 :class:`Governor`, which profiles power limits, chooses one and keeps the run on
 target; every limit it changes goes through a :class:`PowerLimitGuard`, which
 gives it back on every way out. See :mod:`greenai.control.governor`.
+
+The modules, by concern:
+
+* the goal and the power-limit plan: ``target`` (:class:`EnergyTarget`),
+  ``governor`` (the run observer: profile, choose, closed loop), ``profile``
+  (measured profiles and their store), ``limit_choice`` (:func:`choose_limit`),
+  ``ranks`` (one plan for the ranks of a ``torch.distributed`` job, or this rank
+  alone), ``distributed`` (the collectives);
+* power limits that are always given back: ``limits`` (:class:`PowerLimitGuard`,
+  :func:`recover`), ``limit_journal`` (the on-disk journal and its locking),
+  ``recovery`` (restoring what killed runs left);
+* batch size: ``batch_size`` (:class:`BatchSizeController`), ``batch_choice``,
+  ``batch_windows``, ``batch_oom``, ``batch_store``, ``batch_sampler``
+  (:class:`AdaptiveBatchSampler`);
+* ``state``: the folder where all of it outlives a run.
 """
 
 from __future__ import annotations

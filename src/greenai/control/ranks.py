@@ -4,8 +4,9 @@ The :class:`~greenai.control.governor.Governor` hands its planner what this rank
 measured at each decision point (the end of a profiling phase, each re-plan) and
 gets back the figures to plan with; it never asks whether other ranks exist.
 
-* :class:`LocalPlan`: one rank (no process group, a single rank, or planning was
-  refused): its own measurements are the job's.
+* :class:`LocalPlan`: this rank alone (no initialized process group, a single
+  rank, a rank with no GPU limit to steer, or no answer from the others at the
+  start): its own measurements are the job's.
 * :class:`JobPlan`: the ranks of a ``torch.distributed`` job plan as one, through a
   :class:`~greenai.control.distributed.Coordinator`: energy summed over the ranks,
   time of the slowest rank, the job's budget, rank 0's choice. When a collective
