@@ -30,7 +30,7 @@ def _isolated_user_dirs(
     for name in [n for n in os.environ if n.startswith("GREENAI_")]:
         monkeypatch.delenv(name)
     # the "location unknown" warning is shown once per process: once per test here
-    monkeypatch.setattr("greenai.accounting.carbon._warned_location_unknown", False)
+    monkeypatch.setattr("greenai.accounting.intensity._warned_location_unknown", False)
 
 
 @pytest.fixture

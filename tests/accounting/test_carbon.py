@@ -1,4 +1,4 @@
-"""Grid intensity (CodeCarbon's data, fixed, time series) and the accounting of results."""
+"""The accounting of results: CO2e and cost, charged by the hour from a time series."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import json
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from greenai.accounting import grid_data as _codecarbon
-from greenai.accounting.carbon import Intensity, IntensitySeries, account, accountant, intensity_for
+from greenai.accounting.carbon import account, accountant
+from greenai.accounting.intensity import Intensity
+from greenai.accounting.intensity_series import IntensitySeries
 from greenai.accounting.settings import AccountingSettings
 from greenai.core.errors import AccountingWarning
 from greenai.tracking.meter import Meter
@@ -61,279 +61,7 @@ def _hourly(tmp_path: Path, *values: float) -> IntensitySeries:
     return IntensitySeries.from_csv(_series_file(tmp_path, "timestamp,g_per_kwh\n" + rows))
 
 
-# ---------------------------------------------------------------- CodeCarbon's figures
-
-
-def test_known_country_figures() -> None:
-    france = _codecarbon.country_intensity("FRA")
-    usa = _codecarbon.country_intensity("usa")
-    assert france is not None
-    assert usa is not None
-    assert france == (pytest.approx(56.039), "France")
-    assert usa == (pytest.approx(369.473), "United States")
-    assert _codecarbon.country_intensity("XYZ") is None
-    assert _codecarbon.world_average_g_per_kwh() == 475.0
-
-
-def test_regions_and_cloud() -> None:
-    ca = _codecarbon.region_intensity("USA", "california")
-    assert ca is not None
-    assert ca[0] == pytest.approx(394.769 * 0.45359237)  # eGRID lbs/MWh -> g/kWh
-    assert ca[2] == "USA"
-    assert _codecarbon.region_intensity("USA", "CA") == ca  # postal code, a greenai extra
-    assert _codecarbon.region_intensity(None, "California") == ca  # country inferred
-    quebec = _codecarbon.region_intensity("CAN", "Quebec")
-    assert quebec is not None
-    assert quebec[0] == pytest.approx(3.94, abs=0.01)
-    sichuan = _codecarbon.region_intensity("chn", "Sichuan Province")
-    assert sichuan is not None
-    assert sichuan[0] == 156.4
-    assert _codecarbon.region_intensity(None, "CN-SC") == sichuan
-    se3 = _codecarbon.region_intensity(None, "se3")
-    assert se3 is not None
-    assert (se3[0], se3[2]) == (27.0, "SWE")
-    assert _codecarbon.region_intensity("NOR", "SE3") is None  # SE3 is Swedish
-    assert _codecarbon.region_intensity("USA", "atlantis") is None
-    assert _codecarbon.cloud_intensity("GCP", "europe-west1") == (
-        122.0,
-        "St. Ghislain, Belgium",
-        "BEL",
-    )
-    assert _codecarbon.cloud_intensity("aws", "us-east-1") is None
-    assert "europe-west9" in _codecarbon.cloud_regions("gcp")
-    assert _codecarbon.codecarbon_version().startswith("3.3")
-
-
-PLACES = [
-    ("FRA", None),
-    ("USA", None),
-    ("DEU", None),
-    ("IND", None),
-    ("USA", "california"),
-    ("USA", "texas"),
-    ("CAN", "quebec"),
-    ("CAN", "alberta"),
-    ("CHN", "sichuan province"),
-    ("SWE", "SE3"),
-    ("NOR", "NO4"),
-    ("FIN", "FI"),
-]
-
-
-@pytest.mark.parametrize(("iso3", "region"), PLACES)
-def test_matches_codecarbon_private_infra(iso3: str, region: str | None) -> None:
-    """greenai charges exactly what CodeCarbon's own Emissions computes, offline."""
-    from codecarbon.core.emissions import Emissions
-    from codecarbon.core.units import Energy
-    from codecarbon.external.geography import GeoMetadata
-    from codecarbon.input import DataSource
-
-    expected_g = 1000 * Emissions(DataSource()).get_private_infra_emissions(
-        Energy(kWh=1.0), GeoMetadata(country_iso_code=iso3, region=region)
-    )
-    settings = AccountingSettings(country=iso3, region=region)
-    intensity = intensity_for(settings)
-    assert isinstance(intensity, Intensity)
-    assert intensity.g_per_kwh == pytest.approx(expected_g, rel=1e-9)
-    assert intensity.notes == ()
-
-
-@pytest.mark.parametrize("region", ["europe-west1", "us-central1", "northamerica-northeast1"])
-def test_matches_codecarbon_cloud(region: str) -> None:
-    from codecarbon.core.emissions import Emissions
-    from codecarbon.core.units import Energy
-    from codecarbon.external.geography import CloudMetadata
-    from codecarbon.input import DataSource
-
-    expected_g = 1000 * Emissions(DataSource()).get_cloud_emissions(
-        Energy(kWh=1.0), CloudMetadata(provider="gcp", region=region)
-    )
-    intensity = intensity_for(AccountingSettings(cloud=f"gcp:{region}"))
-    assert isinstance(intensity, Intensity)
-    assert intensity.g_per_kwh == pytest.approx(expected_g, rel=1e-9)
-    assert intensity.location.startswith(f"gcp:{region} (")
-
-
-def test_world_average_matches_codecarbon() -> None:
-    from codecarbon.core.emissions import Emissions
-    from codecarbon.core.units import Energy
-    from codecarbon.external.geography import GeoMetadata
-    from codecarbon.input import DataSource
-
-    expected_g = 1000 * Emissions(DataSource()).get_private_infra_emissions(
-        Energy(kWh=1.0), GeoMetadata(country_iso_code="XYZ")
-    )
-    assert _codecarbon.world_average_g_per_kwh() == pytest.approx(expected_g)
-
-
-# ---------------------------------------------------------------- choosing the intensity
-
-
-def test_known_country_source_and_location() -> None:
-    intensity = intensity_for(AccountingSettings(country="fra"))
-    assert isinstance(intensity, Intensity)
-    assert intensity.g_per_kwh == pytest.approx(56.039)
-    assert intensity.location == "France (FRA)"
-    version = _codecarbon.codecarbon_version()
-    assert intensity.source == f"CodeCarbon {version} offline data: France (FRA)"
-
-
-def test_fixed_intensity_wins_over_every_lookup() -> None:
-    settings = AccountingSettings(country="FRA", cloud="gcp:us-central1", intensity_g_per_kwh=12.5)
-    intensity = intensity_for(settings)
-    assert intensity == Intensity(12.5, "fixed by user", "gcp:us-central1, FRA")
-
-
-def test_cloud_wins_over_region_and_country() -> None:
-    intensity = intensity_for(
-        AccountingSettings(cloud="gcp:europe-west9", region="texas", country="USA")
-    )
-    assert isinstance(intensity, Intensity)
-    assert intensity.g_per_kwh == 34.0
-
-
-def test_region_wins_over_country() -> None:
-    intensity = intensity_for(AccountingSettings(region="quebec", country="CAN"))
-    assert isinstance(intensity, Intensity)
-    assert intensity.g_per_kwh == pytest.approx(3.94, abs=0.01)
-
-
-def test_series_wins_over_location(tmp_path: Path) -> None:
-    csv = _series_file(tmp_path, f"timestamp,g_per_kwh\n{T0:.0f},10\n")
-    intensity = intensity_for(AccountingSettings(country="FRA", intensity_csv=csv))
-    assert isinstance(intensity, IntensitySeries)
-    assert intensity.location == "FRA"
-
-
-def test_unknown_location_warns_once_and_uses_world_average() -> None:
-    with pytest.warns(AccountingWarning, match="location unknown") as record:
-        intensity = intensity_for(AccountingSettings())
-    assert len(record) == 1
-    assert isinstance(intensity, Intensity)
-    assert intensity.g_per_kwh == _codecarbon.world_average_g_per_kwh() == 475.0
-    assert intensity.location == "unknown"
-    assert "world average" in intensity.source
-    assert intensity.notes
-
-
-@pytest.mark.parametrize(
-    ("settings", "named"),
-    [
-        ({"country": "XYZ"}, "country 'XYZ'"),
-        ({"region": "atlantis"}, "region 'atlantis'"),
-        ({"cloud": "gcp:mars-north1"}, "cloud region 'gcp:mars-north1'"),
-    ],
-)
-def test_unknown_code_is_named_and_world_average_used(settings: dict[str, str], named: str) -> None:
-    with pytest.warns(AccountingWarning, match=named) as record:
-        intensity = intensity_for(AccountingSettings(**settings))  # type: ignore[arg-type]
-    assert len(record) == 1
-    assert isinstance(intensity, Intensity)
-    assert intensity.g_per_kwh == 475.0
-    assert intensity.location == "unknown"
-
-
-def test_unknown_cloud_falls_back_to_the_country_given() -> None:
-    with pytest.warns(AccountingWarning, match=r"aws:us-east-1.*charged United States") as record:
-        intensity = intensity_for(AccountingSettings(cloud="aws:us-east-1", country="USA"))
-    assert len(record) == 1
-    assert isinstance(intensity, Intensity)
-    assert intensity.g_per_kwh == pytest.approx(369.473)
-
-
-def test_region_of_another_country_falls_back_to_the_country() -> None:
-    with pytest.warns(AccountingWarning, match="region 'texas' of country FRA"):
-        intensity = intensity_for(AccountingSettings(region="texas", country="FRA"))
-    assert isinstance(intensity, Intensity)
-    assert intensity.g_per_kwh == pytest.approx(56.039)
-
-
-def test_known_location_does_not_warn() -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        intensity_for(AccountingSettings(country="DEU"))
-        intensity_for(AccountingSettings(region="SE1"))
-
-
-# ---------------------------------------------------------------- time series parsing
-
-
-def test_series_formats(tmp_path: Path) -> None:
-    """ISO with a zone, ISO naive (UTC), 'Z', and unix seconds all land on the same instants."""
-    path = _series_file(
-        tmp_path,
-        "timestamp,g_per_kwh\n"
-        "2024-06-01T02:00:00+02:00,100\n"  # = 2024-06-01T00:00Z
-        "2024-06-01 01:00:00,200\n"  # naive: UTC
-        "2024-06-01T02:00:00Z,300\n"
-        f"{T0 + 3 * HOUR:.0f},400\n"
-        f"{T0 + 4 * HOUR:.1f},500\n",
-    )
-    series = IntensitySeries.from_csv(path)
-    assert series.times_unix_s == tuple(T0 + i * HOUR for i in range(5))
-    assert series.values_g_per_kwh == (100.0, 200.0, 300.0, 400.0, 500.0)
-    assert series.step_s == HOUR
-    assert series.source == f"time series {path} (hourly)"
-
-
-def test_series_alternative_column_extra_columns_and_blank_lines(tmp_path: Path) -> None:
-    path = _series_file(
-        tmp_path,
-        "zone, Timestamp ,intensity_g_per_kwh\n\nFR,2024-06-01T00:00:00Z,50\n\nFR,"
-        "2024-06-01T00:30:00Z,60\n",
-    )
-    series = IntensitySeries.from_csv(path)
-    assert series.values_g_per_kwh == (50.0, 60.0)
-    assert series.step_s == 1800.0
-    assert "every 30 min" in series.source
-
-
-def test_series_rows_are_sorted(tmp_path: Path) -> None:
-    path = _series_file(
-        tmp_path, f"timestamp,g_per_kwh\n{T0 + HOUR:.0f},300\n{T0:.0f},100\n{T0 + 2 * HOUR:.0f},5\n"
-    )
-    series = IntensitySeries.from_csv(path)
-    assert series.times_unix_s == (T0, T0 + HOUR, T0 + 2 * HOUR)
-    assert series.values_g_per_kwh == (100.0, 300.0, 5.0)
-
-
-@pytest.mark.parametrize(
-    ("text", "match"),
-    [
-        ("", "no rows"),
-        ("timestamp,g_per_kwh\n", "no rows"),
-        ("time,g_per_kwh\n0,1\n", "no 'timestamp' column"),
-        ("timestamp,value\n0,1\n", "exactly one of the columns"),
-        ("timestamp,g_per_kwh,intensity_g_per_kwh\n0,1,1\n", "exactly one of the columns"),
-        ("timestamp,g_per_kwh\nyesterday,1\n", r"line 2: timestamp 'yesterday'"),
-        ("timestamp,g_per_kwh\n0,1\n3600,lots\n", r"line 3: intensity 'lots' is not a number"),
-        ("timestamp,g_per_kwh\n0,-1\n", "line 2: intensity '-1' must be a finite number >= 0"),
-        ("timestamp,g_per_kwh\n0,nan\n", "must be a finite number"),
-        ("timestamp,g_per_kwh\ninf,1\n", "not finite"),
-        ("timestamp,g_per_kwh\n0,1,2\n", "line 2: 3 fields"),
-        ("timestamp,g_per_kwh\n0,1\n3600,2\n0,3\n", "lines 2 and 4 have the same timestamp"),
-    ],
-)
-def test_series_rejects(tmp_path: Path, text: str, match: str) -> None:
-    path = _series_file(tmp_path, text)
-    with pytest.raises(ValueError, match=match) as info:
-        IntensitySeries.from_csv(path)
-    assert str(path) in str(info.value)
-
-
-def test_series_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="cannot be read"):
-        IntensitySeries.from_csv(tmp_path / "nope.csv")
-
-
-def test_series_value_at_and_edges(tmp_path: Path) -> None:
-    series = _hourly(tmp_path, 100, 300)
-    assert series.g_per_kwh_at(T0 - 10) == 100.0  # before the first row: the first value
-    assert series.g_per_kwh_at(T0) == 100.0
-    assert series.g_per_kwh_at(T0 + HOUR - 1) == 100.0
-    assert series.g_per_kwh_at(T0 + HOUR) == 300.0
-    assert series.g_per_kwh_at(T0 + 10 * HOUR) == 300.0  # after the last: the last value
-    assert series.end_unix_s == T0 + 2 * HOUR
+# ---------------------------------------------------------------- charging by the hour
 
 
 def test_single_row_series_applies_from_its_time_on(tmp_path: Path) -> None:
@@ -345,9 +73,6 @@ def test_single_row_series_applies_from_its_time_on(tmp_path: Path) -> None:
     assert out.accounting["notes"] == [
         "no price given: set price_per_kwh and/or gpu_hour_price for a cost"
     ]
-
-
-# ---------------------------------------------------------------- charging by the hour
 
 
 def _constant_timeline(
@@ -635,7 +360,7 @@ def test_accounting_imports_stay_light() -> None:
         "after_greenai = heavy()\n"
         "import greenai.accounting.carbon, greenai.accounting.settings, greenai.accounting.cost\n"
         "after_modules = heavy()\n"
-        "from greenai.accounting.carbon import intensity_for\n"
+        "from greenai.accounting.intensity import intensity_for\n"
         "from greenai.accounting.settings import AccountingSettings\n"
         "i = intensity_for(AccountingSettings(country='FRA', region=None))\n"
         "j = intensity_for(AccountingSettings(cloud='gcp:europe-west1'))\n"

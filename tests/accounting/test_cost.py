@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from greenai.accounting.carbon import Intensity, account
+from greenai.accounting.carbon import account
 from greenai.accounting.cost import cost_usd, gpu_hours
+from greenai.accounting.intensity import Intensity
 from greenai.accounting.settings import AccountingSettings
 from greenai.tracking.result import Result
 

@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import greenai
 from greenai.control import AdaptiveBatchSampler, BatchSizeController, EnergyTarget
-from greenai.control.batch_size import SizePoint, choose_batch_size, default_store_dir
+from greenai.control.batch_choice import SizePoint, choose_batch_size
+from greenai.control.batch_store import default_store_dir
 from greenai.sim import SimulatedGPU, simulated_nvml
 
 GPU = SimulatedGPU()

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from greenai.control import limits
-from greenai.control.limits import PowerLimitGuard, default_journal_path, recover
+from greenai.control.limit_journal import default_journal_path
+from greenai.control.limits import PowerLimitGuard, recover
 from greenai.core.errors import ControlWarning
 from greenai.devices import probe_gpus
 from greenai.devices.base import Device

@@ -87,7 +87,7 @@ class AccountingSettings:
         intensity_g_per_kwh: A fixed grid intensity, overriding every lookup.
             Units: g CO2e per kWh.
         intensity_csv: A grid-intensity time series (``timestamp,g_per_kwh``); see
-            :class:`greenai.accounting.carbon.IntensitySeries`. Exclusive with
+            :class:`greenai.accounting.intensity_series.IntensitySeries`. Exclusive with
             ``intensity_g_per_kwh``.
         origin: For every setting, where its value came from: ``"argument"``,
             ``"config file /path"``, ``"env GREENAI_COUNTRY"`` or ``"default"``.

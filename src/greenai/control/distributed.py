@@ -20,8 +20,9 @@ Assumptions and limits:
 * A collective that fails (a rank died) or does not complete within the process
   group's timeout (``torch.distributed.init_process_group(timeout=...)``; for NCCL,
   with ``TORCH_NCCL_ASYNC_ERROR_HANDLING`` as the user configured it) raises
-  :class:`CoordinationError`; the governor then warns once, restores the original
-  limits and plans locally. No rank waits longer than that timeout.
+  :class:`CoordinationError`; the governor's planner
+  (:class:`~greenai.control.ranks.JobPlan`) then warns once, has the original limits
+  restored and plans locally. No rank waits longer than that timeout.
 * A rank whose control stops on its own (an error of its devices) stops taking part;
   the others reach their next collective, wait out the timeout and plan alone.
 * Saved profiles are neither reused nor saved in a coordinated run: the ranks could

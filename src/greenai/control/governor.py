@@ -10,9 +10,9 @@ steps:
    (:mod:`greenai.tracking.staleness`), so each phase's energy is exact even though the
    power changes right at its start. A saved profile of the same job, GPU model
    and limit range skips this.
-2. **Choose** (:func:`choose_limit`): the fastest limit whose predicted energy
-   for the remaining steps fits the remaining budget; or the least energy
-   within ``max_slowdown``; or the least Zeus cost.
+2. **Choose** (:func:`~greenai.control.limit_choice.choose_limit`): the fastest
+   limit whose predicted energy for the remaining steps fits the remaining
+   budget; or the least energy within ``max_slowdown``; or the least Zeus cost.
 3. **Closed loop** (budget goals): every ``replan_every`` steps, the energy spent
    is read from the window chain, the current limit's energy per step is
    re-measured and divided by the profile's to give a drift ratio (the workload
@@ -27,7 +27,8 @@ Across the ranks of a ``torch.distributed`` job the same holds: when the user's
 process group is initialized, every decision point combines all ranks'
 measurements (energy summed, time of the slowest rank), the budget is the job's,
 and rank 0's choice is broadcast; a failed or timed-out collective makes each rank
-warn once, restore its limits and plan alone (:mod:`greenai.control.distributed`).
+warn once, restore its limits and plan alone. The governor leaves all of that to
+its planner (:mod:`greenai.control.ranks`), which it hands what this rank measured.
 Without permission to set limits the guard warns once; the governor goes on
 planning and records what it would have chosen. Units: W, J, s.
 """
@@ -37,8 +38,9 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
+from greenai.control.limit_choice import BUDGET_MARGIN, choose_limit
 from greenai.control.profile import (
     Profile,
     ProfilePoint,
@@ -46,71 +48,17 @@ from greenai.control.profile import (
     candidate_limits,
     profile_key,
 )
+from greenai.control.ranks import LocalPlan, join_ranks
 from greenai.control.target import EnergyTarget
 from greenai.core.errors import ControlWarning, warn
 
 if TYPE_CHECKING:
-    from greenai.control.distributed import Coordinator
     from greenai.control.limits import PowerLimitGuard
     from greenai.devices import Device
     from greenai.tracking.meter import Meter
     from greenai.tracking.result import Result
 
 logger = logging.getLogger(__name__)
-
-BUDGET_MARGIN = 0.005
-"""Share of the remaining budget held back at each plan, for measurement noise."""
-
-_GRID_STEP_W = 1.0
-
-
-class Choice(NamedTuple):
-    """A chosen power limit and whether it meets the goal."""
-
-    limit_w: float
-    feasible: bool
-    """False when no limit meets the budget (the lowest-energy one was taken)."""
-
-
-def choose_limit(
-    profile: Profile,
-    target: EnergyTarget,
-    *,
-    remaining_steps: float = 0.0,
-    remaining_budget_j: float = math.inf,
-    drift: float = 1.0,
-    max_power_w: float | None = None,
-) -> Choice:
-    """Choose a limit from ``profile`` (interpolated on a 1 W grid) for ``target``'s goal.
-
-    Args:
-        profile: Time and energy per step against limit.
-        target: The goal (its :attr:`~EnergyTarget.mode`).
-        remaining_steps: Steps still to run (budget goals).
-        remaining_budget_j: Energy they may spend. Units: J.
-        drift: Observed energy per step over the profile's at the same limit; scales
-            the profile's energy (budget goals).
-        max_power_w: Zeus's ``max_power`` for the cost goal (the highest limit times
-            the number of GPUs); None for the profile's highest limit. Units: W.
-    """
-    grid = profile.grid(_GRID_STEP_W)
-    points = [(limit, *profile.at(limit)) for limit in grid]  # (limit, time_s, energy_j)
-    lowest_energy = min(points, key=lambda p: (p[2], -p[0]))
-    if target.mode == "budget":
-        fits = [p for p in points if remaining_steps * p[2] * drift <= remaining_budget_j]
-        if not fits:
-            return Choice(lowest_energy[0], feasible=False)
-        return Choice(min(fits, key=lambda p: (p[1], p[2]))[0], feasible=True)
-    if target.mode == "slowdown":
-        assert target.max_slowdown is not None
-        fastest = min(p[1] for p in points)
-        ok = [p for p in points if p[1] <= target.max_slowdown * fastest * (1 + 1e-12)]
-        return Choice(min(ok, key=lambda p: (p[2], p[1]))[0], feasible=True)
-    assert target.eta is not None
-    eta = float(target.eta)
-    power = profile.highest_w if max_power_w is None else max_power_w
-    best = min(points, key=lambda p: (eta * p[2] + (1 - eta) * power * p[1], p[1]))
-    return Choice(best[0], feasible=True)
 
 
 @dataclass
@@ -222,7 +170,6 @@ class Governor:
         # when the current profile measurement started
         self._last_end_s = None
         self._measure_start_s = None
-        self._points: list[ProfilePoint] = []
         self._profile: Profile | None = None
         self._key: dict[str, Any] | None = None
         self._planned_w: float | None = None
@@ -231,13 +178,8 @@ class Governor:
         self._drift = 1.0
         self._warned_infeasible = False
         self._decisions: list[dict[str, Any]] = []
-        self._coord: Coordinator | None = None
-        self._job_spent_j = 0.0  # all ranks' GPU energy at the last combination
-        self._spent_at_combine_j = 0.0  # this rank's then
-        self._job_gpus = 0  # GPUs in the whole job, when coordinated
+        self._ranks = LocalPlan()  # whose measurements the plan is made from
         self._force_set = False  # set the next plan's limit even if unchanged (after a restore)
-        self._local_points: list[ProfilePoint] = []
-        self._budget_share = 1.0  # this rank's share of the job's budget, planning alone
         target = self.target
         self.report = {
             "mode": target.mode,
@@ -261,7 +203,9 @@ class Governor:
         lo = max((r[0] for r in ranges), default=0.0)
         hi = min((r[1] for r in ranges), default=0.0)
         if self.distributed:
-            lo, hi = self._join(lo, hi)
+            self._ranks, (lo, hi) = join_ranks(
+                self.report, len(self._gpus), lo, hi, on_alone=self._plan_alone
+            )
         if not self._gpus:
             self.report["reason"] = "no GPU is metered: nothing to steer"
             return
@@ -288,7 +232,7 @@ class Governor:
         self._active = True
         self._begin()
         models = [str(getattr(d, "model", d.name)) for d in self._gpus]
-        if self.job is not None and self._coord is None:
+        if self.job is not None and self._ranks.uses_saved_profiles:
             self._key = profile_key(self.job, models, (lo, hi), limits)
         saved = (
             self._stores().load(self._key)
@@ -372,111 +316,14 @@ class Governor:
             ControlWarning,
         )
 
-    # ------------------------------------------------------------- ranks
-    def _join(self, lo_w: float, hi_w: float) -> tuple[float, float]:
-        """Find the other ranks and agree on one limit range, so all profile the same limits.
-
-        Called once at the run's start, by every rank. Returns the job's common
-        range (W); the local one when there are no other ranks or a rank has no
-        GPU to steer (then every rank plans alone).
-        """
-        from greenai.control.distributed import CoordinationError, Coordinator
-
-        coord = Coordinator.detect()
-        if coord is None:
-            return lo_w, hi_w
-        self.report["distributed"] = {
-            "rank": coord.rank,
-            "world_size": coord.world_size,
-            "backend": coord.backend,
-            "coordinated": False,
-        }
-        unable = 0.0 if self._gpus and lo_w <= hi_w else 1.0
-        try:
-            (unable_ranks, job_gpus), (job_lo, neg_hi) = coord.combine(
-                [unable, float(len(self._gpus))], [lo_w, -hi_w]
-            )
-        except CoordinationError as e:
-            self._lose_ranks(e)
-            return lo_w, hi_w
-        if unable_ranks > 0:
-            self.report["distributed"]["reason"] = (
-                f"{unable_ranks:.0f} rank(s) have no GPU power limit to steer: "
-                "each rank plans alone"
-            )
-            return lo_w, hi_w
-        self._coord = coord
-        self._job_gpus = round(job_gpus)
-        self.report["distributed"].update(coordinated=True, gpus=self._job_gpus)
-        return job_lo, -neg_hi
-
-    def _combine(self, energy_j: float, duration_s: float) -> tuple[float, float, bool]:
-        """The job's energy (all ranks' GPUs, J) and time (the slowest rank's, s) for a
-        phase or interval, and whether every rank could set its limits.
-
-        Every coordinated rank calls this at the same step. Alone, or after a failed
-        collective (which switches this rank to planning alone), the local values.
-        """
-        applied = bool(self.report["applied"])
-        coord = self._coord
-        if coord is None:
-            return energy_j, duration_s, applied
-        from greenai.control.distributed import CoordinationError
-
-        try:
-            (job_energy_j, job_spent_j, refused), (job_duration_s,) = coord.combine(
-                [energy_j, self._spent_j, 0.0 if applied else 1.0], [duration_s]
-            )
-        except CoordinationError as e:
-            self._lose_ranks(e)
-            return energy_j, duration_s, applied
-        self._job_spent_j = job_spent_j
-        self._spent_at_combine_j = self._spent_j
-        self.report["distributed"]["job_energy_j"] = job_spent_j
-        return job_energy_j, job_duration_s, refused == 0
-
-    def _agree(self, choice: Choice) -> Choice:
-        """Rank 0's choice on every rank (None-safe: alone, the choice itself)."""
-        coord = self._coord
-        if coord is None:
-            return choice
-        from greenai.control.distributed import CoordinationError
-
-        try:
-            limit_w, feasible = coord.agree([choice.limit_w, 1.0 if choice.feasible else 0.0])
-        except CoordinationError as e:
-            self._lose_ranks(e)
-            raise
-        return Choice(limit_w, feasible=feasible > 0)
-
-    def _lose_ranks(self, error: BaseException) -> None:
-        """A collective failed: warn once, restore the limits, and plan alone from here.
-
-        The job's budget is shared in proportion to this rank's part of the energy
-        the job had spent at the last combination (an even share before any), and
-        the profile measured so far is replaced by this rank's own measurements.
-        """
-        logger.debug("coordination with the other ranks failed", exc_info=True)
-        coord, self._coord = self._coord, None
-        world = coord.world_size if coord is not None else 1
-        if self._job_spent_j > 0 and self._spent_at_combine_j > 0:
-            self._budget_share = min(self._spent_at_combine_j / self._job_spent_j, 1.0)
-        elif coord is not None:
-            self._budget_share = 1.0 / world
-        info = self.report.setdefault("distributed", {})
-        info.update(coordinated=False, error=f"{error}", budget_share=self._budget_share)
+    def _plan_alone(self, points: tuple[ProfilePoint, ...]) -> None:
+        """The other ranks are lost: restore the limits and go on with this rank's ``points``."""
         if self._guard is not None:
             self._guard.restore()
             self._force_set = True
-        self._points = list(self._local_points)
         if self._profile is not None:
-            self._profile = Profile(tuple(self._local_points))
+            self._profile = Profile(points)
             self.report["profile"] = self._profile.to_json()
-        warn(
-            f"greenai: energy-target control lost the other ranks ({error}); power limits "
-            "restored, this rank plans alone on its share of the budget",
-            ControlWarning,
-        )
 
     # ------------------------------------------------------------- profiling
     def _next_phase(self) -> None:
@@ -501,28 +348,29 @@ class Governor:
                 self._measuring, self._phase_steps = True, 0
                 self._measure_start_s = self._last_end_s
             return
-        # Long enough in steps and in time: a GPU counter updates every ~100 ms, so a
-        # phase of a few short steps would be measured to a few update periods at best.
-        # Ranks that plan together cut at the same step on every rank (each step is a
-        # collective point), so there the phase length is the step count alone.
+        # Long enough in steps and (where the planner asks for it) in time.
         if self._phase_steps < self.target.profile_steps:
             return
-        if self._coord is None and (
-            self._last_end_s is None
-            or self._measure_start_s is None
-            or self._last_end_s - self._measure_start_s < self.target.profile_min_s
-        ):
+        elapsed_s = (
+            None
+            if self._last_end_s is None or self._measure_start_s is None
+            else self._last_end_s - self._measure_start_s
+        )
+        if not self._ranks.phase_long_enough(elapsed_s, self.target.profile_min_s):
             return
         energy_j, duration_s = self._cut("profile")
-        n = self._phase_steps
-        self._local_points.append(ProfilePoint(phase.limit_w, duration_s / n, energy_j / n))
-        energy_j, duration_s, applied = self._combine(energy_j, duration_s)
+        applied = self._ranks.profiled(
+            phase.limit_w,
+            self._phase_steps,
+            energy_j,
+            duration_s,
+            self._spent_j,
+            bool(self.report["applied"]),
+        )
         limit = self._actual_w if self._actual_w is not None else phase.limit_w
-        if self._coord is not None:  # the job's point: energy summed, time of the slowest
-            self._points.append(ProfilePoint(phase.limit_w, duration_s / n, energy_j / n))
-        else:
-            self._points = list(self._local_points)
-        logger.debug("profiled %.0f W (in force %.0f W): %s", phase.limit_w, limit, self._points)
+        logger.debug(
+            "profiled %.0f W (in force %.0f W): %s", phase.limit_w, limit, self._ranks.points
+        )
         self._phases.pop(0)
         if not applied:
             # Every phase ran at the same limit: the measurements say nothing about the others.
@@ -544,7 +392,7 @@ class Governor:
         if self._phases:
             self._next_phase()
             return
-        self._profile = Profile(tuple(self._points))
+        self._profile = Profile(self._ranks.points)
         self.report["profile"] = self._profile.to_json()
         self.report["profiling"] = {"steps": self._steps, "energy_j": self._planning_spent_j()}
         if self._key is not None and self.target.reuse_profile:
@@ -561,15 +409,15 @@ class Governor:
             steps = float(max(target.total_steps - self._steps, 0))
             budget = target.total_budget_j
             assert budget is not None
-            return steps, budget * self._budget_share - self._planning_spent_j()
+            return steps, budget * self._ranks.budget_share - self._planning_spent_j()
         assert target.j_per_step is not None
         steps = float(target.replan_every)
-        allowed_j = target.j_per_step * self._budget_share * (self._steps + steps)
+        allowed_j = target.j_per_step * self._ranks.budget_share * (self._steps + steps)
         return steps, allowed_j - self._planning_spent_j()
 
     def _planning_spent_j(self) -> float:
-        """Energy spent so far against the budget: the job's when coordinated, else this rank's."""
-        return self._job_spent_j if self._coord is not None else self._spent_j
+        """Energy spent so far against the budget: the job's when the ranks plan together."""
+        return self._ranks.spent_j(self._spent_j)
 
     def _plan(self, why: str) -> None:
         assert self._profile is not None
@@ -581,15 +429,13 @@ class Governor:
             remaining_steps=steps,
             remaining_budget_j=budget_j * (1 - BUDGET_MARGIN),
             drift=self._drift,
-            max_power_w=self._profile.highest_w
-            * (self._job_gpus if self._coord is not None else len(self._gpus)),
+            max_power_w=self._profile.highest_w * self._ranks.job_gpus(len(self._gpus)),
         )
-        if self._coord is not None:
-            try:
-                choice = self._agree(choice)
-            except Exception:  # lost the other ranks: plan again, alone
-                self._plan(f"{why}, alone")
-                return
+        try:
+            choice = self._ranks.agree(choice)
+        except Exception:  # lost the other ranks: plan again, alone
+            self._plan(f"{why}, alone")
+            return
         _, energy_j = self._profile.at(choice.limit_w)
         predicted = spent_j + steps * energy_j * self._drift
         if self.target.mode == "budget" and not choice.feasible and not self._warned_infeasible:
@@ -631,7 +477,9 @@ class Governor:
         if self._since_plan < self.target.replan_every:
             return
         energy_j, duration_s = self._cut("interval")
-        energy_j, _, _ = self._combine(energy_j, duration_s)
+        energy_j, _, _ = self._ranks.combine(
+            energy_j, duration_s, self._spent_j, bool(self.report["applied"])
+        )
         assert self._profile is not None
         in_force = self._actual_w if self._actual_w is not None else self._planned_w
         assert in_force is not None

@@ -8,21 +8,11 @@ end of the ``with`` block, an exception, ``KeyboardInterrupt``, ``SIGTERM``
 (a handler restores, then hands the signal on) and interpreter exit (``atexit``).
 
 A hard kill (``SIGKILL``, OOM killer, power loss) runs none of that. For that
-case the original limit is written to a journal file *before* the limit is
-changed; the next guard to start (or anyone calling :func:`recover`) finds the
-entries of processes that are gone and puts their originals back.
-
-Journal format (JSON, written atomically; its folder is
-``$GREENAI_STATE_DIR`` or ``$XDG_STATE_HOME/greenai``)::
-
-    {"format": "greenai-power-limits", "version": 1,
-     "owners": [{"pid": 1234, "hostname": "node1", "started_at": 1718000000.0,
-                 "proc_start_ticks": 987654,
-                 "devices": [{"key": "GPU-...", "uuid": "GPU-...", "name": "gpu0",
-                              "original_limit_w": 700.0}]}]}
-
-One entry per process; processes sharing the journal serialize through an
-``fcntl.flock`` on a sidecar ``.lock`` file and keep each other's entries.
+case the original limit is written to a journal file
+(:mod:`greenai.control.limit_journal`) *before* the limit is changed; the next
+guard to start (or anyone calling :func:`recover`) finds the entries of
+processes that are gone and puts their originals back
+(:mod:`greenai.control.recovery`).
 
 Nested guards on the same device (in one process) are supported in LIFO order:
 each guard restores the limit it found when it first changed the device, and
@@ -33,23 +23,27 @@ guard that wrote it removes.
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import math
 import os
 import signal
-import socket
-import sys
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, NamedTuple
 
-from greenai.control.state import state_dir
+from greenai.control.limit_journal import (
+    add_entry,
+    default_journal_path,
+    device_key,
+    device_label,
+    locked,
+    remove_entry,
+    thread_lock,
+)
+from greenai.control.recovery import recover_journal
 from greenai.core.errors import (
     ControlWarning,
     DeviceError,
@@ -60,18 +54,12 @@ from greenai.core.errors import (
 from greenai.devices.base import Device
 
 __all__ = [
-    "JOURNAL_NAME",
     "PowerLimitGuard",
     "Refusal",
-    "default_journal_path",
     "recover",
 ]
 
 logger = logging.getLogger(__name__)
-
-JOURNAL_NAME = "power_limits.json"
-_FORMAT = "greenai-power-limits"
-_VERSION = 1
 
 _SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
@@ -90,155 +78,6 @@ class Refusal(NamedTuple):
     reason: str
 
 
-def default_journal_path() -> Path:
-    """``$GREENAI_STATE_DIR/power_limits.json``, else ``$XDG_STATE_HOME/greenai/power_limits.json``.
-
-    ``XDG_STATE_HOME`` falls back to ``~/.local/state`` when unset, empty or not an
-    absolute path (the XDG Base Directory rules).
-    """
-    return state_dir() / JOURNAL_NAME
-
-
-def _device_key(device: Device) -> str:
-    """A stable identity for a device: its NVML UUID where it has one, else its name."""
-    uuid = getattr(device, "uuid", None)
-    return uuid if isinstance(uuid, str) and uuid else device.name
-
-
-def _device_label(device: Device) -> str:
-    key = _device_key(device)
-    return device.name if key == device.name else f"{device.name} ({key})"
-
-
-# --------------------------------------------------------------------------- the journal
-
-_thread_lock = threading.RLock()  # reentrant: a SIGTERM handler may run inside a journal update
-_flocks: dict[Path, tuple[int, int]] = {}  # path -> (fd, depth) of the sidecar locks held
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold the journal exclusively: a thread lock in-process, ``flock`` across processes.
-
-    Reentrant within a thread, so a signal handler that interrupts a journal update
-    in the main thread does not deadlock on the lock its own thread holds.
-    """
-    with _thread_lock:
-        held = _flocks.get(path)
-        if held is None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o666)
-            try:
-                if sys.platform != "win32":
-                    import fcntl
-
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-            except BaseException:
-                os.close(fd)
-                raise
-            held = (fd, 0)
-        _flocks[path] = (held[0], held[1] + 1)
-        try:
-            yield
-        finally:
-            fd, depth = _flocks[path]
-            if depth <= 1:
-                del _flocks[path]
-                os.close(fd)  # closing the only descriptor releases the flock
-            else:
-                _flocks[path] = (fd, depth - 1)
-
-
-class _JournalUnreadable(Exception):
-    """The journal exists but is not a greenai power-limit journal this version can read."""
-
-
-def _read_owners(path: Path) -> list[dict[str, Any]]:
-    """The journal's owner entries; [] when there is no journal. Call under :func:`_locked`."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    try:
-        data = json.loads(text)
-    except ValueError as e:
-        raise _JournalUnreadable(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(data, dict) or data.get("format") != _FORMAT:
-        raise _JournalUnreadable(f"{path} is not a greenai power-limit journal")
-    if data.get("version") != _VERSION:
-        raise _JournalUnreadable(f"{path} has version {data.get('version')!r}, not {_VERSION}")
-    owners = data.get("owners")
-    if not isinstance(owners, list) or not all(isinstance(o, dict) for o in owners):
-        raise _JournalUnreadable(f"{path} has no valid owner list")
-    return owners
-
-
-def _write_owners(path: Path, owners: list[dict[str, Any]]) -> None:
-    """Replace the journal atomically, or delete it when no owner has entries left."""
-    from greenai.core.files import fsync_directory, write_atomic
-
-    owners = [o for o in owners if o.get("devices")]
-    if not owners:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return
-        fsync_directory(path.parent)
-        return
-    data = {"format": _FORMAT, "version": _VERSION, "owners": owners}
-    write_atomic(path, (json.dumps(data, indent=1) + "\n").encode("utf-8"))
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """``(state, start time in clock ticks since boot)`` of a process, from Linux ``/proc``."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-        fields = text[text.rindex(")") + 2 :].split()
-        return fields[0], int(fields[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _own_start_ticks() -> int | None:
-    stat = _proc_stat(os.getpid())
-    return None if stat is None else stat[1]
-
-
-def _owner_alive(owner: dict[str, Any]) -> bool:
-    """Whether the process that wrote a journal entry may still be steering its devices.
-
-    Errs towards "alive" where it cannot tell (another host), so a live run's
-    limits are never reset under it.
-    """
-    if owner.get("hostname") != socket.gethostname():
-        return True  # a journal on a shared home: that host's processes cannot be checked
-    pid = owner.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    ticks = owner.get("proc_start_ticks")
-    if pid == os.getpid():
-        own_ticks = _own_start_ticks()
-        if isinstance(ticks, int) and own_ticks is not None and ticks != own_ticks:
-            return False  # an earlier process that had our pid (a restarted container)
-        with _thread_lock:
-            return any(g._journaled for g in _active)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, under another user
-    except OSError:
-        return True
-    stat = _proc_stat(pid)
-    if stat is None:
-        return True
-    state, now_ticks = stat
-    if state in ("Z", "X"):
-        return False  # killed, not yet reaped
-    return not (isinstance(ticks, int) and ticks != now_ticks)  # else the pid was reused
-
-
 def recover(
     journal_path: str | os.PathLike[str] | None = None,
     devices: Sequence[Device] | None = None,
@@ -255,7 +94,8 @@ def recover(
     limit the earlier one had set). Never raises.
 
     Args:
-        journal_path: The journal; :func:`default_journal_path` when None.
+        journal_path: The journal;
+            :func:`~greenai.control.limit_journal.default_journal_path` when None.
         devices: Where to look for the recorded devices (matched by UUID, or name
             for devices without one); the visible NVIDIA GPUs when None.
 
@@ -264,84 +104,7 @@ def recover(
         node1)"``. Empty when there was nothing to do.
     """
     path = Path(journal_path) if journal_path is not None else default_journal_path()
-    restored: list[str] = []
-    try:
-        if not path.exists():
-            return restored
-        with _locked(path):
-            try:
-                owners = _read_owners(path)
-            except _JournalUnreadable as e:
-                _set_aside(path, str(e))
-                return restored
-            stale = [o for o in owners if not _owner_alive(o)]
-            if not stale:
-                return restored
-            present = _present_devices(devices)
-            done: set[str] = set()
-            for owner in sorted(stale, key=lambda o: float(o.get("started_at") or 0.0)):
-                kept: list[dict[str, Any]] = []
-                for entry in owner.get("devices") or []:
-                    key = entry.get("key") if isinstance(entry, dict) else None
-                    if not isinstance(key, str):
-                        continue  # malformed: nothing could ever restore it
-                    if key in done:
-                        continue  # an earlier owner's original was already put back
-                    device = present.get(key)
-                    if device is None:
-                        kept.append(entry)
-                        continue
-                    line = _restore_entry(device, entry, owner)
-                    if line is None:
-                        kept.append(entry)  # try again at the next start
-                    else:
-                        done.add(key)
-                        restored.append(line)
-                owner["devices"] = kept
-            _write_owners(path, owners)
-    except Exception as e:  # recovery is best effort: it must never stop a run from starting
-        logger.debug("power-limit recovery from %s failed: %r", path, e, exc_info=True)
-    return restored
-
-
-def _present_devices(devices: Sequence[Device] | None) -> dict[str, Device]:
-    if devices is None:
-        from greenai.devices import probe_gpus
-
-        devices = probe_gpus()
-    return {_device_key(d): d for d in devices}
-
-
-def _restore_entry(device: Device, entry: dict[str, Any], owner: dict[str, Any]) -> str | None:
-    """Set one journaled original back; the report line, or None when it failed."""
-    original_w = entry.get("original_limit_w")
-    if isinstance(original_w, bool) or not isinstance(original_w, int | float):
-        return None
-    try:
-        before_w = device.power_limit_w()
-        device.set_power_limit_w(float(original_w))
-    except (DeviceError, ValueError) as e:
-        logger.debug("%s: could not restore %s W: %r", _device_label(device), original_w, e)
-        return None
-    return (
-        f"{_device_label(device)}: {before_w:g} W -> {float(original_w):g} W "
-        f"(left by pid {owner.get('pid')} on {owner.get('hostname')})"
-    )
-
-
-def _set_aside(path: Path, why: str) -> None:
-    """Move an unreadable journal out of the way once, saying so: it cannot be acted on."""
-    aside = path.with_name(path.name + ".unreadable")
-    try:
-        os.replace(path, aside)
-    except OSError as e:
-        logger.debug("could not move %s aside: %r", path, e)
-        return
-    warn(
-        f"greenai: {why}; moved it to {aside}. Power limits it recorded were not restored; "
-        "check them with `nvidia-smi -q -d POWER`.",
-        ControlWarning,
-    )
+    return recover_journal(path, devices, steering_here=_journaled_here)
 
 
 # --------------------------------------------------------------------------- the guard
@@ -352,7 +115,7 @@ _atexit_registered = False
 
 def _restore_all_active() -> None:
     """Restore every active guard, newest first (so nested guards unwind in order)."""
-    with _thread_lock:
+    with thread_lock:
         guards = list(reversed(_active))
     for guard in guards:
         try:
@@ -363,6 +126,12 @@ def _restore_all_active() -> None:
 
 def _at_exit() -> None:
     _restore_all_active()
+
+
+def _journaled_here() -> bool:
+    """Whether a guard of this process holds journal entries (its own entries are live)."""
+    with thread_lock:
+        return any(g._journaled for g in _active)
 
 
 @dataclass
@@ -391,7 +160,8 @@ class PowerLimitGuard:
         devices: The GPUs this guard may steer (objects with the
             :class:`~greenai.devices.base.Device` protocol), identified by their
             ``uuid`` attribute where present, else their ``name``.
-        journal_path: The journal file; :func:`default_journal_path` when None.
+        journal_path: The journal file;
+            :func:`~greenai.control.limit_journal.default_journal_path` when None.
 
     Attributes:
         permitted: False once a limit was refused (no permission, not supported).
@@ -408,9 +178,9 @@ class PowerLimitGuard:
     ) -> None:
         self._devices: dict[str, Device] = {}
         for device in devices:
-            key = _device_key(device)
+            key = device_key(device)
             if key in self._devices:
-                raise ValueError(f"device {_device_label(device)} is listed twice")
+                raise ValueError(f"device {device_label(device)} is listed twice")
             self._devices[key] = device
         self.journal_path = (
             Path(journal_path) if journal_path is not None else default_journal_path()
@@ -461,7 +231,7 @@ class PowerLimitGuard:
         self._uninstall_sigterm()
         self._entered = False
         if not self._held:
-            with _thread_lock:
+            with thread_lock:
                 if self in _active:
                     _active.remove(self)
         return failed
@@ -492,8 +262,8 @@ class PowerLimitGuard:
         owned = self._owned(device)
         if isinstance(limit_w, bool) or not isinstance(limit_w, int | float):
             raise TypeError(f"limit_w must be a number of watts, got {limit_w!r}")
-        key = _device_key(owned)
-        label = _device_label(owned)
+        key = device_key(owned)
+        label = device_label(owned)
         with self._lock:
             if key in self._denied:
                 self._refuse(owned, limit_w, "refused earlier")
@@ -558,11 +328,11 @@ class PowerLimitGuard:
                 except Exception as e:  # never out of __exit__, a handler or atexit
                     logger.debug(
                         "%s: could not restore the power limit to %g W: %r",
-                        _device_label(held.device),
+                        device_label(held.device),
                         held.original_w,
                         e,
                     )
-                    failed.append(f"{_device_label(held.device)}: {held.original_w:g} W: {e}")
+                    failed.append(f"{device_label(held.device)}: {held.original_w:g} W: {e}")
                     continue
                 del self._held[key]
                 try:
@@ -580,9 +350,9 @@ class PowerLimitGuard:
     # -- internals
 
     def _owned(self, device: Device) -> Device:
-        owned = self._devices.get(_device_key(device))
+        owned = self._devices.get(device_key(device))
         if owned is None:
-            raise ValueError(f"{_device_label(device)} is not one of this guard's devices")
+            raise ValueError(f"{device_label(device)} is not one of this guard's devices")
         return owned
 
     def _deny(self, device: Device, limit_w: float, error: DeviceError) -> None:
@@ -606,11 +376,11 @@ class PowerLimitGuard:
         self.permitted = False
         self.refused.append(Refusal(device, float(limit_w), reason))
         if deny:
-            self._denied.add(_device_key(device))
+            self._denied.add(device_key(device))
         if warn_about and not self._warned:
             self._warned = True
             warn(
-                f"greenai cannot set the power limit of {_device_label(device)}: {reason}. "
+                f"greenai cannot set the power limit of {device_label(device)}: {reason}. "
                 f"Metering goes on; the limits greenai would have chosen are reported instead "
                 f"(here {float(limit_w):g} W).",
                 ControlWarning,
@@ -619,7 +389,7 @@ class PowerLimitGuard:
     def _activate(self) -> None:
         """Join the process-wide list restored at exit and by SIGTERM; install the handler."""
         global _atexit_registered
-        with _thread_lock:
+        with thread_lock:
             if self not in _active:
                 _active.append(self)
             if not _atexit_registered:
@@ -666,64 +436,14 @@ class PowerLimitGuard:
 
     def _journal_add(self, device: Device, original_w: float) -> None:
         """Record ``device``'s original limit under this process, unless already recorded."""
-        key = _device_key(device)
-        with _locked(self.journal_path):
-            try:
-                owners = _read_owners(self.journal_path)
-            except _JournalUnreadable as e:
-                _set_aside(self.journal_path, str(e))
-                owners = []
-            pid = os.getpid()
-            owner = next((o for o in owners if _is_this_process(o)), None)
-            if owner is None:
-                owner = {
-                    "pid": pid,
-                    "hostname": socket.gethostname(),
-                    "started_at": time.time(),
-                    "proc_start_ticks": _own_start_ticks(),
-                    "devices": [],
-                }
-                owners.append(owner)
-            entries: list[dict[str, Any]] = owner.setdefault("devices", [])
-            if any(isinstance(e, dict) and e.get("key") == key for e in entries):
-                return  # an outer guard of this process holds the first original
-            uuid = getattr(device, "uuid", None)
-            entries.append(
-                {
-                    "key": key,
-                    "uuid": uuid if isinstance(uuid, str) else None,
-                    "name": device.name,
-                    "original_limit_w": float(original_w),
-                }
-            )
-            _write_owners(self.journal_path, owners)
-            self._journaled.add(key)
+        with locked(self.journal_path):
+            if add_entry(self.journal_path, device, original_w):
+                self._journaled.add(device_key(device))
 
     def _journal_remove(self, key: str) -> None:
         """Drop this guard's journal entry for ``key`` (the original is back in force)."""
         if key not in self._journaled:
             return
-        with _locked(self.journal_path):
-            try:
-                owners = _read_owners(self.journal_path)
-            except _JournalUnreadable as e:
-                logger.debug("not updating %s: %s", self.journal_path, e)
-                owners = None
-            if owners is not None:
-                for owner in owners:
-                    if _is_this_process(owner):
-                        owner["devices"] = [
-                            e
-                            for e in owner.get("devices") or []
-                            if not (isinstance(e, dict) and e.get("key") == key)
-                        ]
-                _write_owners(self.journal_path, owners)
+        with locked(self.journal_path):
+            remove_entry(self.journal_path, key)
             self._journaled.discard(key)
-
-
-def _is_this_process(owner: dict[str, Any]) -> bool:
-    if owner.get("pid") != os.getpid() or owner.get("hostname") != socket.gethostname():
-        return False
-    ticks = owner.get("proc_start_ticks")
-    own = _own_start_ticks()
-    return not (isinstance(ticks, int) and own is not None and ticks != own)
