@@ -44,14 +44,9 @@ from greenai import ops
 from greenai.compress import _graph
 from greenai.compress._attention import PrunedMultiheadAttention
 from greenai.compress._macs import count_macs
+from greenai.compress.report import PrunedLayer, PruningReport, SkippedModule
 
-__all__ = [
-    "PrunedLayer",
-    "PrunedMultiheadAttention",
-    "PruningReport",
-    "SkippedModule",
-    "prune_channels",
-]
+__all__ = ["prune_channels"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,123 +61,8 @@ _CHANNEL_NORMS = (
     nn.InstanceNorm3d,
 )
 _ELEMENTWISE_ACTIVATIONS: tuple[Any, ...] = (F.relu, F.gelu)
-_STR_MAX_ROWS = 30
-"""Rows of layers :meth:`PruningReport.__str__` shows before summarising the rest."""
 _EPS = 1e-9
 """Slack for ``n * (1 - amount)`` landing a hair below an integer in floating point."""
-
-
-# --- the report -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PrunedLayer:
-    """One layer whose shape changed. MACs are for one run on ``example_inputs``; bytes count
-    the layer's parameters and buffers.
-
-    ``kept_out``/``kept_in`` are the original indices kept along the output/input channels
-    (the weight's dim 0/1), None where that side is unchanged; for attention ``kept_out``
-    holds the kept heads. They map a checkpoint of the original onto the pruned model.
-    """
-
-    name: str
-    kind: str
-    shape_before: tuple[int, ...]
-    shape_after: tuple[int, ...]
-    params_before: int
-    params_after: int
-    macs_before: int
-    macs_after: int
-    bytes_before: int
-    bytes_after: int
-    kept_out: tuple[int, ...] | None = None
-    kept_in: tuple[int, ...] | None = None
-
-
-@dataclass(frozen=True)
-class SkippedModule:
-    """A layer whose channels :func:`prune_channels` left as they were, and why."""
-
-    name: str
-    kind: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class PruningReport:
-    """What :func:`prune_channels` did to a model.
-
-    Attributes:
-        amount: as requested.
-        importance: ``"l1"`` or ``"l2"``.
-        layers: layers whose shape changed, in ``named_modules`` order.
-        skipped: prunable layers (convs, linears, attention) and opaque modules left alone,
-            with the reason.
-        params_before, params_after: parameters of the whole model.
-        macs_before, macs_after: multiply-accumulates of one run on ``example_inputs``
-            (convs, linears, attention; see :mod:`greenai.compress._macs`).
-        bytes_before, bytes_after: bytes of all parameters and buffers.
-    """
-
-    amount: float
-    importance: str
-    layers: tuple[PrunedLayer, ...]
-    skipped: tuple[SkippedModule, ...]
-    params_before: int
-    params_after: int
-    macs_before: int
-    macs_after: int
-    bytes_before: int
-    bytes_after: int
-
-    @property
-    def macs_ratio(self) -> float:
-        """``macs_before / macs_after`` (1.0 when nothing is counted)."""
-        return self.macs_before / self.macs_after if self.macs_after else 1.0
-
-    @property
-    def params_ratio(self) -> float:
-        """``params_before / params_after`` (1.0 for a model without parameters)."""
-        return self.params_before / self.params_after if self.params_after else 1.0
-
-    def __str__(self) -> str:
-        lines = [
-            f"prune_channels: amount {self.amount:g}, {self.importance}: "
-            f"{len(self.layers)} layers pruned, {len(self.skipped)} skipped"
-        ]
-        rows = self.layers[:_STR_MAX_ROWS]
-        if rows:
-            cells = [
-                (
-                    r.name,
-                    r.kind,
-                    f"{_shape_text(r.shape_before)} -> {_shape_text(r.shape_after)}",
-                    f"{r.params_before:,} -> {r.params_after:,}",
-                    f"{r.macs_before:,} -> {r.macs_after:,}",
-                    f"{r.bytes_before:,} -> {r.bytes_after:,}",
-                )
-                for r in rows
-            ]
-            header = ("layer", "kind", "shape", "params", "MACs", "bytes")
-            widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
-            for row in (header, *cells):
-                left = [f"{v:<{w}}" for v, w in zip(row[:3], widths[:3], strict=True)]
-                right = [f"{v:>{w}}" for v, w in zip(row[3:], widths[3:], strict=True)]
-                lines.append("  ".join(left + right).rstrip())
-            if len(self.layers) > _STR_MAX_ROWS:
-                lines.append(f"... {len(self.layers) - _STR_MAX_ROWS} more layers")
-        for s in self.skipped:
-            lines.append(f"skipped {s.name} ({s.kind}): {s.reason}")
-        lines.append(
-            f"model: params {self.params_before:,} -> {self.params_after:,} "
-            f"({self.params_ratio:.2f}x), MACs {self.macs_before:,} -> {self.macs_after:,} "
-            f"({self.macs_ratio:.2f}x), bytes {self.bytes_before:,} -> {self.bytes_after:,}"
-        )
-        return "\n".join(lines)
-
-
-def _shape_text(shape: tuple[int, ...]) -> str:
-    return "x".join(map(str, shape))
 
 
 # --- importance ------------------------------------------------------------------------------
