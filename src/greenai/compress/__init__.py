@@ -13,7 +13,8 @@ Importing this package imports torch; ``import greenai`` does not.
 from __future__ import annotations
 
 from greenai.compress._attention import PrunedMultiheadAttention
-from greenai.compress._graph import TraceFailedError
+from greenai.compress._tracing import TraceFailedError
+from greenai.compress.layer_rules import Channels, LayerCall, register_layer_rule
 from greenai.compress.pruning import prune_channels
 from greenai.compress.quantization import QuantizedLinear, quantize
 from greenai.compress.report import (
@@ -29,6 +30,8 @@ from greenai.compress.report import (
 from greenai.compress.sparsity import SparseLinear2to4, sparsify_2to4
 
 __all__ = [
+    "Channels",
+    "LayerCall",
     "PrunedLayer",
     "PrunedMultiheadAttention",
     "PruningReport",
@@ -43,5 +46,6 @@ __all__ = [
     "TraceFailedError",
     "prune_channels",
     "quantize",
+    "register_layer_rule",
     "sparsify_2to4",
 ]

@@ -335,8 +335,8 @@ class PruningReport:
         amount: as requested.
         importance: ``"l1"`` or ``"l2"``.
         layers: layers whose shape changed, in ``named_modules`` order.
-        skipped: prunable layers (convs, linears, attention) and opaque modules left alone,
-            with the reason.
+        skipped: prunable layers (convs, linears, attention, layers with a registered rule
+            that produce channels) and opaque modules left alone, with the reason.
         params_before, params_after: parameters of the whole model.
         macs_before, macs_after: multiply-accumulates of one run on ``example_inputs``
             (convs, linears, attention; see :mod:`greenai.compress._macs`).
