@@ -12,29 +12,26 @@ Importing this package imports torch; ``import greenai`` does not.
 
 from __future__ import annotations
 
-from greenai.compress._graph import TraceFailedError
-from greenai.compress.pruning import (
+from greenai.compress._attention import PrunedMultiheadAttention
+from greenai.compress._tracing import TraceFailedError
+from greenai.compress.layer_rules import Channels, LayerCall, register_layer_rule
+from greenai.compress.pruning import prune_channels
+from greenai.compress.quantization import QuantizedLinear, quantize
+from greenai.compress.report import (
     PrunedLayer,
-    PrunedMultiheadAttention,
     PruningReport,
-    SkippedModule,
-    prune_channels,
-)
-from greenai.compress.quantization import (
     QuantizationReport,
     QuantizedLayer,
-    QuantizedLinear,
     SkippedLayer,
-    quantize,
-)
-from greenai.compress.sparsity import (
-    SparseLinear2to4,
+    SkippedModule,
     SparsifiedLayer,
     SparsityReport,
-    sparsify_2to4,
 )
+from greenai.compress.sparsity import SparseLinear2to4, sparsify_2to4
 
 __all__ = [
+    "Channels",
+    "LayerCall",
     "PrunedLayer",
     "PrunedMultiheadAttention",
     "PruningReport",
@@ -49,5 +46,6 @@ __all__ = [
     "TraceFailedError",
     "prune_channels",
     "quantize",
+    "register_layer_rule",
     "sparsify_2to4",
 ]

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from greenai.compress._attention import PrunedMultiheadAttention
+from greenai.compress._op_tables import CONVS
 
 __all__ = ["count_macs"]
 
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _COMPOSITES = (nn.MultiheadAttention, PrunedMultiheadAttention, nn.TransformerEncoderLayer)
 
 
@@ -62,7 +62,7 @@ def count_macs(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> di
         if isinstance(m, nn.Linear):
             assert isinstance(out, torch.Tensor)
             add(name, out.numel() * m.in_features)
-        elif isinstance(m, _CONVS):
+        elif isinstance(m, CONVS):
             assert isinstance(out, torch.Tensor)
             add(name, out.numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size))
         elif isinstance(m, (nn.MultiheadAttention, PrunedMultiheadAttention)):
@@ -82,7 +82,7 @@ def count_macs(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> di
     for m in model.modules():
         if id(m) in inside:
             continue
-        if isinstance(m, (nn.Linear, *_CONVS, *_COMPOSITES)):
+        if isinstance(m, (nn.Linear, *CONVS, *_COMPOSITES)):
             handles.append(m.register_forward_hook(hook, with_kwargs=True))
     modes = [(m, m.training) for m in model.modules()]
     model.eval()

@@ -23,401 +23,38 @@ keep count in ``n`` but are never removed, so such a pool loses
 Which. Importance ``"l1"``/``"l2"`` scores each channel by the p-norm of every weight its
 removal takes away: the producing layers' rows, the consuming layers' columns (a channel
 flattened into a linear layer's input is a block of columns) and norm layers' scales, summed
-as ``|w|^p`` over all members and then rooted. The lowest scores go.
+as ``|w|^p`` over all members and then rooted. The lowest scores go
+(:mod:`greenai.compress._channel_plan`).
+
+Layers of your own. What each kind of layer does to channels is a rule per layer type
+(:mod:`greenai.compress.layer_rules`); :func:`~greenai.compress.register_layer_rule` adds
+one for a layer type of your own, so that its channels are pruned through it instead of
+being kept.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from greenai import ops
-from greenai.compress import _graph
 from greenai.compress._attention import PrunedMultiheadAttention
+from greenai.compress._channel_plan import apply_plan, attention_weights, make_plan
+from greenai.compress._graph import Analysis, analyze
 from greenai.compress._macs import count_macs
+from greenai.compress._measure import model_bytes
+from greenai.compress._op_tables import CONVS
+from greenai.compress.report import PrunedLayer, PruningReport, SkippedModule
 
-__all__ = [
-    "PrunedLayer",
-    "PrunedMultiheadAttention",
-    "PruningReport",
-    "SkippedModule",
-    "prune_channels",
-]
+__all__ = ["prune_channels"]
 
 logger = logging.getLogger(__name__)
 
 _IMPORTANCE_P = {"l1": 1, "l2": 2}
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_CHANNEL_NORMS = (
-    nn.BatchNorm1d,
-    nn.BatchNorm2d,
-    nn.BatchNorm3d,
-    nn.InstanceNorm1d,
-    nn.InstanceNorm2d,
-    nn.InstanceNorm3d,
-)
-_ELEMENTWISE_ACTIVATIONS: tuple[Any, ...] = (F.relu, F.gelu)
-_STR_MAX_ROWS = 30
-"""Rows of layers :meth:`PruningReport.__str__` shows before summarising the rest."""
-_EPS = 1e-9
-"""Slack for ``n * (1 - amount)`` landing a hair below an integer in floating point."""
-
-
-# --- the report -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PrunedLayer:
-    """One layer whose shape changed. MACs are for one run on ``example_inputs``; bytes count
-    the layer's parameters and buffers.
-
-    ``kept_out``/``kept_in`` are the original indices kept along the output/input channels
-    (the weight's dim 0/1), None where that side is unchanged; for attention ``kept_out``
-    holds the kept heads. They map a checkpoint of the original onto the pruned model.
-    """
-
-    name: str
-    kind: str
-    shape_before: tuple[int, ...]
-    shape_after: tuple[int, ...]
-    params_before: int
-    params_after: int
-    macs_before: int
-    macs_after: int
-    bytes_before: int
-    bytes_after: int
-    kept_out: tuple[int, ...] | None = None
-    kept_in: tuple[int, ...] | None = None
-
-
-@dataclass(frozen=True)
-class SkippedModule:
-    """A layer whose channels :func:`prune_channels` left as they were, and why."""
-
-    name: str
-    kind: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class PruningReport:
-    """What :func:`prune_channels` did to a model.
-
-    Attributes:
-        amount: as requested.
-        importance: ``"l1"`` or ``"l2"``.
-        layers: layers whose shape changed, in ``named_modules`` order.
-        skipped: prunable layers (convs, linears, attention) and opaque modules left alone,
-            with the reason.
-        params_before, params_after: parameters of the whole model.
-        macs_before, macs_after: multiply-accumulates of one run on ``example_inputs``
-            (convs, linears, attention; see :mod:`greenai.compress._macs`).
-        bytes_before, bytes_after: bytes of all parameters and buffers.
-    """
-
-    amount: float
-    importance: str
-    layers: tuple[PrunedLayer, ...]
-    skipped: tuple[SkippedModule, ...]
-    params_before: int
-    params_after: int
-    macs_before: int
-    macs_after: int
-    bytes_before: int
-    bytes_after: int
-
-    @property
-    def macs_ratio(self) -> float:
-        """``macs_before / macs_after`` (1.0 when nothing is counted)."""
-        return self.macs_before / self.macs_after if self.macs_after else 1.0
-
-    @property
-    def params_ratio(self) -> float:
-        """``params_before / params_after`` (1.0 for a model without parameters)."""
-        return self.params_before / self.params_after if self.params_after else 1.0
-
-    def __str__(self) -> str:
-        lines = [
-            f"prune_channels: amount {self.amount:g}, {self.importance}: "
-            f"{len(self.layers)} layers pruned, {len(self.skipped)} skipped"
-        ]
-        rows = self.layers[:_STR_MAX_ROWS]
-        if rows:
-            cells = [
-                (
-                    r.name,
-                    r.kind,
-                    f"{_shape_text(r.shape_before)} -> {_shape_text(r.shape_after)}",
-                    f"{r.params_before:,} -> {r.params_after:,}",
-                    f"{r.macs_before:,} -> {r.macs_after:,}",
-                    f"{r.bytes_before:,} -> {r.bytes_after:,}",
-                )
-                for r in rows
-            ]
-            header = ("layer", "kind", "shape", "params", "MACs", "bytes")
-            widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
-            for row in (header, *cells):
-                left = [f"{v:<{w}}" for v, w in zip(row[:3], widths[:3], strict=True)]
-                right = [f"{v:>{w}}" for v, w in zip(row[3:], widths[3:], strict=True)]
-                lines.append("  ".join(left + right).rstrip())
-            if len(self.layers) > _STR_MAX_ROWS:
-                lines.append(f"... {len(self.layers) - _STR_MAX_ROWS} more layers")
-        for s in self.skipped:
-            lines.append(f"skipped {s.name} ({s.kind}): {s.reason}")
-        lines.append(
-            f"model: params {self.params_before:,} -> {self.params_after:,} "
-            f"({self.params_ratio:.2f}x), MACs {self.macs_before:,} -> {self.macs_after:,} "
-            f"({self.macs_ratio:.2f}x), bytes {self.bytes_before:,} -> {self.bytes_after:,}"
-        )
-        return "\n".join(lines)
-
-
-def _shape_text(shape: tuple[int, ...]) -> str:
-    return "x".join(map(str, shape))
-
-
-# --- importance ------------------------------------------------------------------------------
-
-
-def _channel_scores(weight: torch.Tensor, dim: int, p: int) -> torch.Tensor:
-    """float32 p-norm of each slice of ``weight`` along ``dim`` (0: rows, 1: columns).
-
-    The native ``greenai.ops.channel_norms`` for the dtypes it takes; torch's norm for the
-    others (float64), which that kernel does not handle.
-    """
-    w = weight.detach()
-    if w.dtype in (torch.float32, torch.float16, torch.bfloat16):
-        return ops.channel_norms(w, p=p, dim=dim)
-    others = [d for d in range(w.dim()) if d != dim]
-    norms: torch.Tensor = torch.linalg.vector_norm(w, ord=p, dim=others) if others else w.abs()
-    return norms.float()
-
-
-def _powered(weight: torch.Tensor, dim: int, p: int) -> np.ndarray[Any, np.dtype[np.float64]]:
-    """``sum |w|^p`` of each slice: what the slice adds to a channel's score before the root."""
-    return _channel_scores(weight, dim, p).double().cpu().numpy() ** p
-
-
-# --- the plan --------------------------------------------------------------------------------
-
-
-@dataclass
-class _Plan:
-    """Original indices to keep, per module, for the sides that change."""
-
-    kept_out: dict[str, torch.Tensor] = field(default_factory=dict)
-    kept_in: dict[str, torch.Tensor] = field(default_factory=dict)
-    heads: dict[str, list[int]] = field(default_factory=dict)
-    """MultiheadAttention name -> kept heads."""
-    hidden: dict[str, torch.Tensor] = field(default_factory=dict)
-    """TransformerEncoderLayer name -> kept feed-forward units."""
-
-
-def _keep_count(n: int, amount: float) -> int:
-    return max(1, math.floor(n * (1.0 - amount) + _EPS))
-
-
-def _plan(
-    analysis: _graph.Analysis,
-    modules: dict[str, nn.Module],
-    amount: float,
-    p: int,
-    extra_pins: dict[str, str],
-) -> _Plan:
-    roots = analysis.channel_roots
-    pins = dict(analysis.pin_reasons)
-    for name, reason in extra_pins.items():
-        for table in (analysis.producers, analysis.consumers, analysis.norms):
-            if name in table:
-                for r in np.unique(roots[table[name]]).tolist():
-                    pins.setdefault(r, reason)
-
-    scores = np.zeros(len(roots), dtype=np.float64)
-    for name, elems in analysis.producers.items():
-        np.add.at(scores, roots[elems], _powered(_weight(modules[name]), 0, p))
-    for name, elems in analysis.consumers.items():
-        np.add.at(scores, roots[elems], _powered(_weight(modules[name]), 1, p))
-    for name, elems in analysis.norms.items():
-        w = getattr(modules[name], "weight", None)
-        if isinstance(w, torch.Tensor):
-            np.add.at(scores, roots[elems], _powered(w, 0, p))
-
-    produced = [roots[e] for e in analysis.producers.values()]
-    classes = np.unique(np.concatenate(produced)) if produced else np.zeros(0, np.int64)
-    by_pool: dict[int, list[int]] = {}
-    for c in classes.tolist():
-        by_pool.setdefault(int(analysis.pool_roots[c]), []).append(c)
-    removed: set[int] = set()
-    for members in by_pool.values():
-        free = [c for c in members if c not in pins]
-        if len(free) == len(members):
-            drop = len(members) - _keep_count(len(members), amount)
-        else:
-            drop = len(free) - math.floor(len(free) * (1.0 - amount) + _EPS)
-        free.sort(key=lambda c: (scores[c], c))
-        removed.update(free[:drop])
-    # A producer may hold only some of its pool's classes; never empty one.
-    for elems in analysis.producers.values():
-        own = np.unique(roots[elems]).tolist()
-        if all(c in removed for c in own):
-            removed.discard(max(own, key=lambda c: (scores[c], -c)))
-
-    plan = _Plan()
-    removed_arr = np.fromiter(sorted(removed), dtype=np.int64)
-
-    def kept(elems: _graph.IntArray) -> torch.Tensor | None:
-        keep = ~np.isin(roots[elems], removed_arr)
-        if keep.all():
-            return None
-        return torch.from_numpy(np.nonzero(keep)[0].astype(np.int64))
-
-    for name, elems in analysis.producers.items():
-        k = kept(elems)
-        if k is not None:
-            plan.kept_out[name] = k
-    for name, elems in analysis.consumers.items():
-        k = kept(elems)
-        if k is not None:
-            plan.kept_in[name] = k
-    for name, elems in analysis.norms.items():
-        k = kept(elems)
-        if k is not None:
-            plan.kept_out[name] = k
-
-    for name, why_not in analysis.attention.items():
-        if why_not is not None or name in extra_pins:
-            continue
-        m = modules[name]
-        assert isinstance(m, nn.MultiheadAttention)
-        heads = _head_scores(m, p)
-        keep = _keep_count(len(heads), amount)
-        if keep < len(heads):
-            order = sorted(range(len(heads)), key=lambda h: (-heads[h], h))
-            plan.heads[name] = sorted(order[:keep])
-    for name in analysis.encoder_layers:
-        if name in extra_pins:
-            continue
-        layer = modules[name]
-        assert isinstance(layer, nn.TransformerEncoderLayer)
-        units = _powered(layer.linear1.weight, 0, p) + _powered(layer.linear2.weight, 1, p)
-        keep = _keep_count(len(units), amount)
-        if keep < len(units):
-            order = sorted(range(len(units)), key=lambda u: (-units[u], u))
-            plan.hidden[name] = torch.tensor(sorted(order[:keep]), dtype=torch.long)
-    return plan
-
-
-def _weight(m: nn.Module) -> torch.Tensor:
-    w = getattr(m, "weight", None)
-    assert isinstance(w, torch.Tensor)
-    return w
-
-
-def _attention_weights(m: nn.MultiheadAttention) -> list[torch.Tensor]:
-    if m._qkv_same_embed_dim:
-        assert m.in_proj_weight is not None
-        return list(m.in_proj_weight.chunk(3))
-    return [w for w in (m.q_proj_weight, m.k_proj_weight, m.v_proj_weight) if w is not None]
-
-
-def _head_scores(m: nn.MultiheadAttention, p: int) -> list[float]:
-    """Each head's score: its q, k, v rows and out_proj columns, as one p-norm."""
-    heads, hd = m.num_heads, m.head_dim
-    total = np.zeros(heads * hd)
-    for w in _attention_weights(m):
-        total += _powered(w, 0, p)
-    total += _powered(m.out_proj.weight, 1, p)
-    per_head = total.reshape(heads, hd).sum(axis=1) ** (1.0 / p)
-    return [float(v) for v in per_head]
-
-
-# --- applying it -----------------------------------------------------------------------------
-
-
-def _set_param(m: nn.Module, attr: str, value: torch.Tensor) -> None:
-    old = getattr(m, attr)
-    if isinstance(old, nn.Parameter):
-        setattr(m, attr, nn.Parameter(value.contiguous(), requires_grad=old.requires_grad))
-    else:
-        m._buffers[attr] = value.contiguous()
-
-
-def _slice(m: nn.Module, attr: str, dim: int, index: torch.Tensor) -> None:
-    t = getattr(m, attr, None)
-    if isinstance(t, torch.Tensor):
-        with torch.no_grad():
-            _set_param(m, attr, t.detach().index_select(dim, index.to(t.device)))
-
-
-def _apply(target: nn.Module, plan: _Plan) -> nn.Module:
-    """Rebuild the planned layers in ``target``; returns the model (a new object only when
-    the model itself is an attention layer)."""
-    modules = dict(target.named_modules())
-    for name in sorted(set(plan.kept_out) | set(plan.kept_in)):
-        m = modules[name]
-        out_idx, in_idx = plan.kept_out.get(name), plan.kept_in.get(name)
-        if isinstance(m, nn.Linear):
-            if out_idx is not None:
-                _slice(m, "weight", 0, out_idx)
-                _slice(m, "bias", 0, out_idx)
-                m.out_features = len(out_idx)
-            if in_idx is not None:
-                _slice(m, "weight", 1, in_idx)
-                m.in_features = len(in_idx)
-        elif isinstance(m, _CONVS):
-            if out_idx is not None:
-                out_per_group = m.out_channels // m.groups
-                in_per_group = m.in_channels // m.groups
-                _slice(m, "weight", 0, out_idx)
-                _slice(m, "bias", 0, out_idx)
-                m.out_channels = len(out_idx)
-                if m.groups > 1:
-                    m.groups = len(out_idx) // out_per_group
-                    m.in_channels = m.groups * in_per_group
-            if in_idx is not None:
-                _slice(m, "weight", 1, in_idx)
-                m.in_channels = len(in_idx)
-        elif isinstance(m, _CHANNEL_NORMS):
-            assert out_idx is not None
-            for attr in ("weight", "bias", "running_mean", "running_var"):
-                _slice(m, attr, 0, out_idx)
-            m.num_features = len(out_idx)
-        elif isinstance(m, nn.GroupNorm):
-            assert out_idx is not None
-            per_group = m.num_channels // m.num_groups
-            _slice(m, "weight", 0, out_idx)
-            _slice(m, "bias", 0, out_idx)
-            m.num_channels = len(out_idx)
-            m.num_groups = len(out_idx) // per_group
-    for name, idx in plan.hidden.items():
-        layer = modules[name]
-        assert isinstance(layer, nn.TransformerEncoderLayer)
-        _slice(layer.linear1, "weight", 0, idx)
-        _slice(layer.linear1, "bias", 0, idx)
-        layer.linear1.out_features = len(idx)
-        _slice(layer.linear2, "weight", 1, idx)
-        layer.linear2.in_features = len(idx)
-    for name, heads in plan.heads.items():
-        attention = modules[name]
-        assert isinstance(attention, nn.MultiheadAttention)
-        pruned = PrunedMultiheadAttention.from_attention(attention, heads)
-        paths = [n for n, m in target.named_modules(remove_duplicate=False) if m is attention]
-        for path in paths:
-            if path == "":
-                target = pruned
-                continue
-            parent, _, attr = path.rpartition(".")
-            setattr(target.get_submodule(parent), attr, pruned)
-    return target
 
 
 # --- prune_channels --------------------------------------------------------------------------
@@ -478,21 +115,21 @@ def prune_channels(
     target = model if inplace else copy.deepcopy(model)
     modules = dict(target.named_modules())
     leaves = _leaf_names(target, ignored)
-    analysis = _graph.analyze(target, inputs, leaves, (PrunedMultiheadAttention,))
+    analysis = analyze(target, inputs, leaves, (PrunedMultiheadAttention,))
     extra_pins = {
         name: f"shares its weight with {other} (tied)" for name, other in _tied(target).items()
     }
-    plan = _plan(analysis, modules, float(amount), p, extra_pins)
+    plan = make_plan(analysis, modules, float(amount), p, extra_pins)
 
     macs_before = count_macs(target, inputs)
-    params_before, bytes_before = _params(target), _bytes(target)
+    params_before, bytes_before = _params(target), model_bytes(target)
     changed = sorted(
         set(plan.kept_out) | set(plan.kept_in) | set(plan.heads),
         key=list(modules).index,
     ) + [f"{n}.linear{i}" for n in plan.hidden for i in (1, 2)]
     before = {name: _layer_stats(modules[name]) for name in changed}
 
-    target = _apply(target, plan)
+    target = apply_plan(target, plan)
     macs_after = count_macs(target, inputs)
     after_modules = dict(target.named_modules())
     layers = []
@@ -539,7 +176,7 @@ def prune_channels(
         macs_before=sum(macs_before.values()),
         macs_after=sum(macs_after.values()),
         bytes_before=bytes_before,
-        bytes_after=_bytes(target),
+        bytes_after=model_bytes(target),
     )
     return target, report
 
@@ -628,27 +265,22 @@ def _params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _bytes(model: nn.Module) -> int:
-    tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}
-    return sum(t.numel() * t.element_size() for t in tensors.values())
-
-
 def _layer_stats(m: nn.Module) -> tuple[tuple[int, ...], int, int]:
     """(weight shape, parameters, bytes); attention's shape is its stacked q/k/v weight."""
     shape: tuple[int, ...]
     if isinstance(m, nn.MultiheadAttention):
-        shape = (sum(w.shape[0] for w in _attention_weights(m)), m.embed_dim)
+        shape = (sum(w.shape[0] for w in attention_weights(m)), m.embed_dim)
     elif isinstance(m, PrunedMultiheadAttention):
         shape = (3 * m.num_heads * m.head_dim, m.embed_dim)
     else:
         w = getattr(m, "weight", None)
         shape = tuple(w.shape) if isinstance(w, torch.Tensor) else ()
-    return tuple(int(s) for s in shape), _params(m), _bytes(m)
+    return tuple(int(s) for s in shape), _params(m), model_bytes(m)
 
 
 def _skipped(
     modules: dict[str, nn.Module],
-    analysis: _graph.Analysis,
+    analysis: Analysis,
     ignored: set[str],
     extra_pins: dict[str, str],
     changed: set[str],
@@ -687,7 +319,7 @@ def _skipped(
                     reasons[name] = reason
             elif not _inside_called_leaf(name, analysis):
                 reasons[name] = "not called as a module in the traced graph"
-        elif isinstance(m, (nn.Linear, *_CONVS)):
+        elif isinstance(m, (nn.Linear, *CONVS)) or name in analysis.producers:
             if _inside_attention(name, modules):
                 continue
             if name in extra_pins:
@@ -712,6 +344,6 @@ def _inside_attention(name: str, modules: dict[str, nn.Module]) -> bool:
     )
 
 
-def _inside_called_leaf(name: str, analysis: _graph.Analysis) -> bool:
+def _inside_called_leaf(name: str, analysis: Analysis) -> bool:
     """Whether ``name`` is under a module the graph calls as a whole (encoder stacks)."""
     return any(name.startswith(c + ".") for c in analysis.called)

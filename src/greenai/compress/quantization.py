@@ -30,63 +30,29 @@ cannot be done.
 
 from __future__ import annotations
 
-import copy
-import fnmatch
 import logging
-import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeAlias
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules.lazy import LazyModuleMixin
-from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 from greenai import ops
+from greenai.compress._linear_swap import (
+    Candidate,
+    ModuleFilter,
+    replace_layers,
+    select_layers,
+    source_weight,
+    unreplaceable_reason,
+)
+from greenai.compress._measure import max_relative_error, model_bytes, run, tensors_bytes
+from greenai.compress.report import QuantizationReport, QuantizedLayer
+from greenai.ops import formats
 
-__all__ = [
-    "QuantizationReport",
-    "QuantizedLayer",
-    "QuantizedLinear",
-    "SkippedLayer",
-    "quantize",
-]
+__all__ = ["QuantizedLinear", "quantize"]
 
 logger = logging.getLogger(__name__)
-
-ModuleFilter: TypeAlias = Callable[[str, nn.Module], bool]
-"""``modules=`` as a callable: ``(qualified_name, linear) -> bool``."""
-
-_INT4_BLOCK = 32
-"""int4 codes are packed along in_features in blocks of this many (see :mod:`greenai.ops`)."""
-_GROUP_MULTIPLE = 32
-"""Group sizes the kernels take are multiples of this."""
-_INT4_DEFAULT_GROUPS = (128, 64, 32)
-"""int4's group size when none is given: the first that divides in_features (as greenai.ops)."""
-_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_READS_CHILD_WEIGHTS: tuple[type[nn.Module], ...] = (
-    nn.MultiheadAttention,
-    nn.TransformerEncoderLayer,
-)
-"""Modules whose forward reads their Linear children's ``.weight`` instead of calling them."""
-_STR_MAX_ROWS = 30
-"""Rows of layers :meth:`QuantizationReport.__str__` shows before summarising the rest."""
-
-
-def _source_weight(linear: nn.Module) -> torch.Tensor:
-    """The float weight of a layer a ``from_linear`` converts; a clear error for anything
-    else (shared by :class:`QuantizedLinear` and ``SparseLinear2to4``)."""
-    if not isinstance(linear, nn.Linear):
-        raise TypeError(f"linear must be an nn.Linear, not {type(linear).__name__}")
-    if isinstance(linear, LazyModuleMixin) and linear.has_uninitialized_params():
-        raise ValueError(
-            "linear is an uninitialised lazy layer; run a forward pass to materialise it"
-        )
-    weight = linear.weight
-    if weight.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"linear.weight must be float32, float16 or bfloat16, not {weight.dtype}")
-    return weight
 
 
 # --- QuantizedLinear ------------------------------------------------------------------------
@@ -159,7 +125,7 @@ class QuantizedLinear(nn.Module):
         self.bits = bits
         self.group_size = _resolve_group_size(in_features, bits, group_size)
         n, k = out_features, in_features
-        q_shape, q_dtype = ((n, k), torch.int8) if bits == 8 else ((n, k // 2), torch.uint8)
+        q_shape, q_dtype = formats.codes_shape(n, k, bits), formats.code_dtype(bits)
         scale_shape = (n,) if self.group_size is None else (n, k // self.group_size)
         self.register_buffer("qweight", torch.zeros(q_shape, dtype=q_dtype, device=device))
         self.register_buffer("scale", torch.ones(scale_shape, dtype=torch.float32, device=device))
@@ -191,7 +157,7 @@ class QuantizedLinear(nn.Module):
             ValueError: ``bits`` or ``group_size`` do not fit the layer (see the class), the
                 layer is an uninitialised lazy one, or its weight has NaN or Inf.
         """
-        weight = _source_weight(linear)
+        weight = source_weight(linear)
         layer = cls(
             linear.in_features,
             linear.out_features,
@@ -279,127 +245,7 @@ class QuantizedLinear(nn.Module):
         )
 
 
-# --- the report -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class QuantizedLayer:
-    """One replaced layer. Bytes count the layer's tensors: weight (float before, packed
-    codes, scales and zero points after) and bias."""
-
-    name: str
-    in_features: int
-    out_features: int
-    bits: int
-    group_size: int | None
-    """Input features per scale; None means one scale per output channel."""
-    bytes_before: int
-    bytes_after: int
-
-
-@dataclass(frozen=True)
-class SkippedLayer:
-    """An ``nn.Linear`` left as it was, and why."""
-
-    name: str
-    in_features: int
-    out_features: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class QuantizationReport:
-    """What :func:`quantize` did to a model.
-
-    Every ``nn.Linear`` of the model appears once, in ``layers`` or in ``skipped``.
-
-    Attributes:
-        bits: 8 or 4, as requested.
-        group_size: as requested (None: the format's default; see :class:`QuantizedLinear`).
-        symmetric: as requested.
-        layers: the replaced layers, in ``named_modules`` order.
-        skipped: the ``nn.Linear`` layers left alone, with the reason.
-        bytes_before: bytes of all parameters and buffers of the model before quantizing.
-        bytes_after: the same after, counting packed weights, scales and zero points.
-        max_relative_error: given a sample input, ``max|y_q - y| / max|y|`` over the model's
-            float outputs (the largest such ratio when there are several), else None.
-    """
-
-    bits: int
-    group_size: int | None
-    symmetric: bool
-    layers: tuple[QuantizedLayer, ...]
-    skipped: tuple[SkippedLayer, ...]
-    bytes_before: int
-    bytes_after: int
-    max_relative_error: float | None = None
-
-    @property
-    def compression_ratio(self) -> float:
-        """``bytes_before / bytes_after`` for the whole model (1.0 for an empty model)."""
-        if self.bytes_after == 0:
-            return 1.0
-        return self.bytes_before / self.bytes_after
-
-    def __str__(self) -> str:
-        group = "default groups" if self.group_size is None else f"group {self.group_size}"
-        kind = "symmetric" if self.symmetric else "asymmetric"
-        lines = [
-            f"quantize: int{self.bits}, {group}, {kind}: {len(self.layers)} layers quantized, "
-            f"{len(self.skipped)} skipped"
-        ]
-        if self.layers:
-            width = max(5, *(len(r.name) for r in self.layers[:_STR_MAX_ROWS]))
-            lines.append(
-                f"{'layer':<{width}}  {'in':>6} {'out':>6} {'bits':>4} {'group':>7} "
-                f"{'bytes_before':>13} {'bytes_after':>12}"
-            )
-            for r in self.layers[:_STR_MAX_ROWS]:
-                g = "channel" if r.group_size is None else str(r.group_size)
-                lines.append(
-                    f"{r.name:<{width}}  {r.in_features:>6} {r.out_features:>6} {r.bits:>4} "
-                    f"{g:>7} {r.bytes_before:>13,} {r.bytes_after:>12,}"
-                )
-            if len(self.layers) > _STR_MAX_ROWS:
-                lines.append(f"... {len(self.layers) - _STR_MAX_ROWS} more layers")
-        lines += _footer_lines(
-            self.skipped,
-            self.bytes_before,
-            self.bytes_after,
-            self.compression_ratio,
-            self.max_relative_error,
-        )
-        return "\n".join(lines)
-
-
-def _footer_lines(
-    skipped: Sequence[SkippedLayer],
-    bytes_before: int,
-    bytes_after: int,
-    compression_ratio: float,
-    max_relative_error: float | None,
-) -> list[str]:
-    """The end of a compression report's table: the layers left alone, then the model's
-    bytes and error (shared by every report of this package)."""
-    lines = [f"skipped {s.name} ({s.in_features} -> {s.out_features}): {s.reason}" for s in skipped]
-    total = (
-        f"model: {bytes_before:,} -> {bytes_after:,} bytes (compression {compression_ratio:.2f}x)"
-    )
-    if max_relative_error is not None:
-        total += f", max relative error {max_relative_error:.2%}"
-    return [*lines, total]
-
-
 # --- quantize -------------------------------------------------------------------------------
-
-
-@dataclass
-class _Candidate:
-    """An ``nn.Linear`` of the model with every path it is reachable by."""
-
-    module: nn.Linear
-    names: list[str]
-    parents: list[nn.Module]
 
 
 def quantize(
@@ -456,7 +302,7 @@ def quantize(
     _check_group_size(group_size)
     if not isinstance(symmetric, bool):
         raise TypeError(f"symmetric must be a bool, not {symmetric!r}")
-    plan, skipped = _plan(
+    plan, skipped = select_layers(
         model,
         modules,
         skip,
@@ -471,10 +317,10 @@ def quantize(
                 f"cannot quantize {name!r}: its weight contains NaN or Inf, which have no int code"
             )
 
-    bytes_before = _model_bytes(model)
-    reference = _run(model, sample_input) if sample_input is not None else None
+    bytes_before = model_bytes(model)
+    reference = run(model, sample_input) if sample_input is not None else None
 
-    target, replaced = _replace(
+    target, replaced = replace_layers(
         model,
         plan,
         inplace,
@@ -492,15 +338,15 @@ def quantize(
                 linear.out_features,
                 bits,
                 qlinear.group_size,
-                _tensors_bytes(linear.parameters(), linear.buffers()),
-                _tensors_bytes(qlinear.parameters(), qlinear.buffers()),
+                tensors_bytes(linear.parameters(), linear.buffers()),
+                tensors_bytes(qlinear.parameters(), qlinear.buffers()),
             )
         )
         logger.debug("quantized %s to int%d", name, bits)
 
-    max_relative_error = None
+    error = None
     if reference is not None:
-        max_relative_error = _max_relative_error(reference, _run(target, sample_input))
+        error = max_relative_error(reference, run(target, sample_input))
     report = QuantizationReport(
         bits=bits,
         group_size=group_size,
@@ -508,234 +354,30 @@ def quantize(
         layers=tuple(layers),
         skipped=tuple(skipped),
         bytes_before=bytes_before,
-        bytes_after=_model_bytes(target),
-        max_relative_error=max_relative_error,
+        bytes_after=model_bytes(target),
+        max_relative_error=error,
     )
     return target, report
 
 
-# --- selection ------------------------------------------------------------------------------
-
-
-Ineligible: TypeAlias = Callable[[_Candidate, set[int], Mapping[int, list[str]]], str | None]
-"""Why a candidate layer (given the selected ids and the tied weights) is left alone, or None."""
-
-
-def _plan(
-    model: nn.Module,
-    modules: Iterable[str] | ModuleFilter | None,
-    skip: str | Iterable[str] | None,
-    ineligible: Ineligible,
-    verb: str,
-) -> tuple[list[tuple[_Candidate, str]], list[SkippedLayer]]:
-    """The Linear layers a transform that replaces them takes (each with the name it is
-    reported under) and those it leaves, with why. Raises when a layer named in ``modules``
-    is left, so that asking for a layer by name never passes silently."""
-    skip_patterns = _names("skip", skip)
-    candidates = _candidates(model)
-    selected, explicit = _select(model, candidates, modules)
-    tied = _tied_weights(model)
-
-    plan: list[tuple[_Candidate, str]] = []
-    skipped: list[SkippedLayer] = []
-    refused: list[str] = []
-    for cand in candidates:
-        name = cand.names[0]
-        reason = _skipped_by(cand.names, skip_patterns)
-        if reason is None:
-            reason = ineligible(cand, selected, tied)
-            named_explicitly = [n for n in cand.names if n in explicit]
-            if reason is not None and named_explicitly:
-                refused.append(f"{named_explicitly[0]!r}: {reason}")
-        if reason is None:
-            plan.append((cand, name))
-            continue
-        skipped.append(
-            SkippedLayer(name, cand.module.in_features, cand.module.out_features, reason)
-        )
-    if refused:
-        raise ValueError(f"cannot {verb} the layers named in modules: " + "; ".join(refused))
-    return plan, skipped
-
-
-def _replace(
-    model: nn.Module,
-    plan: Sequence[tuple[_Candidate, str]],
-    inplace: bool,
-    convert: Callable[[nn.Linear], nn.Module],
-) -> tuple[nn.Module, list[tuple[str, nn.Linear, nn.Module]]]:
-    """Swap each planned Linear (under every path it has) for ``convert(linear)``, in
-    ``model`` or in a copy of it; returns the model and ``(name, old, new)`` per layer."""
-    if inplace:
-        target = model
-    else:  # share the weights about to be replaced instead of copying them
-        memo: dict[int, Any] = {id(c.module.weight): c.module.weight for c, _ in plan}
-        target = copy.deepcopy(model, memo)
-    paths = dict(target.named_modules(remove_duplicate=False))
-    replaced: list[tuple[str, nn.Linear, nn.Module]] = []
-    for cand, name in plan:
-        linear = paths[name]
-        assert isinstance(linear, nn.Linear)
-        new = convert(linear)
-        for path in cand.names:
-            if path == "":
-                target = new
-            else:
-                parent_name, _, attr = path.rpartition(".")
-                setattr(target.get_submodule(parent_name), attr, new)
-        replaced.append((name, linear, new))
-    return target, replaced
-
-
-def _candidates(model: nn.Module) -> list[_Candidate]:
-    """Every ``nn.Linear`` once, in ``named_modules`` order, with all of its paths (a module
-    reachable by two paths is replaced at both)."""
-    by_name = dict(model.named_modules(remove_duplicate=False))
-    found: dict[int, _Candidate] = {}
-    for name, module in model.named_modules(remove_duplicate=False):
-        if not isinstance(module, nn.Linear):
-            continue
-        cand = found.setdefault(id(module), _Candidate(module, [], []))
-        cand.names.append(name)
-        if name:
-            cand.parents.append(by_name[name.rpartition(".")[0]])
-    return list(found.values())
-
-
-def _select(
-    model: nn.Module,
-    candidates: list[_Candidate],
-    modules: Iterable[str] | ModuleFilter | None,
-) -> tuple[set[int], set[str]]:
-    """Ids of the selected layers, and the names given that are exactly Linear layers."""
-    if modules is None:
-        return {id(c.module) for c in candidates}, set()
-    if callable(modules):
-        return {id(c.module) for c in candidates if modules(c.names[0], c.module)}, set()
-    wanted = _names("modules", modules)
-    known = dict(model.named_modules(remove_duplicate=False))
-    unknown = [n for n in wanted if n not in known]
-    if unknown:
-        raise ValueError(
-            f"modules names {', '.join(map(repr, unknown))}, which the model does not have "
-            "(names are as model.named_modules() gives them)"
-        )
-    selected: set[int] = set()
-    for want in wanted:
-        hits = {id(c.module) for c in candidates for n in c.names if _is_under(n, want)}
-        if not hits:
-            raise ValueError(
-                f"modules names {want!r}, a {type(known[want]).__name__} with no nn.Linear in it"
-            )
-        selected |= hits
-    exact = {n for c in candidates for n in c.names if n in wanted}
-    return selected, exact
-
-
-def _is_under(name: str, prefix: str) -> bool:
-    return prefix in ("", name) or name.startswith(prefix + ".")
-
-
-def _names(arg: str, value: str | Iterable[str] | None) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    try:
-        names = tuple(value)
-    except TypeError:
-        raise TypeError(
-            f"{arg} must be a name or an iterable of names, not {type(value).__name__}"
-        ) from None
-    bad = [n for n in names if not isinstance(n, str)]
-    if bad:
-        raise TypeError(f"{arg} must hold module names (str), not {bad[0]!r}")
-    return names
-
-
-def _tied_weights(model: nn.Module) -> dict[int, list[str]]:
-    """Parameters held by more than one module, by id, with the owners' names."""
-    owners: dict[int, list[str]] = {}
-    for name, module in model.named_modules():
-        for pname, p in module._parameters.items():
-            if p is not None:
-                owners.setdefault(id(p), []).append(f"{name}.{pname}" if name else pname)
-    return {k: v for k, v in owners.items() if len(v) > 1}
-
-
-def _skipped_by(names: Sequence[str], skip_patterns: Sequence[str]) -> str | None:
-    """The reason a layer reachable by ``names`` is skipped by a pattern, or None."""
-    for name in names:
-        for pattern in skip_patterns:
-            if any(fnmatch.fnmatchcase(prefix, pattern) for prefix in _prefixes(name)):
-                return f"matches skip pattern {pattern!r}"
-    return None
-
-
 def _ineligible(
-    cand: _Candidate,
+    cand: Candidate,
     selected: set[int],
     tied: Mapping[int, list[str]],
     bits: int,
     group_size: int | None,
 ) -> str | None:
     """Why a layer that no skip pattern matched is left alone, or None to quantize it."""
-    return _unreplaceable(cand, selected, tied, "QuantizedLinear") or _format_reason(
+    return unreplaceable_reason(cand, selected, tied, "QuantizedLinear") or _format_reason(
         cand.module.in_features, bits, group_size
     )
-
-
-def _unreplaceable(
-    cand: _Candidate, selected: set[int], tied: Mapping[int, list[str]], replacement: str
-) -> str | None:
-    """Why swapping a Linear for ``replacement`` (a layer class of this package that holds
-    the weight in another form) would change the model or save nothing, or None. Shared by
-    every transform that replaces Linear layers."""
-    m = cand.module
-    if id(m) not in selected:
-        return "not selected by modules"
-    if isinstance(m, LazyModuleMixin) and m.has_uninitialized_params():
-        return "uninitialised lazy layer (run a forward pass first)"
-    cls = type(m)
-    if cls.forward is not nn.Linear.forward:
-        return f"{cls.__name__} overrides forward, which {replacement} would replace"
-    if "forward" in vars(m):
-        return "forward is patched on the instance (an offloading or similar hook)"
-    readers = [type(p).__name__ for p in cand.parents if isinstance(p, _READS_CHILD_WEIGHTS)]
-    if readers:
-        return f"its parent {readers[0]} reads .weight directly instead of calling the layer"
-    if isinstance(m, NonDynamicallyQuantizableLinear):
-        return (
-            "NonDynamicallyQuantizableLinear: nn.MultiheadAttention's out_proj, whose .weight "
-            "is read directly"
-        )
-    if m._forward_hooks or m._forward_pre_hooks:
-        return "has forward hooks, which were registered on the float layer"
-    if m.weight.dtype not in _FLOAT_DTYPES:
-        return f"weight is {m.weight.dtype}, not float32, float16 or bfloat16"
-    if m.weight.is_meta:
-        return "weight is on the meta device (it has no values to convert)"
-    if id(m.weight) in tied:
-        others = [o for o in tied[id(m.weight)] if o not in {f"{n}.weight" for n in cand.names}]
-        return (
-            f"weight is shared with {', '.join(others) or 'another module'} (tied); "
-            f"a {replacement} would untie it and save nothing"
-        )
-    return None
-
-
-def _prefixes(name: str) -> list[str]:
-    """``a.b.c`` -> ``["a", "a.b", "a.b.c"]``: a skip pattern matching a container skips all
-    under it."""
-    parts = name.split(".")
-    return [".".join(parts[: i + 1]) for i in range(len(parts))]
 
 
 # --- formats --------------------------------------------------------------------------------
 
 
 def _check_bits(bits: object) -> None:
-    if isinstance(bits, bool) or bits not in (4, 8):
+    if isinstance(bits, bool) or bits not in formats.BITS:
         raise ValueError(f"bits must be 8 or 4, not {bits!r}")
 
 
@@ -744,17 +386,17 @@ def _check_group_size(group_size: object) -> None:
         return
     if isinstance(group_size, bool) or not isinstance(group_size, int):
         raise TypeError(f"group_size must be an int or None, not {group_size!r}")
-    if group_size <= 0 or group_size % _GROUP_MULTIPLE:
+    if group_size <= 0 or group_size % formats.GROUP_MULTIPLE:
         raise ValueError(
-            f"group_size must be a positive multiple of {_GROUP_MULTIPLE}, not {group_size}"
+            f"group_size must be a positive multiple of {formats.GROUP_MULTIPLE}, not {group_size}"
         )
 
 
 def _format_reason(in_features: int, bits: int, group_size: int | None) -> str | None:
     """Why a layer with ``in_features`` inputs cannot take the format, or None if it can."""
-    if bits == 4 and in_features % _INT4_BLOCK:
+    if bits == 4 and in_features % formats.INT4_BLOCK:
         return (
-            f"in_features={in_features} is not a multiple of {_INT4_BLOCK}, which int4 "
+            f"in_features={in_features} is not a multiple of {formats.INT4_BLOCK}, which int4 "
             "packing needs"
         )
     if group_size is not None and in_features % group_size:
@@ -766,75 +408,4 @@ def _resolve_group_size(in_features: int, bits: int, group_size: int | None) -> 
     """The group size a layer stores: None (per channel) only for int8's default."""
     if group_size is not None or bits == 8:
         return group_size
-    return next(g for g in _INT4_DEFAULT_GROUPS if in_features % g == 0)
-
-
-# --- bytes and errors -----------------------------------------------------------------------
-
-
-def _tensors_bytes(*groups: Iterable[torch.Tensor]) -> int:
-    seen: set[int] = set()
-    total = 0
-    for group in groups:
-        for t in group:
-            if id(t) not in seen:
-                seen.add(id(t))
-                total += t.numel() * t.element_size()
-    return total
-
-
-def _model_bytes(model: nn.Module) -> int:
-    """Bytes of a model's parameters and buffers, each tensor counted once."""
-    return _tensors_bytes(model.parameters(), model.buffers())
-
-
-def _run(model: nn.Module, sample_input: Any) -> Any:
-    """The model's output on ``sample_input``, in eval mode (so dropout does not make the two
-    runs differ) and without autograd; the modules' training flags are restored after."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            if isinstance(sample_input, tuple):
-                return model(*sample_input)
-            if isinstance(sample_input, dict):
-                return model(**sample_input)
-            return model(sample_input)
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
-def _float_leaves(output: Any) -> list[torch.Tensor]:
-    """The floating-point tensors of a tensor, or of a (nested) tuple, list or dict."""
-    if isinstance(output, torch.Tensor):
-        return [output] if output.is_floating_point() else []
-    if isinstance(output, Mapping):
-        return [t for v in output.values() for t in _float_leaves(v)]
-    if isinstance(output, (list, tuple)):
-        return [t for v in output for t in _float_leaves(v)]
-    return []
-
-
-def _max_relative_error(reference: Any, quantized: Any) -> float:
-    ref, out = _float_leaves(reference), _float_leaves(quantized)
-    if not ref:
-        raise ValueError(
-            "the model's output on sample_input has no float tensors to compare "
-            f"(got {type(reference).__name__})"
-        )
-    if len(ref) != len(out):
-        raise ValueError(
-            f"the model returned {len(ref)} float tensors before quantizing and {len(out)} "
-            "after; cannot compare them"
-        )
-    worst = 0.0
-    for y, y_q in zip(ref, out, strict=True):
-        y32, yq32 = y.detach().float(), y_q.detach().float().to(y.device)
-        scale = float(y32.abs().max()) if y32.numel() else 0.0
-        diff = float((yq32 - y32).abs().max()) if y32.numel() else 0.0
-        ratio = diff / scale if scale else (0.0 if diff == 0.0 else math.inf)
-        if math.isnan(ratio):  # NaN outputs: say so rather than let max() drop them
-            return math.nan
-        worst = max(worst, ratio)
-    return worst
+    return formats.int4_default_group(in_features)

@@ -13,8 +13,9 @@ Which layers are eligible: the rules of :mod:`greenai.compress.quantization` (no
 override or patch, no parent that reads ``.weight`` directly such as
 ``nn.MultiheadAttention``'s ``out_proj`` or ``nn.TransformerEncoderLayer``'s fast path, no
 hooks, a materialised float weight that is not tied), plus ``in_features`` a multiple of 4,
-since the pattern works on whole groups of 4. The checks are that module's, reused, so the
-two transforms never disagree on what is safe to replace.
+since the pattern works on whole groups of 4. The checks are shared with that module
+(:mod:`greenai.compress._linear_swap`), so the two transforms never disagree on what is safe
+to replace.
 
 No fine-tuning happens here: the pattern is applied once, by magnitude. The report's
 ``kept_energy`` tells how much that cost each layer before any retraining.
@@ -24,42 +25,27 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from greenai import ops
-from greenai.compress.quantization import (
-    _FLOAT_DTYPES,
-    _STR_MAX_ROWS,
+from greenai.compress._linear_swap import (
+    Candidate,
     ModuleFilter,
-    SkippedLayer,
-    _Candidate,
-    _footer_lines,
-    _max_relative_error,
-    _model_bytes,
-    _plan,
-    _replace,
-    _run,
-    _source_weight,
-    _tensors_bytes,
-    _unreplaceable,
+    replace_layers,
+    select_layers,
+    source_weight,
+    unreplaceable_reason,
 )
+from greenai.compress._measure import max_relative_error, model_bytes, run, tensors_bytes
+from greenai.compress.report import SparsifiedLayer, SparsityReport
+from greenai.ops.formats import FLOAT_DTYPES, SPARSE_GROUP
 
-__all__ = [
-    "SparseLinear2to4",
-    "SparsifiedLayer",
-    "SparsityReport",
-    "sparsify_2to4",
-]
+__all__ = ["SparseLinear2to4", "sparsify_2to4"]
 
 logger = logging.getLogger(__name__)
-
-_GROUP = 4
-"""2:4 keeps 2 of every this many consecutive inputs."""
-
 
 # --- SparseLinear2to4 -----------------------------------------------------------------------
 
@@ -109,10 +95,10 @@ class SparseLinear2to4(nn.Module):
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, not {value!r}")
-        if in_features % _GROUP:
+        if in_features % SPARSE_GROUP:
             raise ValueError(_k_reason(in_features))
         dtype = torch.float32 if dtype is None else dtype
-        if dtype not in _FLOAT_DTYPES:
+        if dtype not in FLOAT_DTYPES:
             raise TypeError(f"dtype must be float32, float16 or bfloat16, not {dtype}")
         self.in_features = in_features
         self.out_features = out_features
@@ -141,7 +127,7 @@ class SparseLinear2to4(nn.Module):
             ValueError: ``in_features`` is not a multiple of 4, or the layer is an
                 uninitialised lazy one.
         """
-        weight = _source_weight(linear)
+        weight = source_weight(linear)
         layer = cls(
             linear.in_features,
             linear.out_features,
@@ -184,92 +170,6 @@ class SparseLinear2to4(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"bias={self.bias is not None}, dtype={self.values.dtype}"
         )
-
-
-# --- the report -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SparsifiedLayer:
-    """One replaced layer.
-
-    Bytes count the layer's tensors: the dense weight and bias before; ``values``, ``meta``
-    and bias after (``0.5 + 1 / 32`` of a float32 weight's bytes, plus the bias, when
-    ``in_features`` is a multiple of 8).
-
-    ``kept_energy`` is ``sum(w_kept ** 2) / sum(w ** 2)`` of the original weight (1.0 for an
-    all-zero weight): the share of the weight's energy the 2:4 pattern kept. At least 0.5 by
-    construction; near 0.5 means the weights of each group were of similar size and pruning
-    hurt, near 1.0 means the dropped ones were small.
-    """
-
-    name: str
-    in_features: int
-    out_features: int
-    bytes_before: int
-    bytes_after: int
-    kept_energy: float
-
-
-@dataclass(frozen=True)
-class SparsityReport:
-    """What :func:`sparsify_2to4` did to a model.
-
-    Every ``nn.Linear`` of the model appears once, in ``layers`` or in ``skipped``.
-
-    Attributes:
-        layers: the replaced layers, in ``named_modules`` order.
-        skipped: the ``nn.Linear`` layers left alone, with the reason.
-        bytes_before: bytes of all parameters and buffers of the model before.
-        bytes_after: the same after, counting compressed values and meta.
-        max_relative_error: given a sample input, ``max|y_s - y| / max|y|`` over the model's
-            float outputs (the largest such ratio when there are several), else None.
-    """
-
-    layers: tuple[SparsifiedLayer, ...]
-    skipped: tuple[SkippedLayer, ...]
-    bytes_before: int
-    bytes_after: int
-    max_relative_error: float | None = None
-
-    @property
-    def compression_ratio(self) -> float:
-        """``bytes_before / bytes_after`` for the whole model (1.0 for an empty model)."""
-        if self.bytes_after == 0:
-            return 1.0
-        return self.bytes_before / self.bytes_after
-
-    @property
-    def min_kept_energy(self) -> float | None:
-        """The lowest ``kept_energy`` of any replaced layer (the one 2:4 hurt most), or None
-        when nothing was replaced."""
-        return min((r.kept_energy for r in self.layers), default=None)
-
-    def __str__(self) -> str:
-        lines = [
-            f"sparsify_2to4: {len(self.layers)} layers sparsified, {len(self.skipped)} skipped"
-        ]
-        if self.layers:
-            width = max(5, *(len(r.name) for r in self.layers[:_STR_MAX_ROWS]))
-            lines.append(
-                f"{'layer':<{width}}  {'in':>6} {'out':>6} {'kept_energy':>11} "
-                f"{'bytes_before':>13} {'bytes_after':>12}"
-            )
-            for r in self.layers[:_STR_MAX_ROWS]:
-                lines.append(
-                    f"{r.name:<{width}}  {r.in_features:>6} {r.out_features:>6} "
-                    f"{r.kept_energy:>11.2%} {r.bytes_before:>13,} {r.bytes_after:>12,}"
-                )
-            if len(self.layers) > _STR_MAX_ROWS:
-                lines.append(f"... {len(self.layers) - _STR_MAX_ROWS} more layers")
-        lines += _footer_lines(
-            self.skipped,
-            self.bytes_before,
-            self.bytes_after,
-            self.compression_ratio,
-            self.max_relative_error,
-        )
-        return "\n".join(lines)
 
 
 # --- sparsify_2to4 --------------------------------------------------------------------------
@@ -315,12 +215,12 @@ def sparsify_2to4(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
-    plan, skipped = _plan(model, modules, skip, _sparsify_reason, "sparsify")
+    plan, skipped = select_layers(model, modules, skip, _sparsify_reason, "sparsify")
 
-    bytes_before = _model_bytes(model)
-    reference = _run(model, sample_input) if sample_input is not None else None
+    bytes_before = model_bytes(model)
+    reference = run(model, sample_input) if sample_input is not None else None
 
-    target, replaced = _replace(model, plan, inplace, SparseLinear2to4.from_linear)
+    target, replaced = replace_layers(model, plan, inplace, SparseLinear2to4.from_linear)
     layers: list[SparsifiedLayer] = []
     for name, linear, sparse in replaced:
         assert isinstance(sparse, SparseLinear2to4)
@@ -329,22 +229,22 @@ def sparsify_2to4(
                 name,
                 linear.in_features,
                 linear.out_features,
-                _tensors_bytes(linear.parameters(), linear.buffers()),
-                _tensors_bytes(sparse.parameters(), sparse.buffers()),
+                tensors_bytes(linear.parameters(), linear.buffers()),
+                tensors_bytes(sparse.parameters(), sparse.buffers()),
                 _kept_energy(linear.weight.detach(), sparse.values),
             )
         )
         logger.debug("sparsified %s to 2:4", name)
 
-    max_relative_error = None
+    error = None
     if reference is not None:
-        max_relative_error = _max_relative_error(reference, _run(target, sample_input))
+        error = max_relative_error(reference, run(target, sample_input))
     report = SparsityReport(
         layers=tuple(layers),
         skipped=tuple(skipped),
         bytes_before=bytes_before,
-        bytes_after=_model_bytes(target),
-        max_relative_error=max_relative_error,
+        bytes_after=model_bytes(target),
+        max_relative_error=error,
     )
     return target, report
 
@@ -354,22 +254,22 @@ def sparsify_2to4(
 
 def _k_reason(in_features: int) -> str:
     return (
-        f"in_features={in_features} is not a multiple of {_GROUP}, which 2:4 sparsity needs "
-        f"(it keeps 2 of every {_GROUP} inputs)"
+        f"in_features={in_features} is not a multiple of {SPARSE_GROUP}, which 2:4 sparsity needs "
+        f"(it keeps 2 of every {SPARSE_GROUP} inputs)"
     )
 
 
 def _sparsify_reason(
-    cand: _Candidate, selected: set[int], tied: Mapping[int, list[str]]
+    cand: Candidate, selected: set[int], tied: Mapping[int, list[str]]
 ) -> str | None:
     """Why a layer no skip pattern matched is left alone, or None to sparsify it.
 
     The checks every Linear replacement shares, then in_features must fit 2:4.
     """
-    reason = _unreplaceable(cand, selected, tied, "SparseLinear2to4")
+    reason = unreplaceable_reason(cand, selected, tied, "SparseLinear2to4")
     if reason is not None:
         return reason
-    if cand.module.in_features % _GROUP:
+    if cand.module.in_features % SPARSE_GROUP:
         return _k_reason(cand.module.in_features)
     return None
 

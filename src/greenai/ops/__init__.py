@@ -6,7 +6,8 @@ from ``greenai._C``, and the pure-torch :mod:`greenai.ops.reference` as the defa
 other devices. The functions below are the public entry points; they map the friendly
 arguments (``group_size=None``, ``per_tensor=True``) onto the ops' integer encoding.
 
-Formats (weights are ``(N, K)`` = ``(out_features, in_features)``):
+Formats (weights are ``(N, K)`` = ``(out_features, in_features)``; their rules, as code, are
+in :mod:`greenai.ops.formats`):
 
 - int8: ``q`` is int8 ``(N, K)``. Symmetric codes lie in [-127, 127], asymmetric in
   [-128, 127] with an int8 ``zero_point``.
@@ -38,7 +39,7 @@ from typing import Any
 
 import torch
 
-from greenai.ops import _check, _native, reference
+from greenai.ops import _check, _native, formats, reference
 from greenai.ops.sparse import (
     channel_norms,
     compact,
@@ -55,6 +56,7 @@ __all__ = [
     "compress_2to4",
     "decompress_2to4",
     "dequantize",
+    "formats",
     "group_norms",
     "linear_2to4",
     "mask_2to4",
@@ -62,9 +64,6 @@ __all__ = [
     "quantized_linear",
     "reference",
 ]
-
-_INT4_DEFAULT_GROUPS = (128, 64, 32)
-"""int4's group size when none is given: the first of these that divides in_features."""
 
 _NO_ZERO_POINT = (0,)
 """Shape of the zero-point tensor the ``greenai::quantize`` op returns when symmetric (an op
@@ -92,11 +91,7 @@ def _(
     w: torch.Tensor, bits: int, group_size: int, symmetric: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     n, k = _quantize_checks(w, bits, group_size)
-    q = (
-        w.new_empty((n, k), dtype=torch.int8)
-        if bits == 8
-        else w.new_empty((n, k // 2), dtype=torch.uint8)
-    )
+    q = w.new_empty(formats.codes_shape(n, k, bits), dtype=formats.code_dtype(bits))
     shape = reference.scale_shape((n, k), group_size)
     scale = w.new_empty(shape, dtype=torch.float32)
     zero_point = _empty_zero_point(w) if symmetric else w.new_empty(shape, dtype=torch.int8)
@@ -172,7 +167,7 @@ def _(
 
 
 def _out_dtype(dtype: torch.dtype) -> torch.dtype:
-    if dtype not in _check.FLOAT_DTYPES:
+    if dtype not in formats.FLOAT_DTYPES:
         raise TypeError(f"dtype must be float32, float16 or bfloat16, not {dtype}")
     return dtype
 
@@ -222,7 +217,7 @@ def _(
     zero_point = _zero_point_or_none(zero_point)
     n = _linear_checks(x, q, scale, zero_point, bias, bits, group_size)
     k = x.shape[-1]
-    if group_size == _check.PER_TENSOR:  # the kernels take one scale per row at least
+    if group_size == formats.PER_TENSOR:  # the kernels take one scale per row at least
         scale = scale.expand(n).contiguous()
         zero_point = None if zero_point is None else zero_point.expand(n).contiguous()
         group_size = k
@@ -358,11 +353,11 @@ def _resolve_group(bits: int, group_size: int | None, per_tensor: bool, w: torch
     if per_tensor:
         if group_size is not None:
             raise ValueError(f"per_tensor=True excludes group_size (got {group_size})")
-        return _check.PER_TENSOR
+        return formats.PER_TENSOR
     if group_size is None:
         if bits == 8:
             return k
-        return next((g for g in _INT4_DEFAULT_GROUPS if k % g == 0), _INT4_DEFAULT_GROUPS[0])
+        return formats.int4_default_group(k)
     if isinstance(group_size, bool) or not isinstance(group_size, int):
         raise TypeError(f"group_size must be an int or None, not {group_size!r}")
     return group_size
@@ -376,9 +371,9 @@ def _group_from_scale(
         raise ValueError(f"q must be a 2-D tensor, not {_shape_of(q)}")
     if not isinstance(scale, torch.Tensor):
         raise TypeError(f"scale must be a float32 tensor, not {type(scale).__name__}")
-    k = int(q.shape[1]) * (2 if bits == 4 else 1)
+    k = formats.unpacked_in_features(int(q.shape[1]), bits)
     if scale.dim() == 0:
-        implied = _check.PER_TENSOR
+        implied = formats.PER_TENSOR
     elif scale.dim() == 1:
         implied = k
     elif scale.dim() == 2 and scale.shape[1] > 0 and k % scale.shape[1] == 0:
@@ -389,9 +384,10 @@ def _group_from_scale(
             f"in_features={k}: () per tensor, (N,) per channel or (N, K // group_size)"
         )
     if group_size is not None and group_size != implied:
+        meaning = "per tensor" if implied == formats.PER_TENSOR else f"groups of {implied}"
         raise ValueError(
             f"group_size={group_size} disagrees with scale's shape {tuple(scale.shape)} "
-            f"(which means {'per tensor' if implied == -1 else f'groups of {implied}'})"
+            f"(which means {meaning})"
         )
     return implied
 

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import torch
 
-from greenai.ops.reference import INT4_BLOCK, scale_shape
-
-FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-GROUP_MULTIPLE = INT4_BLOCK
-PER_TENSOR = -1
+from greenai.ops import formats
+from greenai.ops.formats import FLOAT_DTYPES, GROUP_MULTIPLE, INT4_BLOCK, PER_TENSOR
+from greenai.ops.reference import scale_shape
 
 
 def bits_(bits: int) -> int:
-    if bits not in (4, 8):
+    if bits not in formats.BITS:
         raise ValueError(f"bits must be 8 or 4, not {bits!r}")
     return bits
 
@@ -75,12 +73,12 @@ def codes(
     bits_(bits)
     if not isinstance(q, torch.Tensor):
         raise TypeError(f"q must be a torch.Tensor, not {type(q).__name__}")
-    want = torch.int8 if bits == 8 else torch.uint8
+    want = formats.code_dtype(bits)
     if q.dtype != want:
         raise TypeError(f"q must be {want} for bits={bits}, not {q.dtype}")
     if q.dim() != 2 or q.numel() == 0:
         raise ValueError(f"q must be a non-empty 2-D tensor, not shape {tuple(q.shape)}")
-    n, k = int(q.shape[0]), int(q.shape[1]) * (2 if bits == 4 else 1)
+    n, k = int(q.shape[0]), formats.unpacked_in_features(int(q.shape[1]), bits)
     group(bits, group_size, k)
     expect = scale_shape((n, k), group_size)
     if not isinstance(scale, torch.Tensor) or scale.dtype != torch.float32:

@@ -25,16 +25,9 @@ from __future__ import annotations
 
 import torch
 
+from greenai.ops.formats import INT4_BLOCK, qrange
+
 FLT_MIN = float(torch.finfo(torch.float32).tiny)
-INT4_BLOCK = 32
-"""int4 packing block along the input dimension: byte ``16 * b + i`` of a row holds element
-``32 * b + i`` in its low nibble and element ``32 * b + 16 + i`` in its high nibble."""
-
-
-def qrange(bits: int, symmetric: bool) -> tuple[int, int]:
-    """The integer range ``(qmin, qmax)`` codes of ``bits`` take."""
-    qmax = 127 if bits == 8 else 7
-    return (-qmax if symmetric else -qmax - 1), qmax
 
 
 def _grouped(w: torch.Tensor, group_size: int) -> torch.Tensor:

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from greenai.ops import _check, _native_sparse, sparse_reference
+from greenai.ops.formats import SPARSE_GROUP, sparse_meta_shape
 
 __all__ = [
     "channel_norms",
@@ -65,10 +66,10 @@ def _weight_checks(w: torch.Tensor) -> tuple[int, int]:
             f"{tuple(w.shape)}; reshape convolution weights to (out_channels, -1)"
         )
     n, k = int(w.shape[0]), int(w.shape[1])
-    if k % 4:
+    if k % SPARSE_GROUP:
         raise ValueError(
-            f"w has in_features K={k}, which is not a multiple of 4: 2:4 sparsity works on "
-            f"whole groups of 4 along in_features"
+            f"w has in_features K={k}, which is not a multiple of {SPARSE_GROUP}: 2:4 sparsity "
+            f"works on whole groups of {SPARSE_GROUP} along in_features"
         )
     return n, k
 
@@ -78,16 +79,16 @@ def _packed_checks(values: torch.Tensor, meta: torch.Tensor) -> tuple[int, int]:
     _check.float_tensor("values", values)
     if values.dim() != 2 or values.shape[1] % 2:
         raise ValueError(
-            f"values must be 2-D with an even number of columns (two per group of 4), not "
-            f"shape {tuple(values.shape)}"
+            f"values must be 2-D with an even number of columns (two per group of "
+            f"{SPARSE_GROUP}), not shape {tuple(values.shape)}"
         )
     n, k = int(values.shape[0]), 2 * int(values.shape[1])
     if not isinstance(meta, torch.Tensor) or meta.dtype != torch.uint8:
         raise TypeError(f"meta must be a uint8 tensor, not {_describe(meta)}")
-    if tuple(meta.shape) != (n, (k + 7) // 8):
+    if tuple(meta.shape) != sparse_meta_shape(n, k):
         raise ValueError(
             f"meta has shape {tuple(meta.shape)}, but values {tuple(values.shape)} (K={k}) "
-            f"needs {(n, (k + 7) // 8)}"
+            f"needs {sparse_meta_shape(n, k)}"
         )
     _check.same_device("meta", meta, "values", values)
     _check.contiguous("values", values)
@@ -160,7 +161,7 @@ def _compress_op(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 @_compress_op.register_fake
 def _(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     n, k = _weight_checks(w)
-    return w.new_empty((n, k // 2)), w.new_empty((n, (k + 7) // 8), dtype=torch.uint8)
+    return w.new_empty((n, k // 2)), w.new_empty(sparse_meta_shape(n, k), dtype=torch.uint8)
 
 
 @_compress_op.register_kernel(("cpu", "cuda"))
