@@ -46,10 +46,9 @@ from greenai.tracking.job import (
     GATHER_MODES,
     Gather,
     JobContext,
-    RankReport,
-    identity,
     local_gpus,
 )
+from greenai.tracking.job_result import RankReport, identity
 from greenai.tracking.machine import describe
 from greenai.tracking.readings import Mark, take_mark
 from greenai.tracking.result import Forecast, Result, Snapshot
