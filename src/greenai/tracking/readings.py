@@ -29,10 +29,10 @@ class Mark:
         self.values = values
 
 
-def take_mark(sampler: Sampler, synchronize: Sequence[int]) -> Mark:
-    """Synchronize the CUDA devices ``synchronize``, timestamp and read the counters."""
-    if synchronize:
-        synchronize_cuda(synchronize)
+def take_mark(sampler: Sampler, sync_cuda: Sequence[int]) -> Mark:
+    """Wait for the CUDA devices ``sync_cuda`` (if any), then timestamp and read the counters."""
+    if sync_cuda:
+        synchronize_cuda(sync_cuda)
     t = sampler.clock.now()
     values: dict[str, float | CounterBoundary] = {}
     for m in sampler.meters:

@@ -8,9 +8,8 @@ fixed grid and polls the GPU energy counters that are due, to time their updates
 boundaries read between two updates. Boundaries themselves are read in the user's thread
 (:mod:`greenai.tracking.readings`), under the sampler's lock.
 
-A device whose sensor fails is dropped from then on (:meth:`Sampler.fail`); the failure
-is queued and shown by :meth:`Sampler.flush_warnings`, in the user's thread, never from
-the sampler's.
+A device whose sensor fails is dropped from then on; the failure is queued and shown by
+:meth:`Sampler.flush_warnings`, in the user's thread, never from the sampler's.
 """
 
 from __future__ import annotations
@@ -191,7 +190,7 @@ class Sampler:
                     if m.power_from_reading:
                         power_w = _read_power(m)
                 except Exception as e:  # any sensor failure: the run goes on without this device
-                    self.fail(m, e, now)
+                    self._fail(m, e, now)
                     energy_j = power_w = math.nan
             readings.append((energy_j, power_w))
         with self.lock:
@@ -253,7 +252,7 @@ class Sampler:
         try:
             energy_j = m.device.energy_j()
         except Exception as e:  # any sensor failure: the run goes on without this device
-            self.fail(m, e, t)
+            self._fail(m, e, t)
             return None
         resets = m.device.counter_resets
         if resets != m.resets_seen:
@@ -261,7 +260,7 @@ class Sampler:
             m.reset_times.append(t)
         return energy_j
 
-    def fail(self, m: DeviceMeter, error: BaseException, t: float) -> None:
+    def _fail(self, m: DeviceMeter, error: BaseException, t: float) -> None:
         """Drop the device from ``t`` on: its open boundaries keep their stale readings."""
         with self.lock:
             if m.failed_at is not None:
