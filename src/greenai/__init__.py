@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from greenai.control import EnergyTarget
     from greenai.report.prometheus import PrometheusExporter
     from greenai.tracker import Tracker, track
-    from greenai.tracking.meter import Window
     from greenai.tracking.result import Forecast, Result
+    from greenai.tracking.windows import Window
 
 __all__ = [
     "EnergyTarget",
@@ -40,7 +40,7 @@ _LAZY = {
     "Forecast": "greenai.tracking.result",
     "PrometheusExporter": "greenai.report.prometheus",
     "Result": "greenai.tracking.result",
-    "Window": "greenai.tracking.meter",
+    "Window": "greenai.tracking.windows",
 }
 _LAZY_SUBMODULES = ("compress", "ops")
 """Subpackages that import torch, so ``greenai.ops`` works after a bare ``import greenai``

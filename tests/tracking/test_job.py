@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 
 from greenai.sim import SimulatedGPU, simulated_nvml
-from greenai.tracking.job import (
+from greenai.tracking.job import _decimate, local_gpus
+from greenai.tracking.job_result import (
     DeviceIdentity,
     RankReport,
-    _decimate,
     combine,
     identity,
-    local_gpus,
     union_energy_j,
 )
 from greenai.tracking.launcher import RankInfo

@@ -28,8 +28,8 @@ from greenai.pytest_energy import budget as _budget
 from greenai.pytest_energy.budget import Check, DeviceFigure, Figures
 from greenai.pytest_energy.options import Options
 from greenai.tracker import Tracker
-from greenai.tracking.meter import Window
 from greenai.tracking.result import Result
+from greenai.tracking.windows import Window
 
 FIGURE_FIELDS = (
     "energy_j",

@@ -2,8 +2,9 @@
 
 A job's runs are joined by job, node and rank, and each rank meters the GPU local to it, so
 the tracker needs to know which process of which job it is measuring. Launchers say so in
-environment variables; this module only reads them. It never imports torch, so it works
-before ``torch.distributed`` is initialised and in processes that never use it.
+environment variables; this module only reads them (:func:`rank_info`; what else they say
+about the job is :mod:`greenai.tracking.launcher_metadata`). It never imports torch, so it
+works before ``torch.distributed`` is initialised and in processes that never use it.
 
 Precedence, when several launchers' variables are present (torchrun inside a SLURM
 allocation, a job script that sets ``RANK=$SLURM_PROCID``): torchrun's own variables
@@ -15,24 +16,16 @@ are inherited, so the first match describes this process.
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
-MAX_HOSTS = 100_000
-"""The most host names :func:`expand_hostlist` makes: the largest clusters have tens of
-thousands of nodes, so more means a typo such as ``node[0-99999999]``."""
-
-_TORCHRUN_MARKERS = ("TORCHELASTIC_RUN_ID", "GROUP_RANK", "LOCAL_WORLD_SIZE")
+TORCHRUN_MARKERS = ("TORCHELASTIC_RUN_ID", "GROUP_RANK", "LOCAL_WORLD_SIZE")
 """Set by torchrun (torchelastic) and not by hand-written ``RANK``/``WORLD_SIZE`` setups."""
 
 _DIGITS = re.compile(r"[0-9]+")
 _TASKS_PER_NODE_ENTRY = re.compile(r"([0-9]+)(?:\(x([0-9]+)\))?")
-_HOST_RANGE = re.compile(r"([0-9]+)(?:-([0-9]+))?")
-_SEPARATORS = frozenset(", \t\n\r")
 
 
 @dataclass(frozen=True)
@@ -86,91 +79,9 @@ def rank_info(environ: Mapping[str, str] | None = None) -> RankInfo | None:
             message names the variable and its value. Empty values count as unset.
     """
     env = os.environ if environ is None else environ
-    if _value(env, "RANK") is not None and _value(env, "WORLD_SIZE") is not None:
+    if env_value(env, "RANK") is not None and env_value(env, "WORLD_SIZE") is not None:
         return _torch_rank(env)
     return _peer_rank(env)
-
-
-def launcher_metadata(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """What the launcher says about the job, as JSON-ready metadata for a run.
-
-    Keys: ``launcher``; ``rank``, ``world_size``, ``local_rank``, ``local_world_size``
-    and ``node_rank`` when :func:`rank_info` finds a rank (None where unknown); a ``torchrun``,
-    ``slurm`` and ``mpi`` section with what each launcher present says (a SLURM
-    allocation's job id, node list and GPUs even when torchrun set the ranks); and
-    ``warnings``. Metadata must not stop a run, so this never raises: a malformed value is
-    kept as its raw string and the problem is listed under ``warnings``.
-
-    Args:
-        environ: The environment to read; ``os.environ`` when None.
-
-    Returns:
-        ``{}`` when no launcher variables are present.
-    """
-    env = os.environ if environ is None else environ
-    warnings: list[str] = []
-    try:
-        info = rank_info(env)
-    except ValueError as e:
-        info = None
-        warnings.append(str(e))
-    sections = {
-        "torchrun": _torchrun_section(env, warnings),
-        "slurm": _slurm_section(env, warnings),
-        "mpi": _mpi_section(env, warnings),
-    }
-    present = {name: section for name, section in sections.items() if section}
-    if info is not None:
-        launcher = info.launcher
-    elif _value(env, "RANK") is not None and _value(env, "WORLD_SIZE") is not None:
-        launcher = _torch_launcher(env)  # rank_info raised on torchrun's variables
-    elif present:
-        launcher = next(iter(present))
-    else:
-        return {}
-    meta: dict[str, Any] = {"launcher": launcher}
-    if info is not None:
-        meta |= {
-            "rank": info.rank,
-            "world_size": info.world_size,
-            "local_rank": info.local_rank,
-            "local_world_size": info.local_world_size,
-            "node_rank": info.node_rank,
-        }
-    meta |= present
-    if warnings:
-        meta["warnings"] = warnings
-    return meta
-
-
-def expand_hostlist(hostlist: str) -> list[str]:
-    """SLURM's compressed host list as host names, in order.
-
-    ``"gpu[01-03,07],login1"`` is ``gpu01 gpu02 gpu03 gpu07 login1``: entries are separated
-    by commas (or whitespace) outside brackets; a bracket holds numbers and ranges whose
-    zero padding is kept (``node[008-011]``); several bracket groups in one name expand to
-    their cartesian product, leftmost slowest (``rack[1-2]-gpu[01-02]``); text after a
-    bracket is a suffix (``n[1-2]-ib``). Empty entries are skipped, as SLURM does.
-
-    Raises:
-        ValueError: Unbalanced or nested brackets, an empty bracket item, a non-numeric
-            range, a range that ends before it starts, or more than ``MAX_HOSTS`` names;
-            the message quotes the host list.
-    """
-    entries = [_parse_host_entry(entry, hostlist) for entry in _split_hostlist(hostlist)]
-    total = sum(math.prod(_group_size(g) for g in groups) for _, groups in entries)
-    if total > MAX_HOSTS:
-        raise ValueError(
-            f"SLURM host list {hostlist!r} expands to {total} hosts, more than {MAX_HOSTS}"
-        )
-    hosts: list[str] = []
-    for literals, groups in entries:
-        choices = [
-            [str(n).zfill(width) for lo, hi, width in g for n in range(lo, hi + 1)] for g in groups
-        ]
-        for numbers in itertools.product(*choices):
-            hosts.append("".join(_interleave(literals, numbers)))
-    return hosts
 
 
 # --- rank_info ------------------------------------------------------------------------------
@@ -178,12 +89,12 @@ def expand_hostlist(hostlist: str) -> list[str]:
 
 def _torch_rank(env: Mapping[str, str]) -> RankInfo:
     world = _count_of("WORLD_SIZE", env["WORLD_SIZE"])
-    rank = _int_of("RANK", env["RANK"], below=world)
+    rank = int_of("RANK", env["RANK"], below=world)
     local = _read_count(env, "LOCAL_WORLD_SIZE", at_most=world)
     groups = _read_count(env, "GROUP_WORLD_SIZE", at_most=world)
     node_rank = _read_int(env, "GROUP_RANK", below=groups)
-    launcher = _torch_launcher(env)
-    if _value(env, "LOCAL_RANK") is None and local is None:
+    launcher = torch_launcher(env)
+    if env_value(env, "LOCAL_RANK") is None and local is None:
         peer = _peer_rank(env)
         if peer is not None and peer.world_size == world.value:
             node_rank = peer.node_rank if node_rank is None else node_rank
@@ -193,8 +104,9 @@ def _torch_rank(env: Mapping[str, str]) -> RankInfo:
     return _with_local(env, launcher, rank, world, "LOCAL_RANK", local, node_rank)
 
 
-def _torch_launcher(env: Mapping[str, str]) -> str:
-    return "torchrun" if any(_value(env, name) for name in _TORCHRUN_MARKERS) else "env"
+def torch_launcher(env: Mapping[str, str]) -> str:
+    """``"torchrun"`` when torchelastic's own variables are set, else ``"env"`` (by hand)."""
+    return "torchrun" if any(env_value(env, name) for name in TORCHRUN_MARKERS) else "env"
 
 
 def _peer_rank(env: Mapping[str, str]) -> RankInfo | None:
@@ -212,14 +124,14 @@ def _peer_rank(env: Mapping[str, str]) -> RankInfo | None:
 
 
 def _slurm_rank(env: Mapping[str, str]) -> RankInfo | None:
-    procid = _value(env, "SLURM_PROCID")
-    ntasks = _value(env, "SLURM_NTASKS")
+    procid = env_value(env, "SLURM_PROCID")
+    ntasks = env_value(env, "SLURM_NTASKS")
     if procid is None or ntasks is None:
         return None  # an allocation, not a task of an srun step
     world = _count_of("SLURM_NTASKS", ntasks)
     if world.value == 1:
         return None  # one task: whatever it runs is not a SLURM multi-process job
-    rank = _int_of("SLURM_PROCID", procid, below=world)
+    rank = int_of("SLURM_PROCID", procid, below=world)
     local, node_rank = _slurm_tasks_on_node(env)
     return _with_local(env, "slurm", rank, world, "SLURM_LOCALID", local, node_rank)
 
@@ -231,9 +143,9 @@ def _slurm_tasks_on_node(env: Mapping[str, str]) -> tuple[_Count | None, int | N
     the job's (``SLURM_TASKS_PER_NODE``), and both over ``SLURM_NTASKS_PER_NODE``, which
     repeats what was asked for (``--ntasks-per-node``) rather than what was placed.
     """
-    node_raw = _value(env, "SLURM_NODEID")
+    node_raw = env_value(env, "SLURM_NODEID")
     for name in ("SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE"):
-        raw = _value(env, name)
+        raw = env_value(env, name)
         if raw is None:
             continue
         per_node = _parse_tasks_per_node(name, raw)
@@ -246,13 +158,13 @@ def _slurm_tasks_on_node(env: Mapping[str, str]) -> tuple[_Count | None, int | N
                 tasks = counts.pop()
                 local = _Count(tasks, f"{tasks} tasks per node in {name}={raw!r}")
         else:
-            node_rank = _int_of(
+            node_rank = int_of(
                 "SLURM_NODEID", node_raw, below=_Count(nodes, f"{nodes} nodes in {name}={raw!r}")
             )
             tasks = _nth_tasks(per_node, node_rank)
             local = _Count(tasks, f"{tasks} tasks on node {node_rank} in {name}={raw!r}")
         return local, node_rank
-    node_rank = None if node_raw is None else _int_of("SLURM_NODEID", node_raw)
+    node_rank = None if node_raw is None else int_of("SLURM_NODEID", node_raw)
     return _read_count(env, "SLURM_NTASKS_PER_NODE"), node_rank
 
 
@@ -292,11 +204,11 @@ def _mpi_rank(
     env: Mapping[str, str], names: tuple[str, str], local_names: tuple[str, str]
 ) -> RankInfo | None:
     rank_name, size_name = names
-    rank_raw, size_raw = _value(env, rank_name), _value(env, size_name)
+    rank_raw, size_raw = env_value(env, rank_name), env_value(env, size_name)
     if rank_raw is None or size_raw is None:
         return None
     world = _count_of(size_name, size_raw)
-    rank = _int_of(rank_name, rank_raw, below=world)
+    rank = int_of(rank_name, rank_raw, below=world)
     local_rank_name, local_size_name = local_names
     local = _read_count(env, local_size_name, at_most=world)
     return _with_local(env, "mpi", rank, world, local_rank_name, local, None)
@@ -327,202 +239,33 @@ def _with_local(
     return RankInfo(rank, world.value, local_rank, local_world_size, node_rank, launcher)
 
 
-# --- launcher_metadata ----------------------------------------------------------------------
-
-# (key, variables in order of preference, whether the value is an integer)
-_Field = tuple[str, tuple[str, ...], bool]
-
-_TORCHRUN_FIELDS: tuple[_Field, ...] = (
-    ("run_id", ("TORCHELASTIC_RUN_ID",), False),
-    ("restart_count", ("TORCHELASTIC_RESTART_COUNT",), True),
-    ("max_restarts", ("TORCHELASTIC_MAX_RESTARTS",), True),
-    ("master_addr", ("MASTER_ADDR",), False),
-    ("master_port", ("MASTER_PORT",), True),
-    ("nnodes", ("GROUP_WORLD_SIZE",), True),
-    ("group_rank", ("GROUP_RANK",), True),
-    ("role_name", ("ROLE_NAME",), False),
-    ("local_world_size", ("LOCAL_WORLD_SIZE",), True),
-)
-
-_SLURM_FIELDS: tuple[_Field, ...] = (
-    ("job_id", ("SLURM_JOB_ID", "SLURM_JOBID"), False),
-    ("job_name", ("SLURM_JOB_NAME",), False),
-    ("array_job_id", ("SLURM_ARRAY_JOB_ID",), False),
-    ("array_task_id", ("SLURM_ARRAY_TASK_ID",), True),
-    ("step_id", ("SLURM_STEP_ID", "SLURM_STEPID"), True),
-    ("nodelist", ("SLURM_JOB_NODELIST", "SLURM_NODELIST"), False),
-    ("nnodes", ("SLURM_JOB_NUM_NODES", "SLURM_NNODES"), True),
-    ("node_id", ("SLURM_NODEID",), True),
-    ("proc_id", ("SLURM_PROCID",), True),
-    ("local_id", ("SLURM_LOCALID",), True),
-    ("ntasks", ("SLURM_NTASKS",), True),
-    ("tasks_per_node", ("SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE"), False),
-    ("cluster", ("SLURM_CLUSTER_NAME",), False),
-    ("partition", ("SLURM_JOB_PARTITION",), False),
-    ("gpus_on_node", ("SLURM_GPUS_ON_NODE",), True),
-    ("step_gpus", ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS"), False),
-    ("submit_host", ("SLURM_SUBMIT_HOST",), False),
-)
-
-_OPEN_MPI_FIELDS: tuple[_Field, ...] = (
-    ("rank", ("OMPI_COMM_WORLD_RANK",), True),
-    ("world_size", ("OMPI_COMM_WORLD_SIZE",), True),
-    ("local_rank", ("OMPI_COMM_WORLD_LOCAL_RANK",), True),
-    ("local_world_size", ("OMPI_COMM_WORLD_LOCAL_SIZE",), True),
-)
-
-_PMI_FIELDS: tuple[_Field, ...] = (
-    ("rank", ("PMI_RANK",), True),
-    ("world_size", ("PMI_SIZE",), True),
-    ("local_rank", ("MPI_LOCALRANKID",), True),
-    ("local_world_size", ("MPI_LOCALNRANKS",), True),
-)
-
-
-def _torchrun_section(env: Mapping[str, str], warnings: list[str]) -> dict[str, Any]:
-    if not any(_value(env, name) for name in _TORCHRUN_MARKERS):
-        return {}  # MASTER_ADDR alone is set by hand and by other launchers' helpers
-    return _section(env, _TORCHRUN_FIELDS, warnings)
-
-
-def _slurm_section(env: Mapping[str, str], warnings: list[str]) -> dict[str, Any]:
-    section = _section(env, _SLURM_FIELDS, warnings)
-    if "nodelist" in section:
-        try:
-            nodes = expand_hostlist(section["nodelist"])
-        except ValueError as e:
-            warnings.append(str(e))
-        else:
-            section["nodes"] = nodes
-    return section
-
-
-def _mpi_section(env: Mapping[str, str], warnings: list[str]) -> dict[str, Any]:
-    for implementation, fields in (("openmpi", _OPEN_MPI_FIELDS), ("pmi", _PMI_FIELDS)):
-        section = _section(env, fields, warnings)
-        if section:
-            return {"implementation": implementation, **section}
-    return {}
-
-
-def _section(
-    env: Mapping[str, str], fields: tuple[_Field, ...], warnings: list[str]
-) -> dict[str, Any]:
-    section: dict[str, Any] = {}
-    for key, names, is_int in fields:
-        found = next(((n, v) for n in names if (v := _value(env, n)) is not None), None)
-        if found is None:
-            continue
-        name, raw = found
-        if not is_int:
-            section[key] = raw
-            continue
-        try:
-            section[key] = _int_of(name, raw)
-        except ValueError as e:
-            section[key] = raw
-            warnings.append(str(e))
-    return section
-
-
-# --- expand_hostlist ------------------------------------------------------------------------
-
-# A bracket group: its items as (first, last, zero-padded width).
-_Group = list[tuple[int, int, int]]
-
-
-def _split_hostlist(hostlist: str) -> Iterator[str]:
-    """Top-level entries: commas and whitespace inside brackets belong to the bracket."""
-    depth = 0
-    start = 0
-    for i, char in enumerate(hostlist):
-        if char == "[":
-            if depth:
-                raise ValueError(f"malformed SLURM host list {hostlist!r}: nested '['")
-            depth = 1
-        elif char == "]":
-            if not depth:
-                raise ValueError(f"malformed SLURM host list {hostlist!r}: ']' without '['")
-            depth = 0
-        elif char in _SEPARATORS and not depth:
-            if i > start:
-                yield hostlist[start:i]
-            start = i + 1
-    if depth:
-        raise ValueError(f"malformed SLURM host list {hostlist!r}: '[' without ']'")
-    if len(hostlist) > start:
-        yield hostlist[start:]
-
-
-def _parse_host_entry(entry: str, hostlist: str) -> tuple[list[str], list[_Group]]:
-    """``"rack[1-2]-gpu[01-02]"`` as literals ``["rack", "-gpu", ""]`` and two groups."""
-    literals: list[str] = []
-    groups: list[_Group] = []
-    rest = entry
-    while "[" in rest:
-        literal, rest = rest.split("[", 1)
-        body, rest = rest.split("]", 1)
-        literals.append(literal)
-        groups.append([_parse_host_range(item, entry, hostlist) for item in body.split(",")])
-    literals.append(rest)
-    return literals, groups
-
-
-def _parse_host_range(item: str, entry: str, hostlist: str) -> tuple[int, int, int]:
-    item = item.strip()
-    match = _HOST_RANGE.fullmatch(item)
-    if match is None:
-        raise ValueError(
-            f"malformed SLURM host list {hostlist!r}: {item!r} in {entry!r} is not a number "
-            "or a range of numbers"
-        )
-    first, last = match[1], match[2] or match[1]
-    if int(last) < int(first):
-        raise ValueError(
-            f"malformed SLURM host list {hostlist!r}: range {item!r} in {entry!r} "
-            "ends before it starts"
-        )
-    return int(first), int(last), len(first)
-
-
-def _group_size(group: _Group) -> int:
-    return sum(last - first + 1 for first, last, _ in group)
-
-
-def _interleave(literals: list[str], numbers: tuple[str, ...]) -> Iterator[str]:
-    for literal, number in zip(literals[:-1], numbers, strict=True):
-        yield literal
-        yield number
-    yield literals[-1]
-
-
 # --- reading variables ----------------------------------------------------------------------
 
 
-def _value(env: Mapping[str, str], name: str) -> str | None:
+def env_value(env: Mapping[str, str], name: str) -> str | None:
     """The variable's value; None when unset or empty (``export RANK=`` unsets it)."""
     value = env.get(name)
     return value if value is not None and value.strip() else None
 
 
 def _read_int(env: Mapping[str, str], name: str, *, below: _Count | None = None) -> int | None:
-    raw = _value(env, name)
-    return None if raw is None else _int_of(name, raw, below=below)
+    raw = env_value(env, name)
+    return None if raw is None else int_of(name, raw, below=below)
 
 
 def _read_count(
     env: Mapping[str, str], name: str, *, at_most: _Count | None = None
 ) -> _Count | None:
-    raw = _value(env, name)
+    raw = env_value(env, name)
     return None if raw is None else _count_of(name, raw, at_most=at_most)
 
 
 def _count_of(name: str, raw: str, *, at_most: _Count | None = None) -> _Count:
-    value = _int_of(name, raw, low=1, at_most=at_most)
+    value = int_of(name, raw, low=1, at_most=at_most)
     return _Count(value, f"{name}={value}")
 
 
-def _int_of(
+def int_of(
     name: str,
     raw: str,
     *,

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from greenai.devices import Device
-from greenai.tracking.launcher import launcher_metadata
+from greenai.tracking.launcher_metadata import launcher_metadata
 
 
 def describe(devices: Sequence[Device]) -> dict[str, Any]:

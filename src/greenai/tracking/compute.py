@@ -1,0 +1,177 @@
+"""A run's figures from its readings: each window's :class:`Result`, step statistics, snapshots.
+
+Per device, a window's energy is the difference of its cumulative energy at the two
+boundaries (:func:`~greenai.tracking.readings.energy_at`): a counter's readings there,
+else the samples' integral. A result is partial, with its reasons, when a requested
+device is missing, a device failed or its counter restarted inside the window, or the
+sampler itself failed.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from greenai.tracking.readings import energy_at, interpolate
+from greenai.tracking.result import PowerTimeline, Result, Snapshot, StepStats
+from greenai.tracking.sampler import Sampler
+from greenai.tracking.windows import Span, Steps
+
+
+class RunResults:
+    """Makes one run's results, each window's once, from its sampler and steps.
+
+    Args:
+        sampler: The run's readings.
+        steps: The run's steps.
+        run_id: Shared by every result of the run.
+        start_unix_s: Wall-clock time at ``t_origin``. Units: s.
+        t_origin: The run's first sample, on the sampler's clock. Units: s.
+        missing: Devices asked for but not present: every result is partial.
+        account: Completes each result as it is made (CO2, cost).
+    """
+
+    def __init__(
+        self,
+        sampler: Sampler,
+        steps: Steps,
+        *,
+        run_id: str,
+        start_unix_s: float,
+        t_origin: float,
+        missing: Iterable[str],
+        account: Callable[[Result], Result],
+    ) -> None:
+        self._sampler = sampler
+        self._steps = steps
+        self._run_id = run_id
+        self._start_unix_s = start_unix_s
+        self._t_origin = t_origin
+        self._missing = list(missing)
+        self._account = account
+
+    def finalize(self, span: Span, metadata: dict[str, Any], *, running: bool) -> Result:
+        """The ended ``span``'s result (kept); while ``running``, first waits (bounded) for
+        the GPU counters' updates that settle its boundaries."""
+        if span.result is not None:
+            return span.result
+        assert span.end is not None
+        if running:
+            self._sampler.await_resolution()
+        with self._sampler.lock:
+            span.result = self._compute(span, metadata)
+        return span.result
+
+    def snapshot(self, open_windows: Iterable[Span]) -> Snapshot:
+        """The figures so far, from the samples, without waiting for counter updates."""
+        sampler = self._sampler
+        with sampler.lock:
+            now = sampler.clock.now()
+            meters = sampler.meters
+            power_w = {m.name: m.power_w[-1] if m.power_w else math.nan for m in meters}
+            now_j = {m.name: interpolate(sampler, m, now) for m in meters}
+            energy_j = {m.name: now_j[m.name] - m.cum_j[0] for m in meters}
+            open_windows_j = {
+                span.name: sum(
+                    now_j[m.name] - interpolate(sampler, m, span.start.t) for m in meters
+                )
+                for span in open_windows
+                if span.name is not None
+            }
+            partial = bool(self._missing) or any(
+                m.failed_at is not None or m.reset_times for m in meters
+            )
+            steps = len(self._steps)
+        return Snapshot(
+            elapsed_s=now - self._t_origin,
+            power_w=power_w,
+            energy_j=sum(energy_j.values()),
+            energy_by_device_j=energy_j,
+            sources={m.name: m.device.source for m in meters},
+            kinds={m.name: m.device.kind for m in meters},
+            steps=steps,
+            open_windows_j=open_windows_j,
+            partial=partial,
+        )
+
+    def _compute(self, span: Span, metadata: dict[str, Any]) -> Result:
+        assert span.end is not None
+        sampler = self._sampler
+        t0, t1 = span.start.t, span.end.t
+        energy: dict[str, float] = {}
+        reasons = list(self._missing)
+        for m in sampler.meters:
+            energy[m.name] = max(
+                0.0, energy_at(sampler, m, span.end) - energy_at(sampler, m, span.start)
+            )
+            if m.failed_at is not None and m.failed_at <= t1:
+                reasons.append(
+                    f"{m.name} failed at {m.failed_at - self._t_origin:.3f} s "
+                    f"into the run: {m.failure}"
+                )
+            resets = [r for r in m.reset_times if t0 < r <= t1]
+            if resets:
+                reasons.append(
+                    f"{m.name}: energy counter restarted {len(resets)} time(s); "
+                    "energy before each restart since the previous reading is missing"
+                )
+        if sampler.error:
+            reasons.append(sampler.error)
+        lo, hi = bisect_left(sampler.times, t0), bisect_right(sampler.times, t1)
+        timeline = PowerTimeline(
+            times_s=[t - self._t_origin for t in sampler.times[lo:hi]],
+            power_w={m.name: list(m.power_w[lo:hi]) for m in sampler.meters},
+        )
+        result = Result(
+            name=span.name,
+            start_unix_s=self._start_unix_s + (t0 - self._t_origin),
+            duration_s=t1 - t0,
+            energy_by_device_j=energy,
+            sources={m.name: m.device.source for m in sampler.meters},
+            kinds={m.name: m.device.kind for m in sampler.meters},
+            partial=bool(reasons),
+            partial_reasons=tuple(reasons),
+            windows=tuple(self._compute_child(c) for c in span.children),
+            timeline=timeline,
+            steps=self._step_stats(t0, t1),
+            run_id=self._run_id,
+            offset_s=t0 - self._t_origin,
+            metadata=metadata,
+        )
+        return self._account(result)
+
+    def _compute_child(self, span: Span) -> Result:
+        if span.result is None:
+            span.result = self._compute(span, {})
+        return span.result
+
+    def _step_stats(self, t0: float, t1: float) -> StepStats | None:
+        """Steps inside [t0, t1], their energy interpolated from the sampled cumulative energy."""
+        import numpy as np
+
+        sampler = self._sampler
+        lo, hi = bisect_left(self._steps.starts, t0), bisect_right(self._steps.ends, t1)
+        if hi <= lo:
+            return None
+        starts = np.array(self._steps.starts[lo:hi], dtype=np.float64)
+        ends = np.array(self._steps.ends[lo:hi], dtype=np.float64)
+        times = np.array(sampler.times, dtype=np.float64)
+        t_last = max(t1, times[-1])
+        if t_last > times[-1]:  # a window read before the next sample: extend at the last power
+            times = np.append(times, t_last)
+        energies = np.zeros(hi - lo)
+        for m in sampler.meters:
+            cum = np.array(m.cum_j, dtype=np.float64)
+            if len(cum) < len(times):
+                cum = np.append(cum, interpolate(sampler, m, t_last))
+            energies += np.maximum(0.0, np.interp(ends, times, cum) - np.interp(starts, times, cum))
+        durations = ends - starts
+        return StepStats(
+            count=hi - lo,
+            time_s=float(durations.sum()),
+            energy_j=float(energies.sum()),
+            durations_s=durations,
+            energies_j=energies,
+        )

@@ -1,0 +1,292 @@
+"""The sampler: every metered device's power and cumulative energy over a run.
+
+A :class:`Sampler` holds one :class:`DeviceMeter` per device and the times of its
+samples. From :meth:`Sampler.start` to :meth:`Sampler.stop` a thread (or, on a
+:class:`~greenai.core.clock.VirtualClock`, the clock's timers) samples every device on a
+fixed grid and polls the GPU energy counters that are due, to time their updates
+(phase-locked polling, see :mod:`greenai.tracking.staleness`) and so settle the window
+boundaries read between two updates. Boundaries themselves are read in the user's thread
+(:mod:`greenai.tracking.readings`), under the sampler's lock.
+
+A device whose sensor fails is dropped from then on; the failure is queued and shown by
+:meth:`Sampler.flush_warnings`, in the user's thread, never from the sampler's.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from array import array
+from collections.abc import Sequence
+
+from greenai.core import clock as _clock
+from greenai.core.errors import NotSupportedError, SensorWarning, warn
+from greenai.devices import Device
+from greenai.tracking.staleness import POLL_S, CounterBoundary, UpdateLog
+
+logger = logging.getLogger(__name__)
+
+RESOLVE_TIMEOUT_S = 1.0  # longest wait for GPU counter updates around a boundary
+
+
+class DeviceMeter:
+    """One device's readings within one tracker."""
+
+    def __init__(self, device: Device) -> None:
+        self.device = device
+        self.name = device.name
+        self.counter = device.has_energy_counter
+        self.coarse = self.counter and device.kind == "gpu"
+        # GPUs report a smoothed power; other counters' power is derived from energy deltas.
+        self.power_from_reading = not self.counter or self.coarse
+        self.failed_at: float | None = None
+        self.failure = ""
+        self.resets_seen = device.counter_resets
+        self.reset_times: list[float] = []
+        self.cum_j = array("d")  # cumulative energy at each sample (held after a failure)
+        self.power_w = array("d")
+        self.pending: list[CounterBoundary] = []  # in time order, settled in that order
+        self.last_boundary: CounterBoundary | None = None
+        self.updates = UpdateLog()
+        self.next_poll_t = -math.inf
+
+
+class Sampler:
+    """Samples a run's devices every ``period_s``: :meth:`first_sample`, then :meth:`start`.
+
+    Args:
+        devices: The devices to sample (unique names).
+        clock: The run's clock; a virtual one is driven by its timers, not a thread.
+        period_s: Spacing of the sampling grid. Units: s.
+        lock: Guards every series here; the tracker's windows share it.
+        warnings: Messages to show before any sensor failure (devices asked for and missing).
+    """
+
+    def __init__(
+        self,
+        devices: Sequence[Device],
+        *,
+        clock: _clock.Clock,
+        period_s: float,
+        lock: threading.RLock,
+        warnings: Sequence[str] = (),
+    ) -> None:
+        self.meters = [DeviceMeter(d) for d in devices]
+        self.clock = clock
+        self.lock = lock
+        self.times = array("d")  # when each sample was taken, on ``clock``
+        self.error = ""  # a failure of the sampler itself, for the results' partial reasons
+        self._period_s = period_s
+        self._unwarned = list(warnings)
+        self._t_origin = math.nan
+        self._sample_index = 0
+        self._next_sample_t = math.inf
+        self._resolved = threading.Condition(lock)
+        self._stopping = threading.Event()
+        self._wake_event = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._timer: _clock.Timer | None = None
+
+    # ----------------------------------------------------------------- the thread
+    def first_sample(self, t_origin: float) -> None:
+        """Take the run's first sample, at ``t_origin``: the sampling grid starts there."""
+        self._t_origin = t_origin
+        self.sample(t_origin)
+        self._sample_index = 1
+        self._next_sample_t = t_origin + self._period_s
+
+    def start(self) -> None:
+        """Sample in the background: a thread, or the virtual clock's timers."""
+        if isinstance(self.clock, _clock.VirtualClock):
+            self._schedule(self.clock.now())
+        else:
+            self._thread = threading.Thread(
+                target=self._run_thread, name="greenai-sampler", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop sampling and join the thread (cancel the timer)."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._wake_event.set()
+            self._thread.join()
+            self._thread = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def await_resolution(self) -> None:
+        """Wait (bounded) until every GPU counter boundary so far is resolved."""
+        deadline = self.clock.now() + RESOLVE_TIMEOUT_S
+        virtual = isinstance(self.clock, _clock.VirtualClock)
+        with self.lock:
+            while any(m.pending for m in self.meters):
+                remaining = deadline - self.clock.now()
+                if remaining <= 0:
+                    logger.debug(
+                        "GPU counters did not update within %.1f s; using stale readings",
+                        RESOLVE_TIMEOUT_S,
+                    )
+                    for m in self.meters:
+                        m.pending.clear()
+                    break
+                if virtual:
+                    self.clock.sleep(POLL_S)
+                else:
+                    self._resolved.wait(remaining)
+
+    def _schedule(self, when_s: float) -> None:
+        assert isinstance(self.clock, _clock.VirtualClock)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.clock.call_at(when_s, self._on_timer)
+
+    def _on_timer(self, now: float) -> None:
+        self._timer = None
+        if not self._stopping.is_set():
+            self._schedule(self._tick(now))
+
+    def _run_thread(self) -> None:
+        while not self._stopping.is_set():
+            due = self._tick(self.clock.now())
+            delay = due - self.clock.now()
+            if delay > 0:
+                self._wake_event.wait(delay)
+                self._wake_event.clear()
+
+    def _tick(self, now: float) -> float:
+        """One round of the sampler; returns when the next round is due."""
+        try:
+            if now >= self._next_sample_t:
+                self.sample(now)
+                # sample on a fixed grid (no drift), skipping instants already past
+                self._sample_index = max(
+                    self._sample_index + 1,
+                    math.floor((now - self._t_origin) / self._period_s) + 1,
+                )
+                self._next_sample_t = self._t_origin + self._sample_index * self._period_s
+            self._poll_counters(now)
+        except Exception as e:  # a bug here must not kill the sampler silently: results say so
+            logger.debug("sampler error", exc_info=True)
+            with self.lock:
+                self.error = self.error or f"sampler error: {e!r}"
+        with self.lock:
+            self._resolved.notify_all()
+            polls = [m.next_poll_t for m in self.meters if m.coarse and m.failed_at is None]
+        return min([self._next_sample_t, *polls])
+
+    # ----------------------------------------------------------------- readings
+    def sample(self, now: float) -> None:
+        """Record one power sample of every device."""
+        readings: list[tuple[float, float]] = []
+        for m in self.meters:
+            energy_j = power_w = math.nan
+            if m.failed_at is None:
+                try:
+                    if m.counter:
+                        energy_j = m.device.energy_j()
+                    if m.power_from_reading:
+                        power_w = _read_power(m)
+                except Exception as e:  # any sensor failure: the run goes on without this device
+                    self._fail(m, e, now)
+                    energy_j = power_w = math.nan
+            readings.append((energy_j, power_w))
+        with self.lock:
+            previous_t = self.times[-1] if self.times else now
+            self.times.append(now)
+            for m, (energy_j, read_w) in zip(self.meters, readings, strict=True):
+                power_w = read_w
+                last_j = m.cum_j[-1] if m.cum_j else 0.0
+                if m.counter:
+                    cum_j = last_j if math.isnan(energy_j) else energy_j
+                    if m.coarse and not math.isnan(energy_j):
+                        m.updates.observe(now, energy_j)
+                    if m.device.counter_resets != m.resets_seen:
+                        m.resets_seen = m.device.counter_resets
+                        m.reset_times.append(now)
+                elif math.isnan(power_w):
+                    cum_j = last_j
+                else:
+                    last_w = (
+                        m.power_w[-1] if m.power_w and not math.isnan(m.power_w[-1]) else power_w
+                    )
+                    cum_j = last_j + (last_w + power_w) / 2.0 * (now - previous_t)
+                if m.counter and not m.power_from_reading and len(m.cum_j) and now > previous_t:
+                    power_w = (
+                        (cum_j - last_j) / (now - previous_t) if m.failed_at is None else math.nan
+                    )
+                    if len(m.power_w) == 1:
+                        m.power_w[0] = (
+                            power_w  # the first sample has no delta: use the first interval's
+                        )
+                m.cum_j.append(cum_j)
+                m.power_w.append(power_w)
+
+    def _poll_counters(self, now: float) -> None:
+        """Poll the GPU counters that are due, to time their updates and settle boundaries."""
+        for m in self.meters:
+            if not m.coarse or m.failed_at is not None or now < m.next_poll_t:
+                continue
+            energy_j = self.read_energy(m, now)
+            if energy_j is None:
+                continue
+            t = (now + self.clock.now()) / 2.0
+            with self.lock:
+                m.updates.observe(t, energy_j)
+                while m.pending and m.pending[0].resolve(m.updates.updates, m.last_boundary):
+                    m.last_boundary = m.pending.pop(0)
+                if m.updates.fresh:
+                    logger.debug(
+                        "%s: counter updates every %.4f s; no correction needed",
+                        m.name,
+                        m.updates.period_s,
+                    )
+                    m.coarse = False
+                    m.pending.clear()  # their stale readings are fresh enough
+                m.next_poll_t = m.updates.next_poll(now)
+
+    def read_energy(self, m: DeviceMeter, t: float) -> float | None:
+        """The device's energy counter at ``t``; None once it has failed (now or before)."""
+        try:
+            energy_j = m.device.energy_j()
+        except Exception as e:  # any sensor failure: the run goes on without this device
+            self._fail(m, e, t)
+            return None
+        resets = m.device.counter_resets
+        if resets != m.resets_seen:
+            m.resets_seen = resets
+            m.reset_times.append(t)
+        return energy_j
+
+    def _fail(self, m: DeviceMeter, error: BaseException, t: float) -> None:
+        """Drop the device from ``t`` on: its open boundaries keep their stale readings."""
+        with self.lock:
+            if m.failed_at is not None:
+                return
+            m.failed_at = t
+            m.failure = f"{type(error).__name__}: {error}"
+            for boundary in m.pending:
+                boundary.value_j = boundary.stale_j
+            m.pending.clear()
+            self._unwarned.append(f"{m.name} stopped answering ({m.failure})")
+        logger.debug("%s failed at t=%.3f: %s", m.name, t, m.failure)
+
+    def flush_warnings(self) -> None:
+        """Show queued sensor warnings, in the user's thread (never from the sampler)."""
+        with self.lock:
+            messages, self._unwarned = self._unwarned, []
+        for message in messages:
+            warn(f"greenai: {message}; results are marked partial", SensorWarning)
+
+
+def _read_power(m: DeviceMeter) -> float:
+    """The device's power reading; a counter device without one derives it from energy."""
+    try:
+        return m.device.power_w()
+    except NotSupportedError:
+        if not m.counter:
+            raise
+        m.power_from_reading = False
+        return math.nan

@@ -1,0 +1,156 @@
+"""A run's windows and steps: the tree of spans, the public :class:`Window`, the steps' times.
+
+The run itself is the root :class:`Span` of its :class:`Windows`; a window is a span
+under the nested window open when it began (or under the root; keyed windows, which may
+overlap, always are). A span's result is computed once (:mod:`greenai.tracking.compute`)
+and kept. Steps are lighter: only their start and end times (:class:`Steps`).
+"""
+
+from __future__ import annotations
+
+import threading
+from array import array
+from collections.abc import Callable, Iterator
+
+from greenai.tracking.readings import Mark
+from greenai.tracking.result import Result
+
+
+class Span:
+    """One window (or the whole run): its boundaries, the windows inside it, its result."""
+
+    __slots__ = ("children", "end", "name", "result", "start")
+
+    def __init__(self, name: str | None, start: Mark) -> None:
+        self.name = name
+        self.start = start
+        self.end: Mark | None = None
+        self.children: list[Span] = []
+        self.result: Result | None = None
+
+
+def walk(span: Span) -> Iterator[Span]:
+    """Every window under ``span``, depth first, in start order."""
+    for child in span.children:
+        yield child
+        yield from walk(child)
+
+
+class Steps:
+    """The steps marked so far, in the order they ended: start and end times. Units: s."""
+
+    __slots__ = ("ends", "starts")
+
+    def __init__(self) -> None:
+        self.starts = array("d")
+        self.ends = array("d")
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def add(self, start_s: float, end_s: float) -> None:
+        """Record one step (under the run's lock: the results read these)."""
+        self.starts.append(start_s)
+        self.ends.append(end_s)
+
+
+class Windows:
+    """A run's tree of windows: the run itself (``root``), the nested windows open now and
+    the keyed ones (:meth:`begin`/:meth:`end`).
+
+    Args:
+        root: The run, begun.
+        mark: Reads a window boundary: synchronizes, timestamps and reads the counters.
+        finalize: An ended span's result.
+        lock: Guards the tree; the tracker's readings share it.
+    """
+
+    def __init__(
+        self,
+        root: Span,
+        *,
+        mark: Callable[[], Mark],
+        finalize: Callable[[Span], Result],
+        lock: threading.RLock,
+    ) -> None:
+        self.root = root
+        self._mark = mark
+        self._finalize = finalize
+        self._lock = lock
+        self._stack: list[Span] = []  # nested windows open now, innermost last
+        self._keyed: dict[str, Span] = {}
+
+    def open(self, name: str | None, *, nested: bool) -> Span:
+        """Begin a window: under the innermost open nested window (or the run)."""
+        span = Span(name, self._mark())
+        with self._lock:
+            parent = self._stack[-1] if nested and self._stack else self.root
+            parent.children.append(span)
+            if nested:
+                self._stack.append(span)
+        return span
+
+    def close(self, span: Span) -> None:
+        """End a window (once)."""
+        if span.end is not None:
+            return
+        span.end = self._mark()
+        with self._lock:
+            if span in self._stack:
+                self._stack.remove(span)
+
+    def result(self, span: Span) -> Result:
+        """The ended window's result."""
+        return self._finalize(span)
+
+    def begin(self, key: str) -> None:
+        """Open a window that may overlap others, known by ``key`` until :meth:`end`."""
+        if key in self._keyed:
+            raise ValueError(f"a window with key {key!r} is already open")
+        self._keyed[key] = self.open(key, nested=False)
+
+    def end(self, key: str) -> Result:
+        """Close the window opened with ``begin(key)`` and return its result."""
+        try:
+            span = self._keyed.pop(key)
+        except KeyError:
+            raise KeyError(
+                f"no open window with key {key!r} (open: {sorted(self._keyed)})"
+            ) from None
+        self.close(span)
+        return self._finalize(span)
+
+    def open_spans(self) -> list[Span]:
+        """The windows open now: the nested ones, outermost first, then the keyed ones."""
+        return [*self._stack, *self._keyed.values()]
+
+    def close_all(self) -> None:
+        """End every open window, innermost first, then the run."""
+        for span in [*reversed(self._stack), *self._keyed.values()]:
+            self.close(span)
+        self._keyed.clear()
+        self.root.end = self._mark()
+
+
+class Window:
+    """A named phase of a run. Its :attr:`result` is ready once the window has ended."""
+
+    def __init__(self, windows: Windows, name: str) -> None:
+        self._windows = windows
+        self.name = name
+        self._span: Span | None = None
+
+    def __enter__(self) -> Window:
+        self._span = self._windows.open(self.name, nested=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._span is not None
+        self._windows.close(self._span)
+
+    @property
+    def result(self) -> Result:
+        """The window's energy (waits only if a GPU counter has not updated since the start)."""
+        if self._span is None or self._span.end is None:
+            raise RuntimeError(f"window {self.name!r} has not ended yet")
+        return self._windows.result(self._span)
