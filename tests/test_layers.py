@@ -141,7 +141,7 @@ def _planted(tmp_path: Path, relative: str, code: str) -> list[str]:
         ("core/clock.py", "\nimport greenai.tracker\n", "core imports greenai.tracker"),
         (
             "devices/base.py",
-            "\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from greenai import Result\n",
+            "\nimport typing\nif typing.TYPE_CHECKING:\n    from greenai import Result\n",
             "devices imports greenai.tracking.result",
         ),
         ("ops/reference.py", "\nfrom greenai.tracking import meter\n", "ops imports greenai.track"),
