@@ -183,7 +183,7 @@ def build(run: Run, rec: SectionRecord) -> None:
         "-Cbuild-dir=build/gpu-validation",
     ]
     rec.data["command"] = " ".join(cmd)
-    done = run_logged(cmd, log, timeout_s=rec.left_s(), cwd=REPO)
+    done = run_logged(cmd, log, timeout_s=rec.left_s() - 10, cwd=REPO)
     rec.data.update(done)
     text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
     rec.data["cmake_messages"] = [

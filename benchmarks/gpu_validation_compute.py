@@ -83,7 +83,7 @@ def section_tests(run: Run, rec: SectionRecord) -> None:
     if importlib.util.find_spec("xdist"):
         cmd += ["-n", str(min(8, max(1, (os.cpu_count() or 2) // 2)))]
     cmd += [f"--deselect={t}" for t in deselect]
-    done = run_logged(cmd, run.file("pytest.log"), timeout_s=rec.left_s() - 5, cwd=REPO)
+    done = run_logged(cmd, run.file("pytest.log"), timeout_s=rec.left_s() - 12, cwd=REPO)
     rec.data.update(done)
     rec.data["summary"] = parse_pytest_output(
         run.file("pytest.log").read_text(encoding="utf-8", errors="replace")
@@ -153,7 +153,7 @@ def _child(run: Run, rec: SectionRecord, part: str, extra: Sequence[str] = ()) -
         out = Path(tmp) / f"{part}.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), part, "--json", str(out), *extra]
         done = run_logged(
-            cmd, run.file("compute.log"), timeout_s=rec.left_s() - 3, cwd=REPO, append=True
+            cmd, run.file("compute.log"), timeout_s=rec.left_s() - 10, cwd=REPO, append=True
         )
         rec.data.update(done)
         data: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}

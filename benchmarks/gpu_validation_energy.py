@@ -388,7 +388,12 @@ def _start_smi(run: Run, rec: SectionRecord, nvml_index: int) -> SmiPoller | Non
         }
         return None
     poller = SmiPoller(smi, nvml_index)
-    time.sleep(0.5)  # its first rows
+    time.sleep(0.6)  # its first rows
+    if not poller.rows and poller.exited():  # a field it would not take: the two that matter
+        poller.stop()
+        rec.data["smi_first_try"] = {"fields": poller.fields, "stderr": poller.stderr[-500:]}
+        poller = SmiPoller(smi, nvml_index, fields=("timestamp", "power.draw"))
+        time.sleep(0.6)
     return poller
 
 

@@ -148,7 +148,8 @@ _running: set[subprocess.Popen[Any]] = set()
 def run_logged(
     cmd: Sequence[str], log: Path, *, timeout_s: float, cwd: Path, append: bool = False
 ) -> dict[str, Any]:
-    """Run ``cmd`` with stdout and stderr to ``log``; past ``timeout_s`` end its process group.
+    """Run ``cmd`` with stdout and stderr to ``log``; past ``timeout_s`` end its process group
+    (which takes up to 20 s more, see ``END_SIGNALS``).
 
     The child gets a session of its own (so its whole group can be ended, compilers and pytest
     workers included); :func:`end_running` ends it if the script must stop first.
@@ -187,13 +188,18 @@ def end_running() -> None:
         _end_group(proc)
 
 
+END_SIGNALS = ((signal.SIGINT, 10.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0))
+"""How a child's group is ended, each signal with how long it is given: SIGINT first, on
+which pytest (xdist too) stops, prints its summary and writes its JUnit XML."""
+
+
 def _end_group(proc: subprocess.Popen[Any]) -> None:
-    """SIGTERM the process group this script started, then SIGKILL it after 5 s."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    """End the process group this script started (see ``END_SIGNALS``)."""
+    for sig, wait_s in END_SIGNALS:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
         try:
-            proc.wait(timeout=5)
+            proc.wait(timeout=wait_s)
             return
         except subprocess.TimeoutExpired:
             continue

@@ -143,13 +143,17 @@ class NvmlPoller:
 class SmiPoller:
     """``nvidia-smi --query-gpu=... -lms 100`` in the background, its rows parsed."""
 
-    def __init__(self, smi: str, nvml_index: int) -> None:
-        help_text = subprocess.run(
-            [smi, "--help-query-gpu"], capture_output=True, text=True, timeout=20, check=False
-        ).stdout
-        listed = set(_quoted_names(help_text))
-        energy = sorted(n for n in listed if "energy" in n)
-        self.fields = [f for f in SMI_FIELDS if f in listed or f == "timestamp"] + energy
+    def __init__(self, smi: str, nvml_index: int, fields: Sequence[str] | None = None) -> None:
+        """Ask for ``fields``, or by default for those of ``SMI_FIELDS`` (and any energy
+        field) that ``--help-query-gpu`` lists."""
+        if fields is None:
+            help_text = subprocess.run(
+                [smi, "--help-query-gpu"], capture_output=True, text=True, timeout=20, check=False
+            ).stdout
+            listed = set(_quoted_names(help_text))
+            energy = sorted(n for n in listed if "energy" in n)
+            fields = [f for f in SMI_FIELDS if f in listed or f == "timestamp"] + energy
+        self.fields = list(fields)
         self.missing = [f for f in SMI_FIELDS if f not in self.fields]
         self.rows: list[dict[str, Any]] = []
         self.stderr = ""
@@ -178,13 +182,22 @@ class SmiPoller:
                 row["received"] = time.time()
                 self.rows.append(row)
 
+    def exited(self) -> bool:
+        return self._proc.poll() is not None
+
     def stop(self) -> None:
         self._proc.terminate()
         try:
-            _, self.stderr = self._proc.communicate(timeout=5)
+            self._proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self._proc.kill()
+            self._proc.wait(timeout=5)
         self._thread.join(timeout=2)
+        assert self._proc.stdout is not None
+        assert self._proc.stderr is not None
+        self.stderr = self._proc.stderr.read()
+        self._proc.stdout.close()
+        self._proc.stderr.close()
 
 
 def _quoted_names(help_text: str) -> list[str]:

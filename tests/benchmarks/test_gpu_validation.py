@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -256,3 +257,49 @@ def test_nvidia_smi_rows_and_update_intervals(gv: SimpleNamespace) -> None:
     assert stats["intervals"] == 3
     assert stats["median_ms"] == pytest.approx(100)
     assert stats["max_ms"] == pytest.approx(150)
+
+
+FAKE_SMI = """
+import sys, time
+from datetime import datetime
+args = sys.argv[1:]
+if args == ["--help-query-gpu"]:
+    print('List of valid properties to query for the switch "--query-gpu=":')
+    print('"timestamp"')
+    print('The timestamp of when the query was made in format "YYYY/MM/DD HH:MM:SS.msec".')
+    print('"power.draw"')
+    print('"clocks.current.sm" or "clocks.sm"')
+    sys.exit(0)
+fields = next(a for a in args if a.startswith("--query-gpu=")).split("=", 1)[1].split(",")
+if "clocks.sm" in fields:
+    print("Field clocks.sm is not a valid field to query.", file=sys.stderr)
+    sys.exit(2)
+while True:
+    stamp = datetime.now().strftime("%Y/%m/%d %H:%M:%S.%f")[:-3]
+    print(", ".join([stamp] + ["123.45"] * (len(fields) - 1)), flush=True)
+    time.sleep(0.05)
+"""
+
+
+def test_nvidia_smi_poller_reads_rows_and_reports_refusals(
+    gv: SimpleNamespace, tmp_path: Path
+) -> None:
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(f"#!{sys.executable}\n{FAKE_SMI}")
+    smi.chmod(0o755)
+    refused = gv.sensors.SmiPoller(str(smi), 0)
+    assert refused.fields == ["timestamp", "power.draw", "clocks.sm"]
+    for _ in range(100):
+        if refused.exited():
+            break
+        time.sleep(0.05)
+    refused.stop()
+    assert refused.rows == []
+    assert "not a valid field" in refused.stderr
+    poller = gv.sensors.SmiPoller(str(smi), 0, fields=("timestamp", "power.draw"))
+    t0 = time.time()
+    time.sleep(0.5)
+    poller.stop()
+    assert len(poller.rows) >= 2
+    assert all(row["power.draw"] == pytest.approx(123.45) for row in poller.rows)
+    assert abs(poller.rows[0]["t"] - t0) < 2
