@@ -16,7 +16,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:,.0f}"
+        return f"{value:.{digits}g}" if abs(value) < 1e3 else f"{value:,.0f}"
     return str(value)
 
 
@@ -235,7 +235,11 @@ def _inference(d: dict[str, Any]) -> list[str]:
         )
         for name, v in d.get("variants", {}).items()
     ]
-    return lines + _table(
+    lines += _table(
         ("model", "tokens", "ms/token", "J/token", "W", "mg CO2e/token", "bytes", "max rel err"),
         rows,
     )
+    notes = [
+        (n, v["quantize_note"]) for n, v in d.get("variants", {}).items() if v.get("quantize_note")
+    ]
+    return lines + [f"- {name}: {note}" for name, note in notes]

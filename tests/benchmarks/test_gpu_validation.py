@@ -27,11 +27,13 @@ def gv() -> Iterator[SimpleNamespace]:
     try:
         import gpu_validation_compute
         import gpu_validation_energy
+        import gpu_validation_report
         import gpu_validation_sensors
 
         yield SimpleNamespace(
             compute=gpu_validation_compute,
             energy=gpu_validation_energy,
+            report=gpu_validation_report,
             sensors=gpu_validation_sensors,
         )
     finally:
@@ -304,3 +306,52 @@ def test_nvidia_smi_poller_reads_rows_and_reports_refusals(
     assert len(poller.rows) >= 2
     assert all(row["power.draw"] == pytest.approx(123.45) for row in poller.rows)
     assert abs(poller.rows[0]["t"] - t0) < 2
+
+
+def test_the_summary_renders_kernel_and_inference_figures(gv: SimpleNamespace) -> None:
+    render = gv.report.render_markdown
+    sections = {
+        key: {"title": f"{i}. {key}", "status": "ok", "reason": None, "seconds": 1.0, "goals": []}
+        for i, key in enumerate(
+            ("build", "metering", "power_limit", "tests", "kernels", "inference")
+        )
+    }
+    for section in sections.values():
+        section["data"] = {}
+    ms = {"clone": 0.12, "quantize int8": 0.1, "matvec int8": 0.02}
+    sections["kernels"]["data"] = {
+        "quantize": {
+            "device": "H100",
+            "shape": [11008, 4096],
+            "ms": ms,
+            "bytes": {"clone": 360e6, "quantize int8": 225e6, "matvec int8": 45e6},
+        },
+        "sparse_error": "RuntimeError: no CUTLASS kernel",
+    }
+    sections["inference"]["data"] = {
+        "stack": gv.compute.STACK,
+        "variants": {
+            "fp16": {"tokens": 4000, "ms_per_token": 1.0, "j_per_token": 0.3},
+            "int4": {"tokens": 5000, "quantize_note": "quantizing the fp16 model failed (X)"},
+        },
+    }
+    sections["kernels"]["goals"] = [
+        {"name": "CUDA matvec int8", "value": 0.75, "target": ">= 0.7", "met": True, "note": ""}
+    ]
+    markdown = render(
+        {
+            "mode": "gpu",
+            "no_gpu_reason": None,
+            "date": "2026-12-07",
+            "started_unix_s": 0.0,
+            "budget_s": 420.0,
+            "environment": {"gpu": {"name": "NVIDIA H100 80GB HBM3"}, "packages": {}},
+            "sections": sections,
+        }
+    )
+    assert markdown.startswith("# greenai GPU validation: NVIDIA H100 80GB HBM3 (2026-12-07)")
+    assert "| quantize int8 | 100 | 2,250 | 0.75 |" in markdown
+    assert "RuntimeError: no CUTLASS kernel" in markdown
+    assert "| fp16 | 4000 | 1 | 0.3 |" in markdown
+    assert "- int4: quantizing the fp16 model failed (X)" in markdown
+    assert "| 4 | CUDA matvec int8 | 0.75 | >= 0.7 | yes |" in markdown
