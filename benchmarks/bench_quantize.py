@@ -452,13 +452,16 @@ def bench_linear(
 # --- 4. CUDA ---------------------------------------------------------------------------------
 
 
-def bench_cuda(n: int, k: int, *, rounds: int, goals: list[Goal]) -> None:
+def bench_cuda(n: int, k: int, *, rounds: int, goals: list[Goal]) -> dict[str, object] | None:
+    """Section 4; returns what it printed, machine-readable (None when skipped): the device,
+    the shape, the median ms of each method and the bytes each moves (``clone``: read + write,
+    the bandwidth yardstick), for ``benchmarks/gpu_validation.py``."""
     if not torch.cuda.is_available():
         print("\n== 4. CUDA: skipped (torch.cuda.is_available() is False) ==")
-        return
+        return None
     if not _C.build_info()["cuda"]:
         print("\n== 4. CUDA: skipped (greenai._C was built without CUDA) ==")
-        return
+        return None
     dev = torch.device("cuda")
     props = torch.cuda.get_device_properties(dev)
     l2 = int(getattr(props, "L2_cache_size", 50 * MIB))
@@ -515,6 +518,7 @@ def bench_cuda(n: int, k: int, *, rounds: int, goals: list[Goal]) -> None:
     for name, target in (("matvec int8", 0.8), ("matvec int4 g128", 0.7)):
         frac = moved[name] / (ms[name] * 1e-3) / bw
         goals.append(ratio_goal(f"CUDA {name}: fraction of copy bandwidth", frac, ">=", target))
+    return {"device": props.name, "shape": [n, k], "ms": ms, "bytes": moved}
 
 
 # --- main ------------------------------------------------------------------------------------

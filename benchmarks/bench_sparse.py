@@ -173,13 +173,15 @@ def bench_linear(
             goals.append(ratio_goal("matvec: fp32 dense / greenai 2:4 fp32", r, ">=", 1.0))
 
 
-def bench_cuda(n: int, k: int, *, rounds: int) -> None:
+def bench_cuda(n: int, k: int, *, rounds: int) -> dict[str, object] | None:
+    """Section 4; returns what it printed, machine-readable (None when skipped): the device,
+    the shape and the median ms of each method, for ``benchmarks/gpu_validation.py``."""
     if not torch.cuda.is_available():
         print("\n== 4. CUDA: skipped (torch.cuda.is_available() is False) ==")
-        return
+        return None
     if not _C.build_info()["cuda"]:
         print("\n== 4. CUDA: skipped (greenai._C was built without CUDA) ==")
-        return
+        return None
     from torch.sparse import to_sparse_semi_structured
 
     dev = torch.device("cuda")
@@ -230,6 +232,7 @@ def bench_cuda(n: int, k: int, *, rounds: int) -> None:
     )
     for name, t in ms.items():
         print(f"{name:<40} {t * 1e3:9.1f} us")
+    return {"device": props.name, "shape": [n, k], "ms": ms}
 
 
 def main() -> None:
