@@ -1,7 +1,7 @@
 // The pybind11 module greenai._C; the CUDA kernels' bindings are in bindings_cuda.cpp,
-// shared with greenai._cuda_sim. Kernels and helpers live in csrc/cpu/ and csrc/cuda/
-// behind plain C++ headers; this file converts arguments and
-// results and holds no computation of its own.
+// shared with the test-only greenai_cuda_sim. Kernels and helpers live in csrc/cpu/ and
+// csrc/cuda/ behind plain C++ headers; this file converts arguments and results and holds
+// no computation of its own.
 //
 // Build facts come from CMake as compile definitions (see CMakeLists.txt):
 //   GREENAI_VERSION, GREENAI_BUILD_TYPE, GREENAI_COMPILER, GREENAI_CUDA_OPTION,

@@ -1,7 +1,7 @@
 // How the .cu files launch kernels and reach dynamic shared memory. Under nvcc these are a
 // plain `<<<>>>` launch and an `extern __shared__` array; with GREENAI_CUDA_SIM the same
-// sources compile as C++ for greenai._cuda_sim, whose cuda_runtime.h (csrc/cuda/sim/)
-// supplies both from the simulator.
+// sources compile as C++ for the test-only greenai_cuda_sim, whose cuda_runtime.h
+// (testing/cuda_sim/include/) supplies both from the simulator.
 #pragma once
 
 #include <cuda_runtime.h>
