@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -209,6 +209,27 @@ def test_quantized_linear_paths_match_the_reference(
     y = ops.quantized_linear(x, q, scale, zp, bits=bits, bias=bias)
     wq = ops.dequantize(q, scale, zp, bits=bits)
     _assert_linear_close(y, x, wq, bias, _code_magnitude(q, scale, zp, bits))
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        # int4 per tensor: the format (csrc/formats.h) is int8-only there, as on the CPU
+        (lambda: sim.quantize_cuda(0, 0, 4, 64, 4, -1, True, 0, 0, 0, 0, 0), r"-1 \(int8 only\)"),
+        (lambda: sim.dequantize_cuda(0, 0, 0, 4, 64, 4, -1, 0, 0, 0), r"-1 \(int8 only\)"),
+        (lambda: sim.quantize_cuda(0, 0, 4, 48, 4, 48, True, 0, 0, 0, 0, 0), "int4 needs k"),
+        (lambda: sim.quantized_linear_cuda(0, 0, 1, 64, 0, 0, 0, 0, 4, 8, -1, 0, 0), "group"),
+        (lambda: sim.quantize_cuda(0, 3, 4, 64, 8, 64, True, 0, 0, 0, 0, 0), "dtype code"),
+        (lambda: sim.mask_2to4_cuda(0, 3, 4, 8, 0, 0), "dtype code"),
+        (lambda: sim.linear_2to4_cuda(0, -1, 1, 8, 0, 0, 0, 4, 0, 0), "dtype code"),
+    ],
+)
+def test_the_cuda_bindings_reject_what_the_formats_rule_out(
+    call: Callable[[], None], message: str
+) -> None:
+    # checked before any launch, so the null pointers are never touched
+    with pytest.raises(ValueError, match=message):
+        call()
 
 
 # --- every access checked against guard pages ----------------------------------------------
