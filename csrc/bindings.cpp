@@ -1,7 +1,7 @@
 // The pybind11 module greenai._C; the CUDA kernels' bindings are in bindings_cuda.cpp,
-// shared with greenai._cuda_sim. Kernels and helpers live in csrc/cpu/ and csrc/cuda/
-// behind plain C++ headers; this file converts arguments and
-// results and holds no computation of its own.
+// shared with the test-only greenai_cuda_sim. Kernels and helpers live in csrc/cpu/ and
+// csrc/cuda/ behind plain C++ headers; this file converts arguments and results and holds
+// no computation of its own.
 //
 // Build facts come from CMake as compile definitions (see CMakeLists.txt):
 //   GREENAI_VERSION, GREENAI_BUILD_TYPE, GREENAI_COMPILER, GREENAI_CUDA_OPTION,
@@ -19,6 +19,7 @@
 #include "cpu/sparse.h"
 #include "bindings_cuda.h"
 #include "cuda/runtime.h"
+#include "formats.h"
 
 namespace py = pybind11;
 
@@ -76,39 +77,31 @@ void* checked_buffer(const py::object& obj, const char* name, std::int64_t count
     return const_cast<void*>(a.data());
 }
 
-greenai::cpu::FloatType float_type(int code, const char* name) {
-    if (code < 0 || code > 2) {
+greenai::FloatType float_type(int code, const char* name) {
+    if (!greenai::is_float_type(code)) {
         throw py::value_error(std::string(name) + " must be 0 (float32), 1 (float16) or 2 (bfloat16), not " +
                               std::to_string(code));
     }
-    return static_cast<greenai::cpu::FloatType>(code);
+    return static_cast<greenai::FloatType>(code);
 }
 
-std::int64_t float_size(greenai::cpu::FloatType t) { return t == greenai::cpu::FloatType::f32 ? 4 : 2; }
-
-// Checks n, k, bits and group (-1, k, or a multiple of 32 dividing k; bits 4 needs k % 32 == 0)
-// and returns the number of scales.
+// Checks n, k, bits and group against the rules of formats.h and returns the number of scales.
 std::int64_t check_layout(std::int64_t n, std::int64_t k, int bits, std::int64_t group, bool allow_per_tensor) {
     if (n < 1 || k < 1) {
         throw py::value_error("n and k must be positive, not " + std::to_string(n) + " and " + std::to_string(k));
     }
-    if (bits != 8 && bits != 4) {
+    if (!greenai::is_bits(bits)) {
         throw py::value_error("bits must be 8 or 4, not " + std::to_string(bits));
     }
-    if (bits == 4 && k % 32 != 0) {
+    if (!greenai::packs_k(bits, k)) {
         throw py::value_error("bits=4 needs k to be a multiple of 32, not " + std::to_string(k));
     }
-    if (group == -1 && allow_per_tensor && bits == 8) {
-        return 1;
+    if (!greenai::is_group(bits, k, group, allow_per_tensor)) {
+        throw py::value_error("group must be " + std::string(allow_per_tensor ? "-1, " : "") +
+                              "k or a multiple of 32 dividing k, not " + std::to_string(group));
     }
-    if (group == k || (group > 0 && group % 32 == 0 && k % group == 0)) {
-        return n * (k / group);
-    }
-    throw py::value_error("group must be " + std::string(allow_per_tensor ? "-1, " : "") +
-                          "k or a multiple of 32 dividing k, not " + std::to_string(group));
+    return group == greenai::kPerTensor ? 1 : n * (k / group);
 }
-
-std::int64_t code_count(std::int64_t n, std::int64_t k, int bits) { return bits == 8 ? n * k : n * k / 2; }
 
 int check_threads(int threads) {
     if (threads < 1) {
@@ -124,13 +117,13 @@ std::int64_t quantize_cpu(const py::object& w, int dtype, std::int64_t n, std::i
     const std::int64_t scales = check_layout(n, k, bits, group, true);
     QuantizeArgs a{};
     a.dtype = float_type(dtype, "dtype");
-    a.w = checked_buffer(w, "w", n * k, float_size(a.dtype), false);
+    a.w = checked_buffer(w, "w", n * k, greenai::float_bytes(a.dtype), false);
     a.n = n;
     a.k = k;
     a.bits = bits;
     a.group = group;
     a.symmetric = symmetric;
-    a.q = checked_buffer(q, "q", code_count(n, k, bits), 1, true);
+    a.q = checked_buffer(q, "q", greenai::code_bytes(n, k, bits), 1, true);
     a.scale = static_cast<float*>(checked_buffer(scale, "scale", scales, 4, true));
     if (symmetric != zero_point.is_none()) {
         throw py::value_error("zero_point must be None exactly when symmetric");
@@ -146,7 +139,7 @@ void dequantize_cpu(const py::object& q, const py::object& scale, const py::obje
     using namespace greenai::cpu;
     const std::int64_t scales = check_layout(n, k, bits, group, true);
     DequantizeArgs a{};
-    a.q = checked_buffer(q, "q", code_count(n, k, bits), 1, false);
+    a.q = checked_buffer(q, "q", greenai::code_bytes(n, k, bits), 1, false);
     a.scale = static_cast<const float*>(checked_buffer(scale, "scale", scales, 4, false));
     a.zero_point = zero_point.is_none()
                        ? nullptr
@@ -156,7 +149,7 @@ void dequantize_cpu(const py::object& q, const py::object& scale, const py::obje
     a.bits = bits;
     a.group = group;
     a.out_dtype = float_type(out_dtype, "out_dtype");
-    a.out = checked_buffer(out, "out", n * k, float_size(a.out_dtype), true);
+    a.out = checked_buffer(out, "out", n * k, greenai::float_bytes(a.out_dtype), true);
     check_threads(threads);
     py::gil_scoped_release release;
     greenai::cpu::dequantize(a, threads);
@@ -172,10 +165,10 @@ void quantized_linear_cpu(const py::object& x, int dtype, std::int64_t m, std::i
     }
     LinearArgs a{};
     a.dtype = float_type(dtype, "dtype");
-    a.x = checked_buffer(x, "x", m * k, float_size(a.dtype), false);
+    a.x = checked_buffer(x, "x", m * k, greenai::float_bytes(a.dtype), false);
     a.m = m;
     a.k = k;
-    a.q = checked_buffer(q, "q", code_count(n, k, bits), 1, false);
+    a.q = checked_buffer(q, "q", greenai::code_bytes(n, k, bits), 1, false);
     a.scale = static_cast<const float*>(checked_buffer(scale, "scale", scales, 4, false));
     a.zero_point = zero_point.is_none()
                        ? nullptr
@@ -184,7 +177,7 @@ void quantized_linear_cpu(const py::object& x, int dtype, std::int64_t m, std::i
     a.n = n;
     a.bits = bits;
     a.group = group;
-    a.y = checked_buffer(y, "y", m * n, float_size(a.dtype), true);
+    a.y = checked_buffer(y, "y", m * n, greenai::float_bytes(a.dtype), true);
     check_threads(threads);
     py::gil_scoped_release release;
     greenai::cpu::quantized_linear(a, threads);
@@ -221,7 +214,7 @@ void channel_norms_cpu(const py::object& w, int dtype, std::int64_t outer, std::
     NormArgs a{};
     a.dtype = float_type(dtype, "dtype");
     a.w = checked_buffer(w, "w", extent_product({outer, channels, inner}, "outer, channels and inner"),
-                         float_size(a.dtype), false);
+                         greenai::float_bytes(a.dtype), false);
     a.outer = outer;
     a.channels = channels;
     a.inner = inner;
@@ -238,7 +231,7 @@ void mask_2to4_cpu(const py::object& w, int dtype, std::int64_t n, std::int64_t 
     const std::int64_t count = check_2to4(n, k);
     Sparse24Args a{};
     a.dtype = float_type(dtype, "dtype");
-    a.dense = checked_buffer(w, "w", count, float_size(a.dtype), false);
+    a.dense = checked_buffer(w, "w", count, greenai::float_bytes(a.dtype), false);
     a.n = n;
     a.k = k;
     a.mask = static_cast<std::uint8_t*>(checked_buffer(mask, "mask", count, 1, true));
@@ -253,11 +246,11 @@ void compress_2to4_cpu(const py::object& w, int dtype, std::int64_t n, std::int6
     const std::int64_t count = check_2to4(n, k);
     Sparse24Args a{};
     a.dtype = float_type(dtype, "dtype");
-    a.dense = checked_buffer(w, "w", count, float_size(a.dtype), false);
+    a.dense = checked_buffer(w, "w", count, greenai::float_bytes(a.dtype), false);
     a.n = n;
     a.k = k;
-    a.values = checked_buffer(values, "values", count / 2, float_size(a.dtype), true);
-    a.meta = static_cast<std::uint8_t*>(checked_buffer(meta, "meta", n * ((k + 7) / 8), 1, true));
+    a.values = checked_buffer(values, "values", count / 2, greenai::float_bytes(a.dtype), true);
+    a.meta = static_cast<std::uint8_t*>(checked_buffer(meta, "meta", n * greenai::meta_row_bytes(k), 1, true));
     check_threads(threads);
     py::gil_scoped_release release;
     compress_2to4(a, threads);
@@ -269,11 +262,11 @@ void decompress_2to4_cpu(const py::object& values, const py::object& meta, int d
     const std::int64_t count = check_2to4(n, k);
     Sparse24Args a{};
     a.dtype = float_type(dtype, "dtype");
-    a.values = checked_buffer(values, "values", count / 2, float_size(a.dtype), false);
-    a.meta = static_cast<std::uint8_t*>(checked_buffer(meta, "meta", n * ((k + 7) / 8), 1, false));
+    a.values = checked_buffer(values, "values", count / 2, greenai::float_bytes(a.dtype), false);
+    a.meta = static_cast<std::uint8_t*>(checked_buffer(meta, "meta", n * greenai::meta_row_bytes(k), 1, false));
     a.n = n;
     a.k = k;
-    a.dense = checked_buffer(out, "out", count, float_size(a.dtype), true);
+    a.dense = checked_buffer(out, "out", count, greenai::float_bytes(a.dtype), true);
     check_threads(threads);
     py::gil_scoped_release release;
     decompress_2to4(a, threads);
@@ -286,14 +279,14 @@ void linear_2to4_cpu(const py::object& x, int dtype, std::int64_t m, std::int64_
     const std::int64_t weights = check_2to4(n, k);
     Linear24Args a{};
     a.dtype = float_type(dtype, "dtype");
-    a.x = checked_buffer(x, "x", extent_product({m, k}, "m and k"), float_size(a.dtype), false);
+    a.x = checked_buffer(x, "x", extent_product({m, k}, "m and k"), greenai::float_bytes(a.dtype), false);
     a.m = m;
     a.k = k;
-    a.values = checked_buffer(values, "values", weights / 2, float_size(a.dtype), false);
-    a.meta = static_cast<const std::uint8_t*>(checked_buffer(meta, "meta", n * ((k + 7) / 8), 1, false));
+    a.values = checked_buffer(values, "values", weights / 2, greenai::float_bytes(a.dtype), false);
+    a.meta = static_cast<const std::uint8_t*>(checked_buffer(meta, "meta", n * greenai::meta_row_bytes(k), 1, false));
     a.bias = bias.is_none() ? nullptr : static_cast<const float*>(checked_buffer(bias, "bias", n, 4, false));
     a.n = n;
-    a.y = checked_buffer(y, "y", extent_product({m, n}, "m and n"), float_size(a.dtype), true);
+    a.y = checked_buffer(y, "y", extent_product({m, n}, "m and n"), greenai::float_bytes(a.dtype), true);
     check_threads(threads);
     py::gil_scoped_release release;
     linear_2to4(a, threads);

@@ -1,6 +1,6 @@
 // Bindings of the CUDA kernels (csrc/cuda/quant.h, csrc/cuda/sparse.h), shared by
-// greenai._C (nvcc build, or the CPU-only fallbacks that raise) and greenai._cuda_sim (the
-// same kernels under the CPU simulator of csrc/cuda/sim/).
+// greenai._C (nvcc build, or the CPU-only fallbacks that raise) and the test-only
+// greenai_cuda_sim (the same kernels under the CPU simulator of testing/cuda_sim/).
 #pragma once
 
 #include <pybind11/pybind11.h>

@@ -13,6 +13,7 @@
 
 #include "cpu/quant_kernels.h"
 #include "cpu/thread_pool.h"
+#include "formats.h"
 
 namespace greenai::cpu {
 namespace {
@@ -58,8 +59,6 @@ std::int64_t row_grain(std::int64_t row_bytes) {
     return std::max<std::int64_t>(1, (64 * 1024) / std::max<std::int64_t>(row_bytes, 1));
 }
 
-std::int64_t element_size(FloatType t) { return t == FloatType::f32 ? 4 : 2; }
-
 // Sums of each row of x32 (m, k) over groups of `group`, (m, k / group).
 std::vector<float> group_sums(const float* x32, std::int64_t m, std::int64_t k, std::int64_t group) {
     const std::int64_t groups = k / group;
@@ -81,7 +80,7 @@ std::vector<float> group_sums(const float* x32, std::int64_t m, std::int64_t k, 
 
 std::int64_t quantize(const QuantizeArgs& args, int threads) {
     const KernelTable& k = kernels();
-    const std::int64_t grain = row_grain(args.k * element_size(args.dtype));
+    const std::int64_t grain = row_grain(args.k * float_bytes(args.dtype));
     if (args.group != -1) {
         std::atomic<std::int64_t> bad{-1};
         parallel_for(args.n, grain, threads, [&](std::int64_t r0, std::int64_t r1) {
@@ -123,7 +122,7 @@ std::int64_t quantize(const QuantizeArgs& args, int threads) {
 
 void dequantize(const DequantizeArgs& args, int threads) {
     const KernelTable& k = kernels();
-    const std::int64_t grain = row_grain(args.k * element_size(args.out_dtype));
+    const std::int64_t grain = row_grain(args.k * float_bytes(args.out_dtype));
     parallel_for(args.n, grain, threads,
                  [&](std::int64_t r0, std::int64_t r1) { k.dequantize_rows(args, r0, r1); });
 }
@@ -147,7 +146,7 @@ void quantized_linear(const LinearArgs& args, int threads) {
         y_staged.resize(static_cast<std::size_t>(m * n));
         y32 = y_staged.data();
     }
-    const std::int64_t code_row_bytes = args.bits == 8 ? kk : kk / 2;
+    const std::int64_t code_row_bytes = code_bytes(1, kk, args.bits);
     if (m <= kDirectMaxRows) {
         // Group sums of x, for the zero point (and the int4 nibble offset).
         std::vector<float> xsum;

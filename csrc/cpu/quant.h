@@ -10,12 +10,12 @@
 #include <string>
 #include <vector>
 
+#include "formats.h"  // FloatType, and the rules of group and bits
+
 namespace greenai::cpu {
 
-enum class FloatType : int { f32 = 0, f16 = 1, bf16 = 2 };
-
-// group: -1 = one scale for the tensor, k = per row (output channel), else a divisor of k
-// (a multiple of 32). bits 4 needs k % 32 == 0.
+// group: -1 = one scale for the tensor (bits 8 only), k = per row (output channel), else a
+// divisor of k (a multiple of 32). bits 4 needs k % 32 == 0. (formats.h)
 struct QuantizeArgs {
     const void* w;  // (n, k) row-major, `dtype`
     FloatType dtype;

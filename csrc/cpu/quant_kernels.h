@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "cpu/quant.h"
+#include "formats.h"
 
 namespace greenai::cpu {
 
@@ -18,7 +19,7 @@ struct GroupScale {
 };
 
 inline GroupScale group_scale(float lo, float hi, int bits, bool symmetric) {
-    const float qmax = bits == 8 ? 127.0f : 7.0f;
+    const float qmax = static_cast<float>(code_max(bits));
     GroupScale s{};
     if (symmetric) {
         const float absmax = std::max(-lo, hi);

@@ -10,6 +10,7 @@
 #include "cpu/floatconv.h"
 #include "cpu/sparse_kernels.h"
 #include "cpu/thread_pool.h"
+#include "formats.h"
 
 namespace greenai::cpu {
 namespace {
@@ -38,33 +39,31 @@ std::int64_t grain(std::int64_t item_bytes) {
     return std::max<std::int64_t>(1, (64 * 1024) / std::max<std::int64_t>(item_bytes, 1));
 }
 
-std::int64_t element_size(FloatType t) { return t == FloatType::f32 ? 4 : 2; }
-
 }  // namespace
 
 std::string sparse_isa() { return sparse_kernels().name; }
 
 void channel_norms(const NormArgs& args, int threads) {
     const SparseKernelTable& k = sparse_kernels();
-    parallel_for(args.channels, grain(args.outer * args.inner * element_size(args.dtype)), threads,
+    parallel_for(args.channels, grain(args.outer * args.inner * float_bytes(args.dtype)), threads,
                  [&](std::int64_t c0, std::int64_t c1) { k.norms(args, c0, c1); });
 }
 
 void mask_2to4(const Sparse24Args& args, int threads) {
     const SparseKernelTable& k = sparse_kernels();
-    parallel_for(args.n, grain(args.k * element_size(args.dtype)), threads,
+    parallel_for(args.n, grain(args.k * float_bytes(args.dtype)), threads,
                  [&](std::int64_t r0, std::int64_t r1) { k.mask_rows(args, r0, r1); });
 }
 
 void compress_2to4(const Sparse24Args& args, int threads) {
     const SparseKernelTable& k = sparse_kernels();
-    parallel_for(args.n, grain(args.k * element_size(args.dtype)), threads,
+    parallel_for(args.n, grain(args.k * float_bytes(args.dtype)), threads,
                  [&](std::int64_t r0, std::int64_t r1) { k.compress_rows(args, r0, r1); });
 }
 
 void decompress_2to4(const Sparse24Args& args, int threads) {
     const SparseKernelTable& k = sparse_kernels();
-    parallel_for(args.n, grain(args.k * element_size(args.dtype)), threads,
+    parallel_for(args.n, grain(args.k * float_bytes(args.dtype)), threads,
                  [&](std::int64_t r0, std::int64_t r1) { k.decompress_rows(args, r0, r1); });
 }
 
@@ -92,7 +91,7 @@ void linear_2to4(const Linear24Args& args, int threads) {
         y_staged.resize(static_cast<std::size_t>(m * n));
         y32 = y_staged.data();
     }
-    const std::int64_t row_bytes = kk / 2 * element_size(args.dtype) + (kk + 7) / 8;
+    const std::int64_t row_bytes = kk / 2 * float_bytes(args.dtype) + meta_row_bytes(kk);
     parallel_for(n, grain(row_bytes), threads, [&](std::int64_t n0, std::int64_t n1) {
         if (bf16_kernel) {
             k.linear_bf16_rows(args, y32, n0, n1);

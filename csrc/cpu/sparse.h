@@ -10,7 +10,7 @@
 #include <cstdint>
 #include <string>
 
-#include "cpu/quant.h"  // FloatType
+#include "formats.h"  // FloatType
 
 namespace greenai::cpu {
 

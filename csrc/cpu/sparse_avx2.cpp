@@ -39,7 +39,7 @@ struct Avx2Sparse {
     // The kept pattern of 8 float32 (2 groups): all-ones lanes where kept.
     GREENAI_TARGET static __m256i keep32(__m256i bits) {
         const __m256i key = _mm256_min_epu32(_mm256_and_si256(bits, _mm256_set1_epi32(0x7FFFFFFF)),
-                                             _mm256_set1_epi32(static_cast<int>(kNanKey32)));
+                                             _mm256_set1_epi32(static_cast<int>(kNanKeyF32)));
         const __m256i r1 = _mm256_shuffle_epi32(key, 0x39);  // (i + 1) % 4
         const __m256i r2 = _mm256_shuffle_epi32(key, 0x4E);  // (i + 2) % 4
         const __m256i r3 = _mm256_shuffle_epi32(key, 0x93);  // (i + 3) % 4

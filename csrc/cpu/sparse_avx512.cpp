@@ -49,7 +49,7 @@ struct Avx512Sparse {
     // The kept pattern of 16 float32 (4 groups) as mask bits.
     GREENAI_TARGET static __mmask16 keep32(__m512i bits) {
         const __m512i key = _mm512_min_epu32(_mm512_and_si512(bits, _mm512_set1_epi32(0x7FFFFFFF)),
-                                             _mm512_set1_epi32(static_cast<int>(kNanKey32)));
+                                             _mm512_set1_epi32(static_cast<int>(kNanKeyF32)));
         const __m512i low1 = _mm512_set4_epi32(1, 0, 0, 0);  // set4 lists lanes 3 2 1 0
         const __m512i low2 = _mm512_set4_epi32(1, 1, 0, 0);
         const __m512i low3 = _mm512_set4_epi32(1, 1, 1, 0);
@@ -293,7 +293,7 @@ struct Bf16Direct {
     template <int M>
     GREENAI_TARGET_BF16 static void rows(const Linear24Args& a, const std::uint16_t* x, float* y, std::int64_t n0,
                                          std::int64_t n1) {
-        const std::int64_t k = a.k, meta_row = (k + 7) / 8, body = k / 64 * 64;
+        const std::int64_t k = a.k, meta_row = meta_row_bytes(k), body = k / 64 * 64;
         constexpr int kChains = M <= 4 ? 2 : 1;  // latency of vdpbf16ps: two chains for few rows
         __m512 part[kBlock][M];
         for (std::int64_t r = 0; r < n1 - n0; ++r) {

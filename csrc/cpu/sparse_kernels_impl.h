@@ -24,8 +24,10 @@
 #include <cstring>
 #include <limits>
 
+#include "cpu/elements_impl.h"
 #include "cpu/floatconv.h"
 #include "cpu/sparse_kernels.h"
+#include "formats.h"
 
 #ifndef GREENAI_TARGET
 #error "define GREENAI_TARGET before including sparse_kernels_impl.h"
@@ -36,11 +38,8 @@ namespace {
 
 // --- the 2:4 pattern of one group -----------------------------------------------------------
 
-constexpr std::uint32_t kNanKey32 = 0x7F800001u;
-constexpr std::uint32_t kNanKeyF16 = 0x7C01u;
-constexpr std::uint32_t kNanKeyBF16 = 0x7F81u;
-
-GREENAI_TARGET inline std::uint32_t key32(std::uint32_t bits) { return std::min(bits & 0x7FFFFFFFu, kNanKey32); }
+// Magnitude keys of float32 and of 16-bit elements (the NaN keys kNanKey*: formats.h).
+GREENAI_TARGET inline std::uint32_t key32(std::uint32_t bits) { return std::min(bits & 0x7FFFFFFFu, kNanKeyF32); }
 GREENAI_TARGET inline std::uint32_t key16(std::uint16_t bits, std::uint32_t nan_key) {
     return std::min<std::uint32_t>(bits & 0x7FFFu, nan_key);
 }
@@ -136,17 +135,6 @@ GREENAI_TARGET inline void decompress_group(const T* values, const std::uint8_t*
     d[0] = d[1] = d[2] = d[3] = 0;
     d[nib & 3] = values[2 * g];
     d[nib >> 2] = values[2 * g + 1];
-}
-
-template <FloatType DT>
-GREENAI_TARGET inline float load1(const void* base, std::int64_t i) {
-    if constexpr (DT == FloatType::f32) {
-        return static_cast<const float*>(base)[i];
-    } else if constexpr (DT == FloatType::f16) {
-        return f16_to_float(static_cast<const std::uint16_t*>(base)[i]);
-    } else {
-        return bf16_to_float(static_cast<const std::uint16_t*>(base)[i]);
-    }
 }
 
 template <class S>
@@ -264,7 +252,7 @@ struct SparseKernels {
     template <FloatType DT>
     GREENAI_TARGET static void compress_t(const Sparse24Args& a, std::int64_t r0, std::int64_t r1) {
         using T = std::conditional_t<DT == FloatType::f32, std::uint32_t, std::uint16_t>;
-        const std::int64_t k = a.k, meta_row = (k + 7) / 8;
+        const std::int64_t k = a.k, meta_row = meta_row_bytes(k);
         for (std::int64_t r = r0; r < r1; ++r) {
             const T* dense = static_cast<const T*>(a.dense) + r * k;
             T* values = static_cast<T*>(a.values) + r * (k / 2);
@@ -284,7 +272,7 @@ struct SparseKernels {
 
     template <class T>
     GREENAI_TARGET static void decompress_t(const Sparse24Args& a, std::int64_t r0, std::int64_t r1) {
-        const std::int64_t k = a.k, meta_row = (k + 7) / 8;
+        const std::int64_t k = a.k, meta_row = meta_row_bytes(k);
         for (std::int64_t r = r0; r < r1; ++r) {
             T* dense = static_cast<T*>(const_cast<void*>(a.dense)) + r * k;
             const T* values = static_cast<const T*>(a.values) + r * (k / 2);
@@ -330,7 +318,7 @@ struct SparseKernels {
     template <int M, FloatType DT>
     GREENAI_TARGET static void direct_t(const Linear24Args& a, const float* x, float* y, std::int64_t n0,
                                         std::int64_t n1) {
-        const std::int64_t k = a.k, meta_row = (k + 7) / 8;
+        const std::int64_t k = a.k, meta_row = meta_row_bytes(k);
         const std::int64_t value_bytes = DT == FloatType::f32 ? 4 : 2;
         for (std::int64_t row = n0; row < n1; ++row) {
             const void* values = static_cast<const unsigned char*>(a.values) + row * (k / 2) * value_bytes;

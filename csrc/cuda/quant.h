@@ -1,26 +1,26 @@
 // CUDA quantization kernels: int8 / int4 weight quantize, dequantize and a quantized linear
 // layer for small batches (decode). Formats and arithmetic: src/greenai/ops/reference.py.
 //
-// Plain C++: no CUDA headers here, so bindings.cpp can include it in every build. CMake
+// Plain C++: no CUDA headers here, so bindings_cuda.cpp can include it in every build. CMake
 // compiles exactly one implementation into the module:
-//   - csrc/cuda/quant.cu           (nvcc), or
+//   - csrc/cuda/quantize.cu, dequantize.cu and quantized_linear.cu (nvcc), or
 //   - csrc/cuda/quant_fallback.cpp (CPU-only build: every function throws).
 //
-// Conventions shared by every function:
+// Conventions shared by every function (the constants and rules: csrc/formats.h):
 //   - Pointers are device pointers passed as std::uintptr_t; `stream` is a cudaStream_t as
 //     std::uintptr_t (0 = the legacy default stream). Every kernel is launched on `stream`,
 //     nothing synchronizes, and a failed launch throws std::runtime_error naming the
 //     function and the CUDA error.
-//   - Float dtype codes: 0 = float32, 1 = float16, 2 = bfloat16.
+//   - Float dtype codes: 0 = float32, 1 = float16, 2 = bfloat16 (FloatType).
 //   - `bits` is 8 (codes int8 (n, k)) or 4 (codes uint8 (n, k / 2), two nibbles u = q + 8
 //     per byte: byte 16 * b + i of a row holds element 32 * b + i in its low nibble and
 //     element 32 * b + 16 + i in its high nibble).
-//   - `group`: -1 = one scale for the whole tensor; k = one per row (output channel);
-//     otherwise a divisor of k that is a multiple of 32. Scales are float32 with one value
-//     per (row, group), row-major (n, k / group); zero points int8 in the same layout, or
-//     0 (null) when symmetric.
-//   - Tensors are contiguous row-major; the caller validates shapes (n, k >= 1; for bits 4,
-//     k % 32 == 0 and group % 32 == 0; group divides k).
+//   - `group`: -1 = one scale for the whole tensor (int8 only); k = one per row (output
+//     channel); otherwise a divisor of k that is a multiple of 32. Scales are float32 with
+//     one value per (row, group), row-major (n, k / group); zero points int8 in the same
+//     layout, or 0 (null) when symmetric.
+//   - Tensors are contiguous row-major. Shapes are checked (std::invalid_argument, which
+//     pybind11 raises as ValueError), pointers cannot be.
 #pragma once
 
 #include <cstdint>

@@ -8,70 +8,20 @@
 // grid loops with a grid stride, so any extent the caller validated is covered.
 #include "cuda/sparse.h"
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstdint>
-#include <stdexcept>
-#include <string>
 
+#include "cuda/elements.cuh"
 #include "cuda/launch.cuh"
+#include "formats.h"
 
 namespace greenai::cuda {
 namespace {
 
-using i64 = long long;
-
 constexpr int kThreads = 256;
-constexpr i64 kMaxGrid = i64(1) << 20;  // grid-stride loops cover the rest
-
-void check_launch(const char* fn) {
-    const cudaError_t err = cudaGetLastError();
-    if (err != cudaSuccess) {
-        throw std::runtime_error(std::string("greenai.cuda.") + fn + ": kernel launch failed: " +
-                                 cudaGetErrorName(err) + ": " + cudaGetErrorString(err));
-    }
-}
-
-unsigned grid_for(i64 work, i64 per_block) {
-    return static_cast<unsigned>(std::max<i64>(1, std::min((work + per_block - 1) / per_block, kMaxGrid)));
-}
 
 cudaStream_t as_stream(std::uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
-
-// ---- element types: raw bits, magnitude keys, float conversions ------------------------------
-
-struct F32 {
-    using Bits = unsigned int;
-    __device__ static unsigned key(Bits b) { return min(b & 0x7FFFFFFFu, 0x7F800001u); }
-    __device__ static float to_f(Bits b) { return __uint_as_float(b); }
-    __device__ static Bits from_f(float f) { return __float_as_uint(f); }
-};
-struct F16 {
-    using Bits = unsigned short;
-    __device__ static unsigned key(Bits b) { return min(static_cast<unsigned>(b) & 0x7FFFu, 0x7C01u); }
-    __device__ static float to_f(Bits b) { return __half2float(__ushort_as_half(b)); }
-    __device__ static Bits from_f(float f) { return __half_as_ushort(__float2half_rn(f)); }
-};
-struct BF16 {
-    using Bits = unsigned short;
-    __device__ static unsigned key(Bits b) { return min(static_cast<unsigned>(b) & 0x7FFFu, 0x7F81u); }
-    __device__ static float to_f(Bits b) { return __uint_as_float(static_cast<unsigned>(b) << 16); }
-    __device__ static Bits from_f(float f) { return __bfloat16_as_ushort(__float2bfloat16_rn(f)); }
-};
-
-template <class Fn>
-void by_dtype(int dtype, Fn&& fn) {
-    if (dtype == 0) {
-        fn(F32{});
-    } else if (dtype == 1) {
-        fn(F16{});
-    } else {
-        fn(BF16{});
-    }
-}
 
 // ---- 2:4 pattern -----------------------------------------------------------------------------
 
@@ -218,7 +168,7 @@ void channel_norms(std::uintptr_t w, int dtype, std::int64_t outer, std::int64_t
     if (channels == 0) {
         return;
     }
-    by_dtype(dtype, [&](auto d) {
+    with_dtype(dtype, "channel_norms", [&](auto d) {
         using D = decltype(d);
         launch_kernel(norms_kernel<D>, grid_for(channels, 1), kThreads, 0, as_stream(stream),
             reinterpret_cast<const typename D::Bits*>(w), outer, channels, inner, p, reinterpret_cast<float*>(out));
@@ -232,7 +182,7 @@ void mask_2to4(std::uintptr_t w, int dtype, std::int64_t n, std::int64_t k, std:
     if (groups == 0) {
         return;
     }
-    by_dtype(dtype, [&](auto d) {
+    with_dtype(dtype, "mask_2to4", [&](auto d) {
         using D = decltype(d);
         launch_kernel(mask_kernel<D>, grid_for(groups, kThreads), kThreads, 0, as_stream(stream),
             reinterpret_cast<const typename D::Bits*>(w), groups, reinterpret_cast<bool*>(mask));
@@ -242,11 +192,11 @@ void mask_2to4(std::uintptr_t w, int dtype, std::int64_t n, std::int64_t k, std:
 
 void compress_2to4(std::uintptr_t w, int dtype, std::int64_t n, std::int64_t k, std::uintptr_t values,
                    std::uintptr_t meta, std::uintptr_t stream) {
-    const i64 bytes = n * ((k + 7) / 8);
+    const i64 bytes = n * meta_row_bytes(k);
     if (bytes == 0) {
         return;
     }
-    by_dtype(dtype, [&](auto d) {
+    with_dtype(dtype, "compress_2to4", [&](auto d) {
         using D = decltype(d);
         launch_kernel(compress_kernel<D>, grid_for(bytes, kThreads), kThreads, 0, as_stream(stream),
             reinterpret_cast<const typename D::Bits*>(w), n, k, reinterpret_cast<typename D::Bits*>(values),
@@ -261,7 +211,7 @@ void decompress_2to4(std::uintptr_t values, std::uintptr_t meta, int dtype, std:
     if (groups == 0) {
         return;
     }
-    by_dtype(dtype, [&](auto d) {
+    with_dtype(dtype, "decompress_2to4", [&](auto d) {
         using D = decltype(d);
         launch_kernel(decompress_kernel<D>, grid_for(groups, kThreads), kThreads, 0, as_stream(stream),
             reinterpret_cast<const typename D::Bits*>(values), reinterpret_cast<const std::uint8_t*>(meta), n, k,
@@ -276,7 +226,7 @@ void linear_2to4(std::uintptr_t x, int dtype, std::int64_t m, std::int64_t k, st
     if (m * n == 0) {
         return;
     }
-    by_dtype(dtype, [&](auto d) {
+    with_dtype(dtype, "linear_2to4", [&](auto d) {
         using D = decltype(d);
         launch_kernel(linear_kernel<D>, grid_for(m * n, kThreads / 32), kThreads, 0, as_stream(stream),
             reinterpret_cast<const typename D::Bits*>(x), m, k, reinterpret_cast<const typename D::Bits*>(values),

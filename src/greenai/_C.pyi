@@ -42,9 +42,9 @@ def cuda_driver_version() -> int | None:
 
 # --- quantization kernels (formats: greenai/ops/reference.py; greenai.ops validates first) ---
 # CPU kernels take C-contiguous NumPy arrays (bfloat16 as an int16 view) and check every
-# extent; CUDA kernels take device pointers and a cudaStream_t as integers and check none.
-# dtype codes: 0 float32, 1 float16, 2 bfloat16. group: -1 per tensor, k per row, else a
-# multiple of 32 dividing k.
+# extent; CUDA kernels take device pointers and a cudaStream_t as integers and check their
+# shapes, never their pointers. dtype codes: 0 float32, 1 float16, 2 bfloat16. group: -1 per
+# tensor (int8 only), k per row, else a multiple of 32 dividing k (csrc/formats.h).
 
 cuda_quantize_workspace_bytes: int
 """Bytes of the zeroed scratch buffer ``quantize_cuda`` needs."""

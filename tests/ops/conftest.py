@@ -5,9 +5,9 @@ from collections.abc import Iterator
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
+from simulated_cuda import SIM_STREAM, simulate
 
 from greenai import _C
-from greenai.ops import _cuda
 
 # No example database on disk: CI runs from a clean clone and tests leave no files behind.
 settings.register_profile(
@@ -36,19 +36,19 @@ def cuda_devices() -> list[str]:
 )
 def device(request: pytest.FixtureRequest) -> Iterator[str]:
     """CPU always; "cuda-sim": CPU tensors through the CUDA path, whose kernels run under
-    greenai._cuda_sim (the CUDA sources on a simulator of the CUDA execution model), each
-    launch on the stream greenai passed; CUDA on a machine with a GPU and a CUDA build
-    (marked ``gpu``)."""
+    greenai_cuda_sim (the CUDA sources on a simulator of the CUDA execution model; skipped
+    where it is not built), each launch on the stream greenai passed; CUDA on a machine with
+    a GPU and a CUDA build (marked ``gpu``)."""
     if request.param == "cuda" and not cuda_devices():
         pytest.skip("needs a CUDA GPU and greenai._C built with CUDA")
     if request.param != "cuda-sim":
         yield str(request.param)
         return
-    with _cuda.simulate() as sim:
+    with simulate() as sim:
         sim.take_launches()
         yield "cpu"
         streams = {launch["stream"] for launch in sim.take_launches()}
-    assert streams <= {_cuda.SIM_STREAM}, f"kernels launched on streams {streams}"
+    assert streams <= {SIM_STREAM}, f"kernels launched on streams {streams}"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

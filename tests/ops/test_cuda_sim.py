@@ -1,28 +1,31 @@
-"""The CUDA kernels on greenai._cuda_sim: the simulator itself, and the kernels' paths the
+"""The CUDA kernels on greenai_cuda_sim: the simulator itself, and the kernels' paths the
 device-parametrised tests (``device="cuda-sim"``) do not reach: misaligned and odd-sized
 inputs (scalar paths), block-wide reductions, multi-block per-tensor scales, k-tiling of
 the matmul, every memory access checked against guard pages, and results that do not
 depend on the order blocks and threads run in.
 
-Under :func:`greenai.ops._cuda.simulate` CPU tensors take greenai's CUDA path, so these go
-through the same Python glue as CUDA tensors on a GPU.
+Under :func:`simulated_cuda.simulate` CPU tensors take greenai's CUDA path, so these go
+through the same Python glue as CUDA tensors on a GPU. greenai_cuda_sim is built only with
+``-Ccmake.define.GREENAI_CUDA_SIM=ON``; without it this module is skipped.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
 import torch
+from simulated_cuda import MISSING, SIM_STREAM, simulate
 from test_quant import _assert_linear_close, _code_magnitude
 
-from greenai import _cuda_sim as sim
 from greenai import ops
-from greenai.ops import _cuda, reference
+from greenai.ops import reference
 from greenai.ops import sparse_reference as sref
+
+sim = pytest.importorskip("greenai_cuda_sim", reason=MISSING)
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
@@ -37,12 +40,12 @@ def forward_order() -> Iterator[None]:
 
 @pytest.fixture
 def simulated() -> Iterator[None]:
-    with _cuda.simulate():
+    with simulate():
         sim.take_launches()
         yield
         launches = sim.take_launches()
     assert launches, "no kernel ran on the simulator"
-    assert {launch["stream"] for launch in launches} == {_cuda.SIM_STREAM}
+    assert {launch["stream"] for launch in launches} == {SIM_STREAM}
 
 
 def offset_copy(t: torch.Tensor, elements: int = 1) -> torch.Tensor:
@@ -95,7 +98,7 @@ def test_kernel_bugs_raise(name: str, message: str) -> None:
 
 
 def _selftest_in_child(name: str) -> subprocess.CompletedProcess[bytes]:
-    code = f"from greenai import _cuda_sim; _cuda_sim.selftest({name!r})"
+    code = f"import greenai_cuda_sim; greenai_cuda_sim.selftest({name!r})"
     return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, timeout=120, check=False
     )
@@ -106,7 +109,7 @@ def test_shared_memory_past_the_launch_size_faults() -> None:
     assert proc.returncode == -11, proc.stderr.decode()  # SIGSEGV on the guard page
 
 
-@pytest.mark.skipif(not sim.ubsan, reason="greenai._cuda_sim was built without UBSan")
+@pytest.mark.skipif(not sim.ubsan, reason="greenai_cuda_sim was built without UBSan")
 def test_a_misaligned_vector_store_stops_the_process_under_ubsan() -> None:
     proc = _selftest_in_child("misaligned_store")
     assert proc.returncode != 0
@@ -206,6 +209,27 @@ def test_quantized_linear_paths_match_the_reference(
     y = ops.quantized_linear(x, q, scale, zp, bits=bits, bias=bias)
     wq = ops.dequantize(q, scale, zp, bits=bits)
     _assert_linear_close(y, x, wq, bias, _code_magnitude(q, scale, zp, bits))
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        # int4 per tensor: the format (csrc/formats.h) is int8-only there, as on the CPU
+        (lambda: sim.quantize_cuda(0, 0, 4, 64, 4, -1, True, 0, 0, 0, 0, 0), r"-1 \(int8 only\)"),
+        (lambda: sim.dequantize_cuda(0, 0, 0, 4, 64, 4, -1, 0, 0, 0), r"-1 \(int8 only\)"),
+        (lambda: sim.quantize_cuda(0, 0, 4, 48, 4, 48, True, 0, 0, 0, 0, 0), "int4 needs k"),
+        (lambda: sim.quantized_linear_cuda(0, 0, 1, 64, 0, 0, 0, 0, 4, 8, -1, 0, 0), "group"),
+        (lambda: sim.quantize_cuda(0, 3, 4, 64, 8, 64, True, 0, 0, 0, 0, 0), "dtype code"),
+        (lambda: sim.mask_2to4_cuda(0, 3, 4, 8, 0, 0), "dtype code"),
+        (lambda: sim.linear_2to4_cuda(0, -1, 1, 8, 0, 0, 0, 4, 0, 0), "dtype code"),
+    ],
+)
+def test_the_cuda_bindings_reject_what_the_formats_rule_out(
+    call: Callable[[], None], message: str
+) -> None:
+    # checked before any launch, so the null pointers are never touched
+    with pytest.raises(ValueError, match=message):
+        call()
 
 
 # --- every access checked against guard pages ----------------------------------------------
@@ -335,7 +359,7 @@ def test_a_quantized_model_gives_the_same_outputs_on_the_cuda_path(bits: int) ->
     qmodel, _ = quantize(model, bits=bits, group_size=32)
     with torch.no_grad():
         on_cpu = qmodel(x)
-        with _cuda.simulate() as simulator:
+        with simulate() as simulator:
             simulator.take_launches()
             on_cuda_path = qmodel(x)
             assert len(simulator.take_launches()) == 2  # one quantized_linear per layer
@@ -354,7 +378,7 @@ def test_sparse_and_pruned_models_come_out_the_same_on_the_cuda_path() -> None:
     _, want = prune_channels(model, 0.5, example_inputs=x)
     with torch.no_grad():
         on_cpu = smodel(x)
-        with _cuda.simulate() as simulator:
+        with simulate() as simulator:
             simulator.take_launches()
             on_cuda_path = smodel(x)
             assert len(simulator.take_launches()) == 2  # one linear_2to4 per layer

@@ -6,9 +6,12 @@ Needs the extension built (``pip install --no-build-isolation -e . -Cbuild-dir=b
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
 import re
 import shutil
 import subprocess
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -138,6 +141,20 @@ def test_no_dynamic_cudart_dependency(native: ModuleType) -> None:
     assert needed, f"ldd printed nothing for {native.__file__}"
     cudart = [lib for lib in needed if lib.startswith(("libcudart", "libcuda."))]
     assert not cudart, f"greenai._C links CUDA dynamically: {cudart} (ldd: {output})"
+
+
+def test_no_test_only_code_ships_in_the_package(native: ModuleType) -> None:
+    # The CUDA simulator is greenai_cuda_sim, a top-level test module built only with
+    # GREENAI_CUDA_SIM=ON (testing/cuda_sim/): never inside greenai, and greenai._C itself
+    # is built without sanitizers.
+    assert native.__file__ is not None
+    assert importlib.util.find_spec("greenai._cuda_sim") is None
+    here = Path(native.__file__)
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    extensions = [p.name for p in here.parent.iterdir() if p.name.endswith(suffixes)]
+    assert extensions == [here.name]
+    if shutil.which("ldd") is not None:
+        assert "libubsan" not in _ldd(str(here))
 
 
 def test_cuda_runtime_symbols_not_exported(native: ModuleType) -> None:

@@ -1,69 +1,67 @@
-"""Where the kernels for CUDA tensors come from, and the seam that lets tests run them on CPU.
+"""Where the kernels of CUDA tensors run: the one seam between greenai.ops and the CUDA kernels.
 
-Normally ``greenai._C``'s ``*_cuda`` functions run CUDA tensors' kernels on the tensor's
-device and its current stream. Inside :func:`simulate` (tests only), CPU tensors take that
-same path through ``greenai._cuda_sim``: the same CUDA sources compiled for the CPU and run
-under a simulator of the CUDA execution model (``csrc/cuda/sim/sim.h``), so the Python glue
-and the kernels are checked on machines without a GPU.
+:data:`backend` answers the CUDA path's four questions: does a tensor take it, which module's
+``*_cuda`` functions run the kernels, which stream to launch on, and which device to make
+current. In greenai it is :class:`GpuBackend`: ``greenai._C``'s kernels on a CUDA tensor's
+device and its current stream. Tests put another :class:`CudaBackend` here (the CPU simulator
+of ``testing/cuda_sim/``, see ``tests/ops/conftest.py``), so the Python glue and the kernels
+are checked on machines without a GPU.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from greenai import _C
 
-SIM_STREAM = 0x51D0
-"""The stream handle passed to the kernels under :func:`simulate` (every launch must use it)."""
 
-_BUILT_WITH_CUDA = _C.build_info()["cuda"]
-_simulator: ModuleType | None = None
+class CudaBackend(Protocol):
+    """What the CUDA path of :mod:`greenai.ops._native` and ``_native_sparse`` calls."""
 
+    def takes(self, t: torch.Tensor) -> bool:
+        """Whether ``t``'s kernels run on this backend (else on the CPU kernels)."""
+        ...
 
-def takes_cuda_path(t: torch.Tensor) -> bool:
-    return t.is_cuda or _simulator is not None
+    def kernels(self) -> Any:
+        """The module whose ``*_cuda`` functions (``greenai._C``'s signatures) run them."""
+        ...
 
+    def stream(self, t: torch.Tensor) -> int:
+        """The stream handle to launch ``t``'s kernels on."""
+        ...
 
-def kernels() -> Any:
-    """The module whose ``*_cuda`` functions run the kernels."""
-    if _simulator is not None:
-        return _simulator
-    if not _BUILT_WITH_CUDA:
-        raise RuntimeError(
-            "greenai._C was built without CUDA, so greenai's native ops cannot run on CUDA "
-            "tensors; reinstall greenai with nvcc on PATH (GREENAI_CUDA=ON makes a missing "
-            "nvcc an error)"
-        )
-    return _C
+    def on_device(self, t: torch.Tensor) -> contextlib.AbstractContextManager[Any]:
+        """A context in which ``t``'s device is the current one for the launches."""
+        ...
 
 
-def stream(t: torch.Tensor) -> int:
-    if _simulator is not None:
-        return SIM_STREAM
-    return int(torch.cuda.current_stream(t.device).cuda_stream)
+class GpuBackend:
+    """``greenai._C``'s CUDA kernels, on a CUDA tensor's GPU and its current stream."""
+
+    def __init__(self) -> None:
+        self._built_with_cuda = bool(_C.build_info()["cuda"])
+
+    def takes(self, t: torch.Tensor) -> bool:
+        return t.is_cuda
+
+    def kernels(self) -> Any:
+        if not self._built_with_cuda:
+            raise RuntimeError(
+                "greenai._C was built without CUDA, so greenai's native ops cannot run on CUDA "
+                "tensors; reinstall greenai with nvcc on PATH (GREENAI_CUDA=ON makes a missing "
+                "nvcc an error)"
+            )
+        return _C
+
+    def stream(self, t: torch.Tensor) -> int:
+        return int(torch.cuda.current_stream(t.device).cuda_stream)
+
+    def on_device(self, t: torch.Tensor) -> contextlib.AbstractContextManager[Any]:
+        return torch.cuda.device(t.device)
 
 
-def on_device(t: torch.Tensor) -> contextlib.AbstractContextManager[Any]:
-    """Makes ``t``'s GPU the current one for the launches."""
-    if _simulator is not None:
-        return contextlib.nullcontext()
-    return torch.cuda.device(t.device)
-
-
-@contextlib.contextmanager
-def simulate() -> Iterator[ModuleType]:
-    """Send CPU tensors through the CUDA path, with ``greenai._cuda_sim``'s kernels."""
-    global _simulator
-    from greenai import _cuda_sim
-
-    before = _simulator
-    _simulator = _cuda_sim
-    try:
-        yield _cuda_sim
-    finally:
-        _simulator = before
+backend: CudaBackend = GpuBackend()
+"""The backend of the CUDA path, read at every call."""

@@ -56,12 +56,13 @@ def quantize(
     shape = reference.scale_shape((n, k), group)
     scale = torch.empty(shape, dtype=torch.float32, device=w.device)
     zero_point = None if symmetric else torch.empty(shape, dtype=torch.int8, device=w.device)
-    if _cuda.takes_cuda_path(w):
+    cuda = _cuda.backend
+    if cuda.takes(w):
         workspace = torch.zeros(
-            _cuda.kernels().cuda_quantize_workspace_bytes, dtype=torch.uint8, device=w.device
+            cuda.kernels().cuda_quantize_workspace_bytes, dtype=torch.uint8, device=w.device
         )
-        with _cuda.on_device(w):
-            _cuda.kernels().quantize_cuda(
+        with cuda.on_device(w):
+            cuda.kernels().quantize_cuda(
                 w.data_ptr(),
                 _DTYPE_CODES[w.dtype],
                 n,
@@ -73,7 +74,7 @@ def quantize(
                 scale.data_ptr(),
                 0 if zero_point is None else zero_point.data_ptr(),
                 workspace.data_ptr(),
-                _cuda.stream(w),
+                cuda.stream(w),
             )
         bad = bool(workspace[:4].view(torch.int32).item())
         where = ""
@@ -109,9 +110,10 @@ def dequantize(
     dtype: torch.dtype,
 ) -> torch.Tensor:
     out = _empty((n, k), dtype, q.device)
-    if _cuda.takes_cuda_path(q):
-        with _cuda.on_device(q):
-            _cuda.kernels().dequantize_cuda(
+    cuda = _cuda.backend
+    if cuda.takes(q):
+        with cuda.on_device(q):
+            cuda.kernels().dequantize_cuda(
                 q.data_ptr(),
                 scale.data_ptr(),
                 0 if zero_point is None else zero_point.data_ptr(),
@@ -121,7 +123,7 @@ def dequantize(
                 group,
                 out.data_ptr(),
                 _DTYPE_CODES[dtype],
-                _cuda.stream(q),
+                cuda.stream(q),
             )
     else:
         _C.dequantize_cpu(
@@ -155,12 +157,13 @@ def quantized_linear(
     if m == 0:
         return torch.empty((0, n), dtype=x.dtype, device=x.device)
     bias32 = None if bias is None else bias.to(torch.float32).contiguous()
-    if _cuda.takes_cuda_path(x):
+    cuda = _cuda.backend
+    if cuda.takes(x):
         if m > LARGE_BATCH_CUDA:
             return _tiled_cuda(x, q, scale, zero_point, bias32, n, k, bits, group)
         y = torch.empty((m, n), dtype=x.dtype, device=x.device)
-        with _cuda.on_device(x):
-            _cuda.kernels().quantized_linear_cuda(
+        with cuda.on_device(x):
+            cuda.kernels().quantized_linear_cuda(
                 x.data_ptr(),
                 _DTYPE_CODES[x.dtype],
                 m,
@@ -173,7 +176,7 @@ def quantized_linear(
                 bits,
                 group,
                 y.data_ptr(),
-                _cuda.stream(x),
+                cuda.stream(x),
             )
         return y
     y = _empty((m, n), x.dtype, x.device)

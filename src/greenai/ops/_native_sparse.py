@@ -38,9 +38,10 @@ def _norm_layout(shape: tuple[int, ...], dim: int) -> tuple[int, int, int]:
 def channel_norms(w: torch.Tensor, p: int, dim: int) -> torch.Tensor:
     outer, channels, inner = _norm_layout(tuple(w.shape), dim)
     out = torch.empty(channels, dtype=torch.float32, device=w.device)
-    if _cuda.takes_cuda_path(w):
-        with _cuda.on_device(w):
-            _cuda.kernels().channel_norms_cuda(
+    cuda = _cuda.backend
+    if cuda.takes(w):
+        with cuda.on_device(w):
+            cuda.kernels().channel_norms_cuda(
                 w.data_ptr(),
                 _DTYPE_CODES[w.dtype],
                 outer,
@@ -48,7 +49,7 @@ def channel_norms(w: torch.Tensor, p: int, dim: int) -> torch.Tensor:
                 inner,
                 p,
                 out.data_ptr(),
-                _cuda.stream(w),
+                cuda.stream(w),
             )
     else:
         _C.channel_norms_cpu(
@@ -60,10 +61,11 @@ def channel_norms(w: torch.Tensor, p: int, dim: int) -> torch.Tensor:
 def mask_2to4(w: torch.Tensor) -> torch.Tensor:
     n, k = w.shape
     mask = _empty((n, k), torch.bool, w.device)
-    if _cuda.takes_cuda_path(w):
-        with _cuda.on_device(w):
-            _cuda.kernels().mask_2to4_cuda(
-                w.data_ptr(), _DTYPE_CODES[w.dtype], n, k, mask.data_ptr(), _cuda.stream(w)
+    cuda = _cuda.backend
+    if cuda.takes(w):
+        with cuda.on_device(w):
+            cuda.kernels().mask_2to4_cuda(
+                w.data_ptr(), _DTYPE_CODES[w.dtype], n, k, mask.data_ptr(), cuda.stream(w)
             )
     else:
         _C.mask_2to4_cpu(_np(w), _DTYPE_CODES[w.dtype], n, k, _np(mask), _threads())
@@ -75,10 +77,11 @@ def compress_2to4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     values = _empty((n, k // 2), w.dtype, w.device)
     meta = _empty((n, (k + 7) // 8), torch.uint8, w.device)
     code = _DTYPE_CODES[w.dtype]
-    if _cuda.takes_cuda_path(w):
-        with _cuda.on_device(w):
-            _cuda.kernels().compress_2to4_cuda(
-                w.data_ptr(), code, n, k, values.data_ptr(), meta.data_ptr(), _cuda.stream(w)
+    cuda = _cuda.backend
+    if cuda.takes(w):
+        with cuda.on_device(w):
+            cuda.kernels().compress_2to4_cuda(
+                w.data_ptr(), code, n, k, values.data_ptr(), meta.data_ptr(), cuda.stream(w)
             )
     else:
         _C.compress_2to4_cpu(_np(w), code, n, k, _np(values), _np(meta), _threads())
@@ -93,10 +96,11 @@ def decompress_2to4(
     if out is None:
         out = _empty((n, k), values.dtype, values.device)
     code = _DTYPE_CODES[values.dtype]
-    if _cuda.takes_cuda_path(values):
-        with _cuda.on_device(values):
-            _cuda.kernels().decompress_2to4_cuda(
-                values.data_ptr(), meta.data_ptr(), code, n, k, out.data_ptr(), _cuda.stream(values)
+    cuda = _cuda.backend
+    if cuda.takes(values):
+        with cuda.on_device(values):
+            cuda.kernels().decompress_2to4_cuda(
+                values.data_ptr(), meta.data_ptr(), code, n, k, out.data_ptr(), cuda.stream(values)
             )
     else:
         _C.decompress_2to4_cpu(_np(values), _np(meta), code, n, k, _np(out), _threads())
@@ -114,9 +118,10 @@ def linear_2to4(
         return _tiled(x, values, meta, bias32)
     y = _empty((m, n), x.dtype, x.device)
     code = _DTYPE_CODES[x.dtype]
-    if _cuda.takes_cuda_path(x):
-        with _cuda.on_device(x):
-            _cuda.kernels().linear_2to4_cuda(
+    cuda = _cuda.backend
+    if cuda.takes(x):
+        with cuda.on_device(x):
+            cuda.kernels().linear_2to4_cuda(
                 x.data_ptr(),
                 code,
                 m,
@@ -126,7 +131,7 @@ def linear_2to4(
                 0 if bias32 is None else bias32.data_ptr(),
                 n,
                 y.data_ptr(),
-                _cuda.stream(x),
+                cuda.stream(x),
             )
     else:
         _C.linear_2to4_cpu(
@@ -147,7 +152,7 @@ def linear_2to4(
 def _large_batch(x: torch.Tensor) -> int:
     native_bf16 = (
         x.dtype == torch.bfloat16
-        and not _cuda.takes_cuda_path(x)
+        and not _cuda.backend.takes(x)
         and _C.sparse_cpu_isa() == "avx512_bf16"
     )
     return LARGE_BATCH_BF16 if native_bf16 else LARGE_BATCH

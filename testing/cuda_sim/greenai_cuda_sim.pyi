@@ -1,5 +1,5 @@
-"""Type stubs for greenai._cuda_sim: greenai._C's CUDA kernels compiled for the CPU and run
-under the simulator of csrc/cuda/sim/sim.h (tests only). Pointers are CPU addresses."""
+"""Type stubs for greenai_cuda_sim: greenai._C's CUDA kernels compiled for the CPU and run
+under the simulator of testing/cuda_sim/sim.h (tests only). Pointers are CPU addresses."""
 
 from typing import Literal, TypedDict, type_check_only
 
@@ -31,7 +31,7 @@ def take_launches() -> list[LaunchRecord]:
     """The launches since the last call, oldest first."""
 
 def selftest(name: str) -> list[int]:
-    """Run one of the simulator's planted-bug kernels (csrc/cuda/sim/selftest.h)."""
+    """Run one of the simulator's planted-bug kernels (testing/cuda_sim/selftest.h)."""
 
 class GuardedBuffer:
     """Bytes next to a PROT_NONE page: an access past them faults."""

@@ -1,6 +1,6 @@
 // Kernels with planted bugs (and their correct twins) that show what the simulator catches;
-// tests/ops/test_cuda_sim.py runs them through greenai._cuda_sim.selftest(name).
-#include "cuda/sim/selftest.h"
+// tests/ops/test_cuda_sim.py runs them through greenai_cuda_sim.selftest(name).
+#include "cuda_sim/selftest.h"
 
 #include <cuda_runtime.h>
 

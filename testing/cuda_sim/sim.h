@@ -1,6 +1,6 @@
 // greenai's CUDA simulator: the CUDA kernels of csrc/cuda/*.cu compiled as C++ and run on the
 // CPU under the CUDA execution model, so their indexing, vector paths, shared memory, warp
-// shuffles and barriers are tested on machines without a GPU (greenai._cuda_sim).
+// shuffles and barriers are tested on machines without a GPU (greenai_cuda_sim).
 //
 // The model: blocks run one after another (in forward, reverse or random order); inside a
 // block every CUDA thread is a fiber with its own stack, and fibers switch only at
@@ -17,7 +17,7 @@
 // __launch_bounds__ (ignored).
 //
 // The .cu files include <cuda_runtime.h>, <cuda_fp16.h> and <cuda_bf16.h>; with
-// csrc/cuda/sim/include first on the include path those resolve to this header.
+// testing/cuda_sim/include first on the include path those resolve to this header.
 #pragma once
 
 #include <math.h>

@@ -1,4 +1,4 @@
-// What greenai._cuda_sim's Python side controls and reads of the simulator (sim.h): the
+// What greenai_cuda_sim's Python side controls and reads of the simulator (sim.h): the
 // order blocks and threads run in, the record of launches, and buffers with a guard page.
 #pragma once
 

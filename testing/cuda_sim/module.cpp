@@ -1,6 +1,7 @@
-// greenai._cuda_sim: the CUDA kernels under the CPU simulator (sim.h), with the same
-// bindings as greenai._C's *_cuda functions (bindings_cuda.cpp) plus the simulator's
-// controls. For tests: pointers are plain CPU addresses here.
+// greenai_cuda_sim: the CUDA kernels under the CPU simulator (sim.h), with the same
+// bindings as greenai._C's *_cuda functions (csrc/bindings_cuda.cpp) plus the simulator's
+// controls. Test-only: built with -Ccmake.define.GREENAI_CUDA_SIM=ON, never part of greenai's
+// package. Pointers are plain CPU addresses here.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -8,16 +9,16 @@
 #include <string>
 
 #include "bindings_cuda.h"
-#include "cuda/sim/control.h"
-#include "cuda/sim/selftest.h"
+#include "cuda_sim/control.h"
+#include "cuda_sim/selftest.h"
 
 namespace py = pybind11;
 namespace sim = greenai::cuda_sim;
 
-PYBIND11_MODULE(_cuda_sim, m) {
+PYBIND11_MODULE(greenai_cuda_sim, m) {
     m.doc() =
         "greenai's CUDA kernels compiled for the CPU and run under a simulator of the CUDA\n"
-        "execution model (csrc/cuda/sim/sim.h), for tests on machines without a GPU.";
+        "execution model (testing/cuda_sim/sim.h), for greenai's tests on machines without a GPU.";
 
     greenai::bind_cuda_kernels(m);
 
@@ -60,7 +61,7 @@ PYBIND11_MODULE(_cuda_sim, m) {
         "The launches since the last call (grid, block, smem bytes, stream), oldest first.");
 
     m.def("selftest", &sim::selftest, py::arg("name"),
-          "Run one of the simulator's planted-bug kernels (csrc/cuda/sim/selftest.h).");
+          "Run one of the simulator's planted-bug kernels (testing/cuda_sim/selftest.h).");
 
     py::class_<sim::GuardedBuffer>(m, "GuardedBuffer", py::buffer_protocol(),
                                    "Bytes next to a PROT_NONE page: an access past them faults.")

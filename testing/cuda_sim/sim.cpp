@@ -1,5 +1,5 @@
-// The fiber scheduler behind csrc/cuda/sim/sim.h (see its file comment for the model).
-#include "cuda/sim/sim.h"
+// The fiber scheduler behind testing/cuda_sim/sim.h (see its file comment for the model).
+#include "cuda_sim/sim.h"
 
 #include <sys/mman.h>
 #include <ucontext.h>
@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "cuda/sim/control.h"
+#include "cuda_sim/control.h"
 
 namespace greenai::cuda_sim {
 

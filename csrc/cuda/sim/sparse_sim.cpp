@@ -1,2 +1,0 @@
-// csrc/cuda/sparse.cu compiled as C++ for greenai._cuda_sim (see sim.h).
-#include "cuda/sparse.cu"
