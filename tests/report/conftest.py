@@ -1,11 +1,12 @@
-"""A ``torch.distributed`` job result built by hand, for the report tests.
+"""Results shared by the report tests: a ``torch.distributed`` job built by hand, and the
+simulated training run of the HTML tests (``trained``) with its rendered ``page``.
 
-Two nodes, four ranks: ranks 0 and 1 on ``host-a`` share its GPU 0 (and read its
-RAPL package), rank 2 on the second node meters that node's GPU 3 (its only
-visible GPU, which it calls ``gpu0``), and rank 3 never reported, so the job is
-partial. The job's devices: host-a/gpu0 3,000 J, host-a/cpu0 1,000 J, <b>/gpu3
-4,000 J, <b>/cpu0 2,000 J: 10,000 J in all, 4,000 J (40 %) on host-a and 6,000 J
-(60 %) on the second node, whose name the tests choose (to try escaping).
+The job has two nodes and four ranks: ranks 0 and 1 on ``host-a`` share its GPU 0 (and read
+its RAPL package), rank 2 on the second node meters that node's GPU 3 (its only visible GPU,
+which it calls ``gpu0``), and rank 3 never reported, so the job is partial. The job's
+devices: host-a/gpu0 3,000 J, host-a/cpu0 1,000 J, <b>/gpu3 4,000 J, <b>/cpu0 2,000 J:
+10,000 J in all, 4,000 J (40 %) on host-a and 6,000 J (60 %) on the second node, whose name
+the tests choose (to try escaping).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
+from html_pages import train
 
+from greenai.report.html import render_html
 from greenai.tracking.result import Result
 
 START = 1_700_000_000.0
@@ -131,3 +134,15 @@ def build_job(
 def make_job() -> Callable[..., Result]:
     """:func:`build_job`: a two-node, four-rank job result, one rank missing."""
     return build_job
+
+
+@pytest.fixture(scope="module")
+def trained() -> Result:
+    """The simulated training run of html_pages.py, accounted (built once per test file)."""
+    return train()
+
+
+@pytest.fixture(scope="module")
+def page(trained: Result) -> str:
+    """The HTML report of ``trained``."""
+    return render_html(trained)

@@ -1,87 +1,30 @@
-"""The Prometheus exporter against real HTTP: scrapes on loopback, a Pushgateway stand-in,
-and a multiprocess directory shared by real processes; the tracker runs on simulated GPUs."""
+"""The Prometheus exporter serving scrapes on loopback, against real HTTP, while the tracker
+runs on simulated GPUs; and its arguments, checked up front.
+"""
 
 from __future__ import annotations
 
-import http.server
 import math
 import os
 import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.parse
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.samples import Sample
+from prometheus_scrapes import HOST, IDLE_W, LAG_J, MAX_W, UPDATE_S, Scrape, gpu, scrape
 
 from greenai.accounting.carbon import accountant
 from greenai.accounting.settings import resolve_settings
 from greenai.core.errors import OutputWarning
 from greenai.report.prometheus import PrometheusExporter
 from greenai.report.prometheus_serving import MULTIPROC_ENV
-from greenai.sim import SimulatedGPU, simulated_nvml
+from greenai.sim import simulated_nvml
 from greenai.tracking.meter import Meter
 from greenai.tracking.result import Snapshot
-
-HOST = socket.gethostname()
-UPDATE_S = 0.05
-IDLE_W, MAX_W = 70.0, 700.0
-# The final figures are the run's result's, unless a snapshot during the run went
-# past them (counters never go down): a snapshot counts from the first sample, not
-# from the start boundary corrected for counter staleness, and extrapolates at the
-# last power; a counter update and a sample period (0.1 s each here) at most.
-LAG_J = MAX_W * 0.2
-
-
-def _gpu() -> SimulatedGPU:
-    # power readings average over 0.1 s (not 1 s), so a load change shows within a scrape
-    return SimulatedGPU(idle_w=IDLE_W, max_w=MAX_W, power_window_s=0.1)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Scrape:
-    """Samples of one exposition text."""
-
-    samples: list[Sample]
-
-    @classmethod
-    def parse(cls, text: str) -> Scrape:
-        return cls([s for f in text_string_to_metric_families(text) for s in f.samples])
-
-    def series(self, name: str, **labels: str) -> list[Sample]:
-        return [
-            s
-            for s in self.samples
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-        ]
-
-    def get(self, name: str, **labels: str) -> float:
-        found = self.series(name, **labels)
-        assert len(found) == 1, f"{name} {labels}: {found}"
-        return found[0].value
-
-    def by_device(self, name: str, **labels: str) -> dict[str, float]:
-        return {s.labels["device"]: s.value for s in self.series(name, **labels)}
-
-
-def scrape(port: int | None) -> Scrape:
-    assert port
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        return Scrape.parse(response.read().decode())
 
 
 def _updater_threads() -> list[threading.Thread]:
@@ -90,7 +33,7 @@ def _updater_threads() -> list[threading.Thread]:
 
 def test_live_scrape_follows_the_run() -> None:
     exporter = PrometheusExporter(0, addr="127.0.0.1", update_interval_s=UPDATE_S)
-    with simulated_nvml([_gpu(), _gpu()]) as sim:
+    with simulated_nvml([gpu(), gpu()]) as sim:
         with Meter("train", gpus=[0, 1], cpu=False, dram=False, observers=[exporter]) as run:
             assert exporter.port
             sim.set_load(0, 1.0)
@@ -144,7 +87,7 @@ def test_live_scrape_follows_the_run() -> None:
 
 def test_counters_never_decrease_between_scrapes() -> None:
     exporter = PrometheusExporter(0, addr="127.0.0.1", update_interval_s=UPDATE_S)
-    with simulated_nvml([_gpu(), _gpu()]) as sim:
+    with simulated_nvml([gpu(), gpu()]) as sim:
         with Meter("mono", gpus=[0, 1], cpu=False, dram=False, observers=[exporter]) as run:
             sim.set_load(1, 0.5)
             with run.step():
@@ -220,7 +163,7 @@ def test_a_falling_energy_figure_holds_the_counter() -> None:
 def test_co2_is_each_devices_share_of_the_accounted_run() -> None:
     settings = resolve_settings(intensity_g_per_kwh=400)
     exporter = PrometheusExporter(0, addr="127.0.0.1", update_interval_s=UPDATE_S)
-    with simulated_nvml([_gpu(), _gpu()]) as sim:
+    with simulated_nvml([gpu(), gpu()]) as sim:
         with Meter(
             "carbon",
             gpus=[0, 1],
@@ -249,7 +192,7 @@ def test_co2_is_each_devices_share_of_the_accounted_run() -> None:
 
 def test_sequential_runs_share_the_server() -> None:
     first = PrometheusExporter(0, addr="127.0.0.1", update_interval_s=UPDATE_S)
-    with simulated_nvml([_gpu()]) as sim:
+    with simulated_nvml([gpu()]) as sim:
         with Meter("first", gpus=[0], cpu=False, dram=False, observers=[first]):
             sim.compute(0.2)
         first_j = scrape(first.port).get("greenai_energy_joules_total", run="first")
@@ -276,7 +219,7 @@ def test_a_failing_snapshot_warns_once_and_the_run_goes_on(
         raise RuntimeError("boom")
 
     exporter = PrometheusExporter(0, addr="127.0.0.1", update_interval_s=UPDATE_S)
-    with simulated_nvml([_gpu()]) as sim:
+    with simulated_nvml([gpu()]) as sim:
         with pytest.warns(OutputWarning, match=r"update failed \(RuntimeError: boom\)") as caught:
             with Meter("flaky", gpus=[0], cpu=False, dram=False, observers=[exporter]) as run:
                 monkeypatch.setattr(run, "snapshot", broken)
@@ -294,7 +237,7 @@ def test_a_busy_port_warns_and_the_run_goes_on() -> None:
         busy.listen()
         port = busy.getsockname()[1]
         exporter = PrometheusExporter(port, addr="127.0.0.1", update_interval_s=UPDATE_S)
-        with simulated_nvml([_gpu()]) as sim:
+        with simulated_nvml([gpu()]) as sim:
             with pytest.warns(OutputWarning, match=f"cannot serve .* on 127.0.0.1:{port}"):
                 with Meter("busy", gpus=[0], cpu=False, dram=False, observers=[exporter]) as run:
                     sim.compute(0.1)
@@ -305,7 +248,7 @@ def test_a_busy_port_warns_and_the_run_goes_on() -> None:
 
 def test_other_labels_on_a_shared_port_warn() -> None:
     first = PrometheusExporter(0, addr="127.0.0.1", labels={"team": "a"})
-    with simulated_nvml([_gpu()]):
+    with simulated_nvml([gpu()]):
         with Meter("a", gpus=[0], cpu=False, dram=False, observers=[first]):
             pass
         other = PrometheusExporter(first.port, addr="127.0.0.1", labels={"cluster": "b"})
@@ -314,95 +257,6 @@ def test_other_labels_on_a_shared_port_warn() -> None:
                 pass
     assert other.port is None
     assert scrape(first.port).series("greenai_run_partial", run="a", team="a")
-
-
-# ----------------------------------------------------------------- push
-
-
-@dataclass
-class Gateway:
-    """A Pushgateway stand-in that records each request's method, path and body."""
-
-    url: str
-    requests: list[tuple[str, str, str]]
-
-
-@pytest.fixture
-def gateway() -> Iterator[Gateway]:
-    requests: list[tuple[str, str, str]] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_PUT(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-            requests.append((self.command, self.path, body))
-            self.send_response(200)
-            self.end_headers()
-
-        do_POST = do_PUT
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield Gateway(f"127.0.0.1:{server.server_address[1]}", requests)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
-def test_push_at_the_end_and_on_interval(gateway: Gateway) -> None:
-    exporter = PrometheusExporter(
-        push_gateway=gateway.url,
-        push_interval_s=0.1,
-        update_interval_s=UPDATE_S,
-        labels={"team": "ml"},
-    )
-    with simulated_nvml([_gpu(), _gpu()]) as sim:
-        # another run in the same registry must not be pushed in this run's group
-        with Meter("other", gpus=[0], cpu=False, dram=False, observers=[exporter]):
-            pass
-        with Meter("train/a", gpus=[0, 1], cpu=False, dram=False, observers=[exporter]) as run:
-            sim.compute(0.4, gpu=0)
-    assert run.result.metadata["prometheus"] == {"port": None, "push_gateway": gateway.url}
-    paths = {path for _, path, _ in gateway.requests}
-    # the grouping key in prometheus_client's order; a value with "/" goes in base64
-    expected = (
-        f"/metrics/job/greenai/node/{urllib.parse.quote_plus(HOST)}"
-        "/rank/0/run@base64/dHJhaW4vYQ==/team/ml"
-    )
-    assert expected in paths
-    pushes = [(m, body) for m, path, body in gateway.requests if path == expected]
-    assert len(pushes) >= 3  # some while running, the last at the end
-    assert {m for m, _ in pushes} == {"PUT"}
-    last = Scrape.parse(pushes[-1][1])
-    assert {s.labels["run"] for s in last.samples if "run" in s.labels} == {"train/a"}
-    pushed = last.by_device("greenai_energy_joules_total", team="ml")
-    assert pushed.keys() == run.result.energy_by_device_j.keys()
-    for device, energy_j in run.result.energy_by_device_j.items():
-        # the result's exact figure, unless a snapshot had already gone past it
-        assert energy_j <= pushed[device] <= energy_j + LAG_J
-    assert last.get("greenai_run_duration_seconds") == pytest.approx(
-        run.result.duration_s, abs=0.05
-    )
-
-
-def test_an_unreachable_gateway_warns_once() -> None:
-    exporter = PrometheusExporter(
-        push_gateway=f"127.0.0.1:{_free_port()}", push_interval_s=0.05, update_interval_s=0.05
-    )
-    with simulated_nvml([_gpu()]) as sim:
-        with pytest.warns(OutputWarning, match="push failed") as caught:
-            with Meter("lonely", gpus=[0], cpu=False, dram=False, observers=[exporter]) as run:
-                sim.compute(0.2)
-    assert len(caught) == 1
-    # the pushes while running failed already; the final one is only warned about
-    (problem,) = run.result.metadata["prometheus"]["problems"]
-    assert problem.startswith("push: URLError")
-    assert run.result.energy_j > 0
 
 
 # ----------------------------------------------------------------- arguments
@@ -456,82 +310,3 @@ def test_multiprocess_dir_needs_the_variable_before_prometheus_client(
     monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
     with pytest.raises(ValueError, match=f"{MULTIPROC_ENV} was set after the process imported"):
         PrometheusExporter(0, multiprocess_dir=tmp_path)
-
-
-# ----------------------------------------------------------------- multiprocess
-
-WORKER = """
-import sys, time
-from pathlib import Path
-from greenai.report.prometheus import PrometheusExporter
-from greenai.sim import SimulatedGPU, simulated_nvml
-from greenai.tracking.meter import Meter
-
-mp_dir, stop = sys.argv[1], Path(sys.argv[2])
-exporter = PrometheusExporter(0, addr="127.0.0.1", multiprocess_dir=mp_dir, update_interval_s=0.05)
-with simulated_nvml([SimulatedGPU(power_window_s=0.1)]) as sim:
-    with Meter("job", gpus=[0], cpu=False, dram=False, observers=[exporter]) as run:
-        print("PORT", exporter.port, flush=True)
-        sim.set_load(0, 1.0)
-        while not stop.exists():
-            with run.step():
-                time.sleep(0.02)
-print("ENERGY", run.result.energy_j, flush=True)
-"""
-
-
-def _start_rank(rank: int, mp_dir: Path, stop: Path) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TORCHELASTIC"))}
-    env.pop(MULTIPROC_ENV, None)  # the exporter sets it, before prometheus_client is imported
-    env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
-    return subprocess.Popen(
-        [sys.executable, "-c", WORKER, str(mp_dir), str(stop)],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-
-
-def test_multiprocess_directory_served_by_local_rank_0(tmp_path: Path) -> None:
-    mp_dir = tmp_path / "metrics"
-    stops = [tmp_path / "stop0", tmp_path / "stop1"]
-    ranks = [_start_rank(r, mp_dir, stops[r]) for r in (0, 1)]
-    try:
-        assert ranks[1].stdout is not None
-        assert ranks[1].stdout.readline().split() == ["PORT", "None"]  # only local rank 0 serves
-        assert ranks[0].stdout is not None
-        port = int(ranks[0].stdout.readline().split()[1])
-        deadline = time.monotonic() + 20
-        while True:
-            seen = scrape(port)
-            energy = {
-                s.labels["rank"]: s.value
-                for s in seen.series("greenai_energy_joules_total", run="job", device="gpu0")
-            }
-            steps = {s.labels["rank"]: s.value for s in seen.series("greenai_steps_total")}
-            if len(energy) == len(steps) == 2 and min(*energy.values(), *steps.values()) > 0:
-                break
-            assert time.monotonic() < deadline, f"both ranks' series never appeared: {energy}"
-            time.sleep(0.1)
-        assert {s.labels["rank"] for s in seen.series("greenai_power_watts")} == {"0", "1"}
-        for power in seen.series("greenai_power_watts"):
-            assert "pid" not in power.labels
-
-        time.sleep(0.3)
-        stops[1].touch()
-        out, _ = ranks[1].communicate(timeout=20)
-        assert ranks[1].returncode == 0
-        rank1_j = float(out.split()[-1])
-        seen = scrape(port)
-        # rank 1 exited: its counters stay (they sum), its live gauges went with it
-        assert seen.get("greenai_energy_joules_total", rank="1") == pytest.approx(
-            rank1_j, rel=0.03, abs=LAG_J
-        )
-        assert {s.labels["rank"] for s in seen.series("greenai_power_watts")} == {"0"}
-        assert seen.get("greenai_power_watts", rank="0") == pytest.approx(700.0, rel=0.02)
-    finally:
-        for stop in stops:
-            stop.touch()
-        for process in ranks:
-            process.communicate(timeout=20)
-    assert ranks[0].returncode == 0
