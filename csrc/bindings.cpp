@@ -292,6 +292,22 @@ void linear_2to4_cpu(const py::object& x, int dtype, std::int64_t m, std::int64_
     linear_2to4(a, threads);
 }
 
+// The numbers of formats.h, so a test can hold greenai.ops.formats to them.
+py::dict format_constants() {
+    py::dict d;
+    d["int8_max"] = greenai::kInt8Max;
+    d["int4_max"] = greenai::kInt4Max;
+    d["int4_offset"] = greenai::kInt4Offset;
+    d["int4_block"] = greenai::kInt4Block;
+    d["per_tensor"] = greenai::kPerTensor;
+    d["group_multiple"] = greenai::kGroupMultiple;
+    d["float32"] = static_cast<int>(greenai::FloatType::f32);
+    d["float16"] = static_cast<int>(greenai::FloatType::f16);
+    d["bfloat16"] = static_cast<int>(greenai::FloatType::bf16);
+    d["meta_bytes_per_8"] = greenai::meta_row_bytes(8);
+    return d;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -312,6 +328,11 @@ PYBIND11_MODULE(_C, m) {
           py::call_guard<py::gil_scoped_release>(),
           "Installed CUDA driver version as 1000 * major + 10 * minor (e.g. 12040), or None\n"
           "without a driver or without CUDA compiled in.");
+
+    m.def("format_constants", &format_constants,
+          "The format numbers the kernels are built with (csrc/formats.h), for the test that\n"
+          "checks them against greenai.ops.formats: code ranges, int4 packing, group rules,\n"
+          "float dtype codes and 2:4 metadata bytes per row of 8 inputs.");
 
     // --- CPU quantization kernels (formats: src/greenai/ops/reference.py) ---
     m.def("quantize_cpu", &quantize_cpu, py::arg("w"), py::arg("dtype"), py::arg("n"), py::arg("k"),

@@ -28,6 +28,10 @@ class BuildInfo(TypedDict):
 def build_info() -> BuildInfo:
     """How this module was built."""
 
+def format_constants() -> dict[str, int]:
+    """The format numbers the kernels are built with (``csrc/formats.h``): code ranges, int4
+    packing, group rules, float dtype codes, 2:4 metadata bytes per row of 8 inputs."""
+
 def cuda_device_count() -> int:
     """Number of usable CUDA devices.
 

@@ -177,3 +177,26 @@ def test_cuda_runtime_symbols_not_exported(native: ModuleType) -> None:
     assert "PyInit__C" in exported
     leaked = [name for name in exported if name.startswith(("cuda", "__cuda", "cu"))]
     assert not leaked, f"greenai._C exports CUDA runtime symbols: {leaked[:10]}"
+
+
+def test_the_native_format_numbers_are_the_python_ones() -> None:
+    """csrc/formats.h and greenai.ops.formats describe the same formats."""
+    torch = pytest.importorskip("torch")
+    from greenai import _C
+    from greenai.ops import _native, formats
+
+    native = _C.format_constants()
+    assert (native["int8_max"], native["int4_max"]) == (
+        formats.qrange(8, symmetric=True)[1],
+        formats.qrange(4, symmetric=True)[1],
+    )
+    assert formats.qrange(8, symmetric=False)[0] == -native["int8_max"] - 1
+    assert formats.qrange(4, symmetric=False)[0] == -native["int4_max"] - 1
+    assert native["int4_offset"] == formats.INT4_OFFSET
+    assert native["int4_block"] == formats.INT4_BLOCK
+    assert native["group_multiple"] == formats.GROUP_MULTIPLE
+    assert native["per_tensor"] == formats.PER_TENSOR
+    assert native["meta_bytes_per_8"] == formats.sparse_meta_shape(1, 8)[1]
+    codes = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+    assert set(codes) == set(formats.FLOAT_DTYPES)
+    assert {dtype: native[name] for dtype, name in codes.items()} == _native._DTYPE_CODES

@@ -8,8 +8,9 @@ arithmetic (:mod:`greenai.ops.reference`) and the model-level transforms
 (:mod:`greenai.compress`) all read them from here. The layouts themselves are described in
 :mod:`greenai.ops` (quantization) and :mod:`greenai.ops.sparse_reference` (2:4).
 
-The native kernels (``csrc/``) repeat these numbers in C++; they are kept in step by the
-tests that compare every kernel with the reference.
+The native kernels (``csrc/``) take the same numbers from one C++ header,
+``csrc/formats.h``; ``greenai._C.format_constants()`` returns them, and a test holds the two
+to each other (as the tests comparing every kernel with the reference hold the behaviour).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ INT4_BLOCK = 32
 """int4 packing block along the input dimension: byte ``16 * b + i`` of a row holds element
 ``32 * b + i`` in its low nibble and element ``32 * b + 16 + i`` in its high nibble. int4
 needs ``in_features`` to be a multiple of it."""
+
+INT4_OFFSET = 8
+"""An int4 code ``c`` in [-8, 7] is stored as the nibble ``c + INT4_OFFSET``."""
 
 GROUP_MULTIPLE = INT4_BLOCK
 """Group sizes (input features per scale) are multiples of this that divide in_features."""

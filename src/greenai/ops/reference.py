@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from greenai.ops.formats import INT4_BLOCK, qrange
+from greenai.ops.formats import INT4_BLOCK, INT4_OFFSET, qrange
 
 FLT_MIN = float(torch.finfo(torch.float32).tiny)
 
@@ -73,7 +73,8 @@ def quantize_codes(
 def pack_int4(codes: torch.Tensor) -> torch.Tensor:
     """Pack int4 codes in [-8, 7], shape (N, K) with K a multiple of 32, into uint8 (N, K // 2)."""
     n, k = codes.shape
-    nibbles = (codes.to(torch.int16) + 8).to(torch.uint8).reshape(n, k // INT4_BLOCK, 2, 16)
+    stored = (codes.to(torch.int16) + INT4_OFFSET).to(torch.uint8)
+    nibbles = stored.reshape(n, k // INT4_BLOCK, 2, 16)
     return (nibbles[:, :, 0, :] | (nibbles[:, :, 1, :] << 4)).reshape(n, k // 2)
 
 
@@ -82,7 +83,7 @@ def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
     n, half = packed.shape
     blocks = packed.reshape(n, half // 16, 1, 16)
     nibbles = torch.cat([blocks & 0x0F, blocks >> 4], dim=2)
-    return (nibbles.to(torch.int8) - 8).reshape(n, 2 * half)
+    return (nibbles.to(torch.int8) - INT4_OFFSET).reshape(n, 2 * half)
 
 
 def quantize(
