@@ -57,7 +57,7 @@ from torch.fx.experimental.optimization import fuse
 
 import greenai
 import greenai.compress
-from bench_quantize import cpu_model, load_average, time_interleaved
+from bench_common import cpu_model, load_average, time_interleaved
 
 AMOUNTS = (0.3, 0.5)
 

@@ -30,7 +30,7 @@ from torch import nn
 
 import greenai
 import greenai.compress
-from bench_quantize import MIB, cpu_model, l3_bytes, load_average, time_interleaved
+from bench_common import MIB, cpu_model, l3_bytes, load_average, time_interleaved
 from greenai import _C
 
 BLOCKS = 4

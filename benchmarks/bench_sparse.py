@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench_quantize import (
+from bench_common import (
     MIB,
     Goal,
     copies_for,
