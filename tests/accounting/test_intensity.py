@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from greenai.accounting import grid_data as _codecarbon
+from greenai.accounting import grid_data
 from greenai.accounting.intensity import Intensity, intensity_for
 from greenai.accounting.intensity_series import IntensitySeries
 from greenai.accounting.settings import AccountingSettings
@@ -26,43 +26,43 @@ def _series_file(tmp_path: Path, text: str, name: str = "grid.csv") -> Path:
 
 
 def test_known_country_figures() -> None:
-    france = _codecarbon.country_intensity("FRA")
-    usa = _codecarbon.country_intensity("usa")
+    france = grid_data.country_intensity("FRA")
+    usa = grid_data.country_intensity("usa")
     assert france is not None
     assert usa is not None
     assert france == (pytest.approx(56.039), "France")
     assert usa == (pytest.approx(369.473), "United States")
-    assert _codecarbon.country_intensity("XYZ") is None
-    assert _codecarbon.world_average_g_per_kwh() == 475.0
+    assert grid_data.country_intensity("XYZ") is None
+    assert grid_data.world_average_g_per_kwh() == 475.0
 
 
 def test_regions_and_cloud() -> None:
-    ca = _codecarbon.region_intensity("USA", "california")
+    ca = grid_data.region_intensity("USA", "california")
     assert ca is not None
     assert ca[0] == pytest.approx(394.769 * 0.45359237)  # eGRID lbs/MWh -> g/kWh
     assert ca[2] == "USA"
-    assert _codecarbon.region_intensity("USA", "CA") == ca  # postal code, a greenai extra
-    assert _codecarbon.region_intensity(None, "California") == ca  # country inferred
-    quebec = _codecarbon.region_intensity("CAN", "Quebec")
+    assert grid_data.region_intensity("USA", "CA") == ca  # postal code, a greenai extra
+    assert grid_data.region_intensity(None, "California") == ca  # country inferred
+    quebec = grid_data.region_intensity("CAN", "Quebec")
     assert quebec is not None
     assert quebec[0] == pytest.approx(3.94, abs=0.01)
-    sichuan = _codecarbon.region_intensity("chn", "Sichuan Province")
+    sichuan = grid_data.region_intensity("chn", "Sichuan Province")
     assert sichuan is not None
     assert sichuan[0] == 156.4
-    assert _codecarbon.region_intensity(None, "CN-SC") == sichuan
-    se3 = _codecarbon.region_intensity(None, "se3")
+    assert grid_data.region_intensity(None, "CN-SC") == sichuan
+    se3 = grid_data.region_intensity(None, "se3")
     assert se3 is not None
     assert (se3[0], se3[2]) == (27.0, "SWE")
-    assert _codecarbon.region_intensity("NOR", "SE3") is None  # SE3 is Swedish
-    assert _codecarbon.region_intensity("USA", "atlantis") is None
-    assert _codecarbon.cloud_intensity("GCP", "europe-west1") == (
+    assert grid_data.region_intensity("NOR", "SE3") is None  # SE3 is Swedish
+    assert grid_data.region_intensity("USA", "atlantis") is None
+    assert grid_data.cloud_intensity("GCP", "europe-west1") == (
         122.0,
         "St. Ghislain, Belgium",
         "BEL",
     )
-    assert _codecarbon.cloud_intensity("aws", "us-east-1") is None
-    assert "europe-west9" in _codecarbon.cloud_regions("gcp")
-    assert _codecarbon.codecarbon_version().startswith("3.3")
+    assert grid_data.cloud_intensity("aws", "us-east-1") is None
+    assert "europe-west9" in grid_data.cloud_regions("gcp")
+    assert grid_data.codecarbon_version().startswith("3.3")
 
 
 PLACES = [
@@ -124,7 +124,7 @@ def test_world_average_matches_codecarbon() -> None:
     expected_g = 1000 * Emissions(DataSource()).get_private_infra_emissions(
         Energy(kWh=1.0), GeoMetadata(country_iso_code="XYZ")
     )
-    assert _codecarbon.world_average_g_per_kwh() == pytest.approx(expected_g)
+    assert grid_data.world_average_g_per_kwh() == pytest.approx(expected_g)
 
 
 # ---------------------------------------------------------------- choosing the intensity
@@ -135,7 +135,7 @@ def test_known_country_source_and_location() -> None:
     assert isinstance(intensity, Intensity)
     assert intensity.g_per_kwh == pytest.approx(56.039)
     assert intensity.location == "France (FRA)"
-    version = _codecarbon.codecarbon_version()
+    version = grid_data.codecarbon_version()
     assert intensity.source == f"CodeCarbon {version} offline data: France (FRA)"
 
 
@@ -171,7 +171,7 @@ def test_unknown_location_warns_once_and_uses_world_average() -> None:
         intensity = intensity_for(AccountingSettings())
     assert len(record) == 1
     assert isinstance(intensity, Intensity)
-    assert intensity.g_per_kwh == _codecarbon.world_average_g_per_kwh() == 475.0
+    assert intensity.g_per_kwh == grid_data.world_average_g_per_kwh() == 475.0
     assert intensity.location == "unknown"
     assert "world average" in intensity.source
     assert intensity.notes

@@ -21,7 +21,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from greenai.accounting import grid_data as _codecarbon
+from greenai.accounting import grid_data
 from greenai.accounting.cost import CURRENCY, cost_usd, gpu_hours
 from greenai.accounting.intensity import Intensity, intensity_for
 from greenai.accounting.intensity_series import IntensitySeries
@@ -156,5 +156,5 @@ def _charged_country(
 def _country_name(iso3: str | None) -> str | None:
     if iso3 is None:
         return None
-    hit = _codecarbon.country_intensity(iso3)
+    hit = grid_data.country_intensity(iso3)
     return hit[1] if hit is not None else None

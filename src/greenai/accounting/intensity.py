@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from greenai.accounting import grid_data as _codecarbon
+from greenai.accounting import grid_data
 from greenai.accounting.intensity_series import IntensitySeries
 from greenai.accounting.settings import CLOUD_PROVIDERS, AccountingSettings
 from greenai.core.errors import AccountingWarning, warn
@@ -79,7 +79,7 @@ def intensity_for(settings: AccountingSettings) -> Intensity | IntensitySeries:
     if settings.intensity_csv is not None:
         return IntensitySeries.from_csv(settings.intensity_csv, location=location)
 
-    cc = f"CodeCarbon {_codecarbon.codecarbon_version()}"
+    cc = f"CodeCarbon {grid_data.codecarbon_version()}"
     settings_gave_place = any(
         x is not None for x in (settings.cloud, settings.region, settings.country)
     )
@@ -87,19 +87,19 @@ def intensity_for(settings: AccountingSettings) -> Intensity | IntensitySeries:
     found: Intensity | None = None
     provider, cloud_region = settings.cloud_provider, settings.cloud_region
     if provider is not None and cloud_region is not None:
-        hit = _codecarbon.cloud_intensity(provider, cloud_region)
+        hit = grid_data.cloud_intensity(provider, cloud_region)
         if hit is not None:
             g, place, iso3 = hit
             where = f"{settings.cloud} ({place})"
             found = Intensity(g, f"{cc} offline data (cloud regions): {where}", where, (), iso3)
         else:
-            known = ", ".join(p for p in CLOUD_PROVIDERS if _codecarbon.cloud_regions(p))
+            known = ", ".join(p for p in CLOUD_PROVIDERS if grid_data.cloud_regions(p))
             missed.append(
                 f"cloud region {settings.cloud!r} is not in {cc}'s data "
                 f"(it has regions of: {known or 'no provider'})"
             )
     if found is None and settings.region is not None:
-        hit = _codecarbon.region_intensity(settings.country, settings.region)
+        hit = grid_data.region_intensity(settings.country, settings.region)
         if hit is not None:
             g, place, iso3 = hit
             where = f"{place} ({iso3})"
@@ -108,7 +108,7 @@ def intensity_for(settings: AccountingSettings) -> Intensity | IntensitySeries:
             of = f" of country {settings.country}" if settings.country else ""
             missed.append(f"region {settings.region!r}{of} is not in {cc}'s data")
     if found is None and settings.country is not None:
-        country = _codecarbon.country_intensity(settings.country)
+        country = grid_data.country_intensity(settings.country)
         if country is not None:
             g, name = country
             where = f"{name} ({settings.country})"
@@ -116,7 +116,7 @@ def intensity_for(settings: AccountingSettings) -> Intensity | IntensitySeries:
         else:
             missed.append(f"country {settings.country!r} is not in {cc}'s data")
     if found is None:
-        g = _codecarbon.world_average_g_per_kwh()
+        g = grid_data.world_average_g_per_kwh()
         why = "; ".join(missed) if missed else "location unknown"
         found = Intensity(g, f"world average, {cc} ({why})", "unknown")
         hint = ""
