@@ -22,7 +22,7 @@ from simulated_cuda import MISSING, SIM_STREAM, simulate
 from test_quant import _assert_linear_close, _code_magnitude
 
 from greenai import ops
-from greenai.ops import reference
+from greenai.ops import quant_reference
 from greenai.ops import sparse_reference as sref
 
 sim = pytest.importorskip("greenai_cuda_sim", reason=MISSING)
@@ -132,14 +132,14 @@ def assert_quantize_matches(w: torch.Tensor, bits: int, group: int | None, sym: 
         w, bits=bits, group_size=None if per_tensor else group, symmetric=sym, per_tensor=per_tensor
     )
     g = -1 if per_tensor else (group or (w.shape[1] if bits == 8 else 128))
-    rq, rscale, rzp = reference.quantize(w, bits, g, sym)
+    rq, rscale, rzp = quant_reference.quantize(w, bits, g, sym)
     assert torch.equal(q, rq)
     assert torch.equal(scale, rscale)
     assert (zp is None) == sym
     assert zp is None or torch.equal(zp, rzp)
     for dtype in DTYPES:
         got = ops.dequantize(offset_copy(q), scale, zp, bits=bits, dtype=dtype)
-        assert torch.equal(got, reference.dequantize(rq, rscale, rzp, bits, g, dtype))
+        assert torch.equal(got, quant_reference.dequantize(rq, rscale, rzp, bits, g, dtype))
 
 
 @pytest.mark.usefixtures("simulated")
@@ -254,7 +254,7 @@ def test_quantize_kernels_stay_inside_their_buffers(
 ) -> None:
     keep: list[object] = []
     w = guarded((torch.randn(n, k) * 5).to(dtype), front, keep)
-    rq, rscale, rzp = reference.quantize(w, bits, group, False)
+    rq, rscale, rzp = quant_reference.quantize(w, bits, group, False)
     q = guarded(torch.zeros_like(rq), front, keep)
     scale = guarded(torch.zeros_like(rscale).reshape(-1), front, keep)
     zp = guarded(torch.zeros_like(rzp).reshape(-1), front, keep)
@@ -272,7 +272,7 @@ def test_quantize_kernels_stay_inside_their_buffers(
         q.data_ptr(), scale.data_ptr(), zp.data_ptr(), n, k, bits, group, out.data_ptr(),
         CODES[dtype], 0,
     )  # fmt: skip
-    assert torch.equal(out, reference.dequantize(rq, rscale, rzp, bits, group, dtype))
+    assert torch.equal(out, quant_reference.dequantize(rq, rscale, rzp, bits, group, dtype))
     if group == -1:
         return
     for m in (1, 5, 9):
@@ -283,7 +283,7 @@ def test_quantize_kernels_stay_inside_their_buffers(
             x.data_ptr(), CODES[dtype], m, k, q.data_ptr(), scale.data_ptr(), zp.data_ptr(),
             bias.data_ptr(), n, bits, group, y.data_ptr(), 0,
         )  # fmt: skip
-        want = reference.quantized_linear(x, rq, rscale, rzp, bias, bits, group)
+        want = quant_reference.quantized_linear(x, rq, rscale, rzp, bias, bits, group)
         tol = {torch.float32: 1e-4, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[dtype]
         assert torch.allclose(y.float(), want.float(), rtol=tol, atol=tol * k**0.5)
 

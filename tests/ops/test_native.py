@@ -183,7 +183,7 @@ def test_the_native_format_numbers_are_the_python_ones() -> None:
     """csrc/formats.h and greenai.ops.formats describe the same formats."""
     torch = pytest.importorskip("torch")
     from greenai import _C
-    from greenai.ops import _native, formats
+    from greenai.ops import _native_quant, formats
 
     native = _C.format_constants()
     assert (native["int8_max"], native["int4_max"]) == (
@@ -199,4 +199,4 @@ def test_the_native_format_numbers_are_the_python_ones() -> None:
     assert native["meta_bytes_per_8"] == formats.sparse_meta_shape(1, 8)[1]
     codes = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
     assert set(codes) == set(formats.FLOAT_DTYPES)
-    assert {dtype: native[name] for dtype, name in codes.items()} == _native._DTYPE_CODES
+    assert {dtype: native[name] for dtype, name in codes.items()} == _native_quant._DTYPE_CODES

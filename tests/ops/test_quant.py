@@ -1,4 +1,4 @@
-"""greenai.ops quantize / dequantize / quantized_linear against the pure-torch reference.
+"""greenai.ops quantize / dequantize / quantized_linear against the pure-torch quant_reference.
 
 Quantize and dequantize must match the reference bit for bit on every instruction set's
 CPU kernels (and on CUDA, ``gpu``-marked); the matmul must match a float64 product of the
@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from greenai import _C, ops
-from greenai.ops import reference
+from greenai.ops import quant, quant_reference
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 FLT_MIN = torch.finfo(torch.float32).tiny
@@ -41,7 +41,7 @@ SCHEME_IDS = [
 
 
 def _group(bits: int, group_size: int | None, per_tensor: bool, k: int) -> int:
-    return ops._resolve_group(bits, group_size, per_tensor, torch.empty(1, k))
+    return quant._resolve_group(bits, group_size, per_tensor, torch.empty(1, k))
 
 
 def _assert_quantize_matches(
@@ -51,7 +51,7 @@ def _assert_quantize_matches(
         w, bits=bits, group_size=group_size, symmetric=symmetric, per_tensor=per_tensor
     )
     group = _group(bits, group_size, per_tensor, w.shape[1])
-    rq, rscale, rzero = reference.quantize(w.cpu(), bits, group, symmetric)
+    rq, rscale, rzero = quant_reference.quantize(w.cpu(), bits, group, symmetric)
     assert torch.equal(q.cpu(), rq)
     assert torch.equal(scale.cpu(), rscale)
     if symmetric:
@@ -61,7 +61,7 @@ def _assert_quantize_matches(
         assert torch.equal(zero_point.cpu(), rzero)
     for dtype in DTYPES:
         got = ops.dequantize(q, scale, zero_point, bits=bits, dtype=dtype)
-        want = reference.dequantize(rq, rscale, rzero, bits, group, dtype)
+        want = quant_reference.dequantize(rq, rscale, rzero, bits, group, dtype)
         assert got.dtype == dtype
         assert torch.equal(got.cpu(), want)
 
@@ -90,7 +90,7 @@ def test_asymmetric_int8_uses_the_full_range_with_a_zero_point() -> None:
 
 def test_int4_packing_order_is_the_documented_block_layout() -> None:
     codes = torch.arange(64).remainder(15).sub(7).to(torch.int8).reshape(1, 64)
-    packed = reference.pack_int4(codes)
+    packed = quant_reference.pack_int4(codes)
     assert packed.shape == (1, 32)
     assert packed.dtype == torch.uint8
     for block in range(2):
@@ -98,13 +98,13 @@ def test_int4_packing_order_is_the_documented_block_layout() -> None:
             byte = int(packed[0, 16 * block + i])
             assert (byte & 0x0F) - 8 == int(codes[0, 32 * block + i])
             assert (byte >> 4) - 8 == int(codes[0, 32 * block + 16 + i])
-    assert torch.equal(reference.unpack_int4(packed), codes)
+    assert torch.equal(quant_reference.unpack_int4(packed), codes)
 
 
 def test_symmetric_int4_codes_stay_within_minus7_to_7() -> None:
     w = torch.linspace(-3.0, 3.0, 128).reshape(1, 128)
     q, scale, _ = ops.quantize(w, bits=4)
-    codes = reference.unpack_int4(q)
+    codes = quant_reference.unpack_int4(q)
     assert int(codes.min()) == -7
     assert int(codes.max()) == 7
     assert scale.shape == (1,)  # one group per row is per channel
@@ -267,7 +267,7 @@ def _code_magnitude(
 ) -> torch.Tensor:
     """(|code| + |zero point| + nibble offset) * scale per weight: the size of the terms the
     kernels add (they fold the zero point into one product with the sum of x)."""
-    codes = (reference.unpack_int4(q) if bits == 4 else q).double().abs().cpu()
+    codes = (quant_reference.unpack_int4(q) if bits == 4 else q).double().abs().cpu()
     offset = 8.0 if bits == 4 else 0.0
     z = 0.0 if zero_point is None else _per_weight(zero_point.double().abs(), codes.shape)
     return (codes + z + offset) * _per_weight(scale.double(), codes.shape)

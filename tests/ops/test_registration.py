@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from greenai import ops
+from greenai.ops import quant
 
 CASES = [
     (8, None, True, False),
@@ -21,7 +22,7 @@ def _quantized(bits: int, group_size: int | None, symmetric: bool, per_tensor: b
     q, scale, zero_point = ops.quantize(
         w, bits=bits, group_size=group_size, symmetric=symmetric, per_tensor=per_tensor
     )
-    group = ops._group_from_scale(q, scale, bits, None)
+    group = quant._group_from_scale(q, scale, bits, None)
     return w, q, scale, zero_point, group
 
 

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 from greenai.compress._attention import PrunedMultiheadAttention
 from greenai.compress._tracing import TraceFailedError
-from greenai.compress.layer_rules import Channels, LayerCall, register_layer_rule
-from greenai.compress.pruning import prune_channels
-from greenai.compress.quantization import QuantizedLinear, quantize
-from greenai.compress.report import (
+from greenai.compress.compression_report import (
     PrunedLayer,
     PruningReport,
     QuantizationReport,
@@ -27,6 +24,9 @@ from greenai.compress.report import (
     SparsifiedLayer,
     SparsityReport,
 )
+from greenai.compress.layer_rules import Channels, LayerCall, register_layer_rule
+from greenai.compress.pruning import prune_channels
+from greenai.compress.quantization import QuantizedLinear, quantize
 from greenai.compress.sparsity import SparseLinear2to4, sparsify_2to4
 
 __all__ = [

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
-from greenai.compress.report import SkippedLayer
+from greenai.compress.compression_report import SkippedLayer
 from greenai.ops.formats import FLOAT_DTYPES
 
 ModuleFilter: TypeAlias = Callable[[str, nn.Module], bool]

@@ -48,7 +48,7 @@ from greenai.compress._graph import Analysis, analyze
 from greenai.compress._macs import count_macs
 from greenai.compress._measure import model_bytes
 from greenai.compress._op_tables import CONVS
-from greenai.compress.report import PrunedLayer, PruningReport, SkippedModule
+from greenai.compress.compression_report import PrunedLayer, PruningReport, SkippedModule
 
 __all__ = ["prune_channels"]
 

@@ -47,7 +47,7 @@ from greenai.compress._linear_swap import (
     unreplaceable_reason,
 )
 from greenai.compress._measure import max_relative_error, model_bytes, run, tensors_bytes
-from greenai.compress.report import QuantizationReport, QuantizedLayer
+from greenai.compress.compression_report import QuantizationReport, QuantizedLayer
 from greenai.ops import formats
 
 __all__ = ["QuantizedLinear", "quantize"]

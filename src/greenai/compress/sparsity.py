@@ -40,7 +40,7 @@ from greenai.compress._linear_swap import (
     unreplaceable_reason,
 )
 from greenai.compress._measure import max_relative_error, model_bytes, run, tensors_bytes
-from greenai.compress.report import SparsifiedLayer, SparsityReport
+from greenai.compress.compression_report import SparsifiedLayer, SparsityReport
 from greenai.ops.formats import FLOAT_DTYPES, SPARSE_GROUP
 
 __all__ = ["SparseLinear2to4", "sparsify_2to4"]

@@ -1,1 +1,2 @@
-"""What every layer may use: greenai's errors and warnings, its clock, and atomic file writes."""
+"""What every layer may use: errors and warnings, the clock, atomic file writes, and the one
+formatter of figures with units (:mod:`greenai.core.units`)."""

@@ -10,7 +10,7 @@ import torch
 
 from greenai.ops import formats
 from greenai.ops.formats import FLOAT_DTYPES, GROUP_MULTIPLE, INT4_BLOCK, PER_TENSOR
-from greenai.ops.reference import scale_shape
+from greenai.ops.quant_reference import scale_shape
 
 
 def bits_(bits: int) -> int:

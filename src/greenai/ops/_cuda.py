@@ -19,7 +19,7 @@ from greenai import _C
 
 
 class CudaBackend(Protocol):
-    """What the CUDA path of :mod:`greenai.ops._native` and ``_native_sparse`` calls."""
+    """What the CUDA path of :mod:`greenai.ops._native_quant` and ``_native_sparse`` calls."""
 
     def takes(self, t: torch.Tensor) -> bool:
         """Whether ``t``'s kernels run on this backend (else on the CPU kernels)."""

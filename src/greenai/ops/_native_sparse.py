@@ -1,5 +1,5 @@
 """Calls into ``greenai._C``'s sparsity kernels for CPU and CUDA tensors, after the checks in
-:mod:`greenai.ops.sparse` (the conventions of :mod:`greenai.ops._native`: NumPy views and
+:mod:`greenai.ops.sparse` (the conventions of :mod:`greenai.ops._native_quant`: NumPy views and
 ``torch.get_num_threads()`` threads on CPU, device pointers on the current stream on CUDA)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import torch
 
 from greenai import _C
 from greenai.ops import _cuda
-from greenai.ops._native import _DTYPE_CODES, _empty, _np, _threads
+from greenai.ops._native_quant import _DTYPE_CODES, _empty, _np, _threads
 
 LARGE_BATCH = 12
 """Rows of x above which ``linear_2to4`` decompresses tiles of W and calls torch's matmul.

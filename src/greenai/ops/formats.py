@@ -4,7 +4,7 @@ Everything that says what a quantized or 2:4-sparse weight looks like lives here
 widths and float dtypes exist, how int4 codes are packed, which group sizes are valid and
 which one is the default, the code ranges, and the shapes of the packed tensors. The ops'
 argument checks (:mod:`greenai.ops._check`, :mod:`greenai.ops.sparse`), the reference
-arithmetic (:mod:`greenai.ops.reference`) and the model-level transforms
+arithmetic (:mod:`greenai.ops.quant_reference`) and the model-level transforms
 (:mod:`greenai.compress`) all read them from here. The layouts themselves are described in
 :mod:`greenai.ops` (quantization) and :mod:`greenai.ops.sparse_reference` (2:4).
 

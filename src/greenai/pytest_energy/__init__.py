@@ -9,6 +9,8 @@
   pytest-xdist workers; saving, comparing, and the exit status.
 - :mod:`~greenai.pytest_energy.saved`: the session as a greenai run record (``--energy-save``)
   and reading one back (``--energy-compare``).
+- :mod:`~greenai.pytest_energy.compare`: ``--energy-compare`` and ``--energy-compare-fail``,
+  this session's tests against a saved one.
 - :mod:`~greenai.pytest_energy.table`: the terminal summary.
 
 Nothing here is imported by a pytest session that does not meter: ``options`` and

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from greenai import _C
-from greenai.ops import _cuda, reference
+from greenai.ops import _cuda, quant_reference
 
 _DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 LARGE_BATCH_CUDA = 16
@@ -53,7 +53,7 @@ def quantize(
         torch.int8 if bits == 8 else torch.uint8,
         w.device,
     )
-    shape = reference.scale_shape((n, k), group)
+    shape = quant_reference.scale_shape((n, k), group)
     scale = torch.empty(shape, dtype=torch.float32, device=w.device)
     zero_point = None if symmetric else torch.empty(shape, dtype=torch.int8, device=w.device)
     cuda = _cuda.backend
