@@ -14,7 +14,8 @@ Every energy and power reading of every device passes through a :class:`ReadingG
   :func:`allowance_j`, any other decrease, a power above the maximum power times
   :data:`MARGIN`, or a value that is NaN, infinite or negative. A rejected energy reading
   is held at the last accepted value; if the next reading agrees with the rejected one
-  rather than the old one, the counter really moved, and counting goes on from there.
+  rather than the old one, the counter really moved, and counting goes on from there
+  (and, should it come back, from where it was before it moved).
 
 The maximum power is the device's highest settable power limit (NVML's power limit
 constraints); devices without one (RAPL, estimates, most custom devices) are bounded by
@@ -94,6 +95,8 @@ class ReadingGuard:
         self.total_j = 0.0  # the continuous counter: accepted increases since the first reading
         self._last: tuple[float, float] | None = None  # (t, raw) of the last accepted reading
         self._suspect: tuple[float, float] | None = None  # (t, raw) of the last rejected one
+        # (t, raw, total) before the counter last moved: it may come back there
+        self._moved_from: tuple[float, float, float] | None = None
 
     def noise_j(self, raw_j: float) -> float:
         """The largest decrease of a counter at ``raw_j`` that is noise. Units: J."""
@@ -122,6 +125,18 @@ class ReadingGuard:
             # higher reading, and the allowance runs from the counter's last change
             self._accept(t, raw_j, change, rebase=change > 0)
             return self.total_j, None
+        if self._moved_from is not None:
+            from_t, from_j, from_total_j = self._moved_from
+            back_j = self._classify(from_t, from_j, t, raw_j)
+            if back_j is not None:  # the counter came back: count from before it moved
+                self._accept(t, raw_j, 0.0, rebase=True)
+                self.total_j = max(self.total_j, from_total_j + back_j)
+                return self.total_j, Event(
+                    t,
+                    "moved",
+                    f"{self.name}'s energy counter came back to {raw_j:.3f} J after "
+                    f"reading {last_j:.3f} J",
+                )
         if raw_j < last_j and raw_j <= allowance_j(self.max_w, t - last_t):
             self._accept(t, raw_j, raw_j, rebase=True)
             return self.total_j, Event(
@@ -134,6 +149,7 @@ class ReadingGuard:
         suspect, self._suspect = self._suspect, (t, raw_j)
         moved_j = None if suspect is None else self._classify(*suspect, t, raw_j)
         if moved_j is not None:  # agrees with the rejected reading: the counter really moved
+            self._moved_from = (last_t, last_j, self.total_j)
             self._accept(t, raw_j, moved_j, rebase=True)
             return self.total_j, Event(
                 t,

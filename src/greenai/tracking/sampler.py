@@ -11,9 +11,8 @@ boundaries read between two updates. Boundaries themselves are read in the user'
 Every reading passes a :class:`~greenai.devices.plausible.ReadingGuard`, which tells a
 counter restart from noise and rejects values the device cannot produce; what it saw is
 kept per device (:class:`Incidents`) for the results' partial reasons. A device whose
-sensor fails is dropped from then on. Failures and incidents are queued and shown once per
-device and kind by :meth:`Sampler.flush_warnings`, in the user's thread, never from the
-sampler's.
+sensor fails is dropped from then on. A failure, and a device's first incident, are queued
+and shown by :meth:`Sampler.flush_warnings`, in the user's thread, never from the sampler's.
 """
 
 from __future__ import annotations
@@ -51,13 +50,15 @@ class Incidents:
         return bool(self.first)
 
     def add(self, event: Event) -> bool:
-        """Record ``event``; True when it is the first of its kind."""
+        """Record ``event``; True when it is the device's first incident."""
+        first = not self.first
         spans = self.spans.setdefault(event.kind, [])
         if len(spans) < _MAX_SPANS:
             spans.append([event.t, event.t])
         else:
             spans[-1][1] = max(spans[-1][1], event.t)
-        return self.first.setdefault(event.kind, event) is event
+        self.first.setdefault(event.kind, event)
+        return first
 
     def reasons(self, t0: float, t1: float, t_origin: float) -> list[str]:
         """One partial reason per kind of incident within ``[t0, t1]``."""
@@ -328,7 +329,8 @@ class Sampler:
         return power_w
 
     def _note(self, m: DeviceMeter, event: Event) -> None:
-        """Keep an incident for the results; queue a warning for the first of each kind."""
+        """Keep an incident for the results; queue a warning for the device's first one
+        (the results' reasons list them all)."""
         logger.debug("%s at t=%.3f: %s", event.kind, event.t, event.message)
         if m.incidents.add(event):
             self._unwarned.append(event.message)
