@@ -72,16 +72,16 @@ def test_errors_are_translated_and_limits_work() -> None:
         assert info.value.__cause__ is not None  # the NVML error is kept as the cause
 
 
-def test_energy_counter_continuous_across_reset() -> None:
+def test_energy_counter_is_the_raw_counter_across_a_restart() -> None:
+    """The GPU reports its counter as is; the tracker's guard handles restarts."""
     with simulated_nvml([SimulatedGPU(idle_w=100.0)], virtual_clock=True) as sim:
         (gpu,) = probe_gpus()
         sim.advance(1.0)
-        before = gpu.energy_j()
+        assert gpu.energy_j() > 1000.0  # the simulated counter starts far from zero
         sim.inject(0, "counter_reset")
         sim.advance(1.0)
-        after = gpu.energy_j()
-        assert gpu.counter_resets == 1
-        assert 90.0 <= after - before <= 110.0
+        assert gpu.energy_j() == pytest.approx(100.0, abs=10.0)
+        assert gpu.counter_resets == 0
 
 
 def test_probe_without_driver_is_quiet_and_empty() -> None:

@@ -107,7 +107,10 @@ def test_lost_gpu_marks_partial_and_keeps_tracking() -> None:
 
 def test_counter_reset_is_partial_but_continuous() -> None:
     with simulated_nvml([_gpu()], virtual_clock=True) as sim:
-        with greenai.track(cpu=False, dram=False) as run:
+        with (
+            pytest.warns(SensorWarning, match="restarted"),
+            greenai.track(cpu=False, dram=False) as run,
+        ):
             sim.compute(1.0)
             sim.inject(0, "counter_reset")
             sim.compute(1.0)

@@ -3,7 +3,9 @@
 :func:`probe` finds what this process can meter: NVIDIA GPUs through NVML, CPU
 packages and DRAM through RAPL, and, where RAPL is absent or unreadable,
 estimates labelled ``estimate``. Probing is cached and never raises; what is
-missing is absent, with one debug log line saying why.
+missing is absent, with one debug log line saying why, and a GPU that NVML counts
+but cannot read is a :class:`~greenai.devices.nvml.LostGpu` that fails on every
+read, so the tracker reports it without losing the GPUs beside it.
 """
 
 from __future__ import annotations

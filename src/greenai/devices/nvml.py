@@ -87,35 +87,25 @@ class NvmlGpu:
         self.source: Source = (
             "sim" if simulated else ("nvml-counter" if has_energy_counter else "nvml-power")
         )
-        self.counter_resets = 0
-        self._lock = threading.Lock()
-        self._last_raw_mj: int | None = None
-        self._offset_mj = 0
+        self.counter_resets = 0  # restarts are found by the tracker's guard, not here
 
     def __repr__(self) -> str:
         return f"NvmlGpu({self.name}, {self.model!r}, {self.uuid}, source={self.source})"
 
     def energy_j(self) -> float:
-        """Cumulative energy from the GPU's counter, continuous across counter resets. Units: J."""
+        """The GPU's energy counter: since the driver loaded, so it restarts from near zero
+        at a driver reload (the tracker's :mod:`~greenai.devices.plausible` guard tells
+        that from noise and impossible values). Units: J."""
         import pynvml
 
         if not self.has_energy_counter:
             raise NotSupportedError(f"{self.name}: no energy counter (pre-Volta GPU)")
-        raw_mj = int(
-            _nvml_call(
-                f"{self.name}: total energy",
-                pynvml.nvmlDeviceGetTotalEnergyConsumption,
-                self._handle,
-            )
+        raw_mj = _nvml_call(
+            f"{self.name}: total energy",
+            pynvml.nvmlDeviceGetTotalEnergyConsumption,
+            self._handle,
         )
-        with self._lock:
-            if self._last_raw_mj is not None and raw_mj < self._last_raw_mj:
-                # The counter restarted (driver reload, GPU reset): continue from the last
-                # value; whatever was spent between that read and the restart is lost.
-                self._offset_mj += self._last_raw_mj
-                self.counter_resets += 1
-            self._last_raw_mj = raw_mj
-            return (self._offset_mj + raw_mj) / 1000.0
+        return float(raw_mj) / 1000.0
 
     def power_w(self) -> float:
         """Power draw as NVML reports it (an average over the driver's own window). Units: W."""
@@ -158,6 +148,51 @@ class NvmlGpu:
         )
 
 
+class LostGpu:
+    """A GPU that NVML counts but could not read when probed (lost, needing a reset).
+
+    It stays in the probe's list so that the tracker reports it (every read raises
+    :class:`~greenai.core.errors.DeviceLostError`, so the device is marked failed, the
+    result partial and one warning shown) instead of hiding it, or the GPUs beside it.
+    """
+
+    kind: DeviceKind = "gpu"
+    has_energy_counter = True
+    counter_resets = 0
+    model = "unknown (lost)"
+    uuid = ""
+
+    def __init__(self, *, cuda_index: int, nvml_index: int, reason: str, simulated: bool) -> None:
+        self.cuda_index = cuda_index
+        self.nvml_index = nvml_index
+        self.name = f"gpu{cuda_index}"
+        self.reason = reason
+        self.source: Source = "sim" if simulated else "nvml-counter"
+
+    def __repr__(self) -> str:
+        return f"LostGpu({self.name}, NVML {self.nvml_index}: {self.reason})"
+
+    def _lost(self) -> DeviceLostError:
+        return DeviceLostError(
+            f"{self.name} (NVML {self.nvml_index}) was lost when probed: {self.reason}"
+        )
+
+    def energy_j(self) -> float:
+        raise self._lost()
+
+    def power_w(self) -> float:
+        raise self._lost()
+
+    def power_limit_w(self) -> float:
+        raise self._lost()
+
+    def power_limit_range_w(self) -> tuple[float, float]:
+        raise self._lost()
+
+    def set_power_limit_w(self, limit_w: float) -> None:
+        raise self._lost()
+
+
 @dataclass(frozen=True)
 class _VisibleEntry:
     """One entry of CUDA_VISIBLE_DEVICES: an NVML index or a UUID prefix."""
@@ -196,11 +231,14 @@ def parse_cuda_visible_devices(value: str | None) -> list[_VisibleEntry] | None:
 
 
 _probe_lock = threading.Lock()
-_probe_cache: tuple[tuple[Any, str | None], list[NvmlGpu]] | None = None
+_probe_cache: tuple[tuple[Any, str | None], list[NvmlGpu | LostGpu]] | None = None
 
 
-def probe() -> list[NvmlGpu]:
+def probe() -> list[NvmlGpu | LostGpu]:
     """The GPUs visible to this process, in CUDA order; [] when NVML is unavailable.
+
+    Each GPU is probed on its own: one that cannot be read is a :class:`LostGpu`, and
+    never hides the others.
 
     Cached per NVML library and ``CUDA_VISIBLE_DEVICES`` value (a simulation that
     patches ``pynvml`` gets a fresh probe). Never raises.
@@ -236,29 +274,46 @@ def reset_cache() -> None:
         _probe_cache = None
 
 
-def _probe_uncached(pynvml: Any, visible: list[_VisibleEntry] | None) -> list[NvmlGpu]:
+def _probe_uncached(pynvml: Any, visible: list[_VisibleEntry] | None) -> list[NvmlGpu | LostGpu]:
     try:
         _nvml_call("init", pynvml.nvmlInit)
         count = _nvml_call("device count", pynvml.nvmlDeviceGetCount)
-        handles = [
-            _nvml_call(f"handle {i}", pynvml.nvmlDeviceGetHandleByIndex, i) for i in range(count)
-        ]
-        uuids = [
-            _as_str(_nvml_call(f"uuid {i}", pynvml.nvmlDeviceGetUUID, h))
-            for i, h in enumerate(handles)
-        ]
     except DeviceError as e:
         logger.debug("no NVIDIA GPUs: %s", e)
         return []
+    handles: list[Any] = []
+    uuids: list[str | None] = []
+    errors: dict[int, DeviceError] = {}
+    for i in range(count):
+        handle = uuid = None
+        try:
+            handle = _nvml_call("handle", pynvml.nvmlDeviceGetHandleByIndex, i)
+            uuid = _as_str(_nvml_call("uuid", pynvml.nvmlDeviceGetUUID, handle))
+        except DeviceError as e:
+            logger.debug("NVML GPU %d cannot be read: %s", i, e)
+            errors[i] = e
+        handles.append(handle)
+        uuids.append(uuid)
     nvml_order = _select_visible(uuids, visible)
     simulated = hasattr(pynvml, "_greenai_simulation")
-    gpus = []
+    gpus: list[NvmlGpu | LostGpu] = []
     for cuda_index, nvml_index in enumerate(nvml_order):
         handle = handles[nvml_index]
-        try:
-            model = _as_str(_nvml_call("name", pynvml.nvmlDeviceGetName, handle))
-        except DeviceError as e:
-            logger.debug("GPU %d (NVML %d) skipped: %s", cuda_index, nvml_index, e)
+        error = errors.get(nvml_index)
+        if error is None:
+            try:
+                model = _as_str(_nvml_call("name", pynvml.nvmlDeviceGetName, handle))
+            except DeviceError as e:
+                error = e
+        if error is not None:
+            gpus.append(
+                LostGpu(
+                    cuda_index=cuda_index,
+                    nvml_index=nvml_index,
+                    reason=str(error),
+                    simulated=simulated,
+                )
+            )
             continue
         has_counter = _answers(pynvml.nvmlDeviceGetTotalEnergyConsumption, handle)
         if not has_counter and not _answers(pynvml.nvmlDeviceGetPowerUsage, handle):
@@ -272,7 +327,7 @@ def _probe_uncached(pynvml: Any, visible: list[_VisibleEntry] | None) -> list[Nv
                 cuda_index=cuda_index,
                 nvml_index=nvml_index,
                 model=model,
-                uuid=uuids[nvml_index],
+                uuid=uuids[nvml_index] or "",
                 has_energy_counter=has_counter,
                 simulated=simulated,
             )
@@ -280,8 +335,9 @@ def _probe_uncached(pynvml: Any, visible: list[_VisibleEntry] | None) -> list[Nv
     return gpus
 
 
-def _select_visible(uuids: list[str], visible: list[_VisibleEntry] | None) -> list[int]:
-    """NVML indices of the GPUs CUDA exposes, in CUDA's order."""
+def _select_visible(uuids: list[str | None], visible: list[_VisibleEntry] | None) -> list[int]:
+    """NVML indices of the GPUs CUDA exposes, in CUDA's order (a GPU whose UUID could not
+    be read matches no UUID entry)."""
     if visible is None:
         return list(range(len(uuids)))
     order: list[int] = []
@@ -290,7 +346,9 @@ def _select_visible(uuids: list[str], visible: list[_VisibleEntry] | None) -> li
             match = entry.index if entry.index < len(uuids) else None
         else:
             assert entry.uuid_prefix is not None
-            hits = [i for i, u in enumerate(uuids) if u.startswith(entry.uuid_prefix)]
+            hits = [
+                i for i, u in enumerate(uuids) if u is not None and u.startswith(entry.uuid_prefix)
+            ]
             match = hits[0] if len(hits) == 1 else None
         if match is None or match in order:
             logger.debug(

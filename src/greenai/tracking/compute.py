@@ -3,8 +3,8 @@
 Per device, a window's energy is the difference of its cumulative energy at the two
 boundaries (:func:`~greenai.tracking.readings.energy_at`): a counter's readings there,
 else the samples' integral. A result is partial, with its reasons, when a requested
-device is missing, a device failed or its counter restarted inside the window, or the
-sampler itself failed.
+device is missing, a device failed or its readings were not taken at face value inside the
+window (a counter restart, a rejected value), or the sampler itself failed.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class RunResults:
                 if span.name is not None
             }
             partial = bool(self._missing) or any(
-                m.failed_at is not None or m.reset_times for m in meters
+                m.failed_at is not None or m.incidents for m in meters
             )
             steps = len(self._steps)
         return Snapshot(
@@ -111,12 +111,7 @@ class RunResults:
                     f"{m.name} failed at {m.failed_at - self._t_origin:.3f} s "
                     f"into the run: {m.failure}"
                 )
-            resets = [r for r in m.reset_times if t0 < r <= t1]
-            if resets:
-                reasons.append(
-                    f"{m.name}: energy counter restarted {len(resets)} time(s); "
-                    "energy before each restart since the previous reading is missing"
-                )
+            reasons += m.incidents.reasons(t0, t1, self._t_origin)
         if sampler.error:
             reasons.append(sampler.error)
         lo, hi = bisect_left(sampler.times, t0), bisect_right(sampler.times, t1)

@@ -8,8 +8,11 @@ fixed grid and polls the GPU energy counters that are due, to time their updates
 boundaries read between two updates. Boundaries themselves are read in the user's thread
 (:mod:`greenai.tracking.readings`), under the sampler's lock.
 
-A device whose sensor fails is dropped from then on; the failure is queued and shown by
-:meth:`Sampler.flush_warnings`, in the user's thread, never from the sampler's.
+Every reading passes a :class:`~greenai.devices.plausible.ReadingGuard`, which tells a
+counter restart from noise and rejects values the device cannot produce; what it saw is
+kept per device (:class:`Incidents`) for the results' partial reasons. A device whose
+sensor fails is dropped from then on. A failure, and a device's first incident, are queued
+and shown by :meth:`Sampler.flush_warnings`, in the user's thread, never from the sampler's.
 """
 
 from __future__ import annotations
@@ -23,11 +26,53 @@ from collections.abc import Sequence
 from greenai.core import clock as _clock
 from greenai.core.errors import NotSupportedError, SensorWarning, warn
 from greenai.devices import Device
+from greenai.devices.plausible import Event, ReadingGuard, max_power_w
 from greenai.tracking.staleness import POLL_S, CounterBoundary, UpdateLog
 
 logger = logging.getLogger(__name__)
 
 RESOLVE_TIMEOUT_S = 1.0  # longest wait for GPU counter updates around a boundary
+_MAX_SPANS = 256  # per device and kind of incident; later ones extend the last span
+
+
+class Incidents:
+    """What a device's guard saw, by kind: spans of time with at least one incident.
+
+    Bounded for runs of any length: past :data:`_MAX_SPANS` spans of one kind, a new
+    incident extends the last span (so more windows, never fewer, are marked partial).
+    """
+
+    def __init__(self) -> None:
+        self.first: dict[str, Event] = {}
+        self.spans: dict[str, list[list[float]]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.first)
+
+    def add(self, event: Event) -> bool:
+        """Record ``event``; True when it is the device's first incident."""
+        first = not self.first
+        spans = self.spans.setdefault(event.kind, [])
+        if len(spans) < _MAX_SPANS:
+            spans.append([event.t, event.t])
+        else:
+            spans[-1][1] = max(spans[-1][1], event.t)
+        self.first.setdefault(event.kind, event)
+        return first
+
+    def reasons(self, t0: float, t1: float, t_origin: float) -> list[str]:
+        """One partial reason per kind of incident within ``[t0, t1]``."""
+        reasons = []
+        for kind, spans in self.spans.items():
+            inside = [s for s in spans if s[0] <= t1 and s[1] >= t0]
+            if inside:
+                first = self.first[kind]
+                times = "once" if len(inside) == 1 else f"{len(inside)} times"
+                reasons.append(
+                    f"{first.message} ({first.t - t_origin:.3f} s into the run; "
+                    f"{kind} {times} in this window)"
+                )
+        return reasons
 
 
 class DeviceMeter:
@@ -43,7 +88,8 @@ class DeviceMeter:
         self.failed_at: float | None = None
         self.failure = ""
         self.resets_seen = device.counter_resets
-        self.reset_times: list[float] = []
+        self.guard = ReadingGuard(self.name, max_power_w(device))
+        self.incidents = Incidents()
         self.cum_j = array("d")  # cumulative energy at each sample (held after a failure)
         self.power_w = array("d")
         self.pending: list[CounterBoundary] = []  # in time order, settled in that order
@@ -180,32 +226,30 @@ class Sampler:
     # ----------------------------------------------------------------- readings
     def sample(self, now: float) -> None:
         """Record one power sample of every device."""
-        readings: list[tuple[float, float]] = []
+        readings: list[tuple[float | None, float | None]] = []
         for m in self.meters:
-            energy_j = power_w = math.nan
+            energy_j = power_w = None
             if m.failed_at is None:
                 try:
                     if m.counter:
-                        energy_j = m.device.energy_j()
+                        energy_j = float(m.device.energy_j())
                     if m.power_from_reading:
                         power_w = _read_power(m)
                 except Exception as e:  # any sensor failure: the run goes on without this device
                     self._fail(m, e, now)
-                    energy_j = power_w = math.nan
+                    energy_j = power_w = None
             readings.append((energy_j, power_w))
         with self.lock:
             previous_t = self.times[-1] if self.times else now
             self.times.append(now)
-            for m, (energy_j, read_w) in zip(self.meters, readings, strict=True):
-                power_w = read_w
+            for m, (raw_j, raw_w) in zip(self.meters, readings, strict=True):
+                power_w = math.nan if raw_w is None else self._check_power(m, now, raw_w)
                 last_j = m.cum_j[-1] if m.cum_j else 0.0
                 if m.counter:
-                    cum_j = last_j if math.isnan(energy_j) else energy_j
-                    if m.coarse and not math.isnan(energy_j):
+                    energy_j = None if raw_j is None else self._check_energy(m, now, raw_j)
+                    cum_j = last_j if energy_j is None else energy_j
+                    if m.coarse and energy_j is not None:
                         m.updates.observe(now, energy_j)
-                    if m.device.counter_resets != m.resets_seen:
-                        m.resets_seen = m.device.counter_resets
-                        m.reset_times.append(now)
                 elif math.isnan(power_w):
                     cum_j = last_j
                 else:
@@ -248,17 +292,48 @@ class Sampler:
                 m.next_poll_t = m.updates.next_poll(now)
 
     def read_energy(self, m: DeviceMeter, t: float) -> float | None:
-        """The device's energy counter at ``t``; None once it has failed (now or before)."""
+        """The device's checked, continuous counter at ``t``; None when the read failed (now
+        or before) or was rejected."""
         try:
-            energy_j = m.device.energy_j()
+            raw_j = float(m.device.energy_j())
         except Exception as e:  # any sensor failure: the run goes on without this device
             self._fail(m, e, t)
             return None
+        with self.lock:
+            return self._check_energy(m, t, raw_j)
+
+    def _check_energy(self, m: DeviceMeter, t: float, raw_j: float) -> float | None:
+        """``raw_j`` through the device's guard (under the lock)."""
+        energy_j, event = m.guard.energy(t, raw_j)
+        if event is not None:
+            self._note(m, event)
         resets = m.device.counter_resets
         if resets != m.resets_seen:
             m.resets_seen = resets
-            m.reset_times.append(t)
+            self._note(
+                m,
+                Event(
+                    t,
+                    "device restart",
+                    f"{m.name} reported that its energy counter restarted; the energy "
+                    "between the last read and the restart is missing",
+                ),
+            )
         return energy_j
+
+    def _check_power(self, m: DeviceMeter, t: float, raw_w: float) -> float:
+        """``raw_w`` through the device's guard (under the lock): it, or NaN if rejected."""
+        power_w, event = m.guard.power(t, raw_w)
+        if event is not None:
+            self._note(m, event)
+        return power_w
+
+    def _note(self, m: DeviceMeter, event: Event) -> None:
+        """Keep an incident for the results; queue a warning for the device's first one
+        (the results' reasons list them all)."""
+        logger.debug("%s at t=%.3f: %s", event.kind, event.t, event.message)
+        if m.incidents.add(event):
+            self._unwarned.append(event.message)
 
     def _fail(self, m: DeviceMeter, error: BaseException, t: float) -> None:
         """Drop the device from ``t`` on: its open boundaries keep their stale readings."""
@@ -281,12 +356,13 @@ class Sampler:
             warn(f"greenai: {message}; results are marked partial", SensorWarning)
 
 
-def _read_power(m: DeviceMeter) -> float:
-    """The device's power reading; a counter device without one derives it from energy."""
+def _read_power(m: DeviceMeter) -> float | None:
+    """The device's power reading (unchecked); None when a counter device has none and
+    derives its power from energy instead."""
     try:
-        return m.device.power_w()
+        return float(m.device.power_w())
     except NotSupportedError:
         if not m.counter:
             raise
         m.power_from_reading = False
-        return math.nan
+        return None
