@@ -26,6 +26,17 @@ from greenai.tracking.result import Result
 IDLE_W, BUSY_W = 60.0, 400.0
 
 
+def phases(seed: int) -> tuple[float, float]:
+    """The counter's and the power reading's publication phases for ``seed``. Units: s."""
+    rng = random.Random(f"phases-{seed}")
+    return rng.uniform(0.0, 0.1), rng.uniform(0.0, 0.1)
+
+
+def _layout_rng(seed: int) -> random.Random:
+    """Window starts and loads: drawn independently of the phases."""
+    return random.Random(f"layout-{seed}")
+
+
 @dataclass(frozen=True)
 class Measured:
     """One window: greenai's figure, the naive counter difference and the truth. Units: J."""
@@ -46,9 +57,11 @@ class Measured:
 
 
 class Driver(Protocol):
-    """A running GPU on the virtual clock ``vc``: time is the trace's time."""
+    """A running GPU on a virtual clock: time is the trace's time."""
 
-    vc: clock.VirtualClock
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass on the virtual clock (the tracker's timers run meanwhile)."""
+        ...
 
     def now_s(self) -> float: ...
 
@@ -69,8 +82,11 @@ class Backend(Protocol):
 
 class _FakeDriver:
     def __init__(self, vc: clock.VirtualClock, nvml: FakeNvml) -> None:
-        self.vc = vc
+        self._vc = vc
         self._nvml = nvml
+
+    def advance(self, seconds: float) -> None:
+        self._vc.advance(seconds)
 
     def now_s(self) -> float:
         return self._nvml.now_s()
@@ -100,8 +116,15 @@ class FakeBackend:
 
         devices.reset_cache()
         vc = clock.VirtualClock(start_s=1000.0)
-        gpu = FakeGpu(trace, energy_counter=counter, coverage_s=coverage_s)
-        with clock.use(vc), FakeNvml([gpu], clock=vc.now, seed=seed) as nvml:
+        counter_phase_s, power_phase_s = phases(seed)
+        gpu = FakeGpu(
+            trace,
+            energy_counter=counter,
+            coverage_s=coverage_s,
+            counter_phase_s=counter_phase_s,
+            power_phase_s=power_phase_s,
+        )
+        with clock.use(vc), FakeNvml([gpu], clock=vc.now) as nvml:
             pynvml.nvmlInit()
             try:
                 yield _FakeDriver(vc, nvml)
@@ -128,16 +151,16 @@ def meter_windows(
         with run:
             r0, n_r0 = gpu.now_s(), gpu.counter_j()
             for k, (start, end) in enumerate(windows):
-                gpu.vc.advance(max(0.0, start - gpu.now_s()))
+                gpu.advance(max(0.0, start - gpu.now_s()))
                 t0, n0 = gpu.now_s(), gpu.counter_j()
                 with run.window(f"w{k}") as w:
-                    gpu.vc.advance(max(0.0, end - gpu.now_s()))
+                    gpu.advance(max(0.0, end - gpu.now_s()))
                 t1, n1 = gpu.now_s(), gpu.counter_j()
                 greenai_j = w.result.energy_by_device_j["gpu0"]
                 out.append(
                     Measured(f"w{k}", greenai_j, n1 - n0, gpu.true_energy_j(t0, t1), w.result)
                 )
-            gpu.vc.advance(max(0.0, end_s - gpu.now_s()))
+            gpu.advance(max(0.0, end_s - gpu.now_s()))
             r1, n_r1 = gpu.now_s(), gpu.counter_j()
         whole = run.result.energy_by_device_j["gpu0"]
         return out, Measured("run", whole, n_r1 - n_r0, gpu.true_energy_j(r0, r1), run.result)
@@ -146,7 +169,7 @@ def meter_windows(
 def one_window(backend: Backend, seed: int, *, length_s: float, counter: bool = True) -> Measured:
     """A window of ``length_s`` at full power, started at a random instant, idle around it:
     power steps exactly at both boundaries (the hardest case for a stale reading)."""
-    rng = random.Random(seed)
+    rng = _layout_rng(seed)
     start = 0.3 + rng.uniform(0.0, 0.2)
     length = length_s * rng.uniform(0.97, 1.03)
     trace = Trace([0.0, start, start + length], [IDLE_W, BUSY_W, IDLE_W])
@@ -166,7 +189,7 @@ def back_to_back(
 ) -> tuple[list[Measured], Measured]:
     """``n`` back-to-back windows at full power, idle before and after; the last item is
     the sum of the windows (greenai's, naive, true) over their whole span."""
-    rng = random.Random(seed)
+    rng = _layout_rng(seed)
     start = 0.3 + rng.uniform(0.0, 0.1)
     bounds = [start + k * length_s for k in range(n + 1)]
     trace = Trace([0.0, start, bounds[-1]], [IDLE_W, BUSY_W, IDLE_W])
@@ -185,8 +208,8 @@ def back_to_back(
 def bursty(backend: Backend, seed: int, *, length_s: float = 3.0) -> Measured:
     """A run of ``length_s`` of short random bursts at full power over idle (kernels of
     2-20 ms, gaps of 2-30 ms), starting at a random instant."""
-    offset = random.Random(seed).uniform(0.0, 0.1)
-    bursts = Trace.bursts(
+    offset = _layout_rng(seed).uniform(0.0, 0.1)
+    bursts = Trace.bursts(  # bursts drawn from their own seed
         IDLE_W,
         BUSY_W,
         until_s=length_s + 0.5,
@@ -205,7 +228,7 @@ def part_time(backend: Backend, seed: int, *, length_s: float = 3.0) -> Measured
     """A power-only GPU whose readings cover only the first 25 ms of each 100 ms period,
     under a load that is busy 50 ms of every 100 ms, at a random offset from the readings:
     each reading sees the same part of the cycle, so the readings can be far off."""
-    offset = random.Random(seed).uniform(0.0, 0.1)
+    offset = _layout_rng(seed).uniform(0.0, 0.1)
     trace = Trace.steps(
         [BUSY_W, IDLE_W], 0.05, start_s=offset, until_s=offset + length_s, outside_w=IDLE_W
     )
