@@ -2,7 +2,8 @@
 
 The parent's sampler thread is kept inside its critical sections (a slow scan of the
 process tree under the tree's lock, every sample), so most forks happen while it holds a
-lock; before the fork hooks, children hung on it for ever.
+lock; before the fork hooks, children hung on it for ever. The issue's 1,000 children:
+``GREENAI_FORK_CHILDREN=1000 pytest tests/tracking/test_fork.py``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:.*multi-threaded.*fork:DeprecationWarning"),
 ]
 
-CHILDREN = 200
+CHILDREN = int(os.environ.get("GREENAI_FORK_CHILDREN", "200"))  # the issue's goal: 0 hung in 1000
 AT_ONCE = 8  # children alive at a time
 HANG_S = 60.0  # a child that has not exited by then is hung (a generous bound: loaded CI)
 
@@ -102,7 +103,7 @@ def fork_many(n: int, child: Callable[[], None], log: Path) -> tuple[list[int], 
 
 
 def _track_in_child() -> None:
-    with greenai.track("child", country="FRA", history=False) as run:
+    with greenai.track("child", gpus=[], country="FRA", history=False) as run:
         sum(range(10_000))
     assert run.result.cpu_energy_j >= 0.0
     assert not run.result.partial, run.result.partial_reasons
@@ -111,6 +112,7 @@ def _track_in_child() -> None:
 def test_children_forked_while_the_parent_tracks_never_hang(
     busy_parent: Meter, tmp_path: Path
 ) -> None:
+    _track_in_child()  # imports what a run needs once, as a training script's first run does
     hung, failed = fork_many(CHILDREN, _track_in_child, tmp_path / "log")
     errors = [p.read_text() for p in tmp_path.glob("child-*.txt")]
     assert not hung, f"{len(hung)} forked children hung"
