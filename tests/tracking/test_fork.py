@@ -60,7 +60,7 @@ def _fork(child: Callable[[], None], log: Path) -> int:
     try:
         child()
         code = 0
-    except BaseException:  # noqa: BLE001 - the parent reports it
+    except BaseException:  # the parent reports it
         log.with_name(f"child-{os.getpid()}.txt").write_text(traceback.format_exc())
     finally:
         os._exit(code)
