@@ -199,11 +199,11 @@ class Meter:
             "gather": gather,
             "gather_timeout_s": float(gather_timeout_s),
         }
-        self._state = "new"  # running, stopping, stopped; forked: a parent's run, in a child
+        self._state = "new"  # running, stopped; forked: a parent's run, in a child
         self._result: Result | None = None
         self._lock = threading.RLock()
         self._stop_lock = threading.Lock()  # who stops; never held while the run is stopping
-        self._stopped: threading.Event | None = None  # set once the run has stopped
+        self._stopped: threading.Event | None = None  # made by the stopping call, set once done
         self._pid = os.getpid()  # the process that started the run
         # The run in progress (or the last one, once stopped); start() makes them.
         self._job: JobContext | None = None
@@ -217,8 +217,8 @@ class Meter:
     # ----------------------------------------------------------------- public API
     def start(self) -> Meter:
         """Probe the devices, take the first readings and start the sampler."""
-        if self._state in ("running", "stopping"):
-            raise RuntimeError(f"tracker {self.name!r} is already {self._state}")
+        if self._state == "running":
+            raise RuntimeError(f"tracker {self.name!r} is already running")
         cfg = self._config
         clock = _clock.active()
         missing: list[str] = []
@@ -290,12 +290,12 @@ class Meter:
         """
         with self._stop_lock:
             stopped = self._stopped
-            first = self._state == "running"
+            first = self._state == "running" and stopped is None
             if first:
-                self._state, stopped = "stopping", threading.Event()
-                self._stopped = stopped
+                stopped = self._stopped = threading.Event()  # running until the run has stopped
             elif stopped is None:
                 raise RuntimeError(f"tracker {self.name!r} is not running{self._forked()}")
+        assert stopped is not None
         if not first:
             stopped.wait()
             if self._result is None:
@@ -468,7 +468,7 @@ class Meter:
         fork end without a reading; the child's own trackers meter normally."""
         self._lock = threading.RLock()
         self._stop_lock = threading.Lock()
-        if self._state not in ("running", "stopping") or self._windows is None:
+        if self._state != "running" or self._windows is None:
             return
         self._state, self._stopped = "forked", None
         inert = Mark(math.nan, {})
