@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
+from greenai.core.forks import renew_in_child
+
 
 class Clock(Protocol):
     """A source of time in seconds, and a way to let time pass."""
@@ -74,6 +76,12 @@ class VirtualClock:
         self._queue: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
         self._lock = threading.RLock()
+        renew_in_child(self)
+
+    def _after_fork_in_child(self) -> None:
+        """The timers are the parent's samplers': none of them runs in a forked child."""
+        self._lock = threading.RLock()
+        self._queue = []
 
     def now(self) -> float:
         return self._now

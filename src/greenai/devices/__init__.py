@@ -14,6 +14,7 @@ import functools
 import logging
 from collections.abc import Sequence
 
+from greenai.core.forks import after_fork_in_child
 from greenai.devices.base import Device, DeviceKind, NoPowerLimit, Source
 from greenai.devices.rapl import POWERCAP_ROOT
 
@@ -83,3 +84,12 @@ def reset_cache() -> None:
 
     nvml.reset_cache()
     probe_cpu.cache_clear()
+
+
+def _forget_after_fork() -> None:
+    """A forked child probes its own CPU devices: the cached ones count from the parent's
+    CPU time and their locks may have been held by the parent's sampler at the fork."""
+    probe_cpu.cache_clear()
+
+
+after_fork_in_child(_forget_after_fork)

@@ -22,6 +22,7 @@ from greenai.core.errors import (
     NoPermissionError,
     NotSupportedError,
 )
+from greenai.core.forks import after_fork_in_child
 from greenai.devices.base import DeviceKind, Source
 
 logger = logging.getLogger(__name__)
@@ -272,6 +273,17 @@ def reset_cache() -> None:
     global _probe_cache
     with _probe_lock:
         _probe_cache = None
+
+
+def _forget_after_fork() -> None:
+    """A forked child probes afresh, under a fresh lock: the parent's sampler may have held
+    the lock, or a cached GPU's own lock, at the fork."""
+    global _probe_lock, _probe_cache
+    _probe_lock = threading.Lock()
+    _probe_cache = None
+
+
+after_fork_in_child(_forget_after_fork)
 
 
 def _probe_uncached(pynvml: Any, visible: list[_VisibleEntry] | None) -> list[NvmlGpu | LostGpu]:

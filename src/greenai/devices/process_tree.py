@@ -14,6 +14,8 @@ import time
 
 import psutil
 
+from greenai.core.forks import renew_in_child
+
 DESCENDANTS_REFRESH_S = 1.0
 """How often the list of this process's descendants is rescanned (a scan walks /proc)."""
 
@@ -31,6 +33,14 @@ class ProcessTree:
         self._children: list[psutil.Process] = []
         self._scanned_at = -math.inf
         self._lock = threading.Lock()
+        renew_in_child(self)
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child is a new tree: its parent's sampler may have held the lock, and
+        the descendants listed are the parent's (the child itself and its siblings)."""
+        self._lock = threading.Lock()
+        self._children = []
+        self._scanned_at = -math.inf
 
     def _descendants(self) -> list[psutil.Process]:
         with self._lock:

@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 
+from greenai.core.forks import after_fork_in_child
 from greenai.report.prometheus_metrics import Metrics
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -60,8 +61,7 @@ def _forget_after_fork() -> None:
     _unserved.clear()
 
 
-if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(after_in_child=_forget_after_fork)
+after_fork_in_child(_forget_after_fork)
 
 
 def serve(addr: str, port: int, user_labels: tuple[str, ...], mp_dir: str | None) -> Endpoint:

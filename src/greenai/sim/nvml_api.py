@@ -51,6 +51,7 @@ from typing import Any
 
 import pynvml
 
+from greenai.core.forks import renew_in_child
 from greenai.sim.simulation import Simulation
 
 DRIVER_VERSION = "570.124.06"
@@ -127,7 +128,12 @@ class SimulatedNvml:
         self.sim = sim
         self._lock = threading.Lock()
         self._init_count = 0
+        renew_in_child(self)
         self._handles = tuple(_Handle(self, index) for index in range(len(sim.gpus)))
+
+    def _after_fork_in_child(self) -> None:
+        """A lock no parent's thread holds (the parent's sampler reads through this API)."""
+        self._lock = threading.Lock()
 
     def functions(self) -> dict[str, Callable[..., Any]]:
         """The replacement for each pynvml function this module simulates, by name."""

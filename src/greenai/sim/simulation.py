@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from greenai.core.clock import Clock
+from greenai.core.forks import renew_in_child
 from greenai.sim.gpu import PowerTimeline, Segment, SimulatedGPU
 
 FAULTS = ("not_supported", "lost", "no_permission", "counter_reset")
@@ -118,6 +119,11 @@ class Simulation:
         self._end_s: float | None = None
         self._lock = threading.RLock()
         self._states = [_GPUState(gpu, self.start_s) for gpu in self.gpus]
+        renew_in_child(self)
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child goes on with its own copy, under a lock no parent's thread holds."""
+        self._lock = threading.RLock()
 
     # -- time ------------------------------------------------------------------
 

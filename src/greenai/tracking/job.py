@@ -31,6 +31,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Literal
 
+from greenai.core.forks import after_fork_in_child
 from greenai.tracking.job_result import TIMELINE_POINTS, RankReport, combine
 from greenai.tracking.launcher import RankInfo, rank_info
 from greenai.tracking.launcher_metadata import launcher_metadata
@@ -45,6 +46,15 @@ DEFAULT_GATHER_TIMEOUT_S = 60.0
 
 _runs_lock = threading.Lock()
 _runs_by_name: dict[str, int] = defaultdict(int)
+
+
+def _forget_after_fork() -> None:
+    """A lock no parent's thread holds, in a forked child."""
+    global _runs_lock
+    _runs_lock = threading.Lock()
+
+
+after_fork_in_child(_forget_after_fork)
 
 
 def local_gpus(info: RankInfo | None, visible: int) -> list[int] | None:

@@ -28,19 +28,21 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from greenai.core import clock as _clock
-from greenai.core.errors import GatherWarning, OutputWarning, warn
+from greenai.core.errors import OutputWarning, warn
+from greenai.core.forks import renew_in_child
 from greenai.devices import Device, probe, probe_gpus
 from greenai.tracking.compute import RunResults
 from greenai.tracking.forecast import is_epoch, predict
+from greenai.tracking.gather import gather_run
 from greenai.tracking.job import (
     DEFAULT_GATHER_TIMEOUT_S,
     GATHER_MODES,
@@ -48,7 +50,6 @@ from greenai.tracking.job import (
     JobContext,
     local_gpus,
 )
-from greenai.tracking.job_result import RankReport, identity
 from greenai.tracking.machine import describe
 from greenai.tracking.readings import Mark, take_mark
 from greenai.tracking.result import Forecast, Result, Snapshot
@@ -92,19 +93,13 @@ class RunObserver(Protocol):
 class _Step:
     """One step of a run (see :meth:`Meter.step`)."""
 
-    __slots__ = ("_clock", "_lock", "_observers", "_steps", "_t0")
+    __slots__ = ("_clock", "_meter", "_observers", "_steps", "_t0")
 
-    def __init__(
-        self,
-        clock: _clock.Clock,
-        lock: threading.RLock,
-        steps: Steps,
-        observers: Sequence[RunObserver],
-    ) -> None:
+    def __init__(self, meter: Meter, clock: _clock.Clock) -> None:
+        self._meter = meter
         self._clock = clock
-        self._lock = lock
-        self._steps = steps
-        self._observers = observers
+        self._steps = meter._steps
+        self._observers: Sequence[RunObserver] = meter._config["observers"]
         self._t0 = 0.0
 
     def __enter__(self) -> _Step:
@@ -112,8 +107,10 @@ class _Step:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if self._meter._state == "forked":
+            return  # the parent's run: not this process's to mark
         t1 = self._clock.now()
-        with self._lock:
+        with self._meter._lock:
             self._steps.add(self._t0, t1)
         if exc_type is None:
             for observer in self._observers:
@@ -202,9 +199,12 @@ class Meter:
             "gather": gather,
             "gather_timeout_s": float(gather_timeout_s),
         }
-        self._state = "new"
+        self._state = "new"  # running, stopped; forked: a parent's run, in a child
         self._result: Result | None = None
         self._lock = threading.RLock()
+        self._stop_lock = threading.Lock()  # who stops; never held while the run is stopping
+        self._stopped: threading.Event | None = None  # made by the stopping call, set once done
+        self._pid = os.getpid()  # the process that started the run
         # The run in progress (or the last one, once stopped); start() makes them.
         self._job: JobContext | None = None
         self._cuda_indices: list[int] = []  # the metered GPUs, synchronized at boundaries
@@ -268,7 +268,9 @@ class Meter:
             Span(self.name, self._mark()), mark=self._mark, finalize=self._finalize, lock=self._lock
         )
         self._result = None
-        self._state = "running"
+        with self._stop_lock:
+            self._state, self._stopped, self._pid = "running", None, os.getpid()
+        renew_in_child(self)
         sampler.start()
         sampler.flush_warnings()
         for observer in cfg["observers"]:
@@ -278,12 +280,35 @@ class Meter:
     def stop(self, *, write_outputs: bool = True) -> Result:
         """End the run: close open windows, settle the last readings, join the sampler.
 
+        Idempotent and thread-safe: the first call stops the run and tells the observers
+        and outputs; every other call, at the same time or later, waits for it and
+        returns the same result.
+
         Args:
             write_outputs: Hand the result to the outputs (reports); False when
                 there is nothing worth reporting (the command never started).
         """
-        if self._state != "running":
-            raise RuntimeError(f"tracker {self.name!r} is not running")
+        with self._stop_lock:
+            stopped = self._stopped
+            first = self._state == "running" and stopped is None
+            if first:
+                stopped = self._stopped = threading.Event()  # running until the run has stopped
+            elif stopped is None:
+                raise RuntimeError(f"tracker {self.name!r} is not running{self._forked()}")
+        assert stopped is not None
+        if not first:
+            stopped.wait()
+            if self._result is None:
+                raise RuntimeError(f"tracker {self.name!r} failed to stop (in another call)")
+            return self._result
+        try:
+            return self._stop(write_outputs)
+        finally:
+            if self._result is None:  # failed before its result: a later call may try again
+                self._state, self._stopped = "running", None
+            stopped.set()
+
+    def _stop(self, write_outputs: bool) -> Result:
         sampler, windows = self._sampler, self._windows
         assert sampler is not None
         assert windows is not None
@@ -300,7 +325,15 @@ class Meter:
         for observer in self._config["observers"]:
             observer.run_stopped(self._result)
         if self._job is not None and self._config["gather"] != "none":
-            write_outputs = self._gather() and write_outputs
+            self._result, writes = gather_run(
+                self._job,
+                sampler,
+                self._result,
+                mode=self._config["gather"],
+                timeout_s=self._config["gather_timeout_s"],
+                account=self.account,
+            )
+            write_outputs = writes and write_outputs
         for output in self._config["outputs"] if write_outputs else ():
             try:
                 output(self._result)
@@ -309,55 +342,6 @@ class Meter:
                 warn(f"greenai: could not save the run ({e}); the result is kept", OutputWarning)
         sampler.flush_warnings()
         return self._result
-
-    def _gather(self) -> bool:
-        """Replace the rank's result by the job's where this rank holds it.
-
-        Returns whether this rank writes the run's reports: rank 0, or every rank
-        when the job's results cannot be gathered (no process group).
-        """
-        job, sampler = self._job, self._sampler
-        assert job is not None
-        assert sampler is not None
-        assert self._result is not None
-        job.attach_store()
-        if job.store is None:
-            logger.debug("no torch.distributed process group: each rank keeps its own result")
-            return True
-        report = RankReport(
-            rank=job.info.rank,
-            node=job.node,
-            local_rank=job.info.local_rank,
-            result=self._result,
-            devices={m.name: identity(m.device) for m in sampler.meters},
-        )
-        try:
-            combined = job.gather_job(
-                report,
-                mode=self._config["gather"],
-                timeout_s=self._config["gather_timeout_s"],
-                account=self.account,
-            )
-        except Exception as e:  # the store's host died: this rank keeps its own figures
-            logger.debug("gathering the job failed", exc_info=True)
-            reason = f"the job's results could not be gathered ({type(e).__name__}: {e})"
-            self._result = replace(
-                self._result,
-                partial=True,
-                partial_reasons=(*self._result.partial_reasons, reason),
-            )
-            warn(f"greenai: {reason}; this rank's own result is kept", GatherWarning)
-            return job.info.rank == 0
-        if combined is None:
-            return False
-        self._result = combined
-        missing = combined.metadata["job"]["ranks_missing"]
-        if missing:
-            warn(
-                f"greenai: ranks {missing} of the job did not report; the job result is partial",
-                GatherWarning,
-            )
-        return job.info.rank == 0
 
     @property
     def result(self) -> Result:
@@ -400,7 +384,7 @@ class Meter:
         """Mark one training step (a light window: count, time and energy per step)."""
         self._require_running("step")
         assert self._sampler is not None
-        return _Step(self._sampler.clock, self._lock, self._steps, self._config["observers"])
+        return _Step(self, self._sampler.clock)
 
     def snapshot(self) -> Snapshot:
         """Elapsed time, power and energy so far per device, steps and open windows.
@@ -468,7 +452,29 @@ class Meter:
     # ----------------------------------------------------------------- internals
     def _require_running(self, what: str) -> None:
         if self._state != "running":
-            raise RuntimeError(f"{what}() needs a running tracker (call start() or use 'with')")
+            raise RuntimeError(
+                f"{what}() needs a running tracker (call start() or use 'with'){self._forked()}"
+            )
+
+    def _forked(self) -> str:
+        """Why a run is not running here, when it is the parent's run in a forked child."""
+        if self._state != "forked":
+            return ""
+        return f": its run belongs to process {self._pid}, which this process was forked from"
+
+    def _after_fork_in_child(self) -> None:
+        """The parent's run is inert in a forked child: its sampler thread stayed in the
+        parent, and its locks may have been held at the fork. Windows and steps open at the
+        fork end without a reading; the child's own trackers meter normally."""
+        self._lock = threading.RLock()
+        self._stop_lock = threading.Lock()
+        if self._state != "running" or self._windows is None:
+            return
+        self._state, self._stopped = "forked", None
+        inert = Mark(math.nan, {})
+        for span in (*self._windows.open_spans(), self._windows.root):
+            if span.end is None:
+                span.end = inert
 
     def _mark(self) -> Mark:
         """Synchronize, timestamp and read the counters at a window boundary."""
@@ -480,6 +486,8 @@ class Meter:
     def _finalize(self, span: Span) -> Result:
         """The ended ``span``'s result (the run's metadata goes to the run's own)."""
         assert self._results is not None
+        if self._state == "forked":
+            raise RuntimeError(f"window {span.name!r} has no figures here{self._forked()}")
         is_run = self._windows is not None and span is self._windows.root
         metadata = self._metadata if is_run else {}
         return self._results.finalize(span, metadata, running=self._state == "running")
