@@ -56,7 +56,11 @@ def os_error_message(args: argparse.Namespace, error: OSError) -> str:
     if option is None:
         return f"{failed}: {why}"
     name, value = option
-    return f"{name} {value}: {why}" if failed == value else f"{name} {value}: {failed}: {why}"
+    if failed == value:
+        return f"{name} {value}: {why}"
+    if failed in value.parents and failed.is_file():  # mkdir's "File exists" says too little
+        why = "is a file, not a folder"
+    return f"{name} {value}: {failed}: {why}"
 
 
 def named_message(args: argparse.Namespace, message: str) -> str:
@@ -113,12 +117,14 @@ def _check_emissions_csv(path: Path) -> None:
 
 
 def _path_option(args: argparse.Namespace, failed: Path) -> tuple[str, Path] | None:
-    """The argument whose path is ``failed`` or holds it (a file inside ``--output-dir``)."""
-    for name, value in _path_values(args):
+    """The argument whose path is ``failed``, holds it (a file inside ``--output-dir``) or
+    lies under it (a parent folder that cannot be created)."""
+    values = _path_values(args)
+    for name, value in values:
         if failed == value:
             return name, value
-    for name, value in _path_values(args):
-        if value in failed.parents:
+    for name, value in values:
+        if value in failed.parents or failed in value.parents:
             return name, value
     return None
 
