@@ -54,6 +54,5 @@ def test_cli_demo_prints_a_summary() -> None:
 
 
 def test_cli_demo_rejects_bad_seconds(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        main(["demo", "--seconds", "-1"])
-    assert "--seconds must be positive" in capsys.readouterr().err
+    assert main(["demo", "--seconds", "-1"]) == 2
+    assert "greenai: error: --seconds must be positive" in capsys.readouterr().err

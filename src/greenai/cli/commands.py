@@ -3,7 +3,11 @@
 Commands: ``run`` (meter any command), ``report`` (render a saved run),
 ``devices`` (what this machine can meter, and why anything is missing),
 ``history`` and ``compare`` (the local run history), ``demo``.
-Bad options exit with status 2.
+
+A user's mistake prints ``greenai: error: ...`` naming the argument and exits 2 (a
+wrong command line) or 1 (a file that cannot be read, written or parsed): see
+:mod:`greenai.cli.errors`. Only :func:`main` catches, and only those errors; anything
+else is a greenai bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -12,29 +16,77 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from greenai.cli.errors import (
+    CliError,
+    UsageError,
+    check_output_dir,
+    named_message,
+    os_error_message,
+)
+from greenai.core.errors import GreenAIError
 from greenai.core.units import format_fixed, format_usd, format_utc
+
+if TYPE_CHECKING:
+    from greenai.tracking.result import Result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit status (argparse itself exits 2 on a bad option)."""
     parser = _parser()
     args = parser.parse_args(argv)
     command: Any = args.handler
     try:
-        status: int = command(args, parser)
+        status: int = command(args)
     except KeyboardInterrupt:
         return 130
+    except CliError as e:
+        return _fail(str(e), e.status)
+    except OSError as e:
+        if not isinstance(e.filename, (str, bytes, os.PathLike)):
+            raise  # not about a path the user gave: a bug, shown in full
+        return _fail(os_error_message(args, e), 1)
+    except GreenAIError as e:
+        return _fail(named_message(args, str(e)), 1)
     return status
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"greenai: error: {message}", file=sys.stderr)
+    return status
+
+
+class _Version(argparse.Action):
+    """``--version``: greenai's version and how its native module was built, then exit 0."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from greenai import __version__
+
+        try:
+            from greenai import _C
+        except ImportError:
+            native = "native module not built"
+        else:
+            build = _C.build_info()
+            cuda = f"CUDA {build['cuda_version']}" if build["cuda"] else "CPU only, no CUDA"
+            native = f"native module {build['version']}, {cuda}"
+        print(f"greenai {__version__} ({native})")
+        parser.exit()
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="greenai", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--version", action=_Version, help="show the version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="meter a command: greenai run [options] -- CMD ...")
@@ -51,8 +103,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...")
     run.set_defaults(handler=_run)
 
-    report = commands.add_parser("report", help="render a saved run (RUN.json)")
-    report.add_argument("record", type=Path, metavar="RUN.json")
+    report = commands.add_parser(
+        "report", help="render a saved run: RUN.json, or a run of the history"
+    )
+    report.add_argument(
+        "record",
+        metavar="RUN",
+        help="a run record (RUN.json), or a run_id, unique prefix or index (1 = latest) "
+        "as greenai history lists them",
+    )
     report.add_argument("--html", type=Path, metavar="OUT.html", help="write an HTML report")
     report.add_argument(
         "--md",
@@ -66,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="OUT.csv",
         help="append the run to a CodeCarbon-style emissions.csv",
     )
+    report.add_argument("--db", type=Path, help="history database (default: the user data dir)")
     report.set_defaults(handler=_report)
 
     devices = commands.add_parser("devices", help="what this machine can meter, and how")
@@ -143,7 +203,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _run(args: argparse.Namespace) -> int:
     from greenai.cli.runner import CommandError, run_command
     from greenai.tracker import Tracker
 
@@ -151,29 +211,51 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
     if not cmd:
-        parser.error("run: give the command after '--', e.g. greenai run -- python train.py")
+        raise UsageError("run: give the command after '--', e.g. greenai run -- python train.py")
+    if args.output_dir is not None:
+        check_output_dir(args.output_dir)
     try:
         tracker = Tracker(
             args.name or Path(cmd[0]).name, output_dir=args.output_dir, **_accounting_kwargs(args)
         )
     except ValueError as e:
-        parser.error(str(e))
+        raise UsageError(str(e)) from e
     try:
         status, result = run_command(cmd, tracker, live=False if args.no_live else None)
     except CommandError as e:
-        print(f"greenai: {e}", file=sys.stderr)
-        return e.exit_status
+        raise CliError(str(e), e.exit_status) from e
     print(result.summary(), file=sys.stderr)
+    _say_where_saved(result, args.output_dir)
     return status
 
 
-def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from greenai.report.records import read_record
+def _say_where_saved(result: Result, output_dir: Path | None) -> None:
+    """On stderr: the record, emissions.csv and history entry the run was saved to.
 
-    try:
-        result = read_record(args.record)
-    except (OSError, ValueError) as e:
-        parser.error(f"report: cannot read {args.record}: {e}")
+    Only what is there now is named: an output that failed has already warned.
+    """
+    from greenai.report.history import History
+    from greenai.report.records import record_path
+    from greenai.tracker import _history_path
+
+    saved = []
+    if output_dir is not None and result.run_id:
+        record = record_path(output_dir, result)
+        if record.is_file():
+            saved.append(f"  record     {record}")
+        if (output_dir / "emissions.csv").is_file():
+            saved.append(f"  emissions  {output_dir / 'emissions.csv'}")
+    history = _history_path(None)
+    if history is not None and history.is_file() and result.run_id in History(history):
+        saved.append(
+            f"  history    {history} (greenai report {result.run_id[:8]}, greenai history)"
+        )
+    if saved:
+        print(f"greenai: run {result.run_id} saved:", *saved, sep="\n", file=sys.stderr)
+
+
+def _report(args: argparse.Namespace) -> int:
+    result = _load_run(args.record, args.db)
     if args.html is None and args.md is None and args.csv is None:
         print(result.summary())
         return 0
@@ -196,7 +278,34 @@ def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-def _devices(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _load_run(ref: str, db: Path | None) -> Result:
+    """The run ``ref`` names: a record file, else a run of the history (id, prefix or index).
+
+    A ref that looks like a path (``.json``, a folder separator) is only ever a file.
+    """
+    from greenai.report.history import History, default_history_path
+    from greenai.report.records import read_record
+
+    path = Path(ref)
+    if path.exists():
+        try:
+            return read_record(path)
+        except ValueError as e:
+            raise CliError(f"RUN {ref}: {e}") from e
+    if path.suffix == ".json" or os.sep in ref or "/" in ref:
+        raise UsageError(f"RUN {ref}: no such file")
+    history = default_history_path() if db is None else db
+    if not history.is_file():
+        raise UsageError(f"RUN {ref}: no such file, and no run history at {history}")
+    try:
+        return History(history).get(ref)
+    except KeyError as e:
+        raise UsageError(f"RUN {ref}: no such file; {e.args[0]}") from e
+    except ValueError as e:
+        raise CliError(f"RUN {ref}: {e}") from e
+
+
+def _devices(args: argparse.Namespace) -> int:
     from greenai import _C, __version__, devices
 
     reasons = _ProbeLog()
@@ -245,7 +354,7 @@ class _ProbeLog(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-def _history(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _history(args: argparse.Namespace) -> int:
     from greenai.report.history import History
 
     runs = History(args.db).runs(limit=args.limit)
@@ -270,13 +379,13 @@ def _history(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _compare(args: argparse.Namespace) -> int:
     from greenai.report.history import History
 
     try:
         comparison = History(args.db).compare(args.a, args.b)
     except (KeyError, ValueError) as e:
-        parser.error(f"compare: {e.args[0] if e.args else e}")
+        raise UsageError(f"compare: {e.args[0] if e.args else e}") from e
     if args.json:
         print(json.dumps(comparison.to_dict(), indent=2))
         return 0
@@ -298,16 +407,21 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _demo(args: argparse.Namespace) -> int:
     if not args.seconds > 0:
-        parser.error(f"--seconds must be positive, got {args.seconds!r}")
+        raise UsageError(f"--seconds must be positive, got {args.seconds!r}")
     try:
         import torch  # noqa: F401
     except ImportError as e:
-        print(f"greenai demo needs torch: pip install 'greenai[torch]' ({e})", file=sys.stderr)
-        return 2
-    from greenai.cli.demo import run_demo
+        raise UsageError(f"greenai demo needs torch: pip install 'greenai[torch]' ({e})") from e
+    from greenai.cli.demo import run_demo, torch_device
 
+    try:
+        torch_device(args.device)
+    except ValueError as e:
+        raise UsageError(f"--device {args.device}: {e}") from e
+    if args.output_dir is not None:
+        check_output_dir(args.output_dir)
     try:
         result = run_demo(
             seconds=args.seconds,
@@ -316,10 +430,11 @@ def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             **_accounting_kwargs(args),
         )
     except ValueError as e:
-        parser.error(str(e))
+        raise UsageError(str(e)) from e
     print(result.summary())
     for window in result.windows:
         print(window.summary())
+    _say_where_saved(result, args.output_dir)
     return 0
 
 

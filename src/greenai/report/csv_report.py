@@ -379,7 +379,7 @@ def _checked_header(fd: int, path: Path) -> list[str]:
     if missing:
         details.append(f"missing columns {missing}")
     if extra:
-        details.append(f"unexpected columns {extra}")
+        details.append(f"{len(extra)} unexpected columns")  # not their names: the content
     if not details:
         details.append("repeated columns")
     raise ReportError(

@@ -284,6 +284,12 @@ class History:
             count: int = db.execute("SELECT count(*) FROM runs").fetchone()[0]
         return count
 
+    def __contains__(self, run_id: object) -> bool:
+        """Whether a run with exactly this ``run_id`` is stored (no prefix or index)."""
+        with self._connect() as db:
+            row = db.execute("SELECT 1 FROM runs WHERE run_id = ?", (str(run_id),)).fetchone()
+        return row is not None
+
     def get(self, ref: str | int) -> Result:
         """The full result of one run.
 
