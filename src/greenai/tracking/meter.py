@@ -422,7 +422,9 @@ class Meter:
         so_far = Span(self.name, root.start)
         so_far.children = list(root.children)
         so_far.end = self._mark()
-        return predict(self._finalize(so_far), epochs, total_epochs, self._config["account"])
+        return predict(
+            self._finalize(so_far), epochs, total_epochs, self._config["account"], window
+        )
 
     def __enter__(self) -> Meter:
         return self.start()
