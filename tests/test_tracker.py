@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -200,3 +202,29 @@ def test_track_with_arguments_is_still_a_tracker() -> None:
     with greenai.track(gpus=[], country="FRA", history=False) as unnamed:
         pass
     assert unnamed.result.co2_kg is not None
+
+
+def test_subpackages_are_attributes_of_a_bare_import_loaded_on_first_use() -> None:
+    code = """
+import sys
+import greenai
+before = sorted(m for m in sys.modules if m.startswith("greenai"))
+assert before == ["greenai"], before
+assert "sim" in dir(greenai) and "control" in dir(greenai)
+assert "greenai.sim" not in sys.modules
+with greenai.sim.simulated_nvml([greenai.sim.SimulatedGPU()], virtual_clock=True):
+    pass
+assert greenai.control.BatchSizeController.__name__ == "BatchSizeController"
+assert greenai.integrations.LoopRun.__name__ == "LoopRun"
+assert greenai.report.history.History.__name__ == "History"
+try:
+    greenai.nope
+except AttributeError as e:
+    assert "nope" in str(e)
+else:
+    raise AssertionError("greenai.nope")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
