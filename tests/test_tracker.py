@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,3 +148,83 @@ def test_prometheus_port_serves_the_runs_accounted_metrics() -> None:
 def test_bad_prometheus_port_fails_before_the_run(prometheus: object) -> None:
     with pytest.raises((TypeError, ValueError), match="port must be"):
         greenai.track("x", prometheus=prometheus)  # type: ignore[arg-type]
+
+
+def test_bare_decorator_names_each_run_after_the_function(tmp_path: Path) -> None:
+    with simulated_nvml([SimulatedGPU(idle_w=60, max_w=400)], virtual_clock=True) as sim:
+
+        @greenai.track
+        def train(seconds: float) -> str:
+            sim.compute(seconds)
+            return "trained"
+
+        assert train.result is None  # before the first call
+        assert train(1.0) == "trained"
+        first = train.result
+        assert train(2.0) == "trained"
+    assert first is not None
+    assert train.result is not None
+    assert first.run_id != train.result.run_id  # two calls, two runs
+    assert first.name == train.result.name == train.__qualname__
+    assert train.result.gpu_energy_j > first.gpu_energy_j
+    assert train.result.co2_kg is not None  # accounted like greenai.track(...)
+    assert train.__name__ == "train"
+
+
+def test_named_decorator_keeps_the_last_result_also_when_the_call_raises() -> None:
+    tracker = greenai.Tracker("fit", gpus=[], country="FRA", history=False)
+
+    @tracker
+    def fit() -> None:
+        raise KeyError("data")
+
+    with pytest.raises(KeyError):
+        fit()
+    assert fit.result is not None
+    assert fit.result.name == "fit"
+    assert tracker.result is fit.result
+
+    @greenai.track("evaluate", gpus=[], country="FRA", history=False)
+    def evaluate(x: int) -> int:
+        return x + 1
+
+    assert evaluate(1) == 2
+    assert evaluate.result is not None
+    assert evaluate.result.name == "evaluate"
+
+
+def test_track_with_arguments_is_still_a_tracker() -> None:
+    run = greenai.track("x", gpus=[], country="FRA", history=False)
+    assert isinstance(run, greenai.Tracker)
+    with run:
+        pass
+    assert run.result.name == "x"
+    with greenai.track(gpus=[], country="FRA", history=False) as unnamed:
+        pass
+    assert unnamed.result.co2_kg is not None
+
+
+def test_subpackages_are_attributes_of_a_bare_import_loaded_on_first_use() -> None:
+    code = """
+import sys
+import greenai
+before = sorted(m for m in sys.modules if m.startswith("greenai"))
+assert before == ["greenai"], before
+assert "sim" in dir(greenai) and "control" in dir(greenai)
+assert "greenai.sim" not in sys.modules
+with greenai.sim.simulated_nvml([greenai.sim.SimulatedGPU()], virtual_clock=True):
+    pass
+assert greenai.control.BatchSizeController.__name__ == "BatchSizeController"
+assert greenai.integrations.LoopRun.__name__ == "LoopRun"
+assert greenai.report.history.History.__name__ == "History"
+try:
+    greenai.nope
+except AttributeError as e:
+    assert "nope" in str(e)
+else:
+    raise AssertionError("greenai.nope")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr

@@ -42,9 +42,21 @@ _LAZY = {
     "Result": "greenai.tracking.result",
     "Window": "greenai.tracking.windows",
 }
-_LAZY_SUBMODULES = ("compress", "ops")
-"""Subpackages that import torch, so ``greenai.ops`` works after a bare ``import greenai``
-without ``import greenai`` loading torch."""
+_LAZY_SUBMODULES = (
+    "accounting",
+    "compress",
+    "control",
+    "core",
+    "devices",
+    "integrations",
+    "ops",
+    "report",
+    "sim",
+    "tracking",
+)
+"""Subpackages reachable as attributes after a bare ``import greenai`` (``greenai.sim``,
+``greenai.control.BatchSizeController``), each imported on first access: some import
+torch or the NVML bindings, and ``import greenai`` must load none of them."""
 
 if not TYPE_CHECKING:
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from greenai.accounting.carbon import accountant
 from greenai.accounting.settings import resolve_settings
@@ -23,8 +24,13 @@ from greenai.report.records import record_path, write_record
 from greenai.tracking.job import DEFAULT_GATHER_TIMEOUT_S, Gather
 from greenai.tracking.meter import DEFAULT_SAMPLE_PERIOD_S, Meter, RunObserver
 from greenai.tracking.result import Result
+from greenai.tracking.tracked import Tracked
 
 _HISTORY_OFF = {"0", "off", "false", "no"}
+
+P = ParamSpec("P")
+Q = ParamSpec("Q")
+R = TypeVar("R")
 
 
 class Tracker(Meter):
@@ -166,6 +172,33 @@ def _history_path(history: bool | str | os.PathLike[str] | None) -> Path | None:
     return Path(history)
 
 
-track = Tracker
-"""``greenai.track(...)`` is :class:`Tracker`: ``with greenai.track("name") as run:`` or
-``@greenai.track("name")``; after it, ``run.result`` holds energy, CO2e and cost."""
+class _Track(Generic[P]):
+    """Meter a block, a function or a run; account its CO2e and cost.
+
+    ``with greenai.track("name", ...) as run:`` and ``greenai.track(...).start()`` make a
+    :class:`Tracker` (the arguments are its own); after the run, ``run.result`` holds
+    energy, CO2e and cost. As a decorator, ``@greenai.track`` (runs named after the
+    function's ``__qualname__``) or ``@greenai.track("name", ...)``: each call is its own
+    run, and the last one's result is ``fn.result`` (None before the first call).
+    """
+
+    def __init__(self, make: Callable[P, Tracker]) -> None:
+        self._make = make
+
+    # A bare function is never a name: Tracker's first argument is a string or None.
+    @overload
+    def __call__(self, fn: Callable[Q, R], /) -> Tracked[Q, R]: ...  # type: ignore[overload-overlap]
+
+    @overload
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Tracker: ...
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if len(args) == 1 and not kwargs and callable(args[0]):
+            return Tracker()(args[0])
+        return self._make(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return "greenai.track"
+
+
+track = _Track(Tracker)

@@ -93,3 +93,47 @@ def test_snapshot_reports_power_and_energy_so_far() -> None:
     assert snap.power_w["gpu0"] == pytest.approx(300.0, rel=0.05)
     assert snap.energy_j == pytest.approx(900.0, rel=0.05)
     assert not math.isnan(snap.energy_j)
+
+
+def test_a_printed_forecast_reads_like_the_other_outputs() -> None:
+    from greenai.core import units
+
+    with simulated_nvml([SimulatedGPU()], virtual_clock=True) as sim:
+        with Meter("fit", cpu=False, dram=False, account=_account) as run:
+            with run.window("epoch 0"):
+                sim.compute(1.0)
+            one = run.forecast(4)
+            with run.window("epoch 1"):
+                sim.compute(1.5)
+            two = run.forecast(4)
+    assert "Forecast(" not in str(two)
+    lines = str(two).splitlines()
+    assert lines[0] == "forecast for 4 epochs (2 done; band: 90 % likely)"
+    assert two.energy_j.low is not None
+    assert two.energy_j.high is not None
+    assert two.co2_kg is not None
+    assert two.co2_kg.high is not None
+    energy = units.format_energy_si
+    band = f"{energy(two.energy_j.low)} to {energy(two.energy_j.high)}"
+    assert lines[1] == f"  energy    {energy(two.energy_j.value)} ({band})"
+    assert units.format_duration_short(two.duration_s.value) in lines[2]
+    assert f"to {units.format_co2_si(two.co2_kg.high)})" in lines[3]
+    assert lines[5] == f"  basis     {two.basis}"
+    assert "(no band from a single epoch)" in str(one).splitlines()[1]
+
+    unaccounted = dataclasses.replace(two, co2_kg=None, cost_usd=None)
+    assert str(unaccounted).splitlines()[3:5] == [
+        "  CO2e      not accounted",
+        "  cost      not accounted",
+    ]
+
+
+def test_no_epoch_yet_says_how_to_name_the_windows() -> None:
+    with simulated_nvml([SimulatedGPU()], virtual_clock=True) as sim:
+        with Meter(cpu=False, dram=False) as run:
+            with run.window("fold 0"):
+                sim.compute(0.5)
+            with pytest.raises(ValueError, match=r"window=") as caught:
+                run.forecast(5)
+            assert "'epoch <n>'" in str(caught.value)
+            assert run.forecast(5, window="fold").epochs_done == 1

@@ -300,9 +300,9 @@ def test_account_and_output_hooks(vc: clock.VirtualClock) -> None:
     assert seen == [run.result]
 
 
-def test_decorator_without_parentheses_is_a_clear_error() -> None:
+def test_a_function_is_never_a_trackers_name() -> None:
     def work() -> None:
         pass
 
-    with pytest.raises(TypeError, match="with the parentheses"):
-        greenai.track(work)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"@greenai\.track, "):
+        Meter(work)  # type: ignore[arg-type]

@@ -68,15 +68,22 @@ def predict(
     epochs: Sequence[Result],
     total_epochs: int,
     account: Callable[[Result], Result] | None,
+    window: str = "epoch",
 ) -> Forecast:
-    """Forecast the run whose progress is ``so_far`` from its finished ``epochs``.
+    """Forecast the run whose progress is ``so_far`` from its finished ``epochs``
+    (the windows named after ``window``, said in the error when there are none).
 
     Raises:
         ValueError: No epochs yet, or more finished than ``total_epochs``.
     """
     n = len(epochs)
     if n == 0:
-        raise ValueError("no finished epoch window yet: forecast after the first epoch")
+        raise ValueError(
+            f"no finished epoch window yet: forecast() counts the finished windows named "
+            f"{window!r} or {window + ' <n>'!r}, as run.window(f'{window} {{i}}') makes them; "
+            "forecast after the first one ends, or say what yours are called with window= "
+            "(run.forecast(10, window='fold') counts 'fold 0', 'fold 1', ...)"
+        )
     if n > total_epochs:
         raise ValueError(f"total_epochs={total_epochs} but {n} epochs have already finished")
     remaining = total_epochs - n

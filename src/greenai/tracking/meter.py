@@ -34,7 +34,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
 from greenai.core import clock as _clock
 from greenai.core.errors import OutputWarning, warn
@@ -54,6 +54,7 @@ from greenai.tracking.machine import describe
 from greenai.tracking.readings import Mark, take_mark
 from greenai.tracking.result import Forecast, Result, Snapshot
 from greenai.tracking.sampler import Sampler
+from greenai.tracking.tracked import Tracked
 from greenai.tracking.windows import Span, Steps, Window, Windows, walk
 
 logger = logging.getLogger(__name__)
@@ -168,7 +169,7 @@ class Meter:
         if name is not None and not isinstance(name, str):
             raise TypeError(
                 f"name must be a string, got {name!r}; as a decorator write "
-                "@greenai.track() or @greenai.track('name'), with the parentheses"
+                "@greenai.track, @greenai.track('name') or @greenai.Tracker('name')"
             )
         if not (isinstance(sample_period_s, (int, float)) and 0 < sample_period_s < math.inf):
             raise ValueError(
@@ -421,7 +422,9 @@ class Meter:
         so_far = Span(self.name, root.start)
         so_far.children = list(root.children)
         so_far.end = self._mark()
-        return predict(self._finalize(so_far), epochs, total_epochs, self._config["account"])
+        return predict(
+            self._finalize(so_far), epochs, total_epochs, self._config["account"], window
+        )
 
     def __enter__(self) -> Meter:
         return self.start()
@@ -435,8 +438,9 @@ class Meter:
         if self._state == "running":
             self.stop()
 
-    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
-        """Use as a decorator: each call is tracked; the last call's result is ``self.result``."""
+    def __call__(self, fn: Callable[P, R]) -> Tracked[P, R]:
+        """Use as a decorator: each call is its own run, named after ``fn`` unless the tracker
+        has a name; the last run's result is ``wrapper.result`` (None before), ``self.result``."""
 
         @functools.wraps(fn)
         def tracked(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -445,9 +449,11 @@ class Meter:
                 with run:
                     return fn(*args, **kwargs)
             finally:
-                self._result = run._result
+                self._result = wrapper.result = run._result
 
-        return tracked
+        wrapper = cast("Tracked[P, R]", tracked)
+        wrapper.result = None
+        return wrapper
 
     # ----------------------------------------------------------------- internals
     def _require_running(self, what: str) -> None:

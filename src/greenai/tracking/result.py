@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from greenai.core.units import format_energy_j, format_fixed, format_number, format_power_w
+from greenai.core.units import (
+    format_co2_si,
+    format_duration_short,
+    format_energy_j,
+    format_energy_si,
+    format_fixed,
+    format_number,
+    format_power_w,
+    format_usd,
+)
 from greenai.devices.base import DeviceKind, Source
 
 if TYPE_CHECKING:
@@ -387,3 +396,27 @@ class Forecast:
     cost_usd: Band | None
     confidence: float
     basis: str
+
+    def __str__(self) -> str:
+        """Each predicted figure with its band, then the basis: what ``print(forecast)`` shows."""
+        rows: list[tuple[str, Band | None, Callable[[float], str]]] = [
+            ("energy", self.energy_j, format_energy_si),
+            ("duration", self.duration_s, format_duration_short),
+            ("CO2e", self.co2_kg, format_co2_si),
+            ("cost", self.cost_usd, format_usd),
+        ]
+        lines = [
+            f"forecast for {self.total_epochs} epochs ({self.epochs_done} done; "
+            f"band: {self.confidence * 100:.0f} % likely)"
+        ]
+        lines += [f"  {label:<9} {_band_text(band, fmt)}" for label, band, fmt in rows]
+        lines.append(f"  basis     {self.basis}")
+        return "\n".join(lines)
+
+
+def _band_text(band: Band | None, fmt: Callable[[float], str]) -> str:
+    if band is None:
+        return "not accounted"
+    if band.low is None or band.high is None:
+        return f"{fmt(band.value)} (no band from a single epoch)"
+    return f"{fmt(band.value)} ({fmt(band.low)} to {fmt(band.high)})"
