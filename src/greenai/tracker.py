@@ -156,13 +156,15 @@ def _outputs(
             write_record(record_path(directory, result), result)
 
         outputs.append(write_reports)
-    history_path = _history_path(history)
-    if history_path is not None:
-        outputs.append(History(history_path).add)
+    history_file = history_path(history)
+    if history_file is not None:
+        outputs.append(History(history_file).add)
     return outputs
 
 
-def _history_path(history: bool | str | os.PathLike[str] | None) -> Path | None:
+def history_path(history: bool | str | os.PathLike[str] | None) -> Path | None:
+    """Where a run's ``history=`` argument sends it: None for nowhere (False, or
+    ``GREENAI_HISTORY=off`` when not given), else the SQLite file (the CLI asks the same)."""
     if history is False:
         return None
     if history is None and os.environ.get("GREENAI_HISTORY", "").strip().lower() in _HISTORY_OFF:

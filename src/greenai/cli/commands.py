@@ -236,7 +236,7 @@ def _say_where_saved(result: Result, output_dir: Path | None) -> None:
     """
     from greenai.report.history import History
     from greenai.report.records import record_path
-    from greenai.tracker import _history_path
+    from greenai.tracker import history_path
 
     saved = []
     if output_dir is not None and result.run_id:
@@ -245,7 +245,7 @@ def _say_where_saved(result: Result, output_dir: Path | None) -> None:
             saved.append(f"  record     {record}")
         if (output_dir / "emissions.csv").is_file():
             saved.append(f"  emissions  {output_dir / 'emissions.csv'}")
-    history = _history_path(None)
+    history = history_path(None)
     if history is not None and history.is_file() and result.run_id in History(history):
         saved.append(
             f"  history    {history} (greenai report {result.run_id[:8]}, greenai history)"
