@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -70,12 +71,12 @@ def test_series_rows_are_sorted(tmp_path: Path) -> None:
     [
         ("", "no rows"),
         ("timestamp,g_per_kwh\n", "no rows"),
-        ("time,g_per_kwh\n0,1\n", "no 'timestamp' column"),
-        ("timestamp,value\n0,1\n", "exactly one of the columns"),
+        ("time,g_per_kwh\n0,1\n", "line 1: the header has no 'timestamp' column"),
+        ("\ntimestamp,value\n0,1\n", "line 2: the header needs exactly one of the columns"),
         ("timestamp,g_per_kwh,intensity_g_per_kwh\n0,1,1\n", "exactly one of the columns"),
-        ("timestamp,g_per_kwh\nyesterday,1\n", r"line 2: timestamp 'yesterday'"),
-        ("timestamp,g_per_kwh\n0,1\n3600,lots\n", r"line 3: intensity 'lots' is not a number"),
-        ("timestamp,g_per_kwh\n0,-1\n", "line 2: intensity '-1' must be a finite number >= 0"),
+        ("timestamp,g_per_kwh\nyesterday,1\n", r"line 2: the timestamp is neither ISO"),
+        ("timestamp,g_per_kwh\n0,1\n3600,lots\n", r"line 3: the intensity is not a number"),
+        ("timestamp,g_per_kwh\n0,-1\n", "line 2: the intensity must be a finite number >= 0"),
         ("timestamp,g_per_kwh\n0,nan\n", "must be a finite number"),
         ("timestamp,g_per_kwh\ninf,1\n", "not finite"),
         ("timestamp,g_per_kwh\n0,1,2\n", "line 2: 3 fields"),
@@ -87,6 +88,30 @@ def test_series_rejects(tmp_path: Path, text: str, match: str) -> None:
     with pytest.raises(ValueError, match=match) as info:
         IntensitySeries.from_csv(path)
     assert str(path) in str(info.value)
+
+
+SECRET = "AKIA-SECRET-TOKEN-9f3c"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        f"GITHUB_TOKEN={SECRET}\0HOME=/root\0".encode(),  # /proc/self/environ: NUL bytes
+        f"GITHUB_TOKEN={SECRET}\nHOME=/root\n".encode(),  # a .env file: its first line
+        f"timestamp,{SECRET}\n0,1\n".encode(),
+        f"timestamp,g_per_kwh\n{SECRET},1\n".encode(),
+        f"timestamp,g_per_kwh\n0,{SECRET}\n".encode(),
+        f"timestamp,g_per_kwh\n0,-1{SECRET}\n".encode(),
+        SECRET.encode() + b"\xff\xfe\n",
+    ],
+)
+def test_errors_never_echo_the_files_content(tmp_path: Path, content: bytes) -> None:
+    """``intensity_csv`` may name any readable file, and CI logs keep the message."""
+    path = tmp_path / "foreign.csv"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=re.escape(str(path))) as info:
+        IntensitySeries.from_csv(path)
+    assert SECRET not in str(info.value)
 
 
 def test_series_missing_file(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -350,3 +351,35 @@ def test_location_is_never_guessed(env: dict[str, str]) -> None:
     """No network, no time zone: with nothing set the location is unknown."""
     s = resolve_settings(env={**env, "TZ": "Europe/Paris", "LANG": "fr_FR.UTF-8"})
     assert (s.country, s.region, s.cloud) == (None, None, None)
+
+
+SECRET = "AKIA_SECRET_TOKEN_9f3c"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        f"GITHUB_TOKEN={SECRET}\0HOME=/root\0".encode(),  # /proc/self/environ
+        f"[{SECRET}]\n[{SECRET}]\n".encode(),  # the parser's message quotes the key
+        f"x = {{{SECRET} = 1, {SECRET} = 2}}\n".encode(),
+        f'country = "{SECRET}"\n'.encode(),  # a known key: its value is not quoted either
+        f"pue = 0.5 # {SECRET}\n".encode(),
+        f'"{SECRET} with spaces" = 1\n'.encode(),  # an unknown key that is no setting name
+        f'country = "{SECRET}'.encode() + b"\xff\n",
+    ],
+)
+def test_config_errors_never_echo_the_files_content(
+    content: bytes, env: dict[str, str], tmp_path: Path
+) -> None:
+    """GREENAI_CONFIG may name any readable file, and CI logs keep the message."""
+    config = tmp_path / "foreign.toml"
+    config.write_bytes(content)
+    with pytest.raises(ValueError, match=re.escape(str(config))) as info:
+        resolve_settings(env={**env, "GREENAI_CONFIG": str(config)})
+    assert SECRET not in str(info.value)
+
+
+def test_invalid_toml_names_the_position(env: dict[str, str], tmp_path: Path) -> None:
+    config = _toml(tmp_path / "c.toml", 'country = "FRA"\n[t]\n[t]\n')
+    with pytest.raises(ValueError, match=r"not valid TOML \(at line 3, column 3\)$"):
+        resolve_settings(config_path=config, env=env)

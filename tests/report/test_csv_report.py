@@ -297,6 +297,32 @@ def test_foreign_header_is_refused_and_untouched(tmp_path: Path) -> None:
     assert path.read_bytes() == original
 
 
+SECRET = "AKIA-SECRET-TOKEN-9f3c"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        f"GITHUB_TOKEN={SECRET}\0HOME=/root\0".encode(),  # /proc/self/environ
+        f"timestamp,{SECRET}\n1,2\n".encode(),
+        SECRET.encode() + b"\xff\xfe\n",
+    ],
+)
+def test_errors_never_echo_a_foreign_files_content(tmp_path: Path, content: bytes) -> None:
+    """Appending to or reading any file (CI logs keep the message): the path, never its text."""
+    path = tmp_path / "foreign.csv"
+    path.write_bytes(content)
+    for action in (
+        lambda: append_emissions_row(path, make_result()),
+        lambda: read_emissions_csv(path),
+    ):
+        with pytest.raises(ReportError) as info:
+            action()
+        assert str(path) in str(info.value)
+        assert SECRET not in str(info.value)
+    assert path.read_bytes() == content
+
+
 def test_older_codecarbon_header_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "emissions.csv"
     old = [c for c in EMISSIONS_COLUMNS if c not in ("water_consumed", "wue")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import stat
 from collections.abc import Callable
 from dataclasses import replace
@@ -206,9 +207,9 @@ def test_not_json_names_the_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ([1, 2], "expected format 'greenai-run', found 'list'"),
-        ({"name": "x"}, "found None"),
-        ({"format": "codecarbon"}, "found 'codecarbon'"),
+        ([1, 2], "expected an object with format 'greenai-run', found a JSON array"),
+        ({"name": "x"}, "found a JSON object without it"),
+        ({"format": "codecarbon"}, "found a JSON object without it"),
     ],
 )
 def test_foreign_json_is_refused(tmp_path: Path, content: Any, message: str) -> None:
@@ -229,12 +230,38 @@ def test_newer_format_version_is_refused(tmp_path: Path) -> None:
     for bad in (True, "1", None):
         data["format_version"] = bad
         path.write_text(json.dumps(data))
-        with pytest.raises(ValueError, match="format_version"):
+        with pytest.raises(ValueError, match="format_version no integer"):
             read_record(path)
 
 
 def test_broken_record_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "broken.json"
     path.write_text(json.dumps({"format": RECORD_FORMAT, "format_version": 1, "name": "x"}))
-    with pytest.raises(ValueError, match=r"broken\.json: not a greenai result record"):
+    with pytest.raises(
+        ValueError, match=r"broken\.json is a broken greenai run record: .*'start_unix_s'"
+    ):
         read_record(path)
+
+
+SECRET = "AKIA-SECRET-TOKEN-9f3c"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        f"GITHUB_TOKEN={SECRET}\0HOME=/root\0".encode(),  # /proc/self/environ
+        f'{{"format": "{SECRET}"}}'.encode(),
+        f'{{"format": "greenai-run", "format_version": "{SECRET}"}}'.encode(),
+        f'{{"format": "greenai-run", "format_version": 1, "name": "x", '
+        f'"start_unix_s": "{SECRET}", "duration_s": 1}}'.encode(),
+        f'{{"{SECRET}": 1, '.encode(),
+        SECRET.encode() + b"\xff\xfe",
+    ],
+)
+def test_errors_never_echo_a_foreign_files_content(tmp_path: Path, content: bytes) -> None:
+    """Any file may be named here (CI logs keep the message): the path, never the text."""
+    path = tmp_path / "foreign.json"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=re.escape(str(path))) as info:
+        read_record(path)
+    assert SECRET not in str(info.value)

@@ -73,7 +73,8 @@ class IntensitySeries:
             ValueError: The file is missing or unreadable, a column is missing, a
                 timestamp or value does not parse, a value is negative or not finite,
                 two rows have the same timestamp, or there is no row. The message
-                names the file and line.
+                names the file, the line and what was expected, never the file's
+                content: the path may name any readable file (``/proc/self/environ``).
         """
         path = Path(path)
         rows: list[tuple[float, float, int]] = []
@@ -86,7 +87,7 @@ class IntensitySeries:
                         continue
                     if header is None:
                         header = [x.strip().lower() for x in fields]
-                        time_col, value_col = _series_columns(header, path)
+                        time_col, value_col = _series_columns(header, path, reader.line_num)
                         continue
                     where = f"{path}, line {reader.line_num}"
                     if len(fields) != len(header):
@@ -103,8 +104,10 @@ class IntensitySeries:
                     )
         except OSError as e:
             raise ValueError(f"intensity series {path}: cannot be read: {e}") from e
-        except (csv.Error, UnicodeDecodeError) as e:
+        except csv.Error as e:  # its messages name the problem, not the text
             raise ValueError(f"intensity series {path}: not a CSV file: {e}") from e
+        except UnicodeDecodeError as e:
+            raise ValueError(f"intensity series {path}: not UTF-8 text") from e
         if not rows:
             raise ValueError(
                 f"intensity series {path}: no rows (expected a header 'timestamp,g_per_kwh' "
@@ -224,16 +227,17 @@ def _segment_energy(
     return result
 
 
-def _series_columns(header: list[str], path: Path) -> tuple[int, int]:
+def _series_columns(header: list[str], path: Path, line: int) -> tuple[int, int]:
+    """The time and value column indexes; errors do not quote the header (any file's first line)."""
     if "timestamp" not in header:
         raise ValueError(
-            f"intensity series {path}: no 'timestamp' column in the header {header!r} "
+            f"intensity series {path}, line {line}: the header has no 'timestamp' column "
             "(expected 'timestamp,g_per_kwh')"
         )
     present = [c for c in SERIES_VALUE_COLUMNS if c in header]
     if len(present) != 1:
         raise ValueError(
-            f"intensity series {path}: the header {header!r} needs exactly one of the "
+            f"intensity series {path}, line {line}: the header needs exactly one of the "
             f"columns {', '.join(SERIES_VALUE_COLUMNS)}"
         )
     return header.index("timestamp"), header.index(present[0])
@@ -247,14 +251,14 @@ def _parse_timestamp(text: str, where: str) -> float:
         pass
     else:
         if not math.isfinite(seconds):
-            raise ValueError(f"intensity series {where}: timestamp {text!r} is not finite")
+            raise ValueError(f"intensity series {where}: the timestamp is not finite")
         return seconds
     iso = text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text
     try:
         moment = dt.datetime.fromisoformat(iso)
     except ValueError:
         raise ValueError(
-            f"intensity series {where}: timestamp {text!r} is neither ISO 8601 nor unix seconds"
+            f"intensity series {where}: the timestamp is neither ISO 8601 nor unix seconds"
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.timezone.utc)
@@ -265,11 +269,9 @@ def _parse_value(text: str, where: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"intensity series {where}: intensity {text!r} is not a number") from None
+        raise ValueError(f"intensity series {where}: the intensity is not a number") from None
     if not (math.isfinite(value) and value >= 0.0):
-        raise ValueError(
-            f"intensity series {where}: intensity {text!r} must be a finite number >= 0"
-        )
+        raise ValueError(f"intensity series {where}: the intensity must be a finite number >= 0")
     return value
 
 

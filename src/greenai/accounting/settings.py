@@ -61,6 +61,10 @@ CLOUD_PROVIDERS = ("gcp", "aws", "azure")
 _NORDIC_ZONE = re.compile(r"^(se[1-4]|no[1-5]|fi)$", re.IGNORECASE)
 _ISO3 = re.compile(r"^[A-Za-z]{3}$")
 _CLOUD_REGION = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+# Errors about a config file name its path, the position and setting-like key names, never
+# its text: it may be any readable file (GREENAI_CONFIG, a greenai.toml in the working folder).
+_TOML_POSITION = re.compile(r"\((at line \d+, column \d+|at end of document)\)\s*$")
+_KEY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,39}$")
 
 _STRINGS = ("country", "region", "cloud")
 _NUMBERS = ("pue", "price_per_kwh", "gpu_hour_price", "intensity_g_per_kwh")
@@ -151,7 +155,9 @@ _DEFAULTS: Mapping[str, Any] = {
 
 
 def _bad(name: str, value: object, where: str, why: str) -> ValueError:
-    return ValueError(f"greenai setting {name}={value!r} (from {where}): {why}")
+    """The error for a bad setting; a config file's value is not quoted (it may be any file)."""
+    shown = "" if where.startswith("config file") else f"={value!r}"
+    return ValueError(f"greenai setting {name}{shown} (from {where}): {why}")
 
 
 def _string(name: str, value: object, where: str) -> str:
@@ -355,12 +361,19 @@ def _read_config_file(path: Path) -> dict[str, object]:
     except OSError as e:
         raise ValueError(f"greenai {where}: cannot be read: {e}") from e
     except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"greenai {where}: not valid TOML: {e}") from e
+        # Only the position: the parser's message may quote the file, any readable file.
+        at = _TOML_POSITION.search(str(e))
+        position = f" ({at.group(1)})" if at else ""
+        raise ValueError(f"greenai {where}: not valid TOML{position}") from e
+    except UnicodeDecodeError as e:
+        raise ValueError(f"greenai {where}: not valid TOML (not UTF-8 text)") from e
     unknown = sorted(set(data) - set(_FIELDS))
     if unknown:
+        named = [repr(k) for k in unknown if _KEY_NAME.match(k)]
+        others = len(unknown) - len(named)
+        listed = named + ([f"{others} other(s) not shown"] if others else [])
         raise ValueError(
-            f"greenai {where}: unknown key(s) {', '.join(map(repr, unknown))}; "
-            f"known keys: {', '.join(_FIELDS)}"
+            f"greenai {where}: unknown key(s) {', '.join(listed)}; known keys: {', '.join(_FIELDS)}"
         )
     values: dict[str, object] = dict(data)
     csv = values.get("intensity_csv")

@@ -373,6 +373,14 @@ def _checked_header(fd: int, path: Path) -> list[str]:
     header = next(csv.reader([text]), [])
     if sorted(header) == sorted(EMISSIONS_COLUMNS):
         return header
+    raise ReportError(
+        f"{_not_emissions(path, header)}; refusing to append to it. Write to another file "
+        "or move this one away."
+    )
+
+
+def _not_emissions(path: Path, header: list[str]) -> str:
+    """Why a header is not CodeCarbon's: the expected columns it lacks, never its own text."""
     missing = [c for c in EMISSIONS_COLUMNS if c not in header]
     extra = [c for c in header if c not in EMISSIONS_COLUMNS]
     details = []
@@ -382,10 +390,8 @@ def _checked_header(fd: int, path: Path) -> list[str]:
         details.append(f"{len(extra)} unexpected columns")  # not their names: the content
     if not details:
         details.append("repeated columns")
-    raise ReportError(
-        f"{path} has a header that is not CodeCarbon 3.3's emissions columns "
-        f"({'; '.join(details)}); refusing to append to it. Write to another file or "
-        "move this one away."
+    return (
+        f"{path} has a header that is not CodeCarbon 3.3's emissions columns ({'; '.join(details)})"
     )
 
 
@@ -423,15 +429,22 @@ def read_emissions_csv(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     """The rows of an emissions CSV as text cells by column, without pandas.
 
     Raises:
-        ReportError: The file's header is not CodeCarbon's columns.
+        ReportError: The file's header is not CodeCarbon's columns, or it is not UTF-8
+            CSV text; the message names the path and what was expected, not the content.
     """
     path = Path(path)
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        header = list(reader.fieldnames or [])
-        if sorted(header) != sorted(EMISSIONS_COLUMNS):
-            raise ReportError(f"{path} is not a CodeCarbon emissions CSV (header {header})")
-        return [dict(row) for row in reader]
+        try:
+            header = list(reader.fieldnames or [])
+            if sorted(header) != sorted(EMISSIONS_COLUMNS):
+                raise ReportError(_not_emissions(path, header))
+            return [dict(row) for row in reader]
+        except (csv.Error, UnicodeDecodeError) as e:  # named, not quoted: any file may be here
+            raise ReportError(
+                f"{path} is not a CodeCarbon emissions CSV (line {reader.line_num}: "
+                "not UTF-8 CSV text)"
+            ) from e
 
 
 __all__ = [

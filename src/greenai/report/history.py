@@ -397,7 +397,7 @@ class History:
                 if tables:
                     raise ReportError(
                         f"{self.path} is a SQLite database but not a greenai run history "
-                        f"(it holds {sorted(t[0] for t in tables)}); refusing to change it"
+                        f"(it holds {len(tables)} tables or indexes); refusing to change it"
                     )
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():

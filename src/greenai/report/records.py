@@ -93,8 +93,10 @@ def read_record(path: str | os.PathLike[str]) -> Result:
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except json.JSONDecodeError as e:  # its message is a position, not the text
         raise ValueError(f"{path} is not a greenai run record: not JSON ({e})") from e
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not a greenai run record: not UTF-8 text") from e
     return result_from_record(data, source=str(path))
 
 
@@ -106,26 +108,41 @@ def result_from_record(data: Any, *, source: str = "record") -> Result:
         source: Named in error messages (a file name).
 
     Raises:
-        ValueError: Not a greenai run record, another ``format_version``, or broken.
+        ValueError: Not a greenai run record, another ``format_version``, or broken. The
+            message names what was expected, never a value from ``data`` (it may be any
+            JSON file), except an integer ``format_version``.
     """
     if not isinstance(data, Mapping) or data.get("format") != RECORD_FORMAT:
-        found = data.get("format") if isinstance(data, Mapping) else type(data).__name__
+        found = "a JSON object" if isinstance(data, Mapping) else f"a JSON {_json_kind(data)}"
         raise ValueError(
-            f"{source} is not a greenai run record (expected format {RECORD_FORMAT!r}, "
-            f"found {found!r})"
+            f"{source} is not a greenai run record (expected an object with format "
+            f"{RECORD_FORMAT!r}, found {found} without it)"
         )
     version = data.get("format_version")
     if type(version) is not int or version != RECORD_FORMAT_VERSION:
         newer = type(version) is int and version > RECORD_FORMAT_VERSION
         hint = "; it was written by a newer greenai: upgrade greenai to read it" if newer else ""
+        found = str(version) if type(version) is int else "no integer"
         raise ValueError(
-            f"{source} has format_version {version!r}; this greenai reads version "
+            f"{source} has format_version {found}; this greenai reads version "
             f"{RECORD_FORMAT_VERSION}{hint}"
         )
     try:
         return Result.from_dict(data)
     except ValueError as e:
-        raise ValueError(f"{source}: {e}") from e
+        cause = e.__cause__
+        what = (
+            f"the required field {cause.args[0]!r} is missing"
+            if isinstance(cause, KeyError) and str(cause.args[0]).isidentifier()  # our key
+            else "a field is missing or has the wrong type or value"
+        )
+        raise ValueError(f"{source} is a broken greenai run record: {what}") from e
+
+
+def _json_kind(data: Any) -> str:
+    """The JSON type of a parsed value, e.g. ``"array"``: named instead of the value."""
+    kinds = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if data is None else kinds.get(type(data), type(data).__name__)
 
 
 def _finite(value: Any) -> Any:
