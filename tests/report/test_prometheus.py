@@ -190,6 +190,31 @@ def test_co2_is_each_devices_share_of_the_accounted_run() -> None:
     )
 
 
+def _listening_ips(port: int) -> set[str]:
+    import psutil
+
+    return {
+        c.laddr.ip
+        for c in psutil.Process().net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+    }
+
+
+def test_the_endpoint_listens_on_loopback_unless_an_address_is_given() -> None:
+    """Energy, run names and host names are not for the whole network by default."""
+    exporter = PrometheusExporter(0)
+    with simulated_nvml([gpu()]):
+        with Meter("local", gpus=[0], cpu=False, dram=False, observers=[exporter]):
+            assert exporter.port
+            assert _listening_ips(exporter.port) == {"127.0.0.1"}
+            assert scrape(exporter.port).series("greenai_run_partial", run="local")
+    anywhere = PrometheusExporter(0, addr="0.0.0.0")
+    with simulated_nvml([gpu()]):
+        with Meter("open", gpus=[0], cpu=False, dram=False, observers=[anywhere]):
+            assert anywhere.port
+            assert _listening_ips(anywhere.port) == {"0.0.0.0"}
+
+
 def test_sequential_runs_share_the_server() -> None:
     first = PrometheusExporter(0, addr="127.0.0.1", update_interval_s=UPDATE_S)
     with simulated_nvml([gpu()]) as sim:

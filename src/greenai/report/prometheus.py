@@ -95,7 +95,9 @@ class PrometheusExporter:
         port: Base port of the HTTP endpoint (``/metrics``); None serves nothing
             (push only, or files for another process to serve); 0 takes any free
             port (see :attr:`port`).
-        addr: Address to listen on; ``"127.0.0.1"`` keeps the endpoint on the host.
+        addr: Address to listen on. The default, ``"127.0.0.1"``, keeps the endpoint
+            on this host; give ``"0.0.0.0"`` (or an interface's address) to let a
+            Prometheus server on another machine scrape it.
         port_per_local_rank: Listen on ``port + local_rank`` (the process's rank on
             its node, from the launcher), so a node's ranks each have a port.
             Ignored in multiprocess mode, where local rank 0 alone serves ``port``.
@@ -124,7 +126,7 @@ class PrometheusExporter:
         self,
         port: int | None = None,
         *,
-        addr: str = "0.0.0.0",
+        addr: str = "127.0.0.1",
         port_per_local_rank: bool = True,
         multiprocess_dir: str | os.PathLike[str] | None = None,
         push_gateway: str | None = None,
