@@ -31,6 +31,20 @@ def test_a_one_millijoule_dip_is_noise() -> None:
     assert guard.energy(0.3, 5_000_140.0) == (140.0, None)
 
 
+def test_a_read_older_than_the_last_may_be_lower_by_what_the_device_spent_between() -> None:
+    """Two threads read the counter; the earlier read reached the guard 19 ms later."""
+    guard = _guard()
+    guard.energy(0.100, 5_000_070.0)
+    guard.energy(0.200, 5_000_140.0)
+    lower_j = 0.019 * guard.max_w  # what the device spent in those 19 ms at full power
+    assert guard.energy(0.181, 5_000_140.0 - lower_j) == (140.0, None)
+    # more than the device can spend in 19 ms is still rejected
+    total, event = guard.energy(0.181, 5_000_140.0 - 10 * lower_j * MARGIN)
+    assert total is None
+    assert event is not None
+    assert event.kind == "rejected"
+
+
 def test_a_driver_reload_is_a_restart_and_counting_goes_on() -> None:
     guard = _guard()
     guard.energy(0.1, 5_000_070.0)
