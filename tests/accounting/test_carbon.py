@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from intensity_files import HOUR, T0, hourly, series_file
 
 from greenai.accounting.carbon import account, accountant
 from greenai.accounting.intensity import Intensity
@@ -19,9 +20,6 @@ from greenai.accounting.settings import AccountingSettings
 from greenai.core.errors import AccountingWarning
 from greenai.tracking.meter import Meter
 from greenai.tracking.result import PowerTimeline, Result
-
-T0 = 1_717_200_000.0  # 2024-06-01T00:00:00Z, on the hour
-HOUR = 3600.0
 
 
 def _result(
@@ -50,22 +48,11 @@ def _result(
     )
 
 
-def _series_file(tmp_path: Path, text: str, name: str = "grid.csv") -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
-def _hourly(tmp_path: Path, *values: float) -> IntensitySeries:
-    rows = "".join(f"{T0 + i * HOUR:.0f},{v}\n" for i, v in enumerate(values))
-    return IntensitySeries.from_csv(_series_file(tmp_path, "timestamp,g_per_kwh\n" + rows))
-
-
 # ---------------------------------------------------------------- charging by the hour
 
 
 def test_single_row_series_applies_from_its_time_on(tmp_path: Path) -> None:
-    series = _hourly(tmp_path, 42)
+    series = hourly(tmp_path, 42)
     assert series.step_s == float("inf")
     assert "a single value" in series.source
     out = account(_result(start_unix_s=T0 + 100 * HOUR), AccountingSettings(), series)
@@ -85,7 +72,7 @@ def _constant_timeline(
 
 def test_two_hours_at_constant_power_average_the_two_hours(tmp_path: Path) -> None:
     """1 kWh over two hours at 100 then 300 g/kWh: 200 g/kWh, 0.2 kg."""
-    series = _hourly(tmp_path, 100, 300)
+    series = hourly(tmp_path, 100, 300)
     times, power = _constant_timeline(2 * HOUR, 10.0, 500.0)
     result = _result(times_s=times, power_w=power, energy_j=3.6e6)
     out = account(result, AccountingSettings(), series)
@@ -96,14 +83,14 @@ def test_two_hours_at_constant_power_average_the_two_hours(tmp_path: Path) -> No
 
 
 def test_uniform_spreading_without_a_timeline(tmp_path: Path) -> None:
-    series = _hourly(tmp_path, 100, 300)
+    series = hourly(tmp_path, 100, 300)
     out = account(_result(), AccountingSettings(), series)
     assert out.intensity_g_per_kwh == pytest.approx(200.0)
 
 
 def test_energy_is_charged_where_the_power_was_drawn(tmp_path: Path) -> None:
     """Three times the power in the second hour: (1 x 100 + 3 x 300) / 4 = 250 g/kWh."""
-    series = _hourly(tmp_path, 100, 300)
+    series = hourly(tmp_path, 100, 300)
     times = [float(t) for t in range(7201)]
     power = [100.0 if t < HOUR else 300.0 for t in times]
     out = account(_result(times_s=times, power_w=power), AccountingSettings(), series)
@@ -113,7 +100,7 @@ def test_energy_is_charged_where_the_power_was_drawn(tmp_path: Path) -> None:
 
 
 def test_nan_samples_and_other_devices(tmp_path: Path) -> None:
-    series = _hourly(tmp_path, 100, 300)
+    series = hourly(tmp_path, 100, 300)
     times = [float(t) for t in range(0, 7201, 600)]
     result = Result(
         name="run",
@@ -136,7 +123,7 @@ def test_nan_samples_and_other_devices(tmp_path: Path) -> None:
 
 def test_window_in_the_second_hour(tmp_path: Path) -> None:
     """A window's timeline is in seconds since the run's start; offset_s places the window."""
-    series = _hourly(tmp_path, 100, 300)
+    series = hourly(tmp_path, 100, 300)
     window = _result(
         start_unix_s=T0 + 4000.0,
         duration_s=1000.0,
@@ -150,7 +137,7 @@ def test_window_in_the_second_hour(tmp_path: Path) -> None:
 
 def test_window_straddling_the_hour(tmp_path: Path) -> None:
     """600 s before the hour and 600 s after, at constant power: 200 g/kWh."""
-    series = _hourly(tmp_path, 100, 300)
+    series = hourly(tmp_path, 100, 300)
     times = [3000.0 + i for i in range(1, 1200)]  # 1 s samples, strictly inside the window
     window = _result(
         start_unix_s=T0 + 3000.0,
@@ -164,7 +151,7 @@ def test_window_straddling_the_hour(tmp_path: Path) -> None:
 
 def test_offset_places_the_samples_in_the_series(tmp_path: Path) -> None:
     """The window's offset says where its samples (seconds since the run's start) lie."""
-    series = _hourly(tmp_path, 100, 300)
+    series = hourly(tmp_path, 100, 300)
     times = [float(t) for t in range(600, 1801, 10)]
     power = [1000.0 if t < 1200 else 0.0 for t in times]
     # The window spans T0+3000..T0+4200; its samples, 600..1800 s into the run, fill it.
@@ -192,7 +179,7 @@ def test_window_of_a_tracked_run_is_charged_its_own_hours(tmp_path: Path) -> Non
 
     start = time.time()
     hour0 = start - start % HOUR
-    path = _series_file(
+    path = series_file(
         tmp_path,
         f"timestamp,g_per_kwh\n{hour0:.0f},100\n"
         f"{hour0 + HOUR:.0f},300\n{hour0 + 2 * HOUR:.0f},300\n",
@@ -214,7 +201,7 @@ def test_window_of_a_tracked_run_is_charged_its_own_hours(tmp_path: Path) -> Non
 
 
 def test_run_outside_the_series_uses_the_edges_and_says_so(tmp_path: Path) -> None:
-    series = _hourly(tmp_path, 100, 300)
+    series = hourly(tmp_path, 100, 300)
     early = account(_result(start_unix_s=T0 - HOUR, duration_s=HOUR), AccountingSettings(), series)
     assert early.intensity_g_per_kwh == 100.0
     assert any("before the intensity series starts" in n for n in early.accounting["notes"])
@@ -229,7 +216,7 @@ def test_run_outside_the_series_uses_the_edges_and_says_so(tmp_path: Path) -> No
 
 
 def test_zero_duration_takes_the_value_at_the_instant(tmp_path: Path) -> None:
-    series = _hourly(tmp_path, 100, 300)
+    series = hourly(tmp_path, 100, 300)
     out = account(
         _result(start_unix_s=T0 + HOUR + 1, duration_s=0.0, energy_j=0.0),
         AccountingSettings(),
@@ -240,7 +227,7 @@ def test_zero_duration_takes_the_value_at_the_instant(tmp_path: Path) -> None:
 
 
 def test_series_from_settings_is_used_by_account(tmp_path: Path) -> None:
-    csv = _series_file(tmp_path, f"timestamp,g_per_kwh\n{T0:.0f},100\n{T0 + HOUR:.0f},300\n")
+    csv = series_file(tmp_path, f"timestamp,g_per_kwh\n{T0:.0f},100\n{T0 + HOUR:.0f},300\n")
     out = account(_result(), AccountingSettings(intensity_csv=csv))
     assert out.intensity_g_per_kwh == pytest.approx(200.0)
     assert out.accounting["intensity_source"] == f"time series {csv} (hourly)"
@@ -249,7 +236,7 @@ def test_series_from_settings_is_used_by_account(tmp_path: Path) -> None:
 def test_series_naive_and_utc_agree_with_dt(tmp_path: Path) -> None:
     moment = dt.datetime(2024, 6, 1, tzinfo=dt.timezone.utc)
     series = IntensitySeries.from_csv(
-        _series_file(tmp_path, "timestamp,g_per_kwh\n2024-06-01T00:00:00,7\n")
+        series_file(tmp_path, "timestamp,g_per_kwh\n2024-06-01T00:00:00,7\n")
     )
     assert series.times_unix_s == (moment.timestamp(),)
 

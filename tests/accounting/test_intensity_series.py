@@ -6,30 +6,16 @@ import re
 from pathlib import Path
 
 import pytest
+from intensity_files import HOUR, T0, hourly, series_file
 
 from greenai.accounting.intensity_series import IntensitySeries
-
-T0 = 1_717_200_000.0  # 2024-06-01T00:00:00Z, on the hour
-HOUR = 3600.0
-
-
-def _series_file(tmp_path: Path, text: str, name: str = "grid.csv") -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
-def _hourly(tmp_path: Path, *values: float) -> IntensitySeries:
-    rows = "".join(f"{T0 + i * HOUR:.0f},{v}\n" for i, v in enumerate(values))
-    return IntensitySeries.from_csv(_series_file(tmp_path, "timestamp,g_per_kwh\n" + rows))
-
 
 # ---------------------------------------------------------------- time series parsing
 
 
 def test_series_formats(tmp_path: Path) -> None:
     """ISO with a zone, ISO naive (UTC), 'Z', and unix seconds all land on the same instants."""
-    path = _series_file(
+    path = series_file(
         tmp_path,
         "timestamp,g_per_kwh\n"
         "2024-06-01T02:00:00+02:00,100\n"  # = 2024-06-01T00:00Z
@@ -46,7 +32,7 @@ def test_series_formats(tmp_path: Path) -> None:
 
 
 def test_series_alternative_column_extra_columns_and_blank_lines(tmp_path: Path) -> None:
-    path = _series_file(
+    path = series_file(
         tmp_path,
         "zone, Timestamp ,intensity_g_per_kwh\n\nFR,2024-06-01T00:00:00Z,50\n\nFR,"
         "2024-06-01T00:30:00Z,60\n",
@@ -58,7 +44,7 @@ def test_series_alternative_column_extra_columns_and_blank_lines(tmp_path: Path)
 
 
 def test_series_rows_are_sorted(tmp_path: Path) -> None:
-    path = _series_file(
+    path = series_file(
         tmp_path, f"timestamp,g_per_kwh\n{T0 + HOUR:.0f},300\n{T0:.0f},100\n{T0 + 2 * HOUR:.0f},5\n"
     )
     series = IntensitySeries.from_csv(path)
@@ -84,7 +70,7 @@ def test_series_rows_are_sorted(tmp_path: Path) -> None:
     ],
 )
 def test_series_rejects(tmp_path: Path, text: str, match: str) -> None:
-    path = _series_file(tmp_path, text)
+    path = series_file(tmp_path, text)
     with pytest.raises(ValueError, match=match) as info:
         IntensitySeries.from_csv(path)
     assert str(path) in str(info.value)
@@ -120,7 +106,7 @@ def test_series_missing_file(tmp_path: Path) -> None:
 
 
 def test_series_value_at_and_edges(tmp_path: Path) -> None:
-    series = _hourly(tmp_path, 100, 300)
+    series = hourly(tmp_path, 100, 300)
     assert series.g_per_kwh_at(T0 - 10) == 100.0  # before the first row: the first value
     assert series.g_per_kwh_at(T0) == 100.0
     assert series.g_per_kwh_at(T0 + HOUR - 1) == 100.0
