@@ -16,7 +16,7 @@ from typing import Any
 
 from greenai.tracking.readings import energy_at, interpolate
 from greenai.tracking.result import PowerTimeline, Result, Snapshot, StepStats
-from greenai.tracking.sampler import Sampler
+from greenai.tracking.run_samples import RunSamples
 from greenai.tracking.windows import Span, Steps
 
 
@@ -24,7 +24,7 @@ class RunResults:
     """Makes one run's results, each window's once, from its sampler and steps.
 
     Args:
-        sampler: The run's readings.
+        samples: The run's readings.
         steps: The run's steps.
         run_id: Shared by every result of the run.
         start_unix_s: Wall-clock time at ``t_origin``. Units: s.
@@ -35,7 +35,7 @@ class RunResults:
 
     def __init__(
         self,
-        sampler: Sampler,
+        samples: RunSamples,
         steps: Steps,
         *,
         run_id: str,
@@ -44,7 +44,7 @@ class RunResults:
         missing: Iterable[str],
         account: Callable[[Result], Result],
     ) -> None:
-        self._sampler = sampler
+        self._samples = samples
         self._steps = steps
         self._run_id = run_id
         self._start_unix_s = start_unix_s
@@ -53,35 +53,36 @@ class RunResults:
         self._account = account
 
     def finalize(self, span: Span, metadata: dict[str, Any], *, running: bool) -> Result:
-        """The ended ``span``'s result (kept); while ``running``, first waits (bounded) for
-        the GPU counters' updates that settle its boundaries."""
+        """The ended ``span``'s result (kept); first places its GPU counter boundaries (at
+        once, unless the counters' updates around them are not known yet)."""
         if span.result is not None:
             return span.result
         assert span.end is not None
         if running:
-            self._sampler.await_resolution()
-        with self._sampler.lock:
+            self._samples.settle()
+        with self._samples.lock:
             span.result = self._compute(span, metadata)
         return span.result
 
     def snapshot(self, open_windows: Iterable[Span]) -> Snapshot:
         """The figures so far, from the samples, without waiting for counter updates."""
-        sampler = self._sampler
-        with sampler.lock:
-            now = sampler.clock.now()
-            meters = sampler.meters
+        samples = self._samples
+        with samples.lock:
+            now = samples.clock.now()
+            meters = samples.meters
             power_w = {m.name: m.power_w[-1] if m.power_w else math.nan for m in meters}
-            now_j = {m.name: interpolate(sampler, m, now) for m in meters}
+            now_j = {m.name: interpolate(samples, m, now) for m in meters}
             energy_j = {m.name: now_j[m.name] - m.cum_j[0] for m in meters}
             open_windows_j = {
                 span.name: sum(
-                    now_j[m.name] - interpolate(sampler, m, span.start.t) for m in meters
+                    now_j[m.name] - interpolate(samples, m, span.start.t) for m in meters
                 )
                 for span in open_windows
                 if span.name is not None
             }
             partial = bool(self._missing) or any(
-                m.failed_at is not None or m.incidents for m in meters
+                m.failed_at is not None or m.incidents.any_within(self._t_origin, now)
+                for m in meters
             )
             steps = len(self._steps)
         return Snapshot(
@@ -98,13 +99,13 @@ class RunResults:
 
     def _compute(self, span: Span, metadata: dict[str, Any]) -> Result:
         assert span.end is not None
-        sampler = self._sampler
+        samples = self._samples
         t0, t1 = span.start.t, span.end.t
         energy: dict[str, float] = {}
         reasons = list(self._missing)
-        for m in sampler.meters:
+        for m in samples.meters:
             energy[m.name] = max(
-                0.0, energy_at(sampler, m, span.end) - energy_at(sampler, m, span.start)
+                0.0, energy_at(samples, m, span.end) - energy_at(samples, m, span.start)
             )
             if m.failed_at is not None and m.failed_at <= t1:
                 reasons.append(
@@ -112,20 +113,21 @@ class RunResults:
                     f"into the run: {m.failure}"
                 )
             reasons += m.incidents.reasons(t0, t1, self._t_origin)
-        if sampler.error:
-            reasons.append(sampler.error)
-        lo, hi = bisect_left(sampler.times, t0), bisect_right(sampler.times, t1)
+        errors = samples.errors
+        if errors:
+            reasons.append(errors[0])
+        lo, hi = bisect_left(samples.times, t0), bisect_right(samples.times, t1)
         timeline = PowerTimeline(
-            times_s=[t - self._t_origin for t in sampler.times[lo:hi]],
-            power_w={m.name: list(m.power_w[lo:hi]) for m in sampler.meters},
+            times_s=[t - self._t_origin for t in samples.times[lo:hi]],
+            power_w={m.name: list(m.power_w[lo:hi]) for m in samples.meters},
         )
         result = Result(
             name=span.name,
             start_unix_s=self._start_unix_s + (t0 - self._t_origin),
             duration_s=t1 - t0,
             energy_by_device_j=energy,
-            sources={m.name: m.device.source for m in sampler.meters},
-            kinds={m.name: m.device.kind for m in sampler.meters},
+            sources={m.name: m.device.source for m in samples.meters},
+            kinds={m.name: m.device.kind for m in samples.meters},
             partial=bool(reasons),
             partial_reasons=tuple(reasons),
             windows=tuple(self._compute_child(c) for c in span.children),
@@ -146,21 +148,21 @@ class RunResults:
         """Steps inside [t0, t1], their energy interpolated from the sampled cumulative energy."""
         import numpy as np
 
-        sampler = self._sampler
+        samples = self._samples
         lo, hi = bisect_left(self._steps.starts, t0), bisect_right(self._steps.ends, t1)
         if hi <= lo:
             return None
         starts = np.array(self._steps.starts[lo:hi], dtype=np.float64)
         ends = np.array(self._steps.ends[lo:hi], dtype=np.float64)
-        times = np.array(sampler.times, dtype=np.float64)
+        times = np.array(samples.times, dtype=np.float64)
         t_last = max(t1, times[-1])
         if t_last > times[-1]:  # a window read before the next sample: extend at the last power
             times = np.append(times, t_last)
         energies = np.zeros(hi - lo)
-        for m in sampler.meters:
+        for m in samples.meters:
             cum = np.array(m.cum_j, dtype=np.float64)
             if len(cum) < len(times):
-                cum = np.append(cum, interpolate(sampler, m, t_last))
+                cum = np.append(cum, interpolate(samples, m, t_last))
             energies += np.maximum(0.0, np.interp(ends, times, cum) - np.interp(starts, times, cum))
         durations = ends - starts
         return StepStats(

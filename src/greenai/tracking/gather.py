@@ -14,14 +14,14 @@ from greenai.core.errors import GatherWarning, warn
 from greenai.tracking.job import Gather, JobContext
 from greenai.tracking.job_result import RankReport, identity
 from greenai.tracking.result import Result
-from greenai.tracking.sampler import Sampler
+from greenai.tracking.run_samples import RunSamples
 
 logger = logging.getLogger(__name__)
 
 
 def gather_run(
     job: JobContext,
-    sampler: Sampler,
+    samples: RunSamples,
     result: Result,
     *,
     mode: Gather,
@@ -40,7 +40,7 @@ def gather_run(
         node=job.node,
         local_rank=job.info.local_rank,
         result=result,
-        devices={m.name: identity(m.device) for m in sampler.meters},
+        devices={m.name: identity(m.device) for m in samples.meters},
     )
     try:
         combined = job.gather_job(report, mode=mode, timeout_s=timeout_s, account=account)

@@ -53,7 +53,8 @@ from greenai.tracking.job import (
 from greenai.tracking.machine import describe
 from greenai.tracking.readings import Mark, take_mark
 from greenai.tracking.result import Forecast, Result, Snapshot
-from greenai.tracking.sampler import Sampler
+from greenai.tracking import sampler as _sampler
+from greenai.tracking.run_samples import RunSamples
 from greenai.tracking.tracked import Tracked
 from greenai.tracking.windows import Span, Steps, Window, Windows, walk
 
@@ -210,14 +211,14 @@ class Meter:
         self._job: JobContext | None = None
         self._cuda_indices: list[int] = []  # the metered GPUs, synchronized at boundaries
         self._metadata: dict[str, Any] = {}
-        self._sampler: Sampler | None = None
+        self._samples: RunSamples | None = None
         self._results: RunResults | None = None
         self._steps = Steps()
         self._windows: Windows | None = None
 
     # ----------------------------------------------------------------- public API
     def start(self) -> Meter:
-        """Probe the devices, take the first readings and start the sampler."""
+        """Probe the devices, attach to the shared sampler and take the first readings."""
         if self._state == "running":
             raise RuntimeError(f"tracker {self.name!r} is already running")
         cfg = self._config
@@ -239,9 +240,6 @@ class Meter:
         names = [d.name for d in devices]
         if len(set(names)) != len(names):
             raise ValueError(f"devices must have unique names, got {names!r}")
-        sampler = Sampler(
-            devices, clock=clock, period_s=cfg["sample_period_s"], lock=self._lock, warnings=missing
-        )
         self._cuda_indices = [
             i
             for d in devices
@@ -253,33 +251,40 @@ class Meter:
         if self._job is not None:
             self._metadata.update(self._job.metadata())
         start_unix_s = time.time()
-        t_origin = clock.now()
-        sampler.first_sample(t_origin)
-        self._sampler = sampler
-        self._results = RunResults(
-            sampler,
-            self._steps,
-            run_id=run_id,
-            start_unix_s=start_unix_s,
-            t_origin=t_origin,
-            missing=missing,
-            account=self.account,
+        samples = _sampler.shared(clock).attach(
+            devices, period_s=cfg["sample_period_s"], warnings=missing
         )
-        self._windows = Windows(
-            Span(self.name, self._mark()), mark=self._mark, finalize=self._finalize, lock=self._lock
-        )
+        try:
+            self._samples = samples
+            self._results = RunResults(
+                samples,
+                self._steps,
+                run_id=run_id,
+                start_unix_s=start_unix_s,
+                t_origin=samples.t_origin,
+                missing=missing,
+                account=self.account,
+            )
+            self._windows = Windows(
+                Span(self.name, self._mark()),
+                mark=self._mark,
+                finalize=self._finalize,
+                lock=self._lock,
+            )
+        except BaseException:
+            samples.detach()
+            raise
         self._result = None
         with self._stop_lock:
             self._state, self._stopped, self._pid = "running", None, os.getpid()
         renew_in_child(self)
-        sampler.start()
-        sampler.flush_warnings()
+        samples.flush_warnings()
         for observer in cfg["observers"]:
             observer.run_started(self)
         return self
 
     def stop(self, *, write_outputs: bool = True) -> Result:
-        """End the run: close open windows, settle the last readings, join the sampler.
+        """End the run: close open windows, place the last readings, leave the sampler.
 
         Idempotent and thread-safe: the first call stops the run and tells the observers
         and outputs; every other call, at the same time or later, waits for it and
@@ -310,17 +315,16 @@ class Meter:
             stopped.set()
 
     def _stop(self, write_outputs: bool) -> Result:
-        sampler, windows = self._sampler, self._windows
-        assert sampler is not None
+        samples, windows = self._samples, self._windows
+        assert samples is not None
         assert windows is not None
         for observer in self._config["observers"]:
             self._metadata = {**self._metadata, **observer.run_stopping()}
-        windows.close_all()
-        sampler.await_resolution()
-        sampler.stop()
-        now = sampler.clock.now()
-        if now > sampler.times[-1]:
-            sampler.sample(now)
+        try:
+            windows.close_all()
+            samples.settle()
+        finally:
+            samples.detach()
         self._state = "stopped"
         self._result = self._finalize(windows.root)
         for observer in self._config["observers"]:
@@ -328,7 +332,7 @@ class Meter:
         if self._job is not None and self._config["gather"] != "none":
             self._result, writes = gather_run(
                 self._job,
-                sampler,
+                samples,
                 self._result,
                 mode=self._config["gather"],
                 timeout_s=self._config["gather_timeout_s"],
@@ -341,7 +345,7 @@ class Meter:
             except Exception as e:  # a report that cannot be written must not lose the run
                 logger.debug("output %r failed", output, exc_info=True)
                 warn(f"greenai: could not save the run ({e}); the result is kept", OutputWarning)
-        sampler.flush_warnings()
+        samples.flush_warnings()
         return self._result
 
     @property
@@ -360,8 +364,8 @@ class Meter:
     def devices(self) -> tuple[Device, ...]:
         """The devices this run meters (read-only; the control layer steers the GPUs among them)."""
         self._require_running("devices")
-        assert self._sampler is not None
-        return tuple(m.device for m in self._sampler.meters)
+        assert self._samples is not None
+        return tuple(m.device for m in self._samples.meters)
 
     def window(self, name: str) -> Window:
         """A named phase, as a context manager; windows opened inside it nest under it."""
@@ -384,8 +388,8 @@ class Meter:
     def step(self) -> _Step:
         """Mark one training step (a light window: count, time and energy per step)."""
         self._require_running("step")
-        assert self._sampler is not None
-        return _Step(self, self._sampler.clock)
+        assert self._samples is not None
+        return _Step(self, self._samples.clock)
 
     def snapshot(self) -> Snapshot:
         """Elapsed time, power and energy so far per device, steps and open windows.
@@ -484,9 +488,9 @@ class Meter:
 
     def _mark(self) -> Mark:
         """Synchronize, timestamp and read the counters at a window boundary."""
-        assert self._sampler is not None
-        mark = take_mark(self._sampler, self._cuda_indices if self._config["synchronize"] else ())
-        self._sampler.flush_warnings()
+        assert self._samples is not None
+        mark = take_mark(self._samples, self._cuda_indices if self._config["synchronize"] else ())
+        self._samples.flush_warnings()
         return mark
 
     def _finalize(self, span: Span) -> Result:

@@ -2,9 +2,10 @@
 
 A window boundary is a :class:`Mark`: its time and, per device with an energy counter,
 the counter read there. A GPU counter's reading is a
-:class:`~greenai.tracking.staleness.CounterBoundary`, settled once the
-:class:`~greenai.tracking.sampler.Sampler` has seen the counter's next updates. A device
-without a counter reading at the boundary gets its energy from the samples
+:class:`~greenai.tracking.staleness.CounterBoundary`, placed between two of the counter's
+updates by its :class:`~greenai.tracking.channel.DeviceChannel`: at once when the channel
+has timed the updates around it, else once the sampler has seen the next ones. A device
+without a counter reading at the boundary gets its energy from the run's samples
 (:func:`interpolate`).
 """
 
@@ -15,7 +16,7 @@ import sys
 from bisect import bisect_right
 from collections.abc import Sequence
 
-from greenai.tracking.sampler import DeviceMeter, Sampler
+from greenai.tracking.run_samples import RunMeter, RunSamples
 from greenai.tracking.staleness import CounterBoundary
 
 
@@ -29,45 +30,41 @@ class Mark:
         self.values = values
 
 
-def take_mark(sampler: Sampler, sync_cuda: Sequence[int]) -> Mark:
+def take_mark(samples: RunSamples, sync_cuda: Sequence[int]) -> Mark:
     """Wait for the CUDA devices ``sync_cuda`` (if any), then timestamp and read the counters."""
     if sync_cuda:
         synchronize_cuda(sync_cuda)
-    t = sampler.clock.now()
     values: dict[str, float | CounterBoundary] = {}
-    for m in sampler.meters:
-        if not m.counter or m.failed_at is not None:
-            continue
-        energy_j = sampler.read_energy(m, t)
-        if energy_j is None:
-            continue
-        if not m.coarse:
-            values[m.name] = energy_j
-            continue
-        boundary = CounterBoundary(t, energy_j)
-        with sampler.lock:
-            m.updates.observe(t, energy_j)
-            if m.pending or not boundary.resolve(m.updates.updates, m.last_boundary):
-                m.pending.append(boundary)
-            else:
-                m.last_boundary = boundary
-        values[m.name] = boundary
+    with samples.lock:
+        t = samples.clock.now()
+        for c in samples.channels:
+            if not c.counter or c.failed_at is not None:
+                continue
+            energy_j = c.read_energy(t)
+            if energy_j is None:
+                continue
+            if not c.coarse:
+                values[c.name] = energy_j
+                continue
+            boundary = CounterBoundary(t, energy_j)
+            c.add_boundary(boundary)
+            values[c.name] = boundary
     return Mark(t, values)
 
 
-def energy_at(sampler: Sampler, m: DeviceMeter, mark: Mark) -> float:
+def energy_at(samples: RunSamples, m: RunMeter, mark: Mark) -> float:
     """The device's cumulative energy at the boundary ``mark``. Units: J."""
     value = mark.values.get(m.name)
     if isinstance(value, CounterBoundary):
         return value.value()
     if value is not None:
         return value
-    return interpolate(sampler, m, mark.t)
+    return interpolate(samples, m, mark.t)
 
 
-def interpolate(sampler: Sampler, m: DeviceMeter, t: float) -> float:
+def interpolate(samples: RunSamples, m: RunMeter, t: float) -> float:
     """Cumulative energy at ``t`` from the samples (linear; extrapolated at the last power)."""
-    times, cum = sampler.times, m.cum_j
+    times, cum = samples.times, m.cum_j
     i = bisect_right(times, t)
     if i == 0:
         return cum[0]

@@ -1,18 +1,20 @@
-"""The sampler: every metered device's power and cumulative energy over a run.
+"""The sampler: one per clock and process, sampling every device that a run meters.
 
-A :class:`Sampler` holds one :class:`DeviceMeter` per device and the times of its
-samples. From :meth:`Sampler.start` to :meth:`Sampler.stop` a thread (or, on a
-:class:`~greenai.core.clock.VirtualClock`, the clock's timers) samples every device on a
-fixed grid and polls the GPU energy counters that are due, to time their updates
-(phase-locked polling, see :mod:`greenai.tracking.staleness`) and so settle the window
-boundaries read between two updates. Boundaries themselves are read in the user's thread
-(:mod:`greenai.tracking.readings`), under the sampler's lock.
+Every tracker, window, test and thread shares it. Each device has one
+:class:`~greenai.tracking.channel.DeviceChannel` here, made on first use; a run attaches
+to the channels of its devices (:meth:`Sampler.attach`) and gets its own
+:class:`~greenai.tracking.run_samples.RunSamples`, which receives every sample taken while
+it is attached. One thread (or, on a :class:`~greenai.core.clock.VirtualClock`, the
+clock's timers) samples the attached devices on a fixed grid and polls the GPU energy
+counters just before each update (phase-locked polling, see
+:mod:`greenai.tracking.staleness`), so a window boundary is placed between two known
+updates at once, from what is already known.
 
-Every reading passes a :class:`~greenai.devices.plausible.ReadingGuard`, which tells a
-counter restart from noise and rejects values the device cannot produce; what it saw is
-kept per device (:class:`Incidents`) for the results' partial reasons. A device whose
-sensor fails is dropped from then on. A failure, and a device's first incident, are queued
-and shown by :meth:`Sampler.flush_warnings`, in the user's thread, never from the sampler's.
+A GPU channel stays polled for :data:`LINGER_S` after its last run detaches, so the next
+run (the next test, the next window of a training loop) finds its update log warm; then
+the thread ends. All state here is guarded by :attr:`Sampler.lock`; device reads happen
+under it, so samples and boundaries are taken in time order. A forked child starts with
+no sampler (the parent's thread did not follow it).
 """
 
 from __future__ import annotations
@@ -20,349 +22,208 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from array import array
+import weakref
+from collections import deque
 from collections.abc import Sequence
 
 from greenai.core import clock as _clock
-from greenai.core.errors import NotSupportedError, SensorWarning, warn
+from greenai.core.forks import after_fork_in_child
 from greenai.devices import Device
-from greenai.devices.plausible import Event, ReadingGuard, max_power_w
-from greenai.tracking.staleness import POLL_S, CounterBoundary, UpdateLog
+from greenai.tracking.channel import DeviceChannel
+from greenai.tracking.run_samples import RunSamples
 
 logger = logging.getLogger(__name__)
 
-RESOLVE_TIMEOUT_S = 1.0  # longest wait for GPU counter updates around a boundary
-_MAX_SPANS = 256  # per device and kind of incident; later ones extend the last span
+LINGER_S = 15.0
+"""How long a GPU counter stays polled after its last run, to keep its update log warm."""
 
-
-class Incidents:
-    """What a device's guard saw, by kind: spans of time with at least one incident.
-
-    Bounded for runs of any length: past :data:`_MAX_SPANS` spans of one kind, a new
-    incident extends the last span (so more windows, never fewer, are marked partial).
-    """
-
-    def __init__(self) -> None:
-        self.first: dict[str, Event] = {}
-        self.spans: dict[str, list[list[float]]] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self.first)
-
-    def add(self, event: Event) -> bool:
-        """Record ``event``; True when it is the device's first incident."""
-        first = not self.first
-        spans = self.spans.setdefault(event.kind, [])
-        if len(spans) < _MAX_SPANS:
-            spans.append([event.t, event.t])
-        else:
-            spans[-1][1] = max(spans[-1][1], event.t)
-        self.first.setdefault(event.kind, event)
-        return first
-
-    def reasons(self, t0: float, t1: float, t_origin: float) -> list[str]:
-        """One partial reason per kind of incident within ``[t0, t1]``."""
-        reasons = []
-        for kind, spans in self.spans.items():
-            inside = [s for s in spans if s[0] <= t1 and s[1] >= t0]
-            if inside:
-                first = self.first[kind]
-                times = "once" if len(inside) == 1 else f"{len(inside)} times"
-                reasons.append(
-                    f"{first.message} ({first.t - t_origin:.3f} s into the run; "
-                    f"{kind} {times} in this window)"
-                )
-        return reasons
-
-
-class DeviceMeter:
-    """One device's readings within one tracker."""
-
-    def __init__(self, device: Device) -> None:
-        self.device = device
-        self.name = device.name
-        self.counter = device.has_energy_counter
-        self.coarse = self.counter and device.kind == "gpu"
-        # GPUs report a smoothed power; other counters' power is derived from energy deltas.
-        self.power_from_reading = not self.counter or self.coarse
-        self.failed_at: float | None = None
-        self.failure = ""
-        self.resets_seen = device.counter_resets
-        self.guard = ReadingGuard(self.name, max_power_w(device))
-        self.incidents = Incidents()
-        self.cum_j = array("d")  # cumulative energy at each sample (held after a failure)
-        self.power_w = array("d")
-        self.pending: list[CounterBoundary] = []  # in time order, settled in that order
-        self.last_boundary: CounterBoundary | None = None
-        self.updates = UpdateLog()
-        self.next_poll_t = -math.inf
+_MAX_ERRORS = 16
 
 
 class Sampler:
-    """Samples a run's devices every ``period_s``: :meth:`first_sample`, then :meth:`start`.
+    """Samples the devices of every run attached to it, on ``clock``.
 
-    Args:
-        devices: The devices to sample (unique names).
-        clock: The run's clock; a virtual one is driven by its timers, not a thread.
-        period_s: Spacing of the sampling grid. Units: s.
-        lock: Guards every series here; the tracker's windows share it.
-        warnings: Messages to show before any sensor failure (devices asked for and missing).
+    Use :func:`shared` to get the sampler of a clock; runs :meth:`attach` and
+    :meth:`detach`.
     """
 
-    def __init__(
-        self,
-        devices: Sequence[Device],
-        *,
-        clock: _clock.Clock,
-        period_s: float,
-        lock: threading.RLock,
-        warnings: Sequence[str] = (),
-    ) -> None:
-        self.meters = [DeviceMeter(d) for d in devices]
+    def __init__(self, clock: _clock.Clock) -> None:
         self.clock = clock
-        self.lock = lock
-        self.times = array("d")  # when each sample was taken, on ``clock``
-        self.error = ""  # a failure of the sampler itself, for the results' partial reasons
-        self._period_s = period_s
-        self._unwarned = list(warnings)
-        self._t_origin = math.nan
-        self._sample_index = 0
+        self.lock = threading.RLock()
+        self.resolved = threading.Condition(self.lock)  # notified after every round
+        self.errors: deque[tuple[float, str]] = deque(maxlen=_MAX_ERRORS)
+        self._channels: dict[int, DeviceChannel] = {}
+        self._runs: list[RunSamples] = []
+        self._period_s = math.inf
+        self._grid_origin = math.nan  # samples fall at origin + k * period (no drift)
+        self._grid_index = 0
         self._next_sample_t = math.inf
-        self._resolved = threading.Condition(lock)
-        self._stopping = threading.Event()
-        self._wake_event = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._timer: _clock.Timer | None = None
 
-    # ----------------------------------------------------------------- the thread
-    def first_sample(self, t_origin: float) -> None:
-        """Take the run's first sample, at ``t_origin``: the sampling grid starts there."""
-        self._t_origin = t_origin
-        self.sample(t_origin)
-        self._sample_index = 1
-        self._next_sample_t = t_origin + self._period_s
+    # ----------------------------------------------------------------- runs
+    def attach(
+        self, devices: Sequence[Device], *, period_s: float, warnings: Sequence[str] = ()
+    ) -> RunSamples:
+        """Start metering ``devices`` for one run: its first sample is taken now."""
+        with self.lock:
+            channels = [self._channel(d) for d in devices]
+            run = RunSamples(self, channels, period_s=period_s, warnings=warnings)
+            now = self.clock.now()
+            run.t_origin = now
+            self._sample([run], channels, now)
+            for c in channels:
+                c.runs += 1
+            self._runs.append(run)
+            if period_s < self._period_s or not math.isfinite(self._next_sample_t):
+                self._period_s = min(self._period_s, period_s)
+                self._grid_origin, self._grid_index = now, 1
+                self._next_sample_t = now + self._period_s
+            self._ensure_running(now)
+        self._wake.set()
+        return run
 
-    def start(self) -> None:
-        """Sample in the background: a thread, or the virtual clock's timers."""
+    def detach(self, run: RunSamples) -> None:
+        """Stop sampling for ``run`` (its samples so far are kept)."""
+        with self.lock:
+            if run not in self._runs:
+                return
+            self._runs.remove(run)
+            now = self.clock.now()
+            for c in run.channels:
+                c.runs -= 1
+                if c.runs == 0:
+                    c.idle_since = now
+            self._period_s = min((r.period_s for r in self._runs), default=math.inf)
+            if not self._runs:
+                self._next_sample_t = math.inf
+        self._wake.set()  # the thread re-plans: it may have nothing left to do
+
+    def sample_run(self, run: RunSamples) -> None:
+        """Take one sample of ``run``'s devices now, for it alone (at its end)."""
+        with self.lock:
+            now = self.clock.now()
+            if now > run.times[-1]:
+                self._sample([run], run.channels, now)
+
+    def _channel(self, device: Device) -> DeviceChannel:
+        """The device's channel, made on first use (again after a failure)."""
+        channel = self._channels.get(id(device))
+        if channel is None or channel.device is not device or channel.failed_at is not None:
+            channel = self._channels[id(device)] = DeviceChannel(device)
+        return channel
+
+    # ----------------------------------------------------------------- the thread
+    def _ensure_running(self, now: float) -> None:
         if isinstance(self.clock, _clock.VirtualClock):
-            self._schedule(self.clock.now())
-        else:
+            if self._timer is None:
+                self._timer = self.clock.call_at(now, self._on_timer)
+        elif self._thread is None:
             self._thread = threading.Thread(
                 target=self._run_thread, name="greenai-sampler", daemon=True
             )
             self._thread.start()
 
-    def stop(self) -> None:
-        """Stop sampling and join the thread (cancel the timer)."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._wake_event.set()
-            self._thread.join()
-            self._thread = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def await_resolution(self) -> None:
-        """Wait (bounded) until every GPU counter boundary so far is resolved."""
-        deadline = self.clock.now() + RESOLVE_TIMEOUT_S
-        virtual = isinstance(self.clock, _clock.VirtualClock)
-        with self.lock:
-            while any(m.pending for m in self.meters):
-                remaining = deadline - self.clock.now()
-                if remaining <= 0:
-                    logger.debug(
-                        "GPU counters did not update within %.1f s; using stale readings",
-                        RESOLVE_TIMEOUT_S,
-                    )
-                    for m in self.meters:
-                        m.pending.clear()
-                    break
-                if virtual:
-                    self.clock.sleep(POLL_S)
-                else:
-                    self._resolved.wait(remaining)
-
-    def _schedule(self, when_s: float) -> None:
-        assert isinstance(self.clock, _clock.VirtualClock)
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self.clock.call_at(when_s, self._on_timer)
-
     def _on_timer(self, now: float) -> None:
-        self._timer = None
-        if not self._stopping.is_set():
-            self._schedule(self._tick(now))
+        with self.lock:  # held across the round: an attach meanwhile sees the timer's fate
+            due = self._tick(now)
+            self._timer = None if due is None else self.clock.call_at(due, self._on_timer)
 
     def _run_thread(self) -> None:
-        while not self._stopping.is_set():
+        while True:
             due = self._tick(self.clock.now())
+            if due is None:
+                return
             delay = due - self.clock.now()
             if delay > 0:
-                self._wake_event.wait(delay)
-                self._wake_event.clear()
+                self._wake.wait(delay)
+                self._wake.clear()
 
-    def _tick(self, now: float) -> float:
-        """One round of the sampler; returns when the next round is due."""
-        try:
-            if now >= self._next_sample_t:
-                self.sample(now)
-                # sample on a fixed grid (no drift), skipping instants already past
-                self._sample_index = max(
-                    self._sample_index + 1,
-                    math.floor((now - self._t_origin) / self._period_s) + 1,
-                )
-                self._next_sample_t = self._t_origin + self._sample_index * self._period_s
-            self._poll_counters(now)
-        except Exception as e:  # a bug here must not kill the sampler silently: results say so
-            logger.debug("sampler error", exc_info=True)
-            with self.lock:
-                self.error = self.error or f"sampler error: {e!r}"
+    def _tick(self, now: float) -> float | None:
+        """One round: sample if due, poll the counters that are due. Returns when the next
+        round is due, or None when nothing is left to do (the thread or timer ends)."""
         with self.lock:
-            self._resolved.notify_all()
-            polls = [m.next_poll_t for m in self.meters if m.coarse and m.failed_at is None]
-        return min([self._next_sample_t, *polls])
+            try:
+                if self._runs and now >= self._next_sample_t:
+                    self._sample(self._runs, [c for c in self._channels.values() if c.runs], now)
+                    self._grid_index = max(
+                        self._grid_index + 1,
+                        math.floor((now - self._grid_origin) / self._period_s) + 1,
+                    )
+                    self._next_sample_t = self._grid_origin + self._grid_index * self._period_s
+                self._poll_counters(now)
+            except Exception as e:  # a bug here must not kill the sampler silently: results say so
+                logger.debug("sampler error", exc_info=True)
+                self.errors.append((now, f"sampler error: {e!r}"))
+            self.resolved.notify_all()
+            self._drop_idle(now)
+            polls = [c.next_poll_t for c in self._channels.values() if c.coarse and c.failed_at is None]
+            due = min([self._next_sample_t, *polls])
+            if not math.isfinite(due):
+                self._thread = None  # under the lock: a later attach starts a new one
+                return None
+            return due
+
+    def _drop_idle(self, now: float) -> None:
+        """Forget channels no run uses, once they are not worth keeping warm."""
+        for key, c in list(self._channels.items()):
+            if c.runs:
+                continue
+            keep = c.coarse and c.failed_at is None and c.warm and now - c.idle_since < LINGER_S
+            if not keep:
+                del self._channels[key]
 
     # ----------------------------------------------------------------- readings
-    def sample(self, now: float) -> None:
-        """Record one power sample of every device."""
-        readings: list[tuple[float | None, float | None]] = []
-        for m in self.meters:
-            energy_j = power_w = None
-            if m.failed_at is None:
-                try:
-                    if m.counter:
-                        energy_j = float(m.device.energy_j())
-                    if m.power_from_reading:
-                        power_w = _read_power(m)
-                except Exception as e:  # any sensor failure: the run goes on without this device
-                    self._fail(m, e, now)
-                    energy_j = power_w = None
-            readings.append((energy_j, power_w))
-        with self.lock:
-            previous_t = self.times[-1] if self.times else now
-            self.times.append(now)
-            for m, (raw_j, raw_w) in zip(self.meters, readings, strict=True):
-                power_w = math.nan if raw_w is None else self._check_power(m, now, raw_w)
-                last_j = m.cum_j[-1] if m.cum_j else 0.0
-                if m.counter:
-                    energy_j = None if raw_j is None else self._check_energy(m, now, raw_j)
-                    cum_j = last_j if energy_j is None else energy_j
-                    if m.coarse and energy_j is not None:
-                        m.updates.observe(now, energy_j)
-                elif math.isnan(power_w):
-                    cum_j = last_j
-                else:
-                    last_w = (
-                        m.power_w[-1] if m.power_w and not math.isnan(m.power_w[-1]) else power_w
-                    )
-                    cum_j = last_j + (last_w + power_w) / 2.0 * (now - previous_t)
-                if m.counter and not m.power_from_reading and len(m.cum_j) and now > previous_t:
-                    power_w = (
-                        (cum_j - last_j) / (now - previous_t) if m.failed_at is None else math.nan
-                    )
-                    if len(m.power_w) == 1:
-                        m.power_w[0] = (
-                            power_w  # the first sample has no delta: use the first interval's
-                        )
-                m.cum_j.append(cum_j)
-                m.power_w.append(power_w)
+    def _sample(
+        self, runs: Sequence[RunSamples], channels: Sequence[DeviceChannel], now: float
+    ) -> None:
+        """Read ``channels`` at ``now`` and give the sample to every run in ``runs`` whose
+        devices are all among them."""
+        values = {id(c): c.read(now) for c in channels}
+        for run in runs:
+            if all(id(c) in values for c in run.channels):
+                run.record(now, [values[id(c)] for c in run.channels])
 
     def _poll_counters(self, now: float) -> None:
         """Poll the GPU counters that are due, to time their updates and settle boundaries."""
-        for m in self.meters:
-            if not m.coarse or m.failed_at is not None or now < m.next_poll_t:
+        for c in list(self._channels.values()):
+            if not c.coarse or c.failed_at is not None or now < c.next_poll_t:
                 continue
-            energy_j = self.read_energy(m, now)
+            energy_j = c.read_energy(now)
             if energy_j is None:
                 continue
-            t = (now + self.clock.now()) / 2.0
-            with self.lock:
-                m.updates.observe(t, energy_j)
-                while m.pending and m.pending[0].resolve(m.updates.updates, m.last_boundary):
-                    m.last_boundary = m.pending.pop(0)
-                if m.updates.fresh:
-                    logger.debug(
-                        "%s: counter updates every %.4f s; no correction needed",
-                        m.name,
-                        m.updates.period_s,
-                    )
-                    m.coarse = False
-                    m.pending.clear()  # their stale readings are fresh enough
-                m.next_poll_t = m.updates.next_poll(now)
-
-    def read_energy(self, m: DeviceMeter, t: float) -> float | None:
-        """The device's checked, continuous counter at ``t``; None when the read failed (now
-        or before) or was rejected."""
-        try:
-            raw_j = float(m.device.energy_j())
-        except Exception as e:  # any sensor failure: the run goes on without this device
-            self._fail(m, e, t)
-            return None
-        with self.lock:
-            return self._check_energy(m, t, raw_j)
-
-    def _check_energy(self, m: DeviceMeter, t: float, raw_j: float) -> float | None:
-        """``raw_j`` through the device's guard (under the lock)."""
-        energy_j, event = m.guard.energy(t, raw_j)
-        if event is not None:
-            self._note(m, event)
-        resets = m.device.counter_resets
-        if resets != m.resets_seen:
-            m.resets_seen = resets
-            self._note(
-                m,
-                Event(
-                    t,
-                    "device restart",
-                    f"{m.name} reported that its energy counter restarted; the energy "
-                    "between the last read and the restart is missing",
-                ),
-            )
-        return energy_j
-
-    def _check_power(self, m: DeviceMeter, t: float, raw_w: float) -> float:
-        """``raw_w`` through the device's guard (under the lock): it, or NaN if rejected."""
-        power_w, event = m.guard.power(t, raw_w)
-        if event is not None:
-            self._note(m, event)
-        return power_w
-
-    def _note(self, m: DeviceMeter, event: Event) -> None:
-        """Keep an incident for the results; queue a warning for the device's first one
-        (the results' reasons list them all)."""
-        logger.debug("%s at t=%.3f: %s", event.kind, event.t, event.message)
-        if m.incidents.add(event):
-            self._unwarned.append(event.message)
-
-    def _fail(self, m: DeviceMeter, error: BaseException, t: float) -> None:
-        """Drop the device from ``t`` on: its open boundaries keep their stale readings."""
-        with self.lock:
-            if m.failed_at is not None:
-                return
-            m.failed_at = t
-            m.failure = f"{type(error).__name__}: {error}"
-            for boundary in m.pending:
-                boundary.value_j = boundary.stale_j
-            m.pending.clear()
-            self._unwarned.append(f"{m.name} stopped answering ({m.failure})")
-        logger.debug("%s failed at t=%.3f: %s", m.name, t, m.failure)
-
-    def flush_warnings(self) -> None:
-        """Show queued sensor warnings, in the user's thread (never from the sampler)."""
-        with self.lock:
-            messages, self._unwarned = self._unwarned, []
-        for message in messages:
-            warn(f"greenai: {message}; results are marked partial", SensorWarning)
+            c.updates.observe((now + self.clock.now()) / 2.0, energy_j)
+            c.settle()
+            if c.updates.fresh:
+                logger.debug(
+                    "%s: counter updates every %.4f s; no correction needed",
+                    c.name,
+                    c.updates.period_s,
+                )
+                c.coarse = False
+                c.settle_best_effort()  # their stale readings are fresh enough
+            c.next_poll_t = c.updates.next_poll(now)
 
 
-def _read_power(m: DeviceMeter) -> float | None:
-    """The device's power reading (unchecked); None when a counter device has none and
-    derives its power from energy instead."""
-    try:
-        return float(m.device.power_w())
-    except NotSupportedError:
-        if not m.counter:
-            raise
-        m.power_from_reading = False
-        return None
+_samplers: weakref.WeakKeyDictionary[_clock.Clock, Sampler] = weakref.WeakKeyDictionary()
+_samplers_lock = threading.Lock()
+
+
+def shared(clock: _clock.Clock) -> Sampler:
+    """The sampler of ``clock`` in this process, made on first use."""
+    with _samplers_lock:
+        sampler = _samplers.get(clock)
+        if sampler is None:
+            sampler = _samplers[clock] = Sampler(clock)
+        return sampler
+
+
+def _forget_after_fork() -> None:
+    """A forked child has no sampler thread: it starts its own samplers from scratch."""
+    global _samplers, _samplers_lock
+    _samplers = weakref.WeakKeyDictionary()
+    _samplers_lock = threading.Lock()
+
+
+after_fork_in_child(_forget_after_fork)

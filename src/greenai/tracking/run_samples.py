@@ -1,0 +1,166 @@
+"""One run's samples of its devices, taken by the shared sampler while the run is attached.
+
+A :class:`RunSamples` is what a run sees of the :mod:`~greenai.tracking.sampler`: the times
+of its samples and, per device (:class:`RunMeter`), the cumulative energy and power at each;
+the device's :class:`~greenai.tracking.channel.DeviceChannel` behind it is shared with every
+other run. It also settles the run's GPU counter boundaries (:meth:`RunSamples.settle`) and
+shows the warnings about its devices, once per run, in the user's thread.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from greenai.core import clock as _clock
+from greenai.core.errors import SensorWarning, warn
+from greenai.devices import Device
+from greenai.tracking.channel import DeviceChannel, Incidents
+from greenai.tracking.staleness import POLL_S
+
+if TYPE_CHECKING:
+    from greenai.tracking.sampler import Sampler
+
+COLD_WAIT_S = 1.0
+"""Longest wait at a run's end for a GPU counter whose update period is not known yet (the
+first fraction of a second a process meters it)."""
+
+WARM_WAIT_PERIODS = 2.5
+"""Longest wait, in update periods, for a boundary the log could not place at once (a poll
+came late on a busy host): the next two updates place it."""
+
+
+class RunMeter:
+    """One device's samples within one run."""
+
+    __slots__ = ("channel", "cum_j", "power_w")
+
+    def __init__(self, channel: DeviceChannel) -> None:
+        self.channel = channel
+        self.cum_j = array("d")  # cumulative energy at each of the run's samples
+        self.power_w = array("d")
+
+    @property
+    def name(self) -> str:
+        return self.channel.name
+
+    @property
+    def device(self) -> Device:
+        return self.channel.device
+
+    @property
+    def failed_at(self) -> float | None:
+        return self.channel.failed_at
+
+    @property
+    def failure(self) -> str:
+        return self.channel.failure
+
+    @property
+    def incidents(self) -> Incidents:
+        return self.channel.incidents
+
+
+class RunSamples:
+    """A run's view of the shared sampler (made by :meth:`Sampler.attach`).
+
+    Args:
+        sampler: The shared sampler.
+        channels: The run's devices, in the run's order.
+        period_s: The spacing of samples the run asked for. Units: s.
+        warnings: Messages to show at the run's first flush (devices asked for and missing).
+    """
+
+    def __init__(
+        self,
+        sampler: Sampler,
+        channels: Sequence[DeviceChannel],
+        *,
+        period_s: float,
+        warnings: Sequence[str] = (),
+    ) -> None:
+        self.sampler = sampler
+        self.clock = sampler.clock
+        self.lock = sampler.lock
+        self.channels = tuple(channels)
+        self.meters = [RunMeter(c) for c in channels]
+        self.period_s = period_s
+        self.times = array("d")
+        self.t_origin = math.nan
+        self._unwarned = list(warnings)
+        self._seen_seq = 0
+        self._warned: set[tuple[str, str]] = set()
+
+    def record(self, t: float, values: Sequence[tuple[float, float]]) -> None:
+        """One sample: (cumulative J, power W) per device, in the run's order (under the lock)."""
+        first = len(self.times) == 1
+        self.times.append(t)
+        for m, (cum_j, power_w) in zip(self.meters, values, strict=True):
+            m.cum_j.append(cum_j)
+            m.power_w.append(power_w)
+            if first and math.isnan(m.power_w[0]) and m.channel.failed_at is None:
+                m.power_w[0] = power_w  # power derived from energy has none at the first sample
+
+    @property
+    def errors(self) -> list[str]:
+        """The sampler's own failures while this run was attached."""
+        with self.lock:
+            return [msg for t, msg in self.sampler.errors if t >= self.t_origin]
+
+    def detach(self) -> None:
+        """Take a last sample now and stop sampling for this run."""
+        self.sampler.sample_run(self)
+        self.sampler.detach(self)
+
+    # ----------------------------------------------------------------- boundaries
+    def settle(self) -> None:
+        """Place every GPU counter boundary of the run so far.
+
+        Normally all are placed already. Otherwise waits (bounded) for the counter updates
+        that place them: :data:`COLD_WAIT_S` while a counter's update period is not known
+        yet, else :data:`WARM_WAIT_PERIODS` update periods; what is still open then keeps
+        its stale reading.
+        """
+        with self.lock:
+            for c in self.channels:
+                c.settle()
+            open_channels = [c for c in self.channels if c.pending]
+            if not open_channels:
+                return
+            if all(c.warm for c in open_channels):
+                wait_s = WARM_WAIT_PERIODS * max(c.updates.period_s or 0.0 for c in open_channels)
+            else:
+                wait_s = COLD_WAIT_S
+            deadline = self.clock.now() + wait_s
+            virtual = isinstance(self.clock, _clock.VirtualClock)
+            while any(c.pending for c in open_channels):
+                remaining = deadline - self.clock.now()
+                if remaining <= 0:
+                    for c in open_channels:
+                        c.settle_best_effort()
+                    break
+                if virtual:
+                    self.clock.sleep(POLL_S)
+                else:
+                    self.sampler.resolved.wait(remaining)
+
+    # ----------------------------------------------------------------- warnings
+    def flush_warnings(self) -> None:
+        """Show what went wrong with the run's devices since it started, in the user's thread
+        (never from the sampler's): a failure, and a device's first incident (the results'
+        reasons list them all)."""
+        with self.lock:
+            messages, self._unwarned = self._unwarned, []
+            seen = self._seen_seq
+            for c in self.channels:
+                for seq, t, kind, message in c.notices:
+                    self._seen_seq = max(self._seen_seq, seq)
+                    key = (c.name, kind if kind == "failed" else "incident")
+                    if seq <= seen or t < self.t_origin or key in self._warned:
+                        continue
+                    self._warned.add(key)
+                    messages.append(message)
+        for message in messages:
+            warn(f"greenai: {message}; results are marked partial", SensorWarning)
