@@ -40,6 +40,7 @@ from greenai.core import clock as _clock
 from greenai.core.errors import OutputWarning, warn
 from greenai.core.forks import renew_in_child
 from greenai.devices import Device, probe, probe_gpus
+from greenai.tracking import sampler as _sampler
 from greenai.tracking.compute import RunResults
 from greenai.tracking.forecast import is_epoch, predict
 from greenai.tracking.gather import gather_run
@@ -53,7 +54,6 @@ from greenai.tracking.job import (
 from greenai.tracking.machine import describe
 from greenai.tracking.readings import Mark, take_mark
 from greenai.tracking.result import Forecast, Result, Snapshot
-from greenai.tracking import sampler as _sampler
 from greenai.tracking.run_samples import RunSamples
 from greenai.tracking.tracked import Tracked
 from greenai.tracking.windows import Span, Steps, Window, Windows, walk

@@ -126,6 +126,7 @@ class Sampler:
             self._thread.start()
 
     def _on_timer(self, now: float) -> None:
+        assert isinstance(self.clock, _clock.VirtualClock)
         with self.lock:  # held across the round: an attach meanwhile sees the timer's fate
             due = self._tick(now)
             self._timer = None if due is None else self.clock.call_at(due, self._on_timer)
@@ -158,7 +159,8 @@ class Sampler:
                 self.errors.append((now, f"sampler error: {e!r}"))
             self.resolved.notify_all()
             self._drop_idle(now)
-            polls = [c.next_poll_t for c in self._channels.values() if c.coarse and c.failed_at is None]
+            channels = self._channels.values()
+            polls = [c.next_poll_t for c in channels if c.coarse and c.failed_at is None]
             due = min([self._next_sample_t, *polls])
             if not math.isfinite(due):
                 self._thread = None  # under the lock: a later attach starts a new one
