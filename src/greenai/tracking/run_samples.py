@@ -23,13 +23,9 @@ from greenai.tracking.staleness import POLL_S
 if TYPE_CHECKING:
     from greenai.tracking.sampler import Sampler
 
-COLD_WAIT_S = 1.0
-"""Longest wait at a run's end for a GPU counter whose update period is not known yet (the
-first fraction of a second a process meters it)."""
-
-WARM_WAIT_PERIODS = 2.5
-"""Longest wait, in update periods, for a boundary the log could not place at once (a poll
-came late on a busy host): the next two updates place it."""
+RESOLVE_TIMEOUT_S = 1.0
+"""Longest wait for the GPU counter updates that place a run's boundaries; past it, what is
+still open keeps its stale reading."""
 
 
 class RunMeter:
@@ -118,10 +114,12 @@ class RunSamples:
     def settle(self) -> None:
         """Place every GPU counter boundary of the run so far.
 
-        Normally all are placed already. Otherwise waits (bounded) for the counter updates
-        that place them: :data:`COLD_WAIT_S` while a counter's update period is not known
-        yet, else :data:`WARM_WAIT_PERIODS` update periods; what is still open then keeps
-        its stale reading.
+        Most are placed already, from the updates the counter's channel has timed before.
+        A boundary needs the next two updates (so waits, at most :data:`RESOLVE_TIMEOUT_S`)
+        while the counter's update period is not known yet (the process's first fraction of
+        a second on the device), when another boundary lies between it and the counter's
+        last update (a run shorter than one update period), or when the poll around that
+        update came late (a busy host).
         """
         with self.lock:
             for c in self.channels:
@@ -129,11 +127,7 @@ class RunSamples:
             open_channels = [c for c in self.channels if c.pending]
             if not open_channels:
                 return
-            if all(c.warm for c in open_channels):
-                wait_s = WARM_WAIT_PERIODS * max(c.updates.period_s or 0.0 for c in open_channels)
-            else:
-                wait_s = COLD_WAIT_S
-            deadline = self.clock.now() + wait_s
+            deadline = self.clock.now() + RESOLVE_TIMEOUT_S
             virtual = isinstance(self.clock, _clock.VirtualClock)
             while any(c.pending for c in open_channels):
                 remaining = deadline - self.clock.now()

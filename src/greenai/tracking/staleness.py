@@ -10,8 +10,10 @@ then places a boundary between updates:
 
 * backward (no wait): the update that produced the boundary's reading, at
   ``t_k``, plus the power over the interval before it, extends the reading to
-  the boundary: ``E(t) = E_k + P_before * (t - t_k)``;
-* forward (when that update was not timed, e.g. at the first boundary): the
+  the boundary: ``E(t) = E_k + P_before * (t - t_k)``, where ``P_before`` counts
+  from the last boundary if one lies in that interval (the power changed there);
+* forward (when that update was not timed, e.g. at the first boundary, or the last
+  boundary is too close to it or after it to measure the power since): the
   next update after the boundary minus the power over the interval after it:
   ``E(t) = E_next - P_after * (t_next - t)``.
 
@@ -154,15 +156,24 @@ class CounterBoundary:
         if own is not None and own >= 1 and log[own].precise and log[own - 1].precise:
             before, at = log[own - 1], log[own]
             since_t, since_j = before.t, before.energy_j
-            if (
-                previous is not None
-                and previous.value_j is not None
-                and before.t < previous.t < at.t - 0.2 * (at.t - before.t)
-            ):
-                since_t, since_j = previous.t, previous.value_j
-            power_w = (at.energy_j - since_j) / (at.t - since_t)
-            upper = log[own + 1].energy_j if own + 1 < len(log) else math.inf
-            return min(max(at.energy_j + power_w * (self.t - at.t), before.energy_j), upper)
+            # A boundary after ``before`` is where the power may have changed (work started or
+            # stopped): the power since it, if it is not too close to ``at`` to measure;
+            # otherwise only the next updates tell (forward).
+            change = (
+                (previous.t, previous.value_j)
+                if previous is not None and previous.value_j is not None
+                else None
+            )
+            changed = change is not None and change[0] > before.t
+            measurable = (
+                change is not None and changed and change[0] < at.t - 0.2 * (at.t - before.t)
+            )
+            if measurable and change is not None:
+                since_t, since_j = change
+            if measurable or not changed:
+                power_w = (at.energy_j - since_j) / (at.t - since_t)
+                upper = log[own + 1].energy_j if own + 1 < len(log) else math.inf
+                return min(max(at.energy_j + power_w * (self.t - at.t), before.energy_j), upper)
         after = (
             own + 1
             if own is not None
