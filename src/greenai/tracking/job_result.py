@@ -269,27 +269,44 @@ def _combine_steps(parts: Sequence[_Part], energy: Mapping[str, float]) -> StepS
 
     A job step lasts as long as its slowest rank and costs the ranks' energy, scaled
     by the window's (deduplicated) energy over the ranks' sum, so that a shared
-    device is counted once here too.
+    device is counted once here too. Ranks with as many steps sampled the same step
+    indices (:mod:`greenai.tracking.step_stats`), so the job's sample is combined the
+    same way; past the sample size, the job's time in steps is estimated from it (at
+    least the slowest rank's total) and its longest step is the ranks' longest.
     """
     import numpy as np
 
     steps = [p.result.steps for p in parts]
     if any(s is None for s in steps):
         return None
-    counts = {s.count for s in steps if s is not None}
-    if len(counts) != 1 or any(len(s.energies_j) != s.count for s in steps if s is not None):
+    kept = [s for s in steps if s is not None]
+    counts = {s.count for s in kept}
+    index = kept[0].indices()
+    if len(counts) != 1 or any(
+        len(s.energies_j) != len(s.durations_s) or not np.array_equal(s.indices(), index)
+        for s in kept
+    ):
         return None
-    durations = np.max([s.durations_s for s in steps if s is not None], axis=0)
-    energies = np.sum([s.energies_j for s in steps if s is not None], axis=0)
+    count = counts.pop()
+    durations = np.max([s.durations_s for s in kept], axis=0)
+    energies = np.sum([s.energies_j for s in kept], axis=0)
     summed = sum(p.result.energy_j for p in parts)
-    if summed > 0:
-        energies = energies * (sum(energy.values()) / summed)
+    scale = sum(energy.values()) / summed if summed > 0 else 1.0
+    energies = energies * scale
+    if all(s.complete for s in kept):
+        return StepStats(count, float(durations.sum()), float(energies.sum()), durations, energies)
+    estimate_s = count * float(np.mean(durations)) if len(durations) else 0.0
+    time_s = max(*(s.time_s for s in kept), estimate_s)
+    quantiles = dict(StepStats(len(index), 0.0, 0.0, durations, energies).duration_quantiles_s)
+    quantiles["max"] = max(s.duration_quantiles_s["max"] for s in kept)
     return StepStats(
-        count=counts.pop(),
-        time_s=float(durations.sum()),
-        energy_j=float(energies.sum()),
+        count=count,
+        time_s=time_s,
+        energy_j=sum(s.energy_j for s in kept) * scale,
         durations_s=durations,
         energies_j=energies,
+        sample_index=index,
+        duration_quantiles_s=quantiles,
     )
 
 
