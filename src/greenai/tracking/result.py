@@ -30,8 +30,9 @@ class PowerTimeline:
             or a bucket's midpoint.
         power_w: Per device, the power at each point: the sample, or the bucket's mean
             (NaN where a sensor failed). Units: W.
-        min_w: Per device, each bucket's lowest reading (empty when not bucketed). Units: W.
-        max_w: Per device, each bucket's highest reading (empty when not bucketed). Units: W.
+        min_w: Per device, each bucket's lowest reading (empty when each point is one
+            sample). Units: W.
+        max_w: Per device, each bucket's highest reading (empty likewise). Units: W.
     """
 
     times_s: Sequence[float]

@@ -121,7 +121,7 @@ class PowerBuckets:
         """The buckets overlapping ``[t0, t1]``, instants counted from ``origin``.
 
         ``times_s`` are the buckets' midpoints and ``power_w`` their means; ``min_w``
-        and ``max_w`` their extremes. Units: s, W.
+        and ``max_w`` their extremes (empty while each bucket is one sample). Units: s, W.
         """
         import numpy as np
 
@@ -132,11 +132,12 @@ class PowerBuckets:
             mean = self._sum[:, keep] / self._finite[:, keep]
         low = np.where(self._finite[:, keep] > 0, self._min[:, keep], np.nan)
         high = np.where(self._finite[:, keep] > 0, self._max[:, keep], np.nan)
+        single = self.width == 1  # every bucket one sample: min and max say nothing more
         return PowerTimeline(
             times_s=mid.tolist(),
             power_w={d: mean[i].tolist() for i, d in enumerate(self.devices)},
-            min_w={d: low[i].tolist() for i, d in enumerate(self.devices)},
-            max_w={d: high[i].tolist() for i, d in enumerate(self.devices)},
+            min_w={} if single else {d: low[i].tolist() for i, d in enumerate(self.devices)},
+            max_w={} if single else {d: high[i].tolist() for i, d in enumerate(self.devices)},
         )
 
     def _set_devices(self, devices: tuple[str, ...]) -> None:
