@@ -41,7 +41,12 @@ class PowerTimeline:
     max_w: Mapping[str, Sequence[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"times_s": list(self.times_s), "power_w": _nullable(self.power_w)}
+        """Plain data: instants to 1 ms and power to 10 mW (finer than any sensor's accuracy),
+        which keeps a record of 2,048 points on 8 GPUs near 300 kB; NaN becomes None."""
+        data: dict[str, Any] = {
+            "times_s": [round(t, 3) for t in self.times_s],
+            "power_w": _nullable(self.power_w),
+        }
         if self.min_w or self.max_w:
             data["min_w"] = _nullable(self.min_w)
             data["max_w"] = _nullable(self.max_w)
@@ -59,7 +64,7 @@ class PowerTimeline:
 
 
 def _nullable(series: Mapping[str, Sequence[float]]) -> dict[str, list[float | None]]:
-    return {k: [None if math.isnan(w) else w for w in v] for k, v in series.items()}
+    return {k: [None if math.isnan(w) else round(w, 2) for w in v] for k, v in series.items()}
 
 
 def _nan_for_null(series: Mapping[str, Sequence[Any]]) -> dict[str, list[float]]:

@@ -150,8 +150,8 @@ class StepStats:
             "mean_energy_j": self.mean_energy_j,
             "duration_quantiles_s": dict(self.duration_quantiles_s),
             "energy_quantiles_j": dict(self.energy_quantiles_j),
-            "durations_s": [float(x) for x in self.durations_s],
-            "energies_j": [float(x) for x in self.energies_j],
+            "durations_s": [_six_digits(x) for x in self.durations_s],
+            "energies_j": [_six_digits(x) for x in self.energies_j],
         }
         if self.sample_index is not None:
             data["sample_index"] = [int(i) for i in self.sample_index]
@@ -173,6 +173,12 @@ class StepStats:
             duration_quantiles_s=_float_map(data.get("duration_quantiles_s", {})),
             energy_quantiles_j=_float_map(data.get("energy_quantiles_j", {})),
         )
+
+
+def _six_digits(value: float) -> float:
+    """A sampled step's figure to 6 significant digits: single steps are not more precise
+    (their energy is interpolated), and the record stays small."""
+    return float(f"{float(value):.6g}")
 
 
 def _floats(values: Sequence[Any]) -> npt.NDArray[np.float64]:
