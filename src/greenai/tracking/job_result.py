@@ -271,8 +271,8 @@ def _combine_steps(parts: Sequence[_Part], energy: Mapping[str, float]) -> StepS
     by the window's (deduplicated) energy over the ranks' sum, so that a shared
     device is counted once here too. Ranks with as many steps sampled the same step
     indices (:mod:`greenai.tracking.step_stats`), so the job's sample is combined the
-    same way; past the sample size, the job's time in steps is estimated from it (at
-    least the slowest rank's total) and its longest step is the ranks' longest.
+    same way; past the sample size, the job's time in steps is the slowest rank's total
+    scaled by the sample's job-over-rank ratio, and its longest step is the ranks' longest.
     """
     import numpy as np
 
@@ -295,8 +295,9 @@ def _combine_steps(parts: Sequence[_Part], energy: Mapping[str, float]) -> StepS
     energies = energies * scale
     if all(s.complete for s in kept):
         return StepStats(count, float(durations.sum()), float(energies.sum()), durations, energies)
-    estimate_s = count * float(np.mean(durations)) if len(durations) else 0.0
-    time_s = max(*(s.time_s for s in kept), estimate_s)
+    slowest = max(kept, key=lambda s: s.time_s)  # ratio estimate: at least its total
+    sampled_s = float(np.nansum(slowest.durations_s))
+    time_s = slowest.time_s * (float(np.nansum(durations)) / sampled_s if sampled_s > 0 else 1.0)
     quantiles = dict(StepStats(len(index), 0.0, 0.0, durations, energies).duration_quantiles_s)
     quantiles["max"] = max(s.duration_quantiles_s["max"] for s in kept)
     return StepStats(
