@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from greenai.tracking.readings import energy_at, interpolate
-from greenai.tracking.result import PowerTimeline, Result, Snapshot, StepStats
+from greenai.tracking.result import PowerTimeline, Result, Snapshot
 from greenai.tracking.sampler import Sampler
-from greenai.tracking.step_stats import StepDigest
+from greenai.tracking.step_stats import StepDigest, StepStats
 from greenai.tracking.timeline import PowerBuckets
 from greenai.tracking.windows import Span, Steps
 

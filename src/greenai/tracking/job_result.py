@@ -27,7 +27,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from greenai.devices import Device
-from greenai.tracking.result import PowerTimeline, Result, StepStats
+from greenai.tracking.result import PowerTimeline, Result
+from greenai.tracking.step_stats import StepStats
 
 TIMELINE_POINTS = 2000  # most power samples per device a rank sends, and the job keeps
 

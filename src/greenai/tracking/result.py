@@ -388,3 +388,6 @@ def _band_text(band: Band | None, fmt: Callable[[float], str]) -> str:
     if band.low is None or band.high is None:
         return f"{fmt(band.value)} (no band from a single epoch)"
     return f"{fmt(band.value)} ({fmt(band.low)} to {fmt(band.high)})"
+
+
+__all__ = ["Band", "Forecast", "PowerTimeline", "Result", "Snapshot", "StepStats"]

@@ -60,7 +60,8 @@ def _step_hashes(start: int, stop: int) -> npt.NDArray[np.uint64]:
         z = np.arange(start, stop, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+    hashes: npt.NDArray[np.uint64] = z ^ (z >> np.uint64(31))
+    return hashes
 
 
 def _quantiles(values: npt.NDArray[np.float64]) -> dict[str, float]:
@@ -223,7 +224,11 @@ class StepDigest:
             heapq.heapreplace(self._heap, entry)
         self._account(np.array([duration_s], dtype=np.float64), np.array([energy_j]))
 
-    def extend(self, durations_s: Sequence[float], energies_j: Sequence[float]) -> None:
+    def extend(
+        self,
+        durations_s: Sequence[float] | npt.NDArray[np.float64],
+        energies_j: Sequence[float] | npt.NDArray[np.float64],
+    ) -> None:
         """Many steps, in the order they ended: the same state as one :meth:`add` each.
 
         Raises:

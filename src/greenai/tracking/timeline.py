@@ -76,7 +76,11 @@ class PowerBuckets:
         """One sample at instant ``t`` (seconds, non-decreasing): each device's power."""
         self.extend([t], {d: [w] for d, w in power_w.items()})
 
-    def extend(self, times: Sequence[float], power_w: Mapping[str, Sequence[float]]) -> None:
+    def extend(
+        self,
+        times: Sequence[float] | npt.NDArray[np.float64],
+        power_w: Mapping[str, Sequence[float] | npt.NDArray[np.float64]],
+    ) -> None:
         """Samples in time order: ``power_w[device][i]`` was read at ``times[i]``.
 
         The first call fixes the devices; a device missing later reads as NaN.
