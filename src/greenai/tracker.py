@@ -158,7 +158,13 @@ def _outputs(
         outputs.append(write_reports)
     history_file = history_path(history)
     if history_file is not None:
-        outputs.append(History(history_file).add)
+        runs = History(history_file)
+
+        def add_to_history(result: Result) -> None:
+            full = None if output_dir is None else record_path(output_dir, result)
+            runs.add(result, record=full)
+
+        outputs.append(add_to_history)
     return outputs
 
 

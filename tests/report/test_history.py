@@ -18,7 +18,9 @@ from greenai.report.history import (
     History,
     compare_results,
     default_history_path,
+    run_summary,
 )
+from greenai.report.records import read_record, write_record
 from greenai.sim import SimulatedGPU, simulated_nvml
 from greenai.tracking.result import Result
 
@@ -126,16 +128,30 @@ def test_add_refuses_results_it_cannot_key_or_sort(tmp_path: Path) -> None:
     assert len(history) == 0
 
 
-def test_get_returns_the_whole_result(tmp_path: Path) -> None:
+def test_get_returns_the_summary_and_get_full_the_record(tmp_path: Path) -> None:
     with simulated_nvml([SimulatedGPU()], virtual_clock=True) as sim:
         with greenai.track("sim", cpu=False, dram=False) as run:
             with run.window("epoch"):
-                sim.compute(1.0)
+                for _ in range(3):
+                    with run.step():
+                        sim.compute(0.5)
+    result = run.result
+    record = write_record(tmp_path / "run.json", result)
     history = History(tmp_path / "h.db")
-    history.add(run.result)
-    again = history.get(run.result.run_id)
-    assert again.to_dict() == run.result.to_dict()
-    assert again.window("epoch").energy_j == pytest.approx(run.result.window("epoch").energy_j)
+    history.add(result, record=record)
+    again = history.get(result.run_id)
+    assert again.to_dict() == run_summary(result).to_dict()
+    assert not again.timeline.times_s
+    assert not again.window("epoch").timeline.times_s
+    assert again.steps is not None
+    assert result.steps is not None
+    assert again.steps.count == 3
+    assert len(again.steps.durations_s) == 0
+    assert again.steps.duration_quantiles_s == result.steps.duration_quantiles_s
+    assert again.window("epoch").energy_j == pytest.approx(result.window("epoch").energy_j)
+    assert history.get_full(result.run_id[:8]).to_dict() == read_record(record).to_dict()
+    record.unlink()  # the record is gone: the summary is all there is
+    assert history.get_full(result.run_id).to_dict() == again.to_dict()
 
 
 def test_get_by_index_prefix_and_id(tmp_path: Path) -> None:

@@ -298,7 +298,7 @@ def _load_run(ref: str, db: Path | None) -> Result:
     if not history.is_file():
         raise UsageError(f"RUN {ref}: no such file, and no run history at {history}")
     try:
-        return History(history).get(ref)
+        return History(history).get_full(ref)
     except KeyError as e:
         raise UsageError(f"RUN {ref}: no such file; {e.args[0]}") from e
     except ValueError as e:

@@ -1,9 +1,11 @@
 """A local SQLite database of every tracked run, to list, fetch and compare past runs.
 
 The database keeps one row per run (keyed by ``run_id``) with the figures a listing
-needs (energy by device kind, CO2, cost, duration, host) and the run's whole JSON
-record (:func:`greenai.report.records.record_json`), so nothing about a run is lost
-and :meth:`History.get` returns the full :class:`~greenai.tracking.result.Result`.
+needs (energy by device kind, CO2, cost, duration, host) and the run's summary as a JSON
+record (:func:`run_summary`: every figure, window, step count and quantile, accounting
+and metadata, but no power timeline nor sampled steps), so an entry stays small however
+long the run. :meth:`History.get` returns that summary; :meth:`History.get_full` the
+run's own JSON record when it was written and still exists (charts need its timeline).
 
 Where it lives: ``$GREENAI_HISTORY`` when set, else
 ``$XDG_DATA_HOME/greenai/history.sqlite3`` (``~/.local/share`` when
@@ -28,13 +30,14 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from greenai.core.errors import ReportError
-from greenai.report.records import record_json, result_from_record
-from greenai.tracking.result import Result
+from greenai.report.comparison import Comparison, Delta, compare_results
+from greenai.report.records import read_record, record_dict, record_json, result_from_record
+from greenai.tracking.result import PowerTimeline, Result
 
 SCHEMA_VERSION = 1
 """The ``PRAGMA user_version`` this greenai writes; a higher one is refused."""
@@ -107,80 +110,6 @@ class RunSummary:
     hostname: str | None
 
 
-@dataclass(frozen=True)
-class Delta:
-    """One figure of two runs: ``b`` relative to ``a``.
-
-    Attributes:
-        a: The figure in run a, or None when unknown.
-        b: The figure in run b, or None when unknown.
-        diff: ``b - a`` (same unit), or None when either is unknown.
-        rel: ``(b - a) / a`` as a fraction (0.1 = 10 % more), or None when either is
-            unknown or ``a`` is 0 and ``b`` is not (0 when both are 0).
-    """
-
-    a: float | None
-    b: float | None
-    diff: float | None
-    rel: float | None
-
-    @classmethod
-    def between(cls, a: float | None, b: float | None) -> Delta:
-        if a is None or b is None:
-            return cls(a, b, None, None)
-        diff = b - a
-        if a == 0:
-            return cls(a, b, diff, 0.0 if b == 0 else None)
-        return cls(a, b, diff, diff / a)
-
-    def to_dict(self) -> dict[str, float | None]:
-        return {"a": self.a, "b": self.b, "diff": self.diff, "rel": self.rel}
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Run ``b`` against run ``a``: energy (J), CO2 (kg), cost (USD) and duration (s).
-
-    Attributes:
-        a: The baseline run.
-        b: The run compared with it.
-        energy_j: Total energy. Units: J.
-        co2_kg: Emissions (None-safe: unknown when a run was not accounted). Units: kg CO2e.
-        cost_usd: Money spent. Units: USD.
-        duration_s: Length of the runs. Units: s.
-    """
-
-    a: Result
-    b: Result
-    energy_j: Delta
-    co2_kg: Delta
-    cost_usd: Delta
-    duration_s: Delta
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data for JSON: both runs' ids and names, and each figure's delta."""
-        return {
-            "a": {"run_id": self.a.run_id, "name": self.a.name},
-            "b": {"run_id": self.b.run_id, "name": self.b.name},
-            "energy_j": self.energy_j.to_dict(),
-            "co2_kg": self.co2_kg.to_dict(),
-            "cost_usd": self.cost_usd.to_dict(),
-            "duration_s": self.duration_s.to_dict(),
-        }
-
-
-def compare_results(a: Result, b: Result) -> Comparison:
-    """Compare two results, ``b`` relative to ``a`` (no database needed)."""
-    return Comparison(
-        a=a,
-        b=b,
-        energy_j=Delta.between(a.energy_j, b.energy_j),
-        co2_kg=Delta.between(a.co2_kg, b.co2_kg),
-        cost_usd=Delta.between(a.cost_usd, b.cost_usd),
-        duration_s=Delta.between(a.duration_s, b.duration_s),
-    )
-
-
 def default_history_path() -> Path:
     """``$GREENAI_HISTORY``, else ``$XDG_DATA_HOME/greenai/history.sqlite3``.
 
@@ -214,8 +143,12 @@ class History:
     def __repr__(self) -> str:
         return f"History({str(self.path)!r})"
 
-    def add(self, result: Result) -> None:
-        """Store ``result``; adding a run again replaces its row (one row per ``run_id``).
+    def add(self, result: Result, *, record: str | os.PathLike[str] | None = None) -> None:
+        """Store ``result``'s summary; adding a run again replaces its row (one per ``run_id``).
+
+        Args:
+            result: The run.
+            record: Where its full JSON record was written, if it was, for :meth:`get_full`.
 
         Raises:
             ValueError: The result has no ``run_id``, or its start, duration or energy is
@@ -245,7 +178,7 @@ class History:
             result.cost_usd,
             int(result.partial),
             None if hostname is None else str(hostname),
-            record_json(result),
+            _summary_json(result, record),
         )
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
@@ -307,6 +240,28 @@ class History:
         with self._connect() as db:
             record = self._find(db, text)
         return result_from_record(json.loads(record), source=f"{self.path} run {text}")
+
+    def get_full(self, ref: str | int) -> Result:
+        """The run's full JSON record (timeline, sampled steps) when it was recorded with
+        :meth:`add`'s ``record`` and the file still reads as that run; else :meth:`get`'s summary.
+
+        Raises:
+            As :meth:`get`.
+        """
+
+        text = str(ref).strip()
+        summary = self.get(text)
+        with self._connect() as db:
+            data = json.loads(self._find(db, text))
+        path = data.get("record_file")
+        if isinstance(path, str) and os.path.isfile(path):
+            try:
+                full = read_record(path)
+            except (OSError, ValueError):
+                return summary
+            if full.run_id == summary.run_id:
+                return full
+        return summary
 
     def compare(self, a: str | int | Result, b: str | int | Result) -> Comparison:
         """Compare run ``b`` with run ``a`` (refs as for :meth:`get`, or results)."""
@@ -409,6 +364,27 @@ class History:
         db.execute("COMMIT")
 
 
+def run_summary(result: Result) -> Result:
+    """``result`` without its power timeline and sampled steps, in its windows and ranks too:
+    the figures, windows, step counts, totals and quantiles, accounting and metadata."""
+    return replace(
+        result,
+        timeline=PowerTimeline((), {}),
+        steps=None if result.steps is None else result.steps.without_sample(),
+        windows=tuple(run_summary(w) for w in result.windows),
+        ranks=tuple(run_summary(r) for r in result.ranks),
+    )
+
+
+def _summary_json(result: Result, record: str | os.PathLike[str] | None) -> str:
+    """The summary's record, with the full record's absolute path when there is one."""
+    if record is None:
+        return record_json(run_summary(result))
+    data = record_dict(run_summary(result))
+    data["record_file"] = os.path.abspath(record)
+    return json.dumps(data, allow_nan=False, ensure_ascii=False)
+
+
 def _switch_to_wal(db: sqlite3.Connection) -> None:
     """Put the database in WAL mode, retrying while other processes hold it.
 
@@ -475,4 +451,5 @@ __all__ = [
     "RunSummary",
     "compare_results",
     "default_history_path",
+    "run_summary",
 ]

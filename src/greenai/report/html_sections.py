@@ -299,16 +299,6 @@ def windows_section(result: Result) -> str:
     )
 
 
-def _percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear-interpolation percentile of already-sorted values (numpy's default method)."""
-    if not sorted_values:
-        return math.nan
-    pos = (len(sorted_values) - 1) * q
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
 def steps_section(result: Result) -> str:
     steps = result.steps
     if steps is None:
@@ -329,42 +319,16 @@ def steps_section(result: Result) -> str:
             ("Mean time per step", escape(f"{format_figure(steps.mean_time_s * 1e3, 4)} ms"))
         )
         rows.append(("Mean energy per step", escape(f"{format_figure(steps.mean_energy_j, 4)} J")))
-    durations = sorted(float(x) for x in steps.durations_s if math.isfinite(float(x)))
-    energies = sorted(float(x) for x in steps.energies_j if math.isfinite(float(x)))
-    if durations:
-        rows.append(
-            (
-                "Step time p50 / p95 / max",
-                escape(
-                    " / ".join(
-                        format_figure(v * 1e3, 4)
-                        for v in (
-                            _percentile(durations, 0.5),
-                            _percentile(durations, 0.95),
-                            durations[-1],
-                        )
-                    )
-                    + " ms"
-                ),
-            )
-        )
-    if energies:
-        rows.append(
-            (
-                "Step energy p50 / p95 / max",
-                escape(
-                    " / ".join(
-                        format_figure(v, 4)
-                        for v in (
-                            _percentile(energies, 0.5),
-                            _percentile(energies, 0.95),
-                            energies[-1],
-                        )
-                    )
-                    + " J"
-                ),
-            )
-        )
+    if steps.count:
+        sampled = "" if steps.complete else " (sampled)"
+        for label, quantiles, scale, unit in (
+            ("Step time", steps.duration_quantiles_s, 1e3, "ms"),
+            ("Step energy", steps.energy_quantiles_j, 1.0, "J"),
+        ):
+            values = [quantiles.get(k, math.nan) for k in ("p50", "p95", "max")]
+            if all(math.isfinite(v) for v in values):
+                figures = " / ".join(format_figure(v * scale, 4) for v in values)
+                rows.append((f"{label} p50 / p95 / max{sampled}", escape(f"{figures} {unit}")))
     return (
         '<section id="steps"><h2>Steps</h2>'
         f"{kv_table(rows)}"

@@ -15,8 +15,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from greenai.tracking.readings import energy_at, interpolate
-from greenai.tracking.result import PowerTimeline, Result, Snapshot, StepStats
+from greenai.tracking.result import PowerTimeline, Result, Snapshot
 from greenai.tracking.run_samples import RunSamples
+from greenai.tracking.step_stats import StepDigest, StepStats
+from greenai.tracking.timeline import PowerBuckets
 from greenai.tracking.windows import Span, Steps
 
 
@@ -51,6 +53,8 @@ class RunResults:
         self._t_origin = t_origin
         self._missing = list(missing)
         self._account = account
+        self._buckets = PowerBuckets()
+        self._fed = 0  # samples fed to _buckets
 
     def finalize(self, span: Span, metadata: dict[str, Any], *, running: bool) -> Result:
         """The ended ``span``'s result (kept); first places its GPU counter boundaries (at
@@ -116,11 +120,7 @@ class RunResults:
         errors = samples.errors
         if errors:
             reasons.append(errors[0])
-        lo, hi = bisect_left(samples.times, t0), bisect_right(samples.times, t1)
-        timeline = PowerTimeline(
-            times_s=[t - self._t_origin for t in samples.times[lo:hi]],
-            power_w={m.name: list(m.power_w[lo:hi]) for m in samples.meters},
-        )
+        timeline = self._timeline(t0, t1)
         result = Result(
             name=span.name,
             start_unix_s=self._start_unix_s + (t0 - self._t_origin),
@@ -138,6 +138,27 @@ class RunResults:
             metadata=metadata,
         )
         return self._account(result)
+
+    def _timeline(self, t0: float, t1: float) -> PowerTimeline:
+        """The buckets overlapping [t0, t1], fed the samples that arrived since the last call.
+
+        Call site for the records (:mod:`greenai.tracking.timeline`): the sampler may feed
+        ``self._buckets.add`` itself instead. Sample 0 is final only once sample 1 exists
+        (the sampler rewrites the first power from the first interval).
+        """
+        samples = self._samples
+        n = len(samples.times) if len(samples.times) > 1 else 0
+        if n > self._fed:
+            self._buckets.extend(
+                samples.times[self._fed : n],
+                {m.name: m.power_w[self._fed : n] for m in samples.meters},
+            )
+            self._fed = n
+        if not n and samples.times:  # a single sample: not final yet, not kept
+            lone = PowerBuckets(2)
+            lone.extend(samples.times, {m.name: m.power_w for m in samples.meters})
+            return lone.window(t0, t1, origin=self._t_origin)
+        return self._buckets.window(t0, t1, origin=self._t_origin)
 
     def _compute_child(self, span: Span) -> Result:
         if span.result is None:
@@ -164,11 +185,6 @@ class RunResults:
             if len(cum) < len(times):
                 cum = np.append(cum, interpolate(samples, m, t_last))
             energies += np.maximum(0.0, np.interp(ends, times, cum) - np.interp(starts, times, cum))
-        durations = ends - starts
-        return StepStats(
-            count=hi - lo,
-            time_s=float(durations.sum()),
-            energy_j=float(energies.sum()),
-            durations_s=durations,
-            energies_j=energies,
-        )
+        digest = StepDigest()  # call site for the records: bounded, whatever the step count
+        digest.extend(ends - starts, energies)
+        return digest.stats()

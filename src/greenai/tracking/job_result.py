@@ -27,7 +27,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from greenai.devices import Device
-from greenai.tracking.result import PowerTimeline, Result, StepStats
+from greenai.tracking.result import PowerTimeline, Result
+from greenai.tracking.step_stats import StepStats
 
 TIMELINE_POINTS = 2000  # most power samples per device a rank sends, and the job keeps
 
@@ -269,27 +270,45 @@ def _combine_steps(parts: Sequence[_Part], energy: Mapping[str, float]) -> StepS
 
     A job step lasts as long as its slowest rank and costs the ranks' energy, scaled
     by the window's (deduplicated) energy over the ranks' sum, so that a shared
-    device is counted once here too.
+    device is counted once here too. Ranks with as many steps sampled the same step
+    indices (:mod:`greenai.tracking.step_stats`), so the job's sample is combined the
+    same way; past the sample size, the job's time in steps is the slowest rank's total
+    scaled by the sample's job-over-rank ratio, and its longest step is the ranks' longest.
     """
     import numpy as np
 
     steps = [p.result.steps for p in parts]
     if any(s is None for s in steps):
         return None
-    counts = {s.count for s in steps if s is not None}
-    if len(counts) != 1 or any(len(s.energies_j) != s.count for s in steps if s is not None):
+    kept = [s for s in steps if s is not None]
+    counts = {s.count for s in kept}
+    index = kept[0].indices()
+    if len(counts) != 1 or any(
+        len(s.energies_j) != len(s.durations_s) or not np.array_equal(s.indices(), index)
+        for s in kept
+    ):
         return None
-    durations = np.max([s.durations_s for s in steps if s is not None], axis=0)
-    energies = np.sum([s.energies_j for s in steps if s is not None], axis=0)
+    count = counts.pop()
+    durations = np.max([s.durations_s for s in kept], axis=0)
+    energies = np.sum([s.energies_j for s in kept], axis=0)
     summed = sum(p.result.energy_j for p in parts)
-    if summed > 0:
-        energies = energies * (sum(energy.values()) / summed)
+    scale = sum(energy.values()) / summed if summed > 0 else 1.0
+    energies = energies * scale
+    if all(s.complete for s in kept):
+        return StepStats(count, float(durations.sum()), float(energies.sum()), durations, energies)
+    slowest = max(kept, key=lambda s: s.time_s)  # ratio estimate: at least its total
+    sampled_s = float(np.nansum(slowest.durations_s))
+    time_s = slowest.time_s * (float(np.nansum(durations)) / sampled_s if sampled_s > 0 else 1.0)
+    quantiles = dict(StepStats(len(index), 0.0, 0.0, durations, energies).duration_quantiles_s)
+    quantiles["max"] = max(s.duration_quantiles_s["max"] for s in kept)
     return StepStats(
-        count=counts.pop(),
-        time_s=float(durations.sum()),
-        energy_j=float(energies.sum()),
+        count=count,
+        time_s=time_s,
+        energy_j=sum(s.energy_j for s in kept) * scale,
         durations_s=durations,
         energies_j=energies,
+        sample_index=index,
+        duration_quantiles_s=quantiles,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from greenai.core.units import (
     format_co2_si,
@@ -18,89 +18,57 @@ from greenai.core.units import (
     format_usd,
 )
 from greenai.devices.base import DeviceKind, Source
-
-if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
+from greenai.tracking.step_stats import StepStats
 
 
 @dataclass(frozen=True)
 class PowerTimeline:
-    """Power samples taken by the sampler thread.
+    """Power over a run, as sampled or bucketed (:mod:`greenai.tracking.timeline`).
 
     Attributes:
-        times_s: Sample instants, seconds since the run started.
-        power_w: Per device, the power at each instant (NaN where a sensor failed). Units: W.
+        times_s: Each point's instant, seconds since the run started: a sample's instant,
+            or a bucket's midpoint.
+        power_w: Per device, the power at each point: the sample, or the bucket's mean
+            (NaN where a sensor failed). Units: W.
+        min_w: Per device, each bucket's lowest reading (empty when each point is one
+            sample). Units: W.
+        max_w: Per device, each bucket's highest reading (empty likewise). Units: W.
     """
 
     times_s: Sequence[float]
     power_w: Mapping[str, Sequence[float]]
+    min_w: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    max_w: Mapping[str, Sequence[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "times_s": list(self.times_s),
-            "power_w": {
-                k: [None if math.isnan(w) else w for w in v] for k, v in self.power_w.items()
-            },
+        """Plain data: instants to 1 ms and power to 10 mW (finer than any sensor's accuracy),
+        which keeps a record of 2,048 points on 8 GPUs near 300 kB; NaN becomes None."""
+        data: dict[str, Any] = {
+            "times_s": [round(t, 3) for t in self.times_s],
+            "power_w": _nullable(self.power_w),
         }
+        if self.min_w or self.max_w:
+            data["min_w"] = _nullable(self.min_w)
+            data["max_w"] = _nullable(self.max_w)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PowerTimeline:
+        """Read :meth:`to_dict`'s output; records without ``min_w``/``max_w`` load too."""
         return cls(
             times_s=[float(t) for t in data["times_s"]],
-            power_w={
-                k: [math.nan if w is None else float(w) for w in v]
-                for k, v in data["power_w"].items()
-            },
+            power_w=_nan_for_null(data["power_w"]),
+            min_w=_nan_for_null(data.get("min_w", {})),
+            max_w=_nan_for_null(data.get("max_w", {})),
         )
 
 
-@dataclass(frozen=True)
-class StepStats:
-    """Training steps marked with ``run.step()``.
+def _nullable(series: Mapping[str, Sequence[float]]) -> dict[str, list[float | None]]:
+    return {k: [None if math.isnan(w) else round(w, 2) for w in v] for k, v in series.items()}
 
-    A single step's energy is interpolated from the sampler's timeline (counters
-    tick every ~100 ms, so short steps blur into each other); totals and means
-    over many steps are accurate. Per-step arrays are in the order the steps ended.
-    Units: s, J.
-    """
 
-    count: int
-    time_s: float
-    energy_j: float
-    durations_s: npt.NDArray[np.float64]
-    energies_j: npt.NDArray[np.float64]
-
-    @property
-    def mean_time_s(self) -> float:
-        return self.time_s / self.count if self.count else float("nan")
-
-    @property
-    def mean_energy_j(self) -> float:
-        return self.energy_j / self.count if self.count else float("nan")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "count": self.count,
-            "time_s": self.time_s,
-            "energy_j": self.energy_j,
-            "mean_time_s": self.mean_time_s,
-            "mean_energy_j": self.mean_energy_j,
-            "durations_s": [float(x) for x in self.durations_s],
-            "energies_j": [float(x) for x in self.energies_j],
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> StepStats:
-        import numpy as np
-
-        return cls(
-            count=int(data["count"]),
-            time_s=float(data["time_s"]),
-            energy_j=float(data["energy_j"]),
-            durations_s=np.asarray(data.get("durations_s", []), dtype=np.float64),
-            energies_j=np.asarray(data.get("energies_j", []), dtype=np.float64),
-        )
+def _nan_for_null(series: Mapping[str, Sequence[Any]]) -> dict[str, list[float]]:
+    return {k: [math.nan if w is None else float(w) for w in v] for k, v in series.items()}
 
 
 @dataclass(frozen=True)
@@ -420,3 +388,6 @@ def _band_text(band: Band | None, fmt: Callable[[float], str]) -> str:
     if band.low is None or band.high is None:
         return f"{fmt(band.value)} (no band from a single epoch)"
     return f"{fmt(band.value)} ({fmt(band.low)} to {fmt(band.high)})"
+
+
+__all__ = ["Band", "Forecast", "PowerTimeline", "Result", "Snapshot", "StepStats"]
