@@ -17,6 +17,7 @@ from typing import Any
 from greenai.tracking.readings import energy_at, interpolate
 from greenai.tracking.result import PowerTimeline, Result, Snapshot, StepStats
 from greenai.tracking.sampler import Sampler
+from greenai.tracking.uncertainty import reading_bound_j
 from greenai.tracking.windows import Span, Steps
 
 
@@ -60,6 +61,7 @@ class RunResults:
         assert span.end is not None
         if running:
             self._sampler.await_resolution()
+            self._sampler.await_power(span.end.t)
         with self._sampler.lock:
             span.result = self._compute(span, metadata)
         return span.result
@@ -101,11 +103,27 @@ class RunResults:
         sampler = self._sampler
         t0, t1 = span.start.t, span.end.t
         energy: dict[str, float] = {}
+        uncertainty: dict[str, float] = {}
         reasons = list(self._missing)
         for m in sampler.meters:
             energy[m.name] = max(
                 0.0, energy_at(sampler, m, span.end) - energy_at(sampler, m, span.start)
             )
+            # uncertainty bounds (tracking/uncertainty.py, power_readings.py)
+            if m.power_log is not None:
+                energy[m.name], uncertainty[m.name], _ = m.power_log.window(t0, t1)
+            else:
+                bound_j = reading_bound_j(
+                    m.device.source,
+                    energy[m.name],
+                    t1 - t0,
+                    (span.start.values.get(m.name), span.end.values.get(m.name)),
+                    m.updates.updates,
+                    max_w=m.guard.max_w,
+                    update_s=m.updates.period_s,
+                )
+                if bound_j is not None:
+                    uncertainty[m.name] = bound_j
             if m.failed_at is not None and m.failed_at <= t1:
                 reasons.append(
                     f"{m.name} failed at {m.failed_at - self._t_origin:.3f} s "
@@ -134,6 +152,7 @@ class RunResults:
             run_id=self._run_id,
             offset_s=t0 - self._t_origin,
             metadata=metadata,
+            uncertainty_by_device_j=uncertainty,
         )
         return self._account(result)
 

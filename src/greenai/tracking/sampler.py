@@ -27,6 +27,7 @@ from greenai.core import clock as _clock
 from greenai.core.errors import NotSupportedError, SensorWarning, warn
 from greenai.devices import Device
 from greenai.devices.plausible import Event, ReadingGuard, max_power_w
+from greenai.tracking.power_readings import PowerLog
 from greenai.tracking.staleness import POLL_S, CounterBoundary, UpdateLog
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,10 @@ class DeviceMeter:
         self.last_boundary: CounterBoundary | None = None
         self.updates = UpdateLog()
         self.next_poll_t = -math.inf
+        # power-only GPU: its readings' lag, period and phase (power_readings.py)
+        self.power_log = (
+            PowerLog(max_w=max_power_w(device)) if not self.counter and device.kind == "gpu" else None
+        )
 
 
 class Sampler:
@@ -183,6 +188,17 @@ class Sampler:
                 else:
                     self._resolved.wait(remaining)
 
+    def await_power(self, t: float) -> None:
+        """Wait (bounded) until every power-only GPU's readings settle its energy up to ``t``."""
+        deadline = self.clock.now() + RESOLVE_TIMEOUT_S
+        logs = [m.power_log for m in self.meters if m.power_log is not None and m.failed_at is None]
+        with self.lock:
+            while any(not log.final(t) for log in logs) and self.clock.now() < deadline:
+                if isinstance(self.clock, _clock.VirtualClock):
+                    self.clock.sleep(POLL_S)
+                else:
+                    self._resolved.wait(deadline - self.clock.now())
+
     def _schedule(self, when_s: float) -> None:
         assert isinstance(self.clock, _clock.VirtualClock)
         if self._timer is not None:
@@ -220,7 +236,11 @@ class Sampler:
                 self.error = self.error or f"sampler error: {e!r}"
         with self.lock:
             self._resolved.notify_all()
-            polls = [m.next_poll_t for m in self.meters if m.coarse and m.failed_at is None]
+            polls = [
+                m.next_poll_t
+                for m in self.meters
+                if (m.coarse or m.power_log is not None) and m.failed_at is None
+            ]
         return min([self._next_sample_t, *polls])
 
     # ----------------------------------------------------------------- readings
@@ -253,6 +273,8 @@ class Sampler:
                 elif math.isnan(power_w):
                     cum_j = last_j
                 else:
+                    if m.power_log is not None:
+                        m.power_log.observe(now, power_w)
                     last_w = (
                         m.power_w[-1] if m.power_w and not math.isnan(m.power_w[-1]) else power_w
                     )
@@ -271,6 +293,8 @@ class Sampler:
     def _poll_counters(self, now: float) -> None:
         """Poll the GPU counters that are due, to time their updates and settle boundaries."""
         for m in self.meters:
+            if m.power_log is not None and m.failed_at is None and now >= m.next_poll_t:
+                self._poll_power(m, m.power_log, now)
             if not m.coarse or m.failed_at is not None or now < m.next_poll_t:
                 continue
             energy_j = self.read_energy(m, now)
@@ -290,6 +314,18 @@ class Sampler:
                     m.coarse = False
                     m.pending.clear()  # their stale readings are fresh enough
                 m.next_poll_t = m.updates.next_poll(now)
+
+    def _poll_power(self, m: DeviceMeter, log: PowerLog, now: float) -> None:
+        """Poll a power-only GPU, to time its readings' publications (power_readings.py)."""
+        try:
+            raw_w = float(m.device.power_w())
+        except Exception as e:  # any sensor failure: the run goes on without this device
+            self._fail(m, e, now)
+            return
+        t = (now + self.clock.now()) / 2.0
+        with self.lock:
+            log.observe(t, self._check_power(m, t, raw_w))
+            m.next_poll_t = log.next_poll(now)
 
     def read_energy(self, m: DeviceMeter, t: float) -> float | None:
         """The device's checked, continuous counter at ``t``; None when the read failed (now
