@@ -58,18 +58,21 @@ MAX_PERIOD_S = 1.0
 period is not known (a reading that never changes cannot be timed)."""
 
 _FIT_CHANGES = 16  # timed changes the phase is fitted to
+_FIT_STEPS, _FIT_STEP = 25, 2e-4  # candidate periods: the median gap within ±0.5 %
 _MAX_RUNS = 4096  # unchanged stretches kept while the period is not yet known
 _MAX_PUBLICATIONS = 8192  # publications kept: boundaries must resolve within this many periods
 
 
 class Publication(NamedTuple):
-    """One published reading: its instant, value, the virtual counter after it, and whether
-    a poll saw it (else it was estimated from its neighbours). Units: s, W, J."""
+    """One published reading: its instant, value, the virtual counter after it, whether a
+    poll saw it (else it was estimated from its neighbours), and how far off its instant may
+    be. Units: s, W, J."""
 
     t: float
     power_w: float
     cum_j: float
     seen: bool
+    err_s: float
 
 
 class PowerWindow(NamedTuple):
@@ -110,12 +113,14 @@ class PowerLog:
         self.rejected = 0  # polls that returned NaN, an infinity or a negative power
         self.publications: list[Publication] = []
         self._runs: list[_Run] = []
-        self._changes: list[tuple[float, float]] = []  # (instant, half the gap it was seen in)
+        self._changes: list[tuple[float, float]] = []  # the polls around each timed change
         self._period = PeriodEstimator()
         self._ref_t = math.nan  # a publication instant, from the fit
         self._fit_period_s = math.nan
         self.phase_error_s = PRECISE_GAP_S / 2
         self._searching_since: float | None = None
+        self._current = 0  # the run whose value the last publication carries
+        self._lost = False
 
     # ------------------------------------------------------------------ learning
     @property
@@ -149,38 +154,43 @@ class PowerLog:
 
     def _changed(self, before: _Run, t: float) -> None:
         """The reading changed between ``before.t_last`` and ``t``: a publication in between."""
-        gap_s = t - before.t_last
-        if gap_s > PRECISE_GAP_S:
+        self._lost = t - before.t_last > PRECISE_GAP_S  # phase-locked polls missed it: search
+        if self._lost:
             return
-        instant = (before.t_last + t) / 2.0
         changes = self._changes
         # the gap to the previous change spans whole periods only if no change went unseen,
         # which a run of polls that saw one value from there to here shows
-        if changes and before.t_first - changes[-1][0] <= PRECISE_GAP_S:
-            self._period.add_gap(instant - changes[-1][0])
-        changes.append((instant, gap_s / 2.0))
+        if changes and before.t_first - changes[-1][1] <= PRECISE_GAP_S:
+            self._period.add_gap((before.t_last + t - sum(changes[-1])) / 2.0)
+        changes.append((before.t_last, t))
         del changes[:-_FIT_CHANGES]
         self._fit()
 
     def _fit(self) -> None:
-        """Least-squares phase and period over the timed changes."""
-        period = self._period.period_s
-        if period is None:
+        """Period and phase consistent with every timed change: each change brackets a
+        publication, so for a candidate period the phase lies in the intersection of the
+        brackets folded onto one period. Of the candidates (within ±0.5 % of the median gap)
+        for which it is not empty, the middle one wins: its middle is the phase, half its
+        width the phase's error."""
+        median = self._period.period_s
+        if median is None:
             return
-        ref = self._changes[-1][0]
-        pairs = [(round((c - ref) / period), c) for c, _ in self._changes]
-        n = len(pairs)
-        mean_k = sum(k for k, _ in pairs) / n
-        mean_t = sum(c for _, c in pairs) / n
-        var_k = sum((k - mean_k) ** 2 for k, _ in pairs)
-        slope = (
-            sum((k - mean_k) * (c - mean_t) for k, c in pairs) / var_k if var_k > 0 else period
-        )
-        if abs(slope - period) > 0.1 * period:  # a stray change: keep the median's period
-            slope = period
-        self._fit_period_s = slope
-        self._ref_t = mean_t - slope * mean_k
-        self.phase_error_s = max(h for _, h in self._changes)
+        ref = sum(self._changes[-1]) / 2.0
+        feasible: list[tuple[float, float, float]] = []  # (period, phase, width)
+        for step in range(-_FIT_STEPS, _FIT_STEPS + 1):
+            period = median * (1.0 + step * _FIT_STEP)
+            lo, hi = -math.inf, math.inf
+            for a, b in self._changes:
+                shift = round(((a + b) / 2.0 - ref) / period) * period
+                lo, hi = max(lo, a - shift), min(hi, b - shift)
+            if hi >= lo:
+                feasible.append((period, (lo + hi) / 2.0, hi - lo))
+        if not feasible:  # a stray change, or the clock drifted: start again from the latest
+            del self._changes[:-1]
+            feasible = [(median, ref, self._changes[-1][1] - self._changes[-1][0])]
+        # the middle of the feasible periods; its bracket's middle is the phase
+        self._fit_period_s, self._ref_t, width = feasible[len(feasible) // 2]
+        self.phase_error_s = width / 2.0
 
     def _instant(self, near: float) -> float:
         """The predicted publication instant nearest to ``near``."""
@@ -188,51 +198,75 @@ class PowerLog:
 
     # ------------------------------------------------------------------ publications
     def _commit(self) -> None:
-        """Turn the polls into publications, in order, as far as the polls show them."""
+        """Turn the runs of polls into publications, in order, as far as they show them.
+
+        Every change of the reading is a publication; so is every period between two
+        changes (the same value again), spaced evenly from one change to the next: so each
+        publication rests on the changes actually timed around it, and the learned period
+        only counts them. After the last change, a publication one period on is added once
+        polls saw its value half a period after it (a later change would have shown by then).
+        """
         period = self.period_s
-        if period is None or not self._runs:
+        runs, pubs = self._runs, self.publications
+        if period is None or (not pubs and len(runs) < 2):
             return
-        guard = self.phase_error_s + POLL_S / 2
-        pubs, runs = self.publications, self._runs
         if not pubs:
-            first = self._instant(runs[0].t_first - period / 2)
-            if first > runs[0].t_first - guard:
-                first -= period
-            pubs.append(Publication(first - period, math.nan, 0.0, False))
-        latest = runs[-1].t_last
+            instants, err_s = self._change(runs[0], runs[1], period)
+            # the first poll saw the reading published a whole number of periods before
+            periods = max(1, math.ceil((instants[0] - runs[0].t_first) / period))
+            origin = instants[0] - (periods + 1) * period
+            pubs.append(Publication(origin, math.nan, 0.0, True, err_s))
+            self._fill(instants[0], runs[0].power_w, period, err_s)
+            self._publish_change(instants, runs[0].power_w, runs[1].power_w, err_s)
+            self._current = 1
         while True:
-            last = pubs[-1]
-            p = self._instant(last.t + period)
-            if p <= last.t + period / 2:
-                p += period
-            if latest < p + guard:
-                return
-            value = self._value_in(p + guard, p + period - guard)
-            if value is None and latest < p + period - guard:
-                return  # the reading published at p may still be seen
-            seen = value is not None
-            power_w = value if value is not None else self._value_in(p + period, math.inf)
-            if power_w is None:
-                return
-            pubs.append(Publication(p, power_w, last.cum_j + power_w * (p - last.t), seen))
-            if len(pubs) > 2 * _MAX_PUBLICATIONS:
-                del pubs[:_MAX_PUBLICATIONS]
-            self._trim(p - 2 * period)
+            run, last = runs[self._current], pubs[-1]
+            if self._current + 1 < len(runs):
+                after = runs[self._current + 1]
+                instants, err_s = self._change(run, after, period)
+                self._fill(instants[0], run.power_w, period, max(err_s, last.err_s))
+                self._publish_change(instants, run.power_w, after.power_w, err_s)
+                self._current += 1
+            elif run.t_last >= last.t + 1.5 * period:
+                self._publish(last.t + period, run.power_w, True, last.err_s)
+            else:
+                break
+        del runs[: self._current]
+        self._current = 0
+        if len(pubs) > 2 * _MAX_PUBLICATIONS:
+            del pubs[:_MAX_PUBLICATIONS]
 
-    def _value_in(self, t0: float, t1: float) -> float | None:
-        """The value of the first run with a poll in ``[t0, t1)``, if any."""
-        for run in self._runs:
-            if run.t_last >= t0:
-                return run.power_w if run.t_first < t1 else None
-        return None
+    def _change(self, before: _Run, after: _Run, period: float) -> tuple[list[float], float]:
+        """The publications at which the reading changed from ``before`` to ``after`` (the
+        last carries ``after``'s value; any earlier ones went unseen) and their timing error."""
+        a, b = before.t_last, after.t_first
+        k0 = math.ceil((a - self._ref_t) / self._fit_period_s)
+        predicted = [self._ref_t + k * self._fit_period_s for k in range(k0, k0 + 64)]
+        predicted = [p for p in predicted if p <= b]
+        if len(predicted) > 1:
+            return predicted, b - a
+        # the predicted instant, kept inside the polls that bracket the change
+        c = min(max(self._instant((a + b) / 2.0), a), b)
+        return [c], max(c - a, b - c)
 
-    def _trim(self, before_t: float) -> None:
-        """Forget runs that ended before ``before_t`` (already turned into publications)."""
-        runs = self._runs
-        drop = 0
-        while drop < len(runs) - 1 and runs[drop].t_last < before_t:
-            drop += 1
-        del runs[:drop]
+    def _fill(self, until: float, power_w: float, period: float, err_s: float) -> None:
+        """Publications of an unchanged reading, evenly spaced from the last one to ``until``."""
+        last = self.publications[-1]
+        n = max(1, math.floor((until - last.t) / period + 0.5))
+        for j in range(1, n):
+            self._publish(last.t + j * (until - last.t) / n, power_w, True, err_s)
+
+    def _publish_change(
+        self, instants: list[float], before_w: float, after_w: float, err_s: float
+    ) -> None:
+        for t in instants[:-1]:  # readings no poll saw: between the two seen
+            self._publish(t, (before_w + after_w) / 2.0, False, err_s)
+        self._publish(instants[-1], after_w, True, err_s)
+
+    def _publish(self, t: float, power_w: float, seen: bool, err_s: float) -> None:
+        last = self.publications[-1]
+        cum_j = last.cum_j + power_w * (t - last.t)
+        self.publications.append(Publication(t, power_w, cum_j, seen, err_s))
 
     # ------------------------------------------------------------------ energy
     def resolvable(self, t: float) -> bool:
@@ -259,17 +293,39 @@ class PowerLog:
         rate_w = before.power_w if not math.isnan(before.power_w) else after.power_w
         return min(before.cum_j + rate_w * (t - before.t), after.cum_j)
 
-    def _around(self, t: float) -> tuple[Publication, Publication]:
+    def _index(self, t: float) -> int:
+        """The index of the publication covering ``t`` (the first at or after it)."""
         if not self.resolvable(t):
             raise ValueError(f"t={t!r} is not covered by the published readings yet")
-        i = bisect_left(self.publications, t, key=lambda p: p.t)
+        return bisect_left(self.publications, t, key=lambda p: p.t)
+
+    def _around(self, t: float) -> tuple[Publication, Publication]:
+        i = self._index(t)
         return self.publications[i - 1], self.publications[i]
 
     def energy_between_j(self, t0: float, t1: float) -> float:
         """Energy from ``t0`` to ``t1``, both :meth:`resolvable`. Units: J."""
+        e0_j, e1_j = self._ends_j(t0, t1)
+        return max(0.0, e1_j - e0_j)
+
+    def _ends_j(self, t0: float, t1: float) -> tuple[float, float]:
+        """The virtual counter at a window's two ends. A window shorter than about two periods
+        takes the power at its end from its own start on (as
+        :meth:`~greenai.tracking.staleness.CounterBoundary.resolve` does with ``previous``),
+        not from before the work it meters began."""
         if t1 < t0:
             raise ValueError(f"t1 must not precede t0, got t0={t0!r}, t1={t1!r}")
-        return max(0.0, self.cumulative_j(t1) - self.cumulative_j(t0))
+        e0_j = self.cumulative_j(t0)
+        i = self._index(t1) - 1
+        before, after = self.publications[i], self.publications[i + 1]
+        if i == 0 or t0 <= self.publications[i - 1].t:
+            return e0_j, self.cumulative_j(t1)
+        since_t, since_j = max(t0, before.t), max(e0_j, before.cum_j)
+        if before.t - t0 > 0.2 * (before.t - self.publications[i - 1].t):
+            rate_w = (before.cum_j - e0_j) / (before.t - t0)
+        else:  # the work began right before or inside the period covering t1: its reading
+            rate_w = after.power_w
+        return e0_j, min(since_j + rate_w * (t1 - since_t), after.cum_j)
 
     def estimate_j(self, t0: float, t1: float) -> float:
         """Best-effort energy from ``t0`` to ``t1`` now: exact once both are resolvable; past the
@@ -313,7 +369,8 @@ class PowerLog:
         """Half-width of the energy from ``t0`` to ``t1`` (both :meth:`resolvable`): the truth
         lies within :meth:`energy_between_j` plus or minus this. ``inf`` where readings may be
         part-time on a device of unknown maximum power. Units: J."""
-        bound_j = self._boundary_halfwidth_j(t0) + self._boundary_halfwidth_j(t1)
+        e0_j, e1_j = self._ends_j(t0, t1)
+        bound_j = self._halfwidth_j(t0, e0_j) + self._halfwidth_j(t1, e1_j)
         pubs = self.publications
         lo = bisect_left(pubs, t0, key=lambda p: p.t)
         hi = bisect_left(pubs, t1, key=lambda p: p.t)
@@ -325,20 +382,22 @@ class PowerLog:
                 bound_j += spread_w * unobserved_s
         return bound_j
 
-    def _boundary_halfwidth_j(self, t: float) -> float:
+    def _halfwidth_j(self, t: float, value_j: float) -> float:
+        """How far the true cumulative energy at ``t`` can be from ``value_j``: it lies
+        between the virtual counter's values around ``t``, which may sit ``err_s`` off."""
         before, after = self._around(t)
-        value_j = self.cumulative_j(t)
         rates = [w for w in (before.power_w, after.power_w) if not math.isnan(w)]
-        jitter_j = self.phase_error_s * max(rates, default=0.0)
+        jitter_j = max(before.err_s, after.err_s) * max(rates, default=0.0)
         return max(value_j - before.cum_j, after.cum_j - value_j) + jitter_j
 
     # ------------------------------------------------------------------ polling
     def next_poll(self, now: float) -> float:
         """When to poll next: around each predicted publication once the period is known,
-        else every millisecond (every :data:`IDLE_SEARCH_S` while the reading stays steady)."""
+        else, or when those polls missed a change, every millisecond (every
+        :data:`IDLE_SEARCH_S` while the reading stays steady)."""
         period = self.period_s
-        if period is None:
-            last_change = self._changes[-1][0] if self._changes else -math.inf
+        if period is None or self._lost:
+            last_change = self._changes[-1][1] if self._changes else -math.inf
             if self._searching_since is None:
                 self._searching_since = now
             since = max(self._searching_since, last_change)
