@@ -76,7 +76,9 @@ def test_the_naive_integration_of_the_same_readings_is_off_by_a_period() -> None
     """What the correction is for: the readings held from each poll on lag one period."""
     trace, t0, t1 = _step_window(3)
     gpu = FakeGpu(trace, energy_counter=False)
-    held_j = sum(gpu.instant_w(t0 + k * 0.001, 0.037) * 0.001 for k in range(round((t1 - t0) * 1000)))
+    held_j = sum(
+        gpu.instant_w(t0 + k * 0.001, 0.037) * 0.001 for k in range(round((t1 - t0) * 1000))
+    )
     assert held_j / trace.energy_j(t0, t1) - 1 < -0.05
 
 
@@ -109,9 +111,7 @@ def test_part_time_readings_keep_the_truth_inside_the_bound(seed: int) -> None:
         [BUSY_W, IDLE_W], 0.05, start_s=offset, until_s=offset + 3.0, outside_w=IDLE_W
     )
     phase_s = random.Random(f"phase-{seed}").uniform(0.0, 0.1)
-    log = _polled(
-        trace, until_s=offset + 4.2, phase_s=phase_s, coverage_s=0.025, coverage=0.25
-    )
+    log = _polled(trace, until_s=offset + 4.2, phase_s=phase_s, coverage_s=0.025, coverage=0.25)
     window = log.window(offset, offset + 3.0)
     assert window.final
     assert abs(window.energy_j - trace.energy_j(offset, offset + 3.0)) <= window.bound_j
@@ -156,7 +156,8 @@ def test_a_lagging_reading_is_placed_on_the_period_it_averages() -> None:
         published = [w for p, w in readings.items() if p <= t]
         if published:
             log.observe(t, published[-1])
-    assert log.resolvable(0.3) and log.resolvable(0.62)
+    assert log.resolvable(0.3)
+    assert log.resolvable(0.62)
     assert log.energy_between_j(0.25, 0.35) == pytest.approx(20.0, rel=1e-6)
     assert log.energy_between_j(0.25, 0.45) == pytest.approx(40.0, rel=1e-6)
     assert log.energy_between_j(0.45, 0.65) == pytest.approx(20.1 + 20.2, rel=1e-6)

@@ -99,7 +99,9 @@ class DeviceMeter:
         self.next_poll_t = -math.inf
         # power-only GPU: its readings' lag, period and phase (power_readings.py)
         self.power_log = (
-            PowerLog(max_w=max_power_w(device)) if not self.counter and device.kind == "gpu" else None
+            PowerLog(max_w=max_power_w(device))
+            if not self.counter and device.kind == "gpu"
+            else None
         )
 
 

@@ -66,7 +66,11 @@ def counter_window_bound_j(
 
 
 def fresh_counter_bound_j(
-    energy_j: float, duration_s: float, *, update_s: float = RAPL_UPDATE_S, unit_j: float = RAPL_UNIT_J
+    energy_j: float,
+    duration_s: float,
+    *,
+    update_s: float = RAPL_UPDATE_S,
+    unit_j: float = RAPL_UNIT_J,
 ) -> float:
     """A counter that updates every ``update_s`` (RAPL): at each boundary, what the window's mean
     power spends in one update, plus one counting unit."""
