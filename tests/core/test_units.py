@@ -7,12 +7,12 @@ import math
 import pytest
 
 from greenai.core.units import (
-    format_energy_bound,
     format_change,
     format_co2_g_cell,
     format_co2_si,
     format_duration_short,
     format_elapsed,
+    format_energy_bound,
     format_energy_short,
     format_energy_si,
     format_energy_status,

@@ -11,9 +11,9 @@ import pytest
 import greenai
 from greenai.core.errors import SensorWarning
 from greenai.core.units import (
-    format_energy_bound,
     format_co2_g,
     format_duration_s,
+    format_energy_bound,
     format_energy_j,
     format_energy_kwh,
     format_usd,
