@@ -8,13 +8,21 @@ on a virtual clock. Prints the worst and mean absolute error of greenai's figure
 the naive counter difference (two reads of the published counter) per scenario. No
 assertions: the tests in ``tests/tracking/test_meter_fake_nvml.py`` hold the goals.
 
+A second table sets greenai beside a baseline implementing Zeus's documented power-only
+approach (``zeus.monitor.power.PowerMonitor``: poll ``nvmlDeviceGetPowerUsage`` once per
+update period, then ``get_energy`` integrates the samples taken inside the window by the
+trapezoid rule) on the same fake GPUs (same traces and publication phases), with the share
+of windows whose truth lies inside greenai's stated uncertainty and that bound's mean size.
+
 Run: ``python benchmarks/bench_metering_accuracy.py [--seeds 16]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
+import random
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,17 +30,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from fakes.fake_nvml import Trace
+from fakes.fake_nvml import FakeGpu, Trace
 from fakes.metering_scenarios import (
     BUSY_W,
     IDLE_W,
+    PART_TIME_COVERAGE_S,
     Backend,
     FakeBackend,
     Measured,
     back_to_back,
     bursty,
     one_window,
+    one_window_trace,
     part_time,
+    part_time_trace,
     phases,
 )
 from greenai import devices
@@ -127,6 +138,67 @@ def _stats(errors: list[float]) -> str:
     return f"{worst:+9.2%} {sum(map(abs, errors)) / len(errors):8.2%}"
 
 
+ZEUS_UPDATE_PERIOD_S = 0.1
+"""The fake's publication period: what Zeus's PowerMonitor infers and polls at."""
+
+
+def zeus_style_j(
+    trace: Trace, t0: float, t1: float, *, seed: int, coverage_s: float | None
+) -> float:
+    """Zeus's power-only estimate of ``[t0, t1]`` on the fake GPU of scenario ``seed``: one
+    poll per update period from an arbitrary instant (its polling process starts before
+    the window), the samples inside the window integrated by the trapezoid rule."""
+    power_phase_s = phases(seed)[1]
+    gpu = FakeGpu(trace, energy_counter=False, coverage_s=coverage_s, power_phase_s=power_phase_s)
+    first = random.Random(f"zeus-{seed}").uniform(0.0, ZEUS_UPDATE_PERIOD_S)
+    times = [first + k * ZEUS_UPDATE_PERIOD_S for k in range(int(t1 / ZEUS_UPDATE_PERIOD_S) + 2)]
+    inside = [t for t in times if t0 <= t <= t1]
+    watts = [int(gpu.instant_w(t, power_phase_s) * 1000.0) / 1000.0 for t in inside]  # mW
+    samples = list(zip(inside, watts, strict=True))
+    return sum((b - a) * (wa + wb) / 2 for (a, wa), (b, wb) in itertools.pairwise(samples))
+
+
+PowerScenario = tuple[str, Callable[[int], tuple[Trace, float, float]], Scenario, float | None]
+POWER_ONLY: list[PowerScenario] = [
+    (
+        "power-only, 1 s window",
+        lambda s: one_window_trace(s, length_s=1.0),
+        lambda b, s: [one_window(b, s, length_s=1.0, counter=False)],
+        None,
+    ),
+    (
+        "power-only, 0.3 s window",
+        lambda s: one_window_trace(s, length_s=0.3),
+        lambda b, s: [one_window(b, s, length_s=0.3, counter=False)],
+        None,
+    ),
+    ("part-time power, 3 s", part_time_trace, lambda b, s: [part_time(b, s)], PART_TIME_COVERAGE_S),
+]
+
+
+def power_only_table(seeds: int) -> None:
+    """greenai and the Zeus-style baseline on the fake NVML's power-only scenarios."""
+    print(f"\n{'power-only (fake NVML)':28} {'greenai':>18} {'Zeus-style':>18} {'in bound':>9}")
+    print(f"{'':28} {'worst':>9} {'mean|e|':>8} {'worst':>9} {'mean|e|':>8} {'(bound/J)':>9}")
+    for label, make_trace, scenario, coverage_s in POWER_ONLY:
+        ours, zeus, inside, bounds = [], [], 0, []
+        for seed in range(seeds):
+            (m,) = scenario(FakeBackend(), seed)
+            trace, t0, t1 = make_trace(seed)
+            ours.append(m.error)
+            zeus.append(
+                zeus_style_j(trace, t0, t1, seed=seed, coverage_s=coverage_s) / m.true_j - 1
+            )
+            assert m.result is not None
+            bound_j = m.result.uncertainty_by_device_j["gpu0"]
+            inside += abs(m.greenai_j - m.true_j) <= bound_j
+            bounds.append(bound_j / m.true_j)
+        mean_bound = sum(bounds) / len(bounds)
+        print(
+            f"{label:28} {_stats(ours)} {_stats(zeus)} {inside:>3}/{seeds:<3} (±{mean_bound:.0%})"
+        )
+
+
 def main() -> None:
     import warnings
 
@@ -146,6 +218,7 @@ def main() -> None:
             greenai_s = _stats([m.error for m in measured])
             naive_s = _stats([m.naive_error for m in measured])
             print(f"{label:28} {goal:>8} {backend.name:12} {greenai_s}          {naive_s}")
+    power_only_table(args.seeds)
 
 
 if __name__ == "__main__":

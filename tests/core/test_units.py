@@ -12,6 +12,7 @@ from greenai.core.units import (
     format_co2_si,
     format_duration_short,
     format_elapsed,
+    format_energy_bound,
     format_energy_short,
     format_energy_si,
     format_energy_status,
@@ -109,3 +110,19 @@ def test_values() -> None:
     assert format_value(1.2) == "1.2"
     assert format_value(1.23456) == "1.235"
     assert format_value({"a": [1, 2.5]}) == "a: 1, 2.5"
+
+
+@pytest.mark.parametrize(
+    ("energy_j", "bound_j", "text"),
+    [
+        (1234.0, 50.0, "1.23 kJ ± 0.050 kJ"),
+        (12.5, 0.25, "12.5 J ± 0.25 J"),
+        (3.2e6, None, "3.20 MJ"),
+        (700.0, math.inf, "700 J ± unbounded"),
+        (10.0, 2500.0, "0.0100 kJ ± 2.5 kJ"),
+    ],
+)
+def test_a_figure_and_its_bound_share_one_unit(
+    energy_j: float, bound_j: float | None, text: str
+) -> None:
+    assert format_energy_bound(energy_j, bound_j) == text

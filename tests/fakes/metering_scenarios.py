@@ -166,13 +166,19 @@ def meter_windows(
         return out, Measured("run", whole, n_r1 - n_r0, gpu.true_energy_j(r0, r1), run.result)
 
 
-def one_window(backend: Backend, seed: int, *, length_s: float, counter: bool = True) -> Measured:
-    """A window of ``length_s`` at full power, started at a random instant, idle around it:
-    power steps exactly at both boundaries (the hardest case for a stale reading)."""
+def one_window_trace(seed: int, *, length_s: float) -> tuple[Trace, float, float]:
+    """:func:`one_window`'s trace, window start and end."""
     rng = _layout_rng(seed)
     start = 0.3 + rng.uniform(0.0, 0.2)
     length = length_s * rng.uniform(0.97, 1.03)
-    trace = Trace([0.0, start, start + length], [IDLE_W, BUSY_W, IDLE_W])
+    return Trace([0.0, start, start + length], [IDLE_W, BUSY_W, IDLE_W]), start, start + length
+
+
+def one_window(backend: Backend, seed: int, *, length_s: float, counter: bool = True) -> Measured:
+    """A window of ``length_s`` at full power, started at a random instant, idle around it:
+    power steps exactly at both boundaries (the hardest case for a stale reading)."""
+    trace, start, end = one_window_trace(seed, length_s=length_s)
+    length = end - start
     windows, _ = meter_windows(
         backend,
         trace,
@@ -224,21 +230,30 @@ def bursty(backend: Backend, seed: int, *, length_s: float = 3.0) -> Measured:
     return windows[0]
 
 
-def part_time(backend: Backend, seed: int, *, length_s: float = 3.0) -> Measured:
-    """A power-only GPU whose readings cover only the first 25 ms of each 100 ms period,
-    under a load that is busy 50 ms of every 100 ms, at a random offset from the readings:
-    each reading sees the same part of the cycle, so the readings can be far off."""
+PART_TIME_COVERAGE_S = 0.025
+
+
+def part_time_trace(seed: int, *, length_s: float = 3.0) -> tuple[Trace, float, float]:
+    """:func:`part_time`'s trace, window start and end."""
     offset = _layout_rng(seed).uniform(0.0, 0.1)
     trace = Trace.steps(
         [BUSY_W, IDLE_W], 0.05, start_s=offset, until_s=offset + length_s, outside_w=IDLE_W
     )
+    return trace, offset, offset + length_s
+
+
+def part_time(backend: Backend, seed: int, *, length_s: float = 3.0) -> Measured:
+    """A power-only GPU whose readings cover only the first 25 ms of each 100 ms period,
+    under a load that is busy 50 ms of every 100 ms, at a random offset from the readings:
+    each reading sees the same part of the cycle, so the readings can be far off."""
+    trace, offset, _ = part_time_trace(seed, length_s=length_s)
     windows, _ = meter_windows(
         backend,
         trace,
         [(offset, offset + length_s)],
         end_s=offset + length_s + 0.2,
         counter=False,
-        coverage_s=0.025,
+        coverage_s=PART_TIME_COVERAGE_S,
         seed=seed,
     )
     return windows[0]

@@ -15,6 +15,7 @@ from greenai.core.units import (
     format_co2_g,
     format_co2_kg,
     format_duration_s,
+    format_energy_bound,
     format_energy_j,
     format_energy_kwh,
     format_usd,
@@ -59,6 +60,8 @@ def test_devices_table_has_sources_and_the_simulation_is_flagged(
     for device, energy_j in trained.energy_by_device_j.items():
         assert device in devices
         assert format_energy_j(energy_j) in devices
+        bound_j = trained.uncertainty_by_device_j[device]
+        assert format_energy_bound(energy_j, bound_j) in devices
     assert "sim" in devices
     assert "SIMULATED" in devices
     assert "Simulated" in texts_of(page, "source-notice")

@@ -13,6 +13,7 @@ from greenai.core.errors import SensorWarning
 from greenai.core.units import (
     format_co2_g,
     format_duration_s,
+    format_energy_bound,
     format_energy_j,
     format_energy_kwh,
     format_usd,
@@ -119,13 +120,17 @@ def test_every_table_is_rectangular(trained: Result) -> None:
 
 def test_devices_with_sources(trained: Result) -> None:
     devices = _tables(render_markdown(trained))[1]
-    assert _cells(devices[0]) == ["Device", "Kind", "Energy", "Share", "Source"]
+    assert _cells(devices[0]) == ["Device", "Kind", "Energy", "Figure ± bound", "Share", "Source"]
     rows = {_cells(r)[0]: _cells(r) for r in devices[2:]}
     assert set(rows) == {"`gpu0`", "`gpu1`"}
     gpu0 = rows["`gpu0`"]
     assert gpu0[2] == format_energy_j(trained.energy_by_device_j["gpu0"])
-    assert gpu0[3].endswith(" %")
-    assert gpu0[4] == "`sim` **simulated**, not a real measurement"
+    assert gpu0[3] == format_energy_bound(
+        trained.energy_by_device_j["gpu0"], trained.uncertainty_by_device_j["gpu0"]
+    )
+    assert " ± " in gpu0[3]
+    assert gpu0[4].endswith(" %")
+    assert gpu0[5] == "`sim` **simulated**, not a real measurement"
 
 
 def test_estimate_is_flagged() -> None:

@@ -287,3 +287,24 @@ def test_a_stray_rank_variable_does_not_stop_the_run(monkeypatch: pytest.MonkeyP
     assert sorted(run.result.energy_by_device_j) == ["gpu0", "gpu1"]
     assert "distributed" not in run.result.metadata
     assert run.result.metadata["launcher"]["warnings"]
+
+
+def test_combine_adds_the_ranks_bounds_and_drops_a_device_one_rank_states_none() -> None:
+    """Two ranks on one GPU: the job's figure weighs each rank's by at most 1, so their
+    bounds add; a rank that states no bound leaves the device without one."""
+
+    def job(bounds: list[dict[str, float]]) -> Result:
+        reports = [
+            RankReport(
+                r,
+                "n",
+                r,
+                replace(_result({"gpu0": 10.0}), uncertainty_by_device_j=bound),
+                {"gpu0": GPU_A0},
+            )
+            for r, bound in enumerate(bounds)
+        ]
+        return combine(reports, world_size=2, missing={}, account=lambda r: r, launcher={})
+
+    assert job([{"gpu0": 1.5}, {"gpu0": 2.0}]).uncertainty_by_device_j == {"n/gpu0": 3.5}
+    assert job([{"gpu0": 1.5}, {}]).uncertainty_by_device_j == {}

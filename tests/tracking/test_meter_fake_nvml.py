@@ -76,32 +76,16 @@ def test_counter_gpu_bursty_3s_within_half_a_percent() -> None:
     assert abs(worst) < 0.005, f"worst error {worst:+.2%}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16: power-only 1 s windows with power steps at their boundaries are off "
-    "by up to -12.4 % (mean |error| 8.7 %): readings lag one period and are integrated "
-    "by the trapezoid rule without correction; goal 1 %",
-)
 def test_power_only_gpu_1s_windows_within_1_percent() -> None:
     worst = _worst([one_window(FakeBackend(), s, length_s=1.0, counter=False) for s in SEEDS])
     assert abs(worst) < 0.01, f"worst error {worst:+.2%}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16: part-time power (25 ms of each 100 ms) under a load with a 100 ms "
-    "cycle is off by up to -74 % (mean |error| 54 %) and Result states no uncertainty; "
-    "goal: the truth inside the stated uncertainty",
-)
 def test_part_time_power_truth_inside_stated_uncertainty() -> None:
     for seed in SEEDS:
         m = part_time(FakeBackend(), seed)
-        # the name issue 16 suggests for the per-device bound (J); rename here when it lands
-        uncertainty = getattr(m.result, "uncertainty_by_device_j", None)
-        assert uncertainty is not None, (
-            f"seed {seed}: error {m.error:+.1%}, and Result carries no uncertainty bound"
-        )
-        assert abs(m.greenai_j - m.true_j) <= uncertainty["gpu0"]
+        assert m.result is not None
+        assert abs(m.greenai_j - m.true_j) <= m.result.uncertainty_by_device_j["gpu0"], seed
 
 
 def _busy_real_clock(gpu: FakeGpu, seconds: float) -> tuple[float, float, float]:

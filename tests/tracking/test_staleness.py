@@ -91,3 +91,20 @@ def test_out_of_order_readings_are_ignored() -> None:
     log.observe(1.001, 11.0)
     log.observe(0.5, 5.0)
     assert [u.energy_j for u in log.updates] == [11.0]
+
+
+def test_a_boundary_lies_between_the_updates_around_it() -> None:
+    """The true cumulative energy at a boundary is between the value published before it
+    and the next one; until the next is logged, what the maximum power adds since."""
+    log = UpdateLog()
+    _poll(log, 0.55, phase_s=0.037)  # updates at .037, .137, ... of 100 W: 10 J each
+    boundary = CounterBoundary(0.5, _counter(0.5, phase_s=0.037))
+    assert boundary.resolve(log.updates)
+    assert boundary.bounds_j(log.updates) == pytest.approx((43.7, 53.7), abs=0.05)
+    assert boundary.halfwidth_j(log.updates) == pytest.approx(
+        max(boundary.value() - 43.7, 53.7 - boundary.value()), abs=0.05
+    )
+    early = [u for u in log.updates if u.t < 0.5]
+    assert boundary.bounds_j(early)[1] == float("inf")
+    low_j, high_j = boundary.bounds_j(early, max_w=700.0)
+    assert high_j - low_j == pytest.approx(700.0 * (0.5 - 0.437), abs=700.0 * POLL_S)

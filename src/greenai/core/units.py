@@ -134,6 +134,22 @@ def format_energy_short(energy_j: float) -> str:
     return f"{format_figure(energy_j / 1e3)} kJ"
 
 
+def format_energy_bound(energy_j: float, bound_j: float | None) -> str:
+    """A figure and its half-width in one unit: ``1.23 kJ ± 0.05 kJ``; ``± unbounded`` where
+    no finite bound holds; the figure alone when none is stated. Units: J."""
+    finite = [abs(x) for x in (energy_j, bound_j) if x is not None and math.isfinite(x)]
+    scale, unit = next(
+        ((s, u) for s, u in ((1e9, "GJ"), (1e6, "MJ"), (1e3, "kJ")) if max(finite, default=0) >= s),
+        (1.0, "J"),
+    )
+    figure = f"{format_figure(energy_j / scale)} {unit}"
+    if bound_j is None:
+        return figure
+    if not math.isfinite(bound_j):
+        return f"{figure} ± unbounded"
+    return f"{figure} ± {format_figure(bound_j / scale, 2)} {unit}"
+
+
 def format_energy_kwh(energy_j: float) -> str:
     """Energy given in joules, shown in kWh with four significant digits."""
     return f"{format_figure(energy_j / _J_PER_KWH, 4)} kWh"

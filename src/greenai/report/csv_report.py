@@ -51,7 +51,10 @@ How each column is filled (Units as CodeCarbon's):
   ``ram_utilization_percent``, ``ram_used_gb``: 0, what CodeCarbon writes when it
   took no utilization sample (greenai does not sample utilization).
 - A partial run (a sensor failed) has no column here: the JSON record
-  (:mod:`greenai.report.records`) carries ``partial`` and its reasons.
+  (:mod:`greenai.report.records`) carries ``partial`` and its reasons. Nor have the
+  figures' uncertainty bounds (a column of its own would make the file no longer
+  CodeCarbon's, which its readers and this writer's header check reject): the JSON
+  record carries ``uncertainty_by_device_j``, and the Markdown and HTML reports show them.
 
 Safety: writers take an exclusive ``flock`` on the CSV file itself (see
 :func:`append_emissions_row`), and a file whose header is not CodeCarbon's is

@@ -20,6 +20,7 @@ from greenai.core.units import (
     format_co2_g_cell,
     format_co2_kg,
     format_duration_s,
+    format_energy_bound,
     format_energy_j,
     format_energy_kwh,
     format_energy_short,
@@ -187,11 +188,13 @@ def devices_section(result: Result) -> str:
         source = result.sources.get(device, "unknown")
         css, note = _source_note(source)
         mean_w = energy_j / result.duration_s if result.duration_s > 0 else math.nan
+        bound_j = result.uncertainty_by_device_j.get(device)
         rows.append(
             "<tr>"
             f'<td class="name"><code>{escape(device)}</code></td>'
             f"<td>{escape(result.kinds.get(device, 'unknown'))}</td>"
             f'<td class="num">{escape(format_energy_j(energy_j))}</td>'
+            f'<td class="num">{escape(format_energy_bound(energy_j, bound_j))}</td>'
             f'<td class="num">{escape(format_energy_kwh(energy_j))}</td>'
             f'<td class="num">{escape(format_share(energy_j, total_j))}</td>'
             f'<td class="num">{escape(format_power_w(mean_w))}</td>'
@@ -201,14 +204,14 @@ def devices_section(result: Result) -> str:
         )
     rows.append(
         '<tr class="total"><td>Total</td><td></td>'
-        f'<td class="num">{escape(format_energy_j(total_j))}</td>'
+        f'<td class="num">{escape(format_energy_j(total_j))}</td><td></td>'
         f'<td class="num">{escape(format_energy_kwh(total_j))}</td>'
         f'<td class="num">{"100.0 %" if total_j > 0 else "n/a"}</td>'
         f'<td class="num">{escape(format_power_w(result.mean_power_w))}</td><td></td><td></td></tr>'
     )
     head = (
         "<tr><th>Device</th><th>Kind</th><th class=num>Energy</th>"
-        "<th class=num>in kWh</th><th class=num>Share</th>"
+        "<th class=num>Figure ± bound</th><th class=num>in kWh</th><th class=num>Share</th>"
         "<th class=num>Mean power</th><th>Source</th><th>How it was obtained</th></tr>"
     )
     return (

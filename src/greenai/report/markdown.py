@@ -20,6 +20,7 @@ from greenai.core.units import (
     format_co2_g_cell,
     format_co2_kg,
     format_duration_s,
+    format_energy_bound,
     format_energy_j,
     format_energy_kwh,
     format_fixed,
@@ -243,15 +244,17 @@ def _devices(result: Result) -> list[str]:
         return ["No device was metered."]
     total_j = result.energy_j
     lines = [
-        "| Device | Kind | Energy | Share | Source |",
-        "| --- | --- | ---: | ---: | --- |",
+        "| Device | Kind | Energy | Figure ± bound | Share | Source |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
     ]
     for device, energy_j in result.energy_by_device_j.items():
         source = result.sources.get(device, "unknown")
         note = _SOURCE_NOTES.get(source, "")
         lines.append(
             f"| {code(device)} | {text(result.kinds.get(device, 'unknown'))} "
-            f"| {format_energy_j(energy_j)} | {format_share(energy_j, total_j)} "
+            f"| {format_energy_j(energy_j)} "
+            f"| {format_energy_bound(energy_j, result.uncertainty_by_device_j.get(device))} "
+            f"| {format_share(energy_j, total_j)} "
             f"| {code(source)}{' ' + note if note else ''} |"
         )
     return lines

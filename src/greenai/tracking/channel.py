@@ -15,9 +15,11 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
+from collections.abc import Callable
 
 from greenai.devices import Device
 from greenai.devices.plausible import Event, ReadingGuard, max_power_w
+from greenai.tracking.power_readings import PowerLog
 from greenai.tracking.staleness import CounterBoundary, UpdateLog
 
 MAX_SPANS = 256
@@ -92,6 +94,12 @@ class DeviceChannel:
         self.guard = ReadingGuard(self.name, max_power_w(device))
         self.incidents = Incidents()
         self.updates = UpdateLog()
+        # a GPU without a counter: its readings' period, phase and lag (power_readings.py)
+        self.power_log = (
+            PowerLog(max_w=max_power_w(device))
+            if not self.counter and device.kind == "gpu"
+            else None
+        )
         self.pending: list[CounterBoundary] = []  # in time order, settled in that order
         self.last_boundary: CounterBoundary | None = None
         self.next_poll_t = -math.inf
@@ -134,6 +142,8 @@ class DeviceChannel:
         elif math.isnan(checked_w):
             cum_j = last_j
         else:
+            if self.power_log is not None:
+                self.power_log.observe(now, checked_w)
             last_w = self.last_power_w if not math.isnan(self.last_power_w) else checked_w
             cum_j = last_j + (last_w + checked_w) / 2.0 * (now - previous_t)
         if now >= self.last_t:
@@ -238,5 +248,35 @@ class DeviceChannel:
 
     @property
     def warm(self) -> bool:
-        """True once the counter's update period is known (boundaries settle at once)."""
+        """True once the update period of the counter (or power reading) is known."""
+        if self.power_log is not None:
+            return self.power_log.period_s is not None
         return self.updates.period_s is not None
+
+    @property
+    def polled(self) -> bool:
+        """Whether the sampler polls this device between samples (to time its updates)."""
+        return (self.coarse or self.power_log is not None) and self.failed_at is None
+
+    def poll(self, t: float, now: Callable[[], float]) -> None:
+        """One poll at ``t`` (``now`` tells when the read ended): time the device's updates
+        and place the boundaries they settle."""
+        if self.power_log is not None:
+            try:
+                raw_w = float(self.device.power_w())
+            except Exception as e:  # any sensor failure: the runs go on without this device
+                self.fail(e, t)
+                return
+            mid_t = (t + now()) / 2.0
+            self.power_log.observe(mid_t, self.check_power(mid_t, raw_w))
+            self.next_poll_t = self.power_log.next_poll(t)
+            return
+        energy_j = self.read_energy(t)
+        if energy_j is None:
+            return
+        self.updates.observe((t + now()) / 2.0, energy_j)
+        self.settle()
+        if self.updates.fresh:
+            self.coarse = False
+            self.settle_best_effort()  # their stale readings are fresh enough
+        self.next_poll_t = self.updates.next_poll(t)

@@ -19,6 +19,7 @@ from greenai.tracking.result import PowerTimeline, Result, Snapshot
 from greenai.tracking.run_samples import RunSamples
 from greenai.tracking.step_stats import StepDigest, StepStats
 from greenai.tracking.timeline import PowerBuckets
+from greenai.tracking.uncertainty import reading_bound_j
 from greenai.tracking.windows import Span, Steps
 
 
@@ -63,7 +64,7 @@ class RunResults:
             return span.result
         assert span.end is not None
         if running:
-            self._samples.settle()
+            self._samples.settle(span.end.t)
         with self._samples.lock:
             span.result = self._compute(span, metadata)
         return span.result
@@ -106,11 +107,28 @@ class RunResults:
         samples = self._samples
         t0, t1 = span.start.t, span.end.t
         energy: dict[str, float] = {}
+        uncertainty: dict[str, float] = {}
         reasons = list(self._missing)
         for m in samples.meters:
             energy[m.name] = max(
                 0.0, energy_at(samples, m, span.end) - energy_at(samples, m, span.start)
             )
+            # uncertainty bounds (tracking/uncertainty.py, power_readings.py)
+            c = m.channel
+            if c.power_log is not None:
+                energy[m.name], uncertainty[m.name], _ = c.power_log.window(t0, t1)
+            else:
+                bound_j = reading_bound_j(
+                    m.device.source,
+                    energy[m.name],
+                    t1 - t0,
+                    (span.start.values.get(m.name), span.end.values.get(m.name)),
+                    c.updates.updates,
+                    max_w=c.guard.max_w,
+                    update_s=c.updates.period_s,
+                )
+                if bound_j is not None:
+                    uncertainty[m.name] = bound_j
             if m.failed_at is not None and m.failed_at <= t1:
                 reasons.append(
                     f"{m.name} failed at {m.failed_at - self._t_origin:.3f} s "
@@ -136,6 +154,7 @@ class RunResults:
             run_id=self._run_id,
             offset_s=t0 - self._t_origin,
             metadata=metadata,
+            uncertainty_by_device_j=uncertainty,
         )
         return self._account(result)
 

@@ -186,10 +186,16 @@ def _combine_parts(
     sources: dict[str, Any] = {}
     kinds: dict[str, Any] = {}
     device_nodes: dict[str, str] = {}
+    # the ranks' bounds add (a shared device's union weighs each rank's figure by at most 1);
+    # a device some rank states no bound for has none
+    bounds: dict[str, float | None] = {}
     for p in parts:
         for device, energy_j in p.result.energy_by_device_j.items():
             key = job_device_key(p.report, device)
             by_key[key].append((p.start, p.end, energy_j))
+            bound_j = p.result.uncertainty_by_device_j.get(device)
+            previous_j = bounds.get(key, 0.0)
+            bounds[key] = None if bound_j is None or previous_j is None else previous_j + bound_j
             sources[key] = p.result.sources[device]
             kinds[key] = p.result.kinds[device]
             device_nodes[key] = p.report.node
@@ -220,6 +226,7 @@ def _combine_parts(
         run_id=run_id,
         offset_s=offset,
         device_nodes=device_nodes,
+        uncertainty_by_device_j={k: v for k, v in bounds.items() if v is not None},
     )
     return account(result)
 

@@ -322,7 +322,8 @@ class Meter:
             self._metadata = {**self._metadata, **observer.run_stopping()}
         try:
             windows.close_all()
-            samples.settle()
+            assert windows.root.end is not None
+            samples.settle(windows.root.end.t)
         finally:
             samples.detach()
         self._state = "stopped"

@@ -104,6 +104,9 @@ class Result:
             result, by rank (empty otherwise).
         device_nodes: For a job result, the node (host) each device is on, so the
             job can be shown by node (empty for a single process).
+        uncertainty_by_device_j: Per device, the half-width of its figure: the truth lies
+            within ``energy_by_device_j`` plus or minus this (``inf`` where no finite bound
+            holds; a device missing here has no stated bound). Units: J.
     """
 
     name: str | None
@@ -126,6 +129,7 @@ class Result:
     accounting: Mapping[str, Any] = field(default_factory=dict)
     ranks: tuple[Result, ...] = ()
     device_nodes: Mapping[str, str] = field(default_factory=dict)
+    uncertainty_by_device_j: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def energy_j(self) -> float:
@@ -212,6 +216,9 @@ class Result:
             "device_nodes": dict(self.device_nodes),
             "energy_by_node_j": self.energy_by_node_j,
             "ranks": [r.to_dict() for r in self.ranks],
+            "uncertainty_by_device_j": {
+                k: v if math.isfinite(v) else None for k, v in self.uncertainty_by_device_j.items()
+            },
         }
 
     @classmethod
@@ -245,6 +252,10 @@ class Result:
                 accounting=dict(data.get("accounting", {})),
                 ranks=tuple(cls.from_dict(r) for r in data.get("ranks", ())),
                 device_nodes={str(k): str(v) for k, v in data.get("device_nodes", {}).items()},
+                uncertainty_by_device_j={
+                    str(k): math.inf if v is None else float(v)
+                    for k, v in data.get("uncertainty_by_device_j", {}).items()
+                },
             )
         except (KeyError, TypeError, AttributeError, ValueError) as e:
             raise ValueError(f"not a greenai result record: {e!r}") from e
@@ -259,8 +270,10 @@ class Result:
         ]
         width = max((len(d) for d in self.energy_by_device_j), default=6)
         for device, energy_j in self.energy_by_device_j.items():
+            bound_j = self.uncertainty_by_device_j.get(device)
+            bound = "" if bound_j is None else f" ± {format_energy_j(bound_j)}"
             lines.append(
-                f"  {device:<{width}}  {format_energy_j(energy_j):>14}   "
+                f"  {device:<{width}}  {format_energy_j(energy_j):>14}{bound}   "
                 f"source: {self.sources[device]}"
             )
         by_node = self.energy_by_node_j

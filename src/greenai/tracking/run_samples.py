@@ -111,25 +111,33 @@ class RunSamples:
         self.sampler.detach(self)
 
     # ----------------------------------------------------------------- boundaries
-    def settle(self) -> None:
-        """Place every GPU counter boundary of the run so far.
+    def settle(self, until_t: float) -> None:
+        """Place every GPU counter boundary of the run so far, and let the power-only GPUs'
+        readings cover ``until_t``.
 
         Most are placed already, from the updates the counter's channel has timed before.
         A boundary needs the next two updates (so waits, at most :data:`RESOLVE_TIMEOUT_S`)
         while the counter's update period is not known yet (the process's first fraction of
         a second on the device), when another boundary lies between it and the counter's
         last update (a run shorter than one update period), or when the poll around that
-        update came late (a busy host).
+        update came late (a busy host). A power-only GPU's reading covers an instant only
+        once the period around it has been published (one to two periods later).
         """
         with self.lock:
             for c in self.channels:
                 c.settle()
-            open_channels = [c for c in self.channels if c.pending]
+
+            def unsettled(c: DeviceChannel) -> bool:
+                if c.power_log is not None:
+                    return c.failed_at is None and not c.power_log.final(until_t)
+                return bool(c.pending)
+
+            open_channels = [c for c in self.channels if unsettled(c)]
             if not open_channels:
                 return
             deadline = self.clock.now() + RESOLVE_TIMEOUT_S
             virtual = isinstance(self.clock, _clock.VirtualClock)
-            while any(c.pending for c in open_channels):
+            while any(unsettled(c) for c in open_channels):
                 remaining = deadline - self.clock.now()
                 if remaining <= 0:
                     for c in open_channels:

@@ -160,7 +160,7 @@ class Sampler:
             self.resolved.notify_all()
             self._drop_idle(now)
             channels = self._channels.values()
-            polls = [c.next_poll_t for c in channels if c.coarse and c.failed_at is None]
+            polls = [c.next_poll_t for c in channels if c.polled]
             due = min([self._next_sample_t, *polls])
             if not math.isfinite(due):
                 self._thread = None  # under the lock: a later attach starts a new one
@@ -172,7 +172,7 @@ class Sampler:
         for key, c in list(self._channels.items()):
             if c.runs:
                 continue
-            keep = c.coarse and c.failed_at is None and c.warm and now - c.idle_since < LINGER_S
+            keep = c.polled and c.warm and now - c.idle_since < LINGER_S
             if not keep:
                 del self._channels[key]
 
@@ -188,24 +188,10 @@ class Sampler:
                 run.record(now, [values[id(c)] for c in run.channels])
 
     def _poll_counters(self, now: float) -> None:
-        """Poll the GPU counters that are due, to time their updates and settle boundaries."""
+        """Poll the GPUs that are due, to time their updates and settle boundaries."""
         for c in list(self._channels.values()):
-            if not c.coarse or c.failed_at is not None or now < c.next_poll_t:
-                continue
-            energy_j = c.read_energy(now)
-            if energy_j is None:
-                continue
-            c.updates.observe((now + self.clock.now()) / 2.0, energy_j)
-            c.settle()
-            if c.updates.fresh:
-                logger.debug(
-                    "%s: counter updates every %.4f s; no correction needed",
-                    c.name,
-                    c.updates.period_s,
-                )
-                c.coarse = False
-                c.settle_best_effort()  # their stale readings are fresh enough
-            c.next_poll_t = c.updates.next_poll(now)
+            if c.polled and now >= c.next_poll_t:
+                c.poll(now, self.clock.now)
 
 
 _samplers: weakref.WeakKeyDictionary[_clock.Clock, Sampler] = weakref.WeakKeyDictionary()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import deque
+from collections.abc import Sequence
 from typing import NamedTuple
 
 POLL_S = 0.001
@@ -50,6 +51,22 @@ _HISTORY = 256
 _PERIOD_SAMPLES = 8
 
 
+class PeriodEstimator:
+    """A publication period learned from the gaps between precisely timed updates (a counter's
+    or a power reading's): the median of the last few gaps, each divided by the whole number of
+    periods it spans once a first estimate exists. Units: s."""
+
+    def __init__(self) -> None:
+        self.period_s: float | None = None
+        self.gaps_s: deque[float] = deque(maxlen=_PERIOD_SAMPLES)
+
+    def add_gap(self, gap_s: float) -> None:
+        """Feed the time between two precisely timed updates with none missed in between."""
+        periods = max(1, round(gap_s / self.period_s)) if self.period_s else 1
+        self.gaps_s.append(gap_s / periods)
+        self.period_s = statistics.median(self.gaps_s)
+
+
 class Update(NamedTuple):
     """One observed counter update: when (midpoint of the polls around it) and the new value."""
 
@@ -63,11 +80,15 @@ class UpdateLog:
 
     def __init__(self) -> None:
         self.updates: deque[Update] = deque(maxlen=_HISTORY)
-        self.period_s: float | None = None
-        self._periods: deque[float] = deque(maxlen=_PERIOD_SAMPLES)
+        self._period = PeriodEstimator()
         self._last_t = -math.inf
         self._last_j: float | None = None
         self._searching_since: float | None = None
+
+    @property
+    def period_s(self) -> float | None:
+        """The counter's update period, once learned. Units: s."""
+        return self._period.period_s
 
     @property
     def fresh(self) -> bool:
@@ -88,10 +109,7 @@ class UpdateLog:
                 and previous.precise
                 and previous.energy_j == self._last_j
             ):
-                gap_s = update.t - previous.t
-                periods = max(1, round(gap_s / self.period_s)) if self.period_s else 1
-                self._periods.append(gap_s / periods)
-                self.period_s = statistics.median(self._periods)
+                self._period.add_gap(update.t - previous.t)
             self.updates.append(update)
         self._last_t, self._last_j = t, energy_j
 
@@ -122,6 +140,27 @@ class CounterBoundary:
     def value(self) -> float:
         """The refined energy at the boundary, or the stale reading if it could not be refined."""
         return self.stale_j if self.value_j is None else self.value_j
+
+    def bounds_j(
+        self, updates: Sequence[Update], max_w: float | None = None
+    ) -> tuple[float, float]:
+        """Where the true cumulative energy at the boundary lies: between the value the counter
+        had published before it (the stale reading) and the first update after it. Until that
+        update is logged, the high end is what ``max_w`` could add since the stale reading was
+        published (``inf`` without ``max_w`` or when that update is not in the log). Units: J."""
+        after = next((u for u in updates if u.energy_j > self.stale_j), None)
+        if after is not None:
+            return self.stale_j, after.energy_j
+        own = next((u for u in reversed(updates) if u.energy_j == self.stale_j), None)
+        if own is None or max_w is None:
+            return self.stale_j, math.inf
+        return self.stale_j, self.stale_j + max_w * max(0.0, self.t - own.t)
+
+    def halfwidth_j(self, updates: Sequence[Update], max_w: float | None = None) -> float:
+        """How far the true cumulative energy can be from :meth:`value`. Units: J."""
+        low_j, high_j = self.bounds_j(updates, max_w)
+        value_j = self.value()
+        return max(value_j - low_j, high_j - value_j, 0.0)
 
     def resolve(self, updates: deque[Update], previous: CounterBoundary | None = None) -> bool:
         """Try to place the boundary between updates; True once done.
