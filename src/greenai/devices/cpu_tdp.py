@@ -12,11 +12,9 @@ of the host's package (:func:`lookup_vm_power`).
 
 from __future__ import annotations
 
-import bisect
 import csv
 import functools
 import importlib.util
-import itertools
 import math
 import re
 from pathlib import Path
@@ -144,61 +142,58 @@ def cpu_power_csv_path() -> Path | None:
 
 
 @functools.cache
-def _table_lines(path: Path) -> tuple[list[str], str, list[int]]:
-    """The CSV's lines; all of them lower-cased, joined by newlines; and where each starts there.
-
-    Read once per path (cached).
+def _table_lines(path: Path) -> tuple[list[str], list[str]]:
+    """The CSV's lines, and the same lines lower-cased, read once per path (cached).
 
     Raises:
         OSError: The file cannot be read.
     """
     with path.open(newline="", encoding="utf-8") as f:
         lines = f.read().splitlines()
-    starts = list(itertools.accumulate((len(line) + 1 for line in lines), initial=0))
-    return lines, "\n".join(lines).lower(), starts
+    return lines, [line.lower() for line in lines]
 
 
 def _lines_with(path: Path, words: frozenset[str]) -> list[str]:
-    """The lines after the header whose lower-cased text holds every one of ``words``.
-
-    ``str.find`` runs through the whole text for one word (a word holds no line
-    break, so each hit lies in one line); only the lines it hits are checked for
-    the others.
-    """
-    lines, lowered, starts = _table_lines(path)
+    """The lines after the header whose lower-cased text holds every one of ``words``."""
+    lines, lowered = _table_lines(path)
     if not words:
         return lines[1:]
     first, *others = sorted(words, key=len, reverse=True)
-    found: list[str] = []
-    at = lowered.find(first, starts[1] if len(starts) > 1 else 0)
-    while at != -1:
-        i = bisect.bisect_right(starts, at) - 1
-        low = lowered[starts[i] : starts[i + 1] - 1]
-        if all(w in low for w in others):
-            found.append(lines[i])
-        at = lowered.find(first, starts[i + 1])
-    return found
+    hits = [i for i, low in enumerate(lowered) if i and first in low]
+    return [lines[i] for i in hits if all(w in lowered[i] for w in others)]
 
 
-def required_words(model_name: str) -> frozenset[str]:
-    """Words that every table row :func:`match_tdp` could match to ``model_name`` contains.
+# Where normalizing can remove a digit: in brackets, a clock, "13th", "64-core", a Radeon
+# name. Removing more here (to the end, from a bracket or "@") only keeps more rows.
+_DIGITS_NOISE_MAY_REMOVE = re.compile(r"[(@].*|\d+(?:st|nd|rd|th)|\d+-cores?|radeon.*graphics")
+_DIGIT = re.compile(r"\d")
 
-    A row matches only with the same words containing a digit (or, when the name
-    has none, the same normalized name), and normalizing only removes text, so
-    each such word is a substring of the row's lower-cased raw line. Filtering
-    on them first normalizes a few rows instead of the whole table.
+
+def _could_match(like: str) -> tuple[frozenset[str], bool]:
+    """What every row that :func:`match_tdp` could match to ``like`` has.
+
+    A row matches only with the same words holding a digit, or, when ``like``
+    has none, as the same normalized name, so with no digit left after
+    normalizing. Normalizing only removes text, so each of those words is a
+    substring of the row's lower-cased line.
+
+    Returns:
+        ``(words, digitless)``: the words the line must hold, and whether the
+        row's name must keep no digit outside what normalizing may remove.
     """
-    words = normalize_cpu_name(model_name).split()
+    words = normalize_cpu_name(like).split()
     numbers = frozenset(w for w in words if any(c.isdigit() for c in w))
-    return numbers or frozenset(words)
+    # A quote in a name is doubled in its line, so a word holding one is not searched.
+    needed = frozenset(w for w in numbers or words if '"' not in w)
+    return needed, not numbers
 
 
-def load_tdp_table(path: Path, words: frozenset[str] = frozenset()) -> dict[str, float]:
+def load_tdp_table(path: Path, like: str | None = None) -> dict[str, float]:
     """Read a ``Name,TDP`` CSV (CodeCarbon's format) into normalized name -> TDP in W.
 
-    Only the rows whose lower-cased line contains every one of ``words`` are
-    read (all rows when empty; see :func:`required_words`): normalizing all of
-    CodeCarbon's ~4,900 rows costs about 20 ms, a filtered lookup about 1 ms.
+    With ``like``, only the rows that :func:`match_tdp` could match to that
+    model name are read (see :func:`_could_match`): normalizing all of
+    CodeCarbon's ~4,900 rows costs about 20 ms, a filtered read well under 1 ms.
     Rows are lines (CodeCarbon's names hold no line break). Rows whose TDP is
     not a positive number are skipped. When two rows normalize to the same name
     with different TDPs, the name is dropped: it cannot tell the two apart.
@@ -206,23 +201,25 @@ def load_tdp_table(path: Path, words: frozenset[str] = frozenset()) -> dict[str,
     Raises:
         OSError: The file cannot be read.
     """
-    lines, _, _ = _table_lines(path)
+    lines, _ = _table_lines(path)
     header = next(csv.reader(lines[:1]), [])
     try:
         name_at, tdp_at = header.index("Name"), header.index("TDP")
     except ValueError:
         return {}
-    # A quote in a name is doubled in its line, so a word holding one is not searched.
-    needed = frozenset(w for w in words if '"' not in w)
+    needed, digitless = _could_match(like) if like is not None else (frozenset(), False)
     table: dict[str, float] = {}
     ambiguous: set[str] = set()
     for line in _lines_with(path, needed):
         row = next(csv.reader([line]), [])
         try:
             tdp_w = float(row[tdp_at])
+            raw = row[name_at]
         except (IndexError, ValueError):
             continue
-        name = normalize_cpu_name(row[name_at]) if name_at < len(row) else ""
+        if digitless and _DIGIT.search(_DIGITS_NOISE_MAY_REMOVE.sub("", raw.lower())):
+            continue
+        name = normalize_cpu_name(raw)
         if not name or not (math.isfinite(tdp_w) and tdp_w > 0):
             continue
         if table.get(name, tdp_w) != tdp_w:
@@ -246,7 +243,7 @@ def lookup_tdp(model_name: str | None, csv_path: Path | None) -> tuple[float, st
     if csv_path is None:
         return DEFAULT_TDP_W, f"default {DEFAULT_TDP_W:g} W: CodeCarbon's cpu_power.csv not found"
     try:
-        table = load_tdp_table(csv_path, required_words(model_name))
+        table = load_tdp_table(csv_path, like=model_name)
     except OSError as e:
         return DEFAULT_TDP_W, f"default {DEFAULT_TDP_W:g} W: cannot read {csv_path} ({e!r})"
     found = match_tdp(model_name, table)
