@@ -149,8 +149,9 @@ def _table_lines(path: Path) -> tuple[list[str], list[str]]:
         OSError: The file cannot be read.
     """
     with path.open(newline="", encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    return lines, [line.lower() for line in lines]
+        text = f.read()
+    # One lower() of the whole text: no character lower-cases to a line break.
+    return text.splitlines(), text.lower().splitlines()
 
 
 def _lines_with(path: Path, words: frozenset[str]) -> list[str]:
