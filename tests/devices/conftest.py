@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from greenai.devices.cpu_info import count_packages, cpu_model_name, running_in_vm
-from greenai.devices.cpu_tdp import load_tdp_table, lookup_tdp, lookup_vm_power
+from greenai.devices.cpu_tdp import _table_lines, lookup_tdp, lookup_vm_power
 
 FAKE_CSV = """\
 Name,TDP
@@ -34,7 +34,7 @@ Intel Xeon Silver 4110,n/a
 def clear_caches() -> None:
     """The lookups are cached per process; every test starts from a clean slate."""
     for cached in (
-        load_tdp_table,
+        _table_lines,
         lookup_tdp,
         lookup_vm_power,
         cpu_model_name,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import math
 import os
 import subprocess
 import sys
@@ -11,8 +13,11 @@ import pytest
 
 from greenai.devices.cpu_tdp import (
     DEFAULT_TDP_W,
+    cpu_power_csv_path,
     host_threads_from_name,
+    load_tdp_table,
     lookup_tdp,
+    match_tdp,
     normalize_cpu_name,
 )
 
@@ -120,3 +125,46 @@ def test_real_table_is_found_without_importing_codecarbon() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
     )
     assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
+
+
+def test_filtered_lookup_matches_the_whole_table_for_every_row() -> None:
+    """Normalizing only the rows that hold a name's model words finds what normalizing all does.
+
+    The reference reads the table as CodeCarbon's CSV (``csv.DictReader``) and normalizes
+    every row; each row's name, as written (and every 16th also as ``/proc/cpuinfo`` spells
+    it, and without its digits, so with no model number: the reference's word-by-word search
+    is slow), must get the same entry and TDP from the filtered table.
+    """
+    path = cpu_power_csv_path()
+    assert path is not None
+    reference: dict[str, float] = {}
+    ambiguous: set[str] = set()
+    names: list[str] = []
+    with path.open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            names.append(row["Name"])
+            try:
+                tdp_w = float(row["TDP"])
+            except ValueError:
+                continue  # the real table has a few, e.g. "27.29.5"
+            name = normalize_cpu_name(row["Name"])
+            if name and math.isfinite(tdp_w) and tdp_w > 0:
+                if reference.get(name, tdp_w) != tdp_w:
+                    ambiguous.add(name)
+                reference[name] = tdp_w
+    for name in ambiguous:
+        del reference[name]
+    assert load_tdp_table(path) == reference
+    assert len(names) > 4000
+    found = 0
+    for i, raw in enumerate(names):
+        variants = (
+            raw,
+            f"Intel(R) {raw} CPU @ 2.10GHz",
+            "".join(c for c in raw if not c.isdigit()),
+        )
+        for model in variants[: 1 if i % 16 else 3]:
+            expected = match_tdp(model, reference)
+            assert match_tdp(model, load_tdp_table(path, like=model)) == expected, model
+            found += expected is not None
+    assert found > 0.9 * len(names)

@@ -92,8 +92,25 @@ def data_dir() -> Path:
 
 @functools.cache
 def codecarbon_version() -> str:
-    """The installed CodeCarbon's version (from its metadata; the package is not imported)."""
-    import importlib.metadata  # 10+ ms: only when accounting needs it
+    """The installed CodeCarbon's version (from its metadata; the package is not imported).
+
+    Read from the ``Version:`` line of ``codecarbon-*.dist-info/METADATA`` beside the
+    package, where pip installs it: ``importlib.metadata`` costs 10 ms of imports at the
+    first ``track()``. Any other layout, or more than one such folder, asks
+    ``importlib.metadata``.
+    """
+    try:
+        found = list(data_dir().parent.parent.glob("codecarbon-*.dist-info/METADATA"))
+        if len(found) == 1:
+            with found[0].open(encoding="utf-8") as f:
+                for line in f:
+                    if line.startswith("Version:"):
+                        return line.partition(":")[2].strip()
+                    if not line.strip():
+                        break  # the headers end at the first blank line
+    except (ModuleNotFoundError, OSError):
+        pass
+    import importlib.metadata
 
     try:
         return importlib.metadata.version("codecarbon")

@@ -256,11 +256,15 @@ class TestMeter:
         return "pass", ""
 
     def to_dict(self, *, outcome: str, worker: str | None) -> dict[str, Any]:
-        """Everything the controller needs about this test, as JSON-ready data."""
+        """Everything the controller needs about this test, as JSON-ready data.
+
+        The tracker's whole result (timeline, windows) is only used by ``--energy-save``:
+        without it, it is neither built nor sent from an xdist worker for every test.
+        """
         from greenai.report.records import record_dict
 
         result = None
-        if self.result is not None:
+        if self.result is not None and self.options.save is not None:
             result = record_dict(self.result)
             for key in ("format", "format_version"):
                 result.pop(key, None)
