@@ -54,7 +54,7 @@ class RunResults:
         self._t_origin = t_origin
         self._missing = list(missing)
         self._account = account
-        self._buckets = PowerBuckets()
+        self._buckets: PowerBuckets | None = None  # made at the first result (imports NumPy)
         self._fed = 0  # samples fed to _buckets
 
     def finalize(self, span: Span, metadata: dict[str, Any], *, running: bool) -> Result:
@@ -166,6 +166,8 @@ class RunResults:
         (the sampler rewrites the first power from the first interval).
         """
         samples = self._samples
+        if self._buckets is None:
+            self._buckets = PowerBuckets()
         n = len(samples.times) if len(samples.times) > 1 else 0
         if n > self._fed:
             self._buckets.extend(
