@@ -1,24 +1,19 @@
 """The tracking layer's meter: :class:`Meter` runs, windows, steps and snapshots.
 
-How a window's energy is measured, per device:
-
-* Counters read at the boundary (RAPL, the CPU estimate): the difference of the
-  two readings.
-* GPU energy counters (NVML) update only every ~20-100 ms, so a reading at a
-  boundary is up to one update old: several percent of a one-second window.
-  The sampler times the counter's updates (phase-locked polling, see
-  :mod:`greenai.tracking.staleness`) and each boundary is placed between two updates,
-  normally at once; only the run's first boundary waits for the next updates,
-  in the background. Results are ready without waiting.
-* Devices that only report power (pre-Volta GPUs, the DRAM estimate): the
-  trapezoidal integral of the sampled power.
+How a window's energy is measured, per device: counters read at the boundary (RAPL,
+the CPU estimate) by their difference; GPU energy counters, which update only every
+~20-100 ms, by placing each boundary between two updates timed by the shared sampler
+(:mod:`greenai.tracking.staleness`: at once, or from the next updates for a run
+shorter than one update); GPUs that only report power from their readings placed on the
+periods they average (:mod:`greenai.tracking.power_readings`); the DRAM estimate by the
+integral of its samples.
 
 The tracker never raises into the user's code because a sensor failed: the
 device is dropped from then on, results that span the failure are marked
 partial, and one :class:`~greenai.core.errors.SensorWarning` is shown.
 
 The meter is the surface; the parts are the :mod:`~greenai.tracking.sampler` (every
-device's samples, in a thread), :mod:`~greenai.tracking.readings` (the counters read at
+device's samples, shared by all runs), :mod:`~greenai.tracking.readings` (the counters read at
 a window boundary), :mod:`~greenai.tracking.windows` (the tree of windows, the steps)
 and :mod:`~greenai.tracking.compute` (the results made from them).
 """
