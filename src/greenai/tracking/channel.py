@@ -17,6 +17,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 
+from greenai.core.errors import NotSupportedError
 from greenai.devices import Device
 from greenai.devices.plausible import Event, ReadingGuard, max_power_w
 from greenai.tracking.power_readings import PowerLog
@@ -190,8 +191,6 @@ class DeviceChannel:
     def _read_power(self) -> float | None:
         """The power reading (unchecked); None when a counter device has none and derives
         its power from energy instead."""
-        from greenai.core.errors import NotSupportedError
-
         try:
             return float(self.device.power_w())
         except NotSupportedError:

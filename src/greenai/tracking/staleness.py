@@ -198,18 +198,14 @@ class CounterBoundary:
             # A boundary after ``before`` is where the power may have changed (work started or
             # stopped): the power since it, if it is not too close to ``at`` to measure;
             # otherwise only the next updates tell (forward).
-            change = (
-                (previous.t, previous.value_j)
-                if previous is not None and previous.value_j is not None
+            changed_at = (
+                previous
+                if previous is not None and previous.value_j is not None and previous.t > before.t
                 else None
             )
-            changed = change is not None and change[0] > before.t
-            measurable = (
-                change is not None and changed and change[0] < at.t - 0.2 * (at.t - before.t)
-            )
-            if measurable and change is not None:
-                since_t, since_j = change
-            if measurable or not changed:
+            if changed_at is None or changed_at.t < at.t - 0.2 * (at.t - before.t):
+                if changed_at is not None and changed_at.value_j is not None:
+                    since_t, since_j = changed_at.t, changed_at.value_j
                 power_w = (at.energy_j - since_j) / (at.t - since_t)
                 upper = log[own + 1].energy_j if own + 1 < len(log) else math.inf
                 return min(max(at.energy_j + power_w * (self.t - at.t), before.energy_j), upper)
