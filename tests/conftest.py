@@ -33,15 +33,21 @@ def _isolated_user_dirs(
     monkeypatch.setattr("greenai.accounting.intensity._warned_location_unknown", False)
 
 
+_OUTLIVE_TESTS = ("greenai-sampler", "greenai-finisher")
+
+
 @pytest.fixture
 def no_leaked_threads() -> Iterator[None]:
-    """No thread outlives the test, but the shared sampler's (it outlives its runs on
-    purpose; tests/tracking/test_shared_sampler.py checks that it ends)."""
+    """No thread outlives the test, but the shared sampler's and the finisher's (they
+    outlive their runs on purpose; tests/tracking/test_shared_sampler.py checks that they
+    end)."""
     before = set(threading.enumerate())
     yield
     leaked = [
         t
         for t in threading.enumerate()
-        if t not in before and t.is_alive() and t.name != "greenai-sampler"
+        if t not in before
+        and t.is_alive()
+        and t.name not in ("greenai-sampler", "greenai-finisher")
     ]
     assert not leaked, f"threads left behind: {leaked}"

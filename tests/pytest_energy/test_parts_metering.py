@@ -14,6 +14,7 @@ def test_a_tests_whole_result_is_built_only_when_it_is_saved(tmp_path: Path) -> 
         meter = TestMeter("test_x.py::test_x", options, {})
         meter.start()
         meter.stop()
+        meter.resolve()
         data = meter.to_dict(outcome="passed", worker=None)
         assert meter.error == ""
         assert data["figures"] is not None

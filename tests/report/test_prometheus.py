@@ -48,7 +48,7 @@ def test_live_scrape_follows_the_run() -> None:
                 live = scrape(exporter.port)
                 after = run.snapshot()
             time.sleep(0.1)
-    result = run.result
+        result = run.result  # finished while the simulated GPUs still answer
     done = scrape(exporter.port)
     me = {"run": "train", "rank": "0", "node": HOST}
 
@@ -250,6 +250,7 @@ def test_a_failing_snapshot_warns_once_and_the_run_goes_on(
                 monkeypatch.setattr(run, "snapshot", broken)
                 sim.compute(0.3)
                 assert scrape(exporter.port).series("greenai_energy_joules_total", run="flaky")
+            _ = run.result  # the last update's warning, if the run was finished in the background
     assert len(caught) == 1
     assert run.result.energy_j > 0
     assert run.result.metadata["prometheus"]["problems"] == ["update: RuntimeError: boom"]
@@ -266,6 +267,7 @@ def test_a_busy_port_warns_and_the_run_goes_on() -> None:
             with pytest.warns(OutputWarning, match=f"cannot serve .* on 127.0.0.1:{port}"):
                 with Meter("busy", gpus=[0], cpu=False, dram=False, observers=[exporter]) as run:
                     sim.compute(0.1)
+                _ = run.result  # the run's last warnings, if it was finished in the background
     assert exporter.port is None
     assert run.result.energy_j > 0
     assert run.result.metadata["prometheus"] == {"port": None}

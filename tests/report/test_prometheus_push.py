@@ -78,6 +78,7 @@ def test_push_at_the_end_and_on_interval(gateway: Gateway) -> None:
             pass
         with Meter("train/a", gpus=[0, 1], cpu=False, dram=False, observers=[exporter]) as run:
             sim.compute(0.4, gpu=0)
+        _ = run.result  # finished (pushed) while the simulated GPUs still answer
     assert run.result.metadata["prometheus"] == {"port": None, "push_gateway": gateway.url}
     paths = {path for _, path, _ in gateway.requests}
     # the grouping key in prometheus_client's order; a value with "/" goes in base64
@@ -109,6 +110,7 @@ def test_an_unreachable_gateway_warns_once() -> None:
         with pytest.warns(OutputWarning, match="push failed") as caught:
             with Meter("lonely", gpus=[0], cpu=False, dram=False, observers=[exporter]) as run:
                 sim.compute(0.2)
+            _ = run.result  # the run's last warnings, if it was finished in the background
     assert len(caught) == 1
     # the pushes while running failed already; the final one is only warned about
     (problem,) = run.result.metadata["prometheus"]["problems"]

@@ -1,6 +1,16 @@
-"""greenai's exception classes: every sensor or vendor failure is translated into one of these."""
+"""greenai's exception classes: every sensor or vendor failure is translated into one of these;
+and :func:`warn`, the one place greenai's warnings leave from."""
 
 from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+Deferred = list[tuple[str, type[Warning]]]
+"""Warnings kept to be shown later: (message, category)."""
+
+_deferring = threading.local()
 
 
 class GreenAIError(Exception):
@@ -67,6 +77,10 @@ def warn(message: str, category: type[Warning]) -> None:
 
     So the line shown is the user's ``with greenai.track(...)``, not greenai's internals.
     """
+    kept: Deferred | None = getattr(_deferring, "into", None)
+    if kept is not None:
+        kept.append((message, category))
+        return
     import os
     import sys
     import warnings
@@ -78,3 +92,27 @@ def warn(message: str, category: type[Warning]) -> None:
         frame = frame.f_back
         level += 1
     warnings.warn(message, category, stacklevel=level)
+
+
+@contextmanager
+def deferred_warnings() -> Iterator[Deferred]:
+    """Keep the warnings greenai raises in this thread instead of showing them.
+
+    For work done in a background thread (a run finished after it ended): shown there, a
+    warning would escape the user's filters and pytest's capture, and ``-W error`` would
+    turn it into an exception in that thread. :func:`show_warnings` shows them later, in
+    the user's thread.
+    """
+    outer = getattr(_deferring, "into", None)
+    kept: Deferred = []
+    _deferring.into = kept
+    try:
+        yield kept
+    finally:
+        _deferring.into = outer
+
+
+def show_warnings(kept: Deferred) -> None:
+    """Show the warnings :func:`deferred_warnings` kept, in order, as :func:`warn` would."""
+    for message, category in kept:
+        warn(message, category)

@@ -171,6 +171,7 @@ class TestMeter:
         self.checks: list[Check] = []
         self.block_checks: list[dict[str, Any]] = []
         self._tracker: Tracker | None = None
+        self._ended: Tracker | None = None  # ended, figures not worked out yet
         self._runs: list[Window] = []
         self._virtual = False
         self.result: Result | None = None
@@ -218,13 +219,35 @@ class TestMeter:
                     self.error = f"metering failed: {type(e).__name__}: {e}"
 
     def stop(self) -> None:
-        """Stop the tracker and work out the figures (medians over the finished runs)."""
+        """End the tracker. A test with a budget gets its figures now (its verdict needs
+        them); any other when the session asks (:meth:`resolve`), so that the end of the
+        test never waits for the GPU counters' next updates."""
         tracker, self._tracker = self._tracker, None
         if tracker is None:
             return
         try:
             with collect_warnings(self.notes):
-                self.result = tracker.stop(write_outputs=False)
+                tracker.end(write_outputs=False)
+        except Exception as e:  # a bug or sensor failure here must not fail the test
+            self.error = f"metering failed: {type(e).__name__}: {e}"
+            return
+        self._ended = tracker
+        if self.budget:
+            self.resolve()
+
+    @property
+    def pending(self) -> bool:
+        """The test's run has ended, and its figures are not worked out yet."""
+        return self._ended is not None
+
+    def resolve(self) -> None:
+        """Work out the figures (medians over the finished runs), once the run has ended."""
+        tracker, self._ended = self._ended, None
+        if tracker is None:
+            return
+        try:
+            with collect_warnings(self.notes):
+                self.result = tracker.result
                 runs = [w.result for w in self._runs] if self._runs else [self.result]
                 self.figures = figures_of(runs, virtual_clock=self._virtual)
         except Exception as e:  # a bug or sensor failure here must not fail the test
@@ -292,6 +315,7 @@ class TestMeter:
             "error": self.error,
             "notes": list(self.notes),
             "result": result,
+            "pending": self.pending,
         }
 
 

@@ -148,6 +148,7 @@ class EnergyPlugin:
         self.all_tests = bool(config.getoption("energy"))
         self._options: Options | None = None
         self._session: EnergySession | None = None
+        self._pending: list[tuple[TestMeter, str, str | None]] = []  # figures not worked out
 
     def options_given(self) -> bool:
         """Whether any ``--energy*`` option was given (then they are checked at once)."""
@@ -222,8 +223,23 @@ class EnergyPlugin:
         worker_id = str(getattr(getattr(node, "gateway", None), "id", "?"))
         self.session().worker_finished(worker_id, from_worker, error)
 
+    def data(self, meter: TestMeter, *, outcome: str, worker: str | None) -> dict[str, Any]:
+        """The test's data for its report; a test whose figures are not worked out yet
+        sends them again at the end of the session (:meth:`resolve_pending`)."""
+        if meter.pending:
+            self._pending.append((meter, outcome, worker))
+        return meter.to_dict(outcome=outcome, worker=worker)
+
+    def resolve_pending(self) -> None:
+        """Work out the figures of the tests that ended without them (no budget to check)."""
+        pending, self._pending = self._pending, []
+        for meter, outcome, worker in pending:
+            meter.resolve()
+            self.session().add_late(meter.to_dict(outcome=outcome, worker=worker))
+
     @pytest.hookimpl
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self.resolve_pending()
         if self._session is None:
             return
         if self.is_worker:
@@ -299,11 +315,11 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         outcome = "skipped" if isinstance(exc, pytest.skip.Exception) else "failed"
         if meter.status in ("-", "ok", "unmeasured"):
             meter.status = outcome
-        item.stash[_DATA] = meter.to_dict(outcome=outcome, worker=worker)
+        item.stash[_DATA] = plugin.data(meter, outcome=outcome, worker=worker)
         raise
     action, message = meter.verdict(options.unmeasured)
     outcomes = {"pass": "passed", "fail": "failed", "skip": "skipped"}
-    item.stash[_DATA] = meter.to_dict(outcome=outcomes[action], worker=worker)
+    item.stash[_DATA] = plugin.data(meter, outcome=outcomes[action], worker=worker)
     if action == "fail":
         pytest.fail(message, pytrace=False)
     if action == "skip":

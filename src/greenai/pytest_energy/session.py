@@ -106,6 +106,7 @@ class EnergySession:
         self.workers_seen: set[str] = set()
         self.errors: dict[str, list[str]] = {}
         self.unmergeable = 0
+        self.late: list[dict[str, Any]] = []  # tests' data sent again, with their figures
 
     def path(self, text: str) -> Path:
         """``text`` as a path from the invocation directory."""
@@ -136,6 +137,9 @@ class EnergySession:
             self.unmergeable += 1
             self.note(f"could not merge the energy data of {nodeid}: {e}")
             return
+        for nodeids in self.errors.values():  # data sent again replaces the first
+            if entry.nodeid in nodeids:
+                nodeids.remove(entry.nodeid)
         self.tests[entry.nodeid] = entry
         if entry.worker is not None:
             self.workers_seen.add(entry.worker)
@@ -145,9 +149,20 @@ class EnergySession:
         if error:
             self.errors.setdefault(str(error), []).append(entry.nodeid)
 
+    def add_late(self, data: dict[str, Any]) -> None:
+        """Take a test's data again, with the figures worked out at the end of the session
+        (a pytest-xdist worker sends it to the controller when it finishes)."""
+        self.add(data, nodeid=str(data.get("nodeid")))
+        self.late.append(data)
+
     def worker_output(self) -> dict[str, Any]:
         """What a worker sends the controller when it finishes (JSON-ready)."""
-        return {"v": 1, "metered": list(self.tests), "notes": list(self.notes)}
+        return {
+            "v": 1,
+            "metered": list(self.tests),
+            "notes": list(self.notes),
+            "late": list(self.late),
+        }
 
     def worker_finished(self, worker_id: str, output: Any, error: object | None) -> None:
         """A pytest-xdist worker is down: check that all its tests' data arrived."""
@@ -161,6 +176,8 @@ class EnergySession:
         if not isinstance(output, Mapping) or output.get("v") != 1:
             self.note(f"could not merge worker {worker_id}'s energy notes: unknown format")
             return
+        for data in output.get("late") or ():
+            self.add(data, nodeid=str(data.get("nodeid") if isinstance(data, Mapping) else "?"))
         for text in output.get("notes") or ():
             self.note(str(text))
         missing = [n for n in output.get("metered") or () if n not in self.tests]

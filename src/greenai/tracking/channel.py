@@ -21,7 +21,7 @@ from greenai.core.errors import NotSupportedError
 from greenai.devices import Device
 from greenai.devices.plausible import Event, ReadingGuard, max_power_w
 from greenai.tracking.power_readings import PowerLog
-from greenai.tracking.staleness import CounterBoundary, UpdateLog
+from greenai.tracking.staleness import SAME_INSTANT_S, CounterBoundary, UpdateLog, place_interval
 
 MAX_SPANS = 256
 """Incident spans kept per device and kind; past it the two oldest merge into one."""
@@ -108,8 +108,9 @@ class DeviceChannel:
         self.last_cum_j = 0.0
         self.last_power_w = math.nan
         self.notices: deque[tuple[int, float, str, str]] = deque(maxlen=MAX_NOTICES)
-        self.runs = 0  # runs attached now
-        self.idle_since = math.inf  # when the last run detached
+        self.runs = 0  # runs attached now (sampled)
+        self.holds = 0  # runs attached or ended and not finished yet (polled for them)
+        self.idle_since = math.inf  # when the last hold was released
 
     # ----------------------------------------------------------------- readings
     def read(self, now: float) -> tuple[float, float]:
@@ -233,9 +234,26 @@ class DeviceChannel:
         self.pending.sort(key=lambda b: b.t)
 
     def settle(self) -> None:
-        """Place the queued boundaries the log now allows, in time order."""
-        while self.pending and self.pending[0].resolve(self.updates.updates, self.last_boundary):
-            self.last_boundary = self.pending.pop(0)
+        """Place the queued boundaries the log now allows, in time order; those that share
+        the last placed boundary's update interval together (:func:`place_interval`)."""
+        log = self.updates.updates
+        while self.pending:
+            head, anchor = self.pending[0], self.last_boundary
+            if (
+                anchor is not None
+                and anchor.value_j is not None
+                and head.stale_j == anchor.stale_j
+                and head.t - anchor.t > SAME_INSTANT_S
+            ):
+                group = [b for b in self.pending if b.stale_j == head.stale_j]
+                if not place_interval(anchor, group, log, self.updates.period_s):
+                    return
+                del self.pending[: len(group)]
+                self.last_boundary = group[-1]
+            elif head.resolve(log, anchor):
+                self.last_boundary = self.pending.pop(0)
+            else:
+                return
 
     def settle_best_effort(self) -> None:
         """Give up waiting: the queued boundaries keep their stale readings."""

@@ -20,7 +20,6 @@ and :mod:`~greenai.tracking.compute` (the results made from them).
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
@@ -32,9 +31,10 @@ from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
 from greenai.core import clock as _clock
-from greenai.core.errors import OutputWarning, warn
+from greenai.core.errors import Deferred, OutputWarning, deferred_warnings, show_warnings, warn
 from greenai.core.forks import renew_in_child
 from greenai.devices import Device, probe, probe_gpus
+from greenai.tracking import finisher
 from greenai.tracking import sampler as _sampler
 from greenai.tracking.compute import RunResults
 from greenai.tracking.forecast import is_epoch, predict
@@ -50,7 +50,7 @@ from greenai.tracking.machine import describe
 from greenai.tracking.readings import Mark, take_mark
 from greenai.tracking.result import Forecast, Result, Snapshot
 from greenai.tracking.run_samples import RunSamples
-from greenai.tracking.tracked import Tracked
+from greenai.tracking.tracked import Tracked, TrackedFunction
 from greenai.tracking.windows import Span, Steps, Window, Windows, walk
 
 logger = logging.getLogger(__name__)
@@ -200,7 +200,14 @@ class Meter:
         self._result: Result | None = None
         self._lock = threading.RLock()
         self._stop_lock = threading.Lock()  # who stops; never held while the run is stopping
-        self._stopped: threading.Event | None = None  # made by the stopping call, set once done
+        self._stopped: threading.Event | None = None  # made by the ending call, set once done
+        # Finishing a stopped run (its result, observers, outputs): once, under _finish_lock.
+        self._finish_lock = threading.Lock()
+        self._finished = True  # nothing to finish before the first run
+        self._finish_error: BaseException | None = None
+        self._write_outputs = True
+        self._late_warnings: Deferred = []  # kept by a background finish, shown at result
+        self._last_call: Meter | None = None  # as a decorator: the last call's run
         self._pid = os.getpid()  # the process that started the run
         # The run in progress (or the last one, once stopped); start() makes them.
         self._job: JobContext | None = None
@@ -216,6 +223,7 @@ class Meter:
         """Probe the devices, attach to the shared sampler and take the first readings."""
         if self._state == "running":
             raise RuntimeError(f"tracker {self.name!r} is already running")
+        self._finish()  # the previous run of this tracker, if it is still being finished
         cfg = self._config
         clock = _clock.active()
         missing: list[str] = []
@@ -269,21 +277,40 @@ class Meter:
         except BaseException:
             samples.detach()
             raise
-        self._result = None
+        self._result, self._finish_error, self._late_warnings = None, None, []
+        self._finished = False
         with self._stop_lock:
             self._state, self._stopped, self._pid = "running", None, os.getpid()
         renew_in_child(self)
         samples.flush_warnings()
+        if cfg["observers"]:
+            finisher.drain()  # an observer hears of an earlier run's end before this start
         for observer in cfg["observers"]:
             observer.run_started(self)
         return self
 
     def stop(self, *, write_outputs: bool = True) -> Result:
-        """End the run: close open windows, place the last readings, leave the sampler.
+        """End the run (see :meth:`end`) and return its result, waiting for it if the GPU
+        counters' next updates are still needed to place its last boundaries.
 
-        Idempotent and thread-safe: the first call stops the run and tells the observers
-        and outputs; every other call, at the same time or later, waits for it and
-        returns the same result.
+        Idempotent and thread-safe: every call returns the same result.
+        """
+        self.end(write_outputs=write_outputs)
+        return self.result
+
+    def end(self, *, write_outputs: bool = True) -> None:
+        """End the run now, without waiting for hardware: close open windows, take the last
+        readings, leave the sampler.
+
+        The result, the observers' ``run_stopped`` and the outputs follow once the GPU
+        counters have placed the run's last boundaries: at once when their updates around
+        it are known (in this thread, before this returns), else in the background
+        (:mod:`greenai.tracking.finisher`; their warnings are shown when :attr:`result` is
+        read, or at exit), or when :attr:`result` is read first. On a virtual clock and in a
+        job that gathers its ranks' results, they always follow before this returns.
+
+        Idempotent and thread-safe: the first call ends the run; every other call, at the
+        same time or later, waits until it has ended.
 
         Args:
             write_outputs: Hand the result to the outputs (reports); False when
@@ -293,23 +320,35 @@ class Meter:
             stopped = self._stopped
             first = self._state == "running" and stopped is None
             if first:
-                stopped = self._stopped = threading.Event()  # running until the run has stopped
+                stopped = self._stopped = threading.Event()  # running until the run has ended
             elif stopped is None:
                 raise RuntimeError(f"tracker {self.name!r} is not running{self._forked()}")
         assert stopped is not None
         if not first:
             stopped.wait()
-            if self._result is None:
+            if self._state != "stopped":
                 raise RuntimeError(f"tracker {self.name!r} failed to stop (in another call)")
-            return self._result
+            return
         try:
-            return self._stop(write_outputs)
+            self._end_run(write_outputs)
         finally:
-            if self._result is None:  # failed before its result: a later call may try again
+            if self._state != "stopped":  # failed before it ended: a later call may try again
                 self._state, self._stopped = "running", None
             stopped.set()
+        assert self._samples is not None
+        assert self._windows is not None
+        assert self._windows.root.end is not None
+        now = (
+            isinstance(self._samples.clock, _clock.VirtualClock)
+            or (self._job is not None and self._config["gather"] != "none")
+            or self._samples.settled(self._windows.root.end.t)
+        )
+        if now:
+            self._finish()
+        else:
+            finisher.submit(self._finish_in_background)
 
-    def _stop(self, write_outputs: bool) -> Result:
+    def _end_run(self, write_outputs: bool) -> None:
         samples, windows = self._samples, self._windows
         assert samples is not None
         assert windows is not None
@@ -317,14 +356,55 @@ class Meter:
             self._metadata = {**self._metadata, **observer.run_stopping()}
         try:
             windows.close_all()
-            assert windows.root.end is not None
-            samples.settle(windows.root.end.t)
         finally:
             samples.detach()
+        self._write_outputs = write_outputs
         self._state = "stopped"
+        samples.flush_warnings()
+
+    def _finish_in_background(self) -> None:
+        self._finish(background=True)
+
+    def _finish(self, *, background: bool = False) -> None:
+        """Make the stopped run's result, tell the observers, write the outputs (once).
+
+        In the background, warnings are kept for :attr:`result` to show in the user's
+        thread, and a failure is kept for it to raise; in the user's thread both go on.
+        """
+        with self._finish_lock:
+            if self._finished or self._state != "stopped":
+                return
+            try:
+                if background:
+                    with deferred_warnings() as kept:
+                        try:
+                            self._complete()
+                        except Exception as e:  # kept for whoever reads the result
+                            logger.debug("finishing run %r failed", self.name, exc_info=True)
+                            self._finish_error = e
+                            warn(
+                                f"greenai: the result of run {self.name!r} could not be made "
+                                f"({type(e).__name__}: {e})",
+                                OutputWarning,
+                            )
+                    self._late_warnings += kept
+                else:
+                    self._complete()
+            finally:
+                self._finished = True
+                assert self._samples is not None
+                self._samples.release()
+
+    def _complete(self) -> None:
+        samples, windows = self._samples, self._windows
+        assert samples is not None
+        assert windows is not None
+        assert windows.root.end is not None
+        samples.settle(windows.root.end.t)
         self._result = self._finalize(windows.root)
         for observer in self._config["observers"]:
             observer.run_stopped(self._result)
+        write_outputs = self._write_outputs
         if self._job is not None and self._config["gather"] != "none":
             self._result, writes = gather_run(
                 self._job,
@@ -342,13 +422,28 @@ class Meter:
                 logger.debug("output %r failed", output, exc_info=True)
                 warn(f"greenai: could not save the run ({e}); the result is kept", OutputWarning)
         samples.flush_warnings()
-        return self._result
 
     @property
     def result(self) -> Result:
-        """The run's result, once it has stopped (the job's, where this rank holds it)."""
+        """The run's result (the job's, where this rank holds it), once it has stopped.
+
+        Waits, at most about a second, if the run has ended but its last boundaries still
+        need the GPU counters' next updates; as a decorator, the last call's result.
+        """
+        if self._state == "new" and self._last_call is not None:
+            return self._last_call.result
+        if self._state != "stopped":
+            raise RuntimeError(
+                f"tracker {self.name!r} has no result yet: it has not stopped{self._forked()}"
+            )
+        self._finish()
+        late, self._late_warnings = self._late_warnings, []
+        show_warnings(late)
         if self._result is None:
-            raise RuntimeError(f"tracker {self.name!r} has no result yet: it has not stopped")
+            error = self._finish_error
+            raise RuntimeError(
+                f"tracker {self.name!r} has no result: making it failed ({error!r})"
+            ) from error
         return self._result
 
     def account(self, result: Result) -> Result:
@@ -436,24 +531,17 @@ class Meter:
         tb: TracebackType | None,
     ) -> None:
         if self._state == "running":
-            self.stop()
+            self.end()
 
     def __call__(self, fn: Callable[P, R]) -> Tracked[P, R]:
         """Use as a decorator: each call is its own run, named after ``fn`` unless the tracker
         has a name; the last run's result is ``wrapper.result`` (None before), ``self.result``."""
 
-        @functools.wraps(fn)
-        def tracked(*args: P.args, **kwargs: P.kwargs) -> R:
-            run = Meter(self.name or fn.__qualname__, **self._config)
-            try:
-                with run:
-                    return fn(*args, **kwargs)
-            finally:
-                self._result = wrapper.result = run._result
+        def new_run() -> Meter:
+            self._last_call = Meter(self.name or fn.__qualname__, **self._config)
+            return self._last_call
 
-        wrapper = cast("Tracked[P, R]", tracked)
-        wrapper.result = None
-        return wrapper
+        return cast("Tracked[P, R]", TrackedFunction(fn, new_run))
 
     # ----------------------------------------------------------------- internals
     def _require_running(self, what: str) -> None:
@@ -474,6 +562,10 @@ class Meter:
         fork end without a reading; the child's own trackers meter normally."""
         self._lock = threading.RLock()
         self._stop_lock = threading.Lock()
+        self._finish_lock = threading.Lock()
+        if self._state == "stopped" and not self._finished:
+            self._state, self._stopped = "forked", None  # the parent finishes it
+            return
         if self._state != "running" or self._windows is None:
             return
         self._state, self._stopped = "forked", None

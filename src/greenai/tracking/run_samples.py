@@ -85,6 +85,7 @@ class RunSamples:
         self.period_s = period_s
         self.times = array("d")
         self.t_origin = math.nan
+        self.released = False  # set by Sampler.release, under the lock
         self._unwarned = list(warnings)
         self._seen_seq = 0
         self._warned: set[tuple[str, str]] = set()
@@ -106,9 +107,13 @@ class RunSamples:
             return [msg for t, msg in self.sampler.errors if t >= self.t_origin]
 
     def detach(self) -> None:
-        """Take a last sample now and stop sampling for this run."""
+        """Take a last sample now and stop sampling for this run (see :meth:`release`)."""
         self.sampler.sample_run(self)
         self.sampler.detach(self)
+
+    def release(self) -> None:
+        """The run is finished: its devices need no more polling for it."""
+        self.sampler.release(self)
 
     # ----------------------------------------------------------------- boundaries
     def settle(self, until_t: float) -> None:
@@ -124,20 +129,12 @@ class RunSamples:
         once the period around it has been published (one to two periods later).
         """
         with self.lock:
-            for c in self.channels:
-                c.settle()
-
-            def unsettled(c: DeviceChannel) -> bool:
-                if c.power_log is not None:
-                    return c.failed_at is None and not c.power_log.final(until_t)
-                return bool(c.pending)
-
-            open_channels = [c for c in self.channels if unsettled(c)]
+            open_channels = self._unsettled(until_t)
             if not open_channels:
                 return
             deadline = self.clock.now() + RESOLVE_TIMEOUT_S
             virtual = isinstance(self.clock, _clock.VirtualClock)
-            while any(unsettled(c) for c in open_channels):
+            while self._unsettled(until_t, open_channels):
                 remaining = deadline - self.clock.now()
                 if remaining <= 0:
                     for c in open_channels:
@@ -147,6 +144,26 @@ class RunSamples:
                     self.clock.sleep(POLL_S)
                 else:
                     self.sampler.resolved.wait(remaining)
+
+    def settled(self, until_t: float) -> bool:
+        """Whether :meth:`settle` would return at once: every boundary is placed now."""
+        with self.lock:
+            return not self._unsettled(until_t)
+
+    def _unsettled(
+        self, until_t: float, channels: Sequence[DeviceChannel] | None = None
+    ) -> list[DeviceChannel]:
+        """The channels (of ``channels``, default all) still waiting for updates, after
+        placing what their logs allow (under the lock)."""
+        waiting = []
+        for c in self.channels if channels is None else channels:
+            c.settle()
+            if c.power_log is not None:
+                if c.failed_at is None and not c.power_log.final(until_t):
+                    waiting.append(c)
+            elif c.pending:
+                waiting.append(c)
+        return waiting
 
     # ----------------------------------------------------------------- warnings
     def flush_warnings(self) -> None:

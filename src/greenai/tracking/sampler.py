@@ -10,7 +10,8 @@ counters just before each update (phase-locked polling, see
 :mod:`greenai.tracking.staleness`), so a window boundary is placed between two known
 updates at once, from what is already known.
 
-A GPU channel stays polled for :data:`LINGER_S` after its last run detaches, so the next
+A GPU channel stays polled while a run that ended is not finished (its last boundary may
+need the counter's next updates), then for :data:`LINGER_S`, so the next
 run (the next test, the next window of a training loop) finds its update log warm; then
 the thread ends. All state here is guarded by :attr:`Sampler.lock`; device reads happen
 under it, so samples and boundaries are taken in time order. A forked child starts with
@@ -75,6 +76,7 @@ class Sampler:
             self._sample([run], channels, now)
             for c in channels:
                 c.runs += 1
+                c.holds += 1
             self._runs.append(run)
             if period_s < self._period_s or not math.isfinite(self._next_sample_t):
                 self._period_s = min(self._period_s, period_s)
@@ -85,20 +87,31 @@ class Sampler:
         return run
 
     def detach(self, run: RunSamples) -> None:
-        """Stop sampling for ``run`` (its samples so far are kept)."""
+        """Stop sampling for ``run`` (its samples so far are kept); its devices stay polled
+        until :meth:`release`, for the counter updates that place its last boundaries."""
         with self.lock:
             if run not in self._runs:
                 return
             self._runs.remove(run)
-            now = self.clock.now()
             for c in run.channels:
                 c.runs -= 1
-                if c.runs == 0:
-                    c.idle_since = now
             self._period_s = min((r.period_s for r in self._runs), default=math.inf)
             if not self._runs:
                 self._next_sample_t = math.inf
         self._wake.set()  # the thread re-plans: it may have nothing left to do
+
+    def release(self, run: RunSamples) -> None:
+        """``run`` is finished: its devices need no more polling for it (once)."""
+        with self.lock:
+            if run.released:
+                return
+            run.released = True
+            now = self.clock.now()
+            for c in run.channels:
+                c.holds -= 1
+                if c.holds == 0:
+                    c.idle_since = now
+        self._wake.set()
 
     def sample_run(self, run: RunSamples) -> None:
         """Take one sample of ``run``'s devices now, for it alone (at its end)."""
@@ -170,7 +183,7 @@ class Sampler:
     def _drop_idle(self, now: float) -> None:
         """Forget channels no run uses, once they are not worth keeping warm."""
         for key, c in list(self._channels.items()):
-            if c.runs:
+            if c.holds:
                 continue
             keep = c.polled and c.warm and now - c.idle_since < LINGER_S
             if not keep:

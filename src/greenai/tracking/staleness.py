@@ -130,12 +130,13 @@ class UpdateLog:
 class CounterBoundary:
     """A boundary's reading of a coarse counter, refined from an :class:`UpdateLog`."""
 
-    __slots__ = ("stale_j", "t", "value_j")
+    __slots__ = ("forward", "stale_j", "t", "value_j")
 
     def __init__(self, t: float, stale_j: float) -> None:
         self.t = t
         self.stale_j = stale_j
         self.value_j: float | None = None
+        self.forward = False  # placed from the updates after it alone
 
     def value(self) -> float:
         """The refined energy at the boundary, or the stale reading if it could not be refined."""
@@ -209,11 +210,19 @@ class CounterBoundary:
                 power_w = (at.energy_j - since_j) / (at.t - since_t)
                 upper = log[own + 1].energy_j if own + 1 < len(log) else math.inf
                 return min(max(at.energy_j + power_w * (self.t - at.t), before.energy_j), upper)
-        after = (
-            own + 1
-            if own is not None
-            else next((i for i, u in enumerate(log) if u.energy_j > self.stale_j), len(log))
-        )
+        placed = self.place_forward(log)
+        self.forward = placed is not None
+        return placed
+
+    def place_forward(self, log: Sequence[Update]) -> float | None:
+        """The energy at the boundary from the updates after it; None until they are logged."""
+        placed = self._forward(log)
+        return None if placed is None else placed[0]
+
+    def _forward(self, log: Sequence[Update]) -> tuple[float, float, Update] | None:
+        """:meth:`place_forward`'s estimate, the power after the boundary's update interval,
+        and the update that ends that interval."""
+        after = next((i for i, u in enumerate(log) if u.energy_j > self.stale_j), len(log))
         # The first pair of precisely timed updates after the boundary; normally the
         # very next two, later ones if the first was seen only coarsely.
         pair = next(
@@ -224,4 +233,47 @@ class CounterBoundary:
         first, second = log[pair], log[pair + 1]
         power_w = (second.energy_j - first.energy_j) / (second.t - first.t)
         estimate_j = first.energy_j - power_w * (first.t - self.t)
-        return min(max(estimate_j, self.stale_j), log[after].energy_j)
+        return min(max(estimate_j, self.stale_j), log[after].energy_j), power_w, log[after]
+
+
+def place_interval(
+    anchor: CounterBoundary,
+    group: Sequence[CounterBoundary],
+    log: Sequence[Update],
+    period_s: float | None,
+) -> bool:
+    """Place ``group``: boundaries after ``anchor`` (placed already) in the same update interval
+    of the counter (the same stale reading), once the updates after it are logged. True once
+    done.
+
+    The counter tells the interval's energy, not how it divides between boundaries inside it
+    (runs or windows shorter than one update). The last boundary is placed forward, like a
+    boundary alone in its interval (the power after it goes on into the next interval); those
+    between the anchor and it at a constant power between the two (their uncertainty bounds
+    say how far off that can be).
+
+    An anchor placed forward itself (its own update was not timed: a counter still cold)
+    assumed the power after the interval from the anchor on. When the interval spent more
+    than that power (work ended inside it), the surplus is taken to lie between the
+    boundaries, not before the anchor: the anchor is placed again at that power from the
+    interval's start, one period before the update that ends it.
+    """
+    last = group[-1]
+    placed = last._forward(log)
+    if placed is None or anchor.value_j is None:
+        return False
+    end_j, power_w, first = placed
+    if anchor.forward and period_s is not None and first.precise:
+        start_t = first.t - period_s
+        surplus = first.energy_j - anchor.stale_j > power_w * period_s
+        if surplus and start_t <= anchor.t:
+            backward_j = anchor.stale_j + power_w * (anchor.t - start_t)
+            anchor.value_j = min(max(backward_j, anchor.stale_j), first.energy_j)
+    start_j = anchor.value_j
+    end_j = max(end_j, start_j)
+    span_s = last.t - anchor.t
+    for boundary in group[:-1]:
+        share = (boundary.t - anchor.t) / span_s if span_s > 0 else 0.0
+        boundary.value_j = start_j + (end_j - start_j) * share
+    last.value_j = end_j
+    return True
