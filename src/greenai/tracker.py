@@ -16,7 +16,8 @@ from greenai.accounting.carbon import accountant
 from greenai.accounting.settings import resolve_settings
 from greenai.devices import Device
 from greenai.tracking.job import DEFAULT_GATHER_TIMEOUT_S, Gather
-from greenai.tracking.meter import DEFAULT_SAMPLE_PERIOD_S, Meter, RunObserver
+from greenai.tracking.meter import DEFAULT_SAMPLE_PERIOD_S, Meter
+from greenai.tracking.observer import RunObserver
 from greenai.tracking.result import Result
 from greenai.tracking.tracked import Tracked
 

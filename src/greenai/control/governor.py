@@ -1,6 +1,6 @@
 """The energy-target governor: profile power limits, choose one, and keep the run on target.
 
-It observes a run (:class:`~greenai.tracking.meter.RunObserver`) and works at step
+It observes a run (:class:`~greenai.tracking.observer.RunObserver`) and works at step
 boundaries, so every limit change and every measurement falls between two
 steps:
 

@@ -1,7 +1,7 @@
 """Live metrics of a running tracker for Prometheus: an HTTP endpoint, a multiprocess
 directory, or a Pushgateway.
 
-:class:`PrometheusExporter` is a :class:`~greenai.tracking.meter.RunObserver`: a daemon
+:class:`PrometheusExporter` is a :class:`~greenai.tracking.observer.RunObserver`: a daemon
 thread reads the tracker's :meth:`~greenai.tracking.meter.Meter.snapshot` every
 ``update_interval_s`` into ``prometheus_client`` metric objects; once the run
 has stopped, its final figures come from the run's result itself (the exact

@@ -6,7 +6,8 @@ once; its result, its observers' last call and its reports are made here, by one
 thread ("greenai-finisher") that runs while there is work and then ends. Reading the run's
 result before then does the work in the reader's thread instead (each run is finished
 once, under its own lock). At interpreter exit every queued run is finished, so nothing a
-run should have written is lost; a forked child starts with an empty queue (the parent's
+run should have written is lost, and the warnings of runs whose result was never read are
+shown; a forked child starts with an empty queue (the parent's
 runs are the parent's to finish).
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable
 
@@ -27,7 +29,8 @@ THREAD_NAME = "greenai-finisher"
 _lock = threading.Lock()
 _jobs: deque[Callable[[], None]] = deque()
 _thread: threading.Thread | None = None
-_at_exit = False  # drain() is registered with atexit
+_at_exit = False  # _exit() is registered with atexit
+_shows: list[weakref.WeakMethod[Callable[[], None]]] = []
 
 
 def submit(job: Callable[[], None]) -> None:
@@ -40,7 +43,7 @@ def submit(job: Callable[[], None]) -> None:
     with _lock:
         _jobs.append(job)
         if not _at_exit:
-            atexit.register(drain)
+            atexit.register(_exit)
             _at_exit = True
         if _thread is None:
             _thread = threading.Thread(target=_run, name=THREAD_NAME, daemon=True)
@@ -79,12 +82,33 @@ def drain(timeout_s: float | None = None) -> None:
         thread.join(timeout_s)
 
 
+def show_at_exit(show: Callable[[], None]) -> None:
+    """Call the bound method ``show`` at exit, if its object still lives then (a run's kept
+    warnings, when its result was never read)."""
+    with _lock:
+        _shows[:] = [ref for ref in _shows if ref() is not None]
+        _shows.append(weakref.WeakMethod(show))
+
+
+def _exit() -> None:
+    drain()
+    for ref in _shows:
+        show = ref()
+        if show is None:
+            continue
+        try:
+            show()
+        except Exception:  # e.g. -W error at exit: nothing is left to lose
+            logger.debug("showing kept warnings at exit failed", exc_info=True)
+
+
 def _forget_after_fork() -> None:
     """The parent's queue and thread did not follow it into the child."""
-    global _lock, _jobs, _thread
+    global _lock, _jobs, _thread, _shows
     _lock = threading.Lock()
     _jobs = deque()
     _thread = None
+    _shows = []
 
 
 after_fork_in_child(_forget_after_fork)

@@ -15,7 +15,9 @@ import math
 import statistics
 from collections.abc import Callable, Sequence
 
+from greenai.tracking.readings import Mark
 from greenai.tracking.result import Band, Forecast, Result
+from greenai.tracking.windows import Span, walk
 
 CONFIDENCE = 0.90
 
@@ -164,3 +166,33 @@ def _pick(accounted: Sequence[Result | None], field: str) -> Band | None:
     if values[0] is None:
         return None
     return Band(values[0], values[1], values[2])
+
+
+def forecast_run(
+    name: str | None,
+    root: Span,
+    total_epochs: int,
+    *,
+    window: str,
+    finalize: Callable[[Span], Result],
+    mark: Callable[[], Mark],
+    account: Callable[[Result], Result] | None,
+) -> Forecast:
+    """A running run's forecast: its finished epochs (windows named ``window``, at any depth)
+    and the run so far (``root`` up to a boundary read now by ``mark``).
+
+    Raises:
+        ValueError: ``total_epochs`` is not a positive integer, no epoch has finished
+            yet, or more have finished than ``total_epochs``.
+    """
+    if isinstance(total_epochs, bool) or not isinstance(total_epochs, int) or total_epochs < 1:
+        raise ValueError(f"total_epochs must be a positive integer, got {total_epochs!r}")
+    epochs = [
+        finalize(span)
+        for span in walk(root)
+        if span.end is not None and is_epoch(span.name, window)
+    ]
+    so_far = Span(name, root.start)
+    so_far.children = list(root.children)
+    so_far.end = mark()
+    return predict(finalize(so_far), epochs, total_epochs, account, window)

@@ -1,25 +1,26 @@
 """The tracking layer's meter: :class:`Meter` runs, windows, steps and snapshots.
 
-How a window's energy is measured, per device: counters read at the boundary (RAPL,
-the CPU estimate) by their difference; GPU energy counters, which update only every
-~20-100 ms, by placing each boundary between two updates timed by the shared sampler
-(:mod:`greenai.tracking.staleness`: at once, or from the next updates for a run
-shorter than one update); GPUs that only report power from their readings placed on the
-periods they average (:mod:`greenai.tracking.power_readings`); the DRAM estimate by the
-integral of its samples.
+How a window's energy is measured, per device: counters read at the boundary (RAPL, the
+CPU estimate) by their difference; GPU energy counters, which update only every ~20-100
+ms, by placing each boundary between two updates timed by the shared sampler
+(:mod:`~greenai.tracking.staleness`); GPUs that only report power from their readings
+placed on the periods they average (:mod:`~greenai.tracking.power_readings`); the DRAM
+estimate by the integral of its samples. A run ends without waiting for the counters'
+next updates: its result follows (:mod:`~greenai.tracking.finisher`).
 
-The tracker never raises into the user's code because a sensor failed: the
-device is dropped from then on, results that span the failure are marked
-partial, and one :class:`~greenai.core.errors.SensorWarning` is shown.
+The tracker never raises into the user's code because a sensor failed: the device is
+dropped from then on, results that span the failure are marked partial, and one
+:class:`~greenai.core.errors.SensorWarning` is shown.
 
-The meter is the surface; the parts are the :mod:`~greenai.tracking.sampler` (every
-device's samples, shared by all runs), :mod:`~greenai.tracking.readings` (the counters read at
-a window boundary), :mod:`~greenai.tracking.windows` (the tree of windows, the steps)
-and :mod:`~greenai.tracking.compute` (the results made from them).
+The parts: the :mod:`~greenai.tracking.sampler` (every device's samples, shared by all
+runs), :mod:`~greenai.tracking.readings` (the counters read at a boundary),
+:mod:`~greenai.tracking.windows` (windows, steps), :mod:`~greenai.tracking.compute`
+(the results).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -27,8 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from types import TracebackType
-from typing import Any, ParamSpec, Protocol, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 from greenai.core import clock as _clock
 from greenai.core.errors import Deferred, OutputWarning, deferred_warnings, show_warnings, warn
@@ -37,21 +37,17 @@ from greenai.devices import Device, probe, probe_gpus
 from greenai.tracking import finisher
 from greenai.tracking import sampler as _sampler
 from greenai.tracking.compute import RunResults
-from greenai.tracking.forecast import is_epoch, predict
+from greenai.tracking.forecast import forecast_run
 from greenai.tracking.gather import gather_run
-from greenai.tracking.job import (
-    DEFAULT_GATHER_TIMEOUT_S,
-    GATHER_MODES,
-    Gather,
-    JobContext,
-    local_gpus,
-)
+from greenai.tracking.job import DEFAULT_GATHER_TIMEOUT_S, Gather, JobContext, local_gpus
 from greenai.tracking.machine import describe
+from greenai.tracking.observer import RunObserver
 from greenai.tracking.readings import Mark, take_mark
 from greenai.tracking.result import Forecast, Result, Snapshot
+from greenai.tracking.run_config import run_config
 from greenai.tracking.run_samples import RunSamples
 from greenai.tracking.tracked import Tracked, TrackedFunction
-from greenai.tracking.windows import Span, Steps, Window, Windows, walk
+from greenai.tracking.windows import Span, StepMark, Steps, Window, Windows
 
 logger = logging.getLogger(__name__)
 
@@ -59,59 +55,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_SAMPLE_PERIOD_S = 0.1
-
-
-class RunObserver(Protocol):
-    """Follows a run from inside the tracker: the hook the control layer steers through.
-
-    The tracking layer never imports what observes it; :mod:`greenai.control`'s
-    governor implements this. Calls come in the user's thread. An observer must
-    not raise: the tracker calls it inside the user's training loop.
-    """
-
-    def run_started(self, tracker: Meter) -> None:
-        """The run has started: its devices are probed and its first readings taken."""
-        ...
-
-    def step_ended(self, start_s: float, end_s: float) -> None:
-        """A step ended normally; its start and end on the tracker's clock. Units: s."""
-        ...
-
-    def run_stopping(self) -> dict[str, Any]:
-        """The run is about to stop: returns entries for the run result's ``metadata``."""
-        ...
-
-    def run_stopped(self, result: Result) -> None:
-        """The run has stopped; ``result`` is this process's own (before a job's ranks
-        are gathered), with the exact final figures."""
-        ...
-
-
-class _Step:
-    """One step of a run (see :meth:`Meter.step`)."""
-
-    __slots__ = ("_clock", "_meter", "_observers", "_steps", "_t0")
-
-    def __init__(self, meter: Meter, clock: _clock.Clock) -> None:
-        self._meter = meter
-        self._clock = clock
-        self._steps = meter._steps
-        self._observers: Sequence[RunObserver] = meter._config["observers"]
-        self._t0 = 0.0
-
-    def __enter__(self) -> _Step:
-        self._t0 = self._clock.now()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        if self._meter._state == "forked":
-            return  # the parent's run: not this process's to mark
-        t1 = self._clock.now()
-        with self._meter._lock:
-            self._steps.add(self._t0, t1)
-        if exc_type is None:
-            for observer in self._observers:
-                observer.step_ended(self._t0, t1)
 
 
 class Meter:
@@ -162,51 +105,31 @@ class Meter:
         gather: Gather = "rank0",
         gather_timeout_s: float = DEFAULT_GATHER_TIMEOUT_S,
     ) -> None:
-        if name is not None and not isinstance(name, str):
-            raise TypeError(
-                f"name must be a string, got {name!r}; as a decorator write "
-                "@greenai.track, @greenai.track('name') or @greenai.Tracker('name')"
-            )
-        if not (isinstance(sample_period_s, (int, float)) and 0 < sample_period_s < math.inf):
-            raise ValueError(
-                f"sample_period_s must be a positive number of seconds, got {sample_period_s!r}"
-            )
-        if gather not in GATHER_MODES:
-            raise ValueError(f"gather must be one of {', '.join(GATHER_MODES)}, got {gather!r}")
-        if isinstance(gather_timeout_s, bool) or not (
-            isinstance(gather_timeout_s, (int, float)) and 0 <= gather_timeout_s < math.inf
-        ):
-            raise ValueError(
-                "gather_timeout_s must be a non-negative number of seconds, "
-                f"got {gather_timeout_s!r}"
-            )
-        if gpus is not None and (isinstance(gpus, (str, bytes)) or not isinstance(gpus, Sequence)):
-            raise TypeError(f"gpus must be a sequence of CUDA device indices or None, got {gpus!r}")
         self.name = name
-        self._config: dict[str, Any] = {
-            "gpus": gpus,
-            "cpu": cpu,
-            "dram": dram,
-            "devices": devices,
-            "sample_period_s": float(sample_period_s),
-            "synchronize": synchronize,
-            "account": account,
-            "outputs": tuple(outputs),
-            "observers": tuple(observers),
-            "gather": gather,
-            "gather_timeout_s": float(gather_timeout_s),
-        }
+        self._config = run_config(
+            name,
+            gpus=gpus,
+            cpu=cpu,
+            dram=dram,
+            devices=devices,
+            sample_period_s=sample_period_s,
+            synchronize=synchronize,
+            account=account,
+            outputs=outputs,
+            observers=observers,
+            gather=gather,
+            gather_timeout_s=gather_timeout_s,
+        )
         self._state = "new"  # running, stopped; forked: a parent's run, in a child
         self._result: Result | None = None
         self._lock = threading.RLock()
         self._stop_lock = threading.Lock()  # who stops; never held while the run is stopping
         self._stopped: threading.Event | None = None  # made by the ending call, set once done
         # Finishing a stopped run (its result, observers, outputs): once, under _finish_lock.
-        self._finish_lock = threading.Lock()
-        self._finished = True  # nothing to finish before the first run
+        self._finish_lock = threading.RLock()
+        self._finished, self._finishing = True, False  # finishing: by the lock holder
         self._finish_error: BaseException | None = None
-        self._write_outputs = True
-        self._late_warnings: Deferred = []  # kept by a background finish, shown at result
+        self._write_outputs, self._late_warnings = True, cast("Deferred", [])
         self._last_call: Meter | None = None  # as a decorator: the last call's run
         self._pid = os.getpid()  # the process that started the run
         # The run in progress (or the last one, once stopped); start() makes them.
@@ -240,9 +163,8 @@ class Meter:
                 missing = [
                     f"gpu{i}: requested but not present" for i in cfg["gpus"] if i not in found
                 ]
-        names = [d.name for d in devices]
-        if len(set(names)) != len(names):
-            raise ValueError(f"devices must have unique names, got {names!r}")
+        if len({d.name for d in devices}) != len(devices):
+            raise ValueError(f"devices must have unique names, got {[d.name for d in devices]!r}")
         self._cuda_indices = [
             i
             for d in devices
@@ -276,9 +198,14 @@ class Meter:
             )
         except BaseException:
             samples.detach()
+            samples.release()
             raise
-        self._result, self._finish_error, self._late_warnings = None, None, []
-        self._finished = False
+        self._result, self._finish_error, self._late_warnings, self._finished = (
+            None,
+            None,
+            [],
+            False,
+        )
         with self._stop_lock:
             self._state, self._stopped, self._pid = "running", None, os.getpid()
         renew_in_child(self)
@@ -300,17 +227,14 @@ class Meter:
 
     def end(self, *, write_outputs: bool = True) -> None:
         """End the run now, without waiting for hardware: close open windows, take the last
-        readings, leave the sampler.
+        readings, leave the sampler. Idempotent and thread-safe: the first call ends the run,
+        the others wait until it has ended.
 
-        The result, the observers' ``run_stopped`` and the outputs follow once the GPU
-        counters have placed the run's last boundaries: at once when their updates around
-        it are known (in this thread, before this returns), else in the background
-        (:mod:`greenai.tracking.finisher`; their warnings are shown when :attr:`result` is
-        read, or at exit), or when :attr:`result` is read first. On a virtual clock and in a
-        job that gathers its ranks' results, they always follow before this returns.
-
-        Idempotent and thread-safe: the first call ends the run; every other call, at the
-        same time or later, waits until it has ended.
+        The result, the observers' ``run_stopped`` and the outputs follow in this thread when
+        the run's boundaries are placed already (always on a virtual clock, and in a job that
+        gathers its ranks' results); else once the GPU counters' next updates place them, in
+        the background (:mod:`~greenai.tracking.finisher`: warnings wait for :attr:`result`,
+        or exit), or in the thread that reads :attr:`result` first.
 
         Args:
             write_outputs: Hand the result to the outputs (reports); False when
@@ -330,25 +254,18 @@ class Meter:
                 raise RuntimeError(f"tracker {self.name!r} failed to stop (in another call)")
             return
         try:
-            self._end_run(write_outputs)
+            now = self._end_run(write_outputs)
         finally:
             if self._state != "stopped":  # failed before it ended: a later call may try again
                 self._state, self._stopped = "running", None
             stopped.set()
-        assert self._samples is not None
-        assert self._windows is not None
-        assert self._windows.root.end is not None
-        now = (
-            isinstance(self._samples.clock, _clock.VirtualClock)
-            or (self._job is not None and self._config["gather"] != "none")
-            or self._samples.settled(self._windows.root.end.t)
-        )
         if now:
             self._finish()
         else:
-            finisher.submit(self._finish_in_background)
+            finisher.submit(functools.partial(self._finish, background=True))
 
-    def _end_run(self, write_outputs: bool) -> None:
+    def _end_run(self, write_outputs: bool) -> bool:
+        """Ends the run; True when it is to be finished now, in this thread."""
         samples, windows = self._samples, self._windows
         assert samples is not None
         assert windows is not None
@@ -361,39 +278,42 @@ class Meter:
         self._write_outputs = write_outputs
         self._state = "stopped"
         samples.flush_warnings()
-
-    def _finish_in_background(self) -> None:
-        self._finish(background=True)
+        assert windows.root.end is not None
+        return (
+            isinstance(samples.clock, _clock.VirtualClock)
+            or (self._job is not None and self._config["gather"] != "none")
+            or samples.settled(windows.root.end.t)
+        )
 
     def _finish(self, *, background: bool = False) -> None:
-        """Make the stopped run's result, tell the observers, write the outputs (once).
-
-        In the background, warnings are kept for :attr:`result` to show in the user's
-        thread, and a failure is kept for it to raise; in the user's thread both go on.
-        """
+        """Make the stopped run's result, tell the observers, write the outputs (once). In the
+        background, warnings and a failure are kept for :attr:`result` to show and raise."""
         with self._finish_lock:
-            if self._finished or self._state != "stopped":
+            if self._finished or self._finishing or self._state != "stopped":
                 return
+            self._finishing = True
             try:
-                if background:
-                    with deferred_warnings() as kept:
-                        try:
-                            self._complete()
-                        except Exception as e:  # kept for whoever reads the result
-                            logger.debug("finishing run %r failed", self.name, exc_info=True)
-                            self._finish_error = e
-                            warn(
-                                f"greenai: the result of run {self.name!r} could not be made "
-                                f"({type(e).__name__}: {e})",
-                                OutputWarning,
-                            )
-                    self._late_warnings += kept
-                else:
+                if not background:
                     self._complete()
+                    return
+                with deferred_warnings() as self._late_warnings:
+                    try:
+                        self._complete()
+                    except Exception as e:  # kept for whoever reads the result
+                        logger.debug("finishing run %r failed", self.name, exc_info=True)
+                        self._finish_error = e
+                        warn(f"greenai: run {self.name!r} has no result ({e!r})", OutputWarning)
+                if self._late_warnings:
+                    finisher.show_at_exit(self._show_late_warnings)
             finally:
-                self._finished = True
+                self._finished, self._finishing = True, False
                 assert self._samples is not None
                 self._samples.release()
+
+    def _show_late_warnings(self) -> None:
+        """Show, once, the warnings kept while the run was finished in the background."""
+        late, self._late_warnings = self._late_warnings, []
+        show_warnings(late)
 
     def _complete(self) -> None:
         samples, windows = self._samples, self._windows
@@ -425,11 +345,8 @@ class Meter:
 
     @property
     def result(self) -> Result:
-        """The run's result (the job's, where this rank holds it), once it has stopped.
-
-        Waits, at most about a second, if the run has ended but its last boundaries still
-        need the GPU counters' next updates; as a decorator, the last call's result.
-        """
+        """The run's result (the job's, where this rank holds it), once it has stopped; waits
+        (about a second at most) if its last boundaries still need the counters' updates."""
         if self._state == "new" and self._last_call is not None:
             return self._last_call.result
         if self._state != "stopped":
@@ -437,8 +354,7 @@ class Meter:
                 f"tracker {self.name!r} has no result yet: it has not stopped{self._forked()}"
             )
         self._finish()
-        late, self._late_warnings = self._late_warnings, []
-        show_warnings(late)
+        self._show_late_warnings()
         if self._result is None:
             error = self._finish_error
             raise RuntimeError(
@@ -476,11 +392,17 @@ class Meter:
         assert self._windows is not None
         return self._windows.end(key)
 
-    def step(self) -> _Step:
+    def step(self) -> StepMark:
         """Mark one training step (a light window: count, time and energy per step)."""
         self._require_running("step")
         assert self._samples is not None
-        return _Step(self, self._samples.clock)
+        return StepMark(
+            self._steps,
+            self._samples.clock,
+            self._config["observers"],
+            lock=self._lock,
+            inert=lambda: self._state == "forked",
+        )
 
     def snapshot(self) -> Snapshot:
         """Elapsed time, power and energy so far per device, steps and open windows.
@@ -495,41 +417,26 @@ class Meter:
             return self._results.snapshot(self._windows.open_spans())
 
     def forecast(self, total_epochs: int, *, window: str = "epoch") -> Forecast:
-        """Predict the whole run's energy, time, CO2 and cost from its finished epochs.
-
-        Epochs are the finished windows named ``window`` or ``window`` followed by a
-        number or separator (``"epoch 3"``), at any depth. See :mod:`greenai.tracking.forecast`.
-
-        Raises:
-            ValueError: ``total_epochs`` is not a positive integer, no epoch has
-                finished yet, or more have finished than ``total_epochs``.
-        """
+        """Predict the whole run's energy, time, CO2 and cost from its finished epochs: the
+        windows named ``window`` (or ``"epoch 3"``...), at any depth. ValueError when
+        ``total_epochs`` is not a positive integer, none or more have finished (see
+        :func:`~greenai.tracking.forecast.forecast_run`)."""
         self._require_running("forecast")
-        if isinstance(total_epochs, bool) or not isinstance(total_epochs, int) or total_epochs < 1:
-            raise ValueError(f"total_epochs must be a positive integer, got {total_epochs!r}")
         assert self._windows is not None
-        root = self._windows.root
-        epochs = [
-            self._finalize(span)
-            for span in walk(root)
-            if span.end is not None and is_epoch(span.name, window)
-        ]
-        so_far = Span(self.name, root.start)
-        so_far.children = list(root.children)
-        so_far.end = self._mark()
-        return predict(
-            self._finalize(so_far), epochs, total_epochs, self._config["account"], window
+        return forecast_run(
+            self.name,
+            self._windows.root,
+            total_epochs,
+            window=window,
+            finalize=self._finalize,
+            mark=self._mark,
+            account=self._config["account"],
         )
 
     def __enter__(self) -> Meter:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._state == "running":
             self.end()
 
@@ -562,7 +469,7 @@ class Meter:
         fork end without a reading; the child's own trackers meter normally."""
         self._lock = threading.RLock()
         self._stop_lock = threading.Lock()
-        self._finish_lock = threading.Lock()
+        self._finish_lock = threading.RLock()
         if self._state == "stopped" and not self._finished:
             self._state, self._stopped = "forked", None  # the parent finishes it
             return
@@ -582,7 +489,9 @@ class Meter:
         return mark
 
     def _finalize(self, span: Span) -> Result:
-        """The ended ``span``'s result (the run's metadata goes to the run's own)."""
+        """The ended ``span``'s result (the run's metadata goes to the run's own); once the
+        run has ended, after its last boundaries are placed (see :meth:`_finish`)."""
+        self._finish()
         assert self._results is not None
         if self._state == "forked":
             raise RuntimeError(f"window {span.name!r} has no figures here{self._forked()}")

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import threading
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
+from greenai.core.clock import Clock
 from greenai.tracking.readings import Mark
 from greenai.tracking.result import Result
+
+if TYPE_CHECKING:
+    from greenai.tracking.observer import RunObserver
 
 
 class Span:
@@ -52,6 +57,50 @@ class Steps:
         """Record one step (under the run's lock: the results read these)."""
         self.starts.append(start_s)
         self.ends.append(end_s)
+
+
+class StepMark:
+    """One step of a run, as a context manager (see :meth:`greenai.tracking.meter.Meter.step`).
+
+    Args:
+        steps: The run's steps, added to (under ``lock``) when the step ends.
+        clock: The run's clock.
+        observers: Told of each step that ends normally.
+        lock: The run's lock.
+        inert: True when the run is not this process's (a forked child): nothing is marked.
+    """
+
+    __slots__ = ("_clock", "_inert", "_lock", "_observers", "_steps", "_t0")
+
+    def __init__(
+        self,
+        steps: Steps,
+        clock: Clock,
+        observers: Sequence[RunObserver],
+        *,
+        lock: threading.RLock,
+        inert: Callable[[], bool],
+    ) -> None:
+        self._steps = steps
+        self._clock = clock
+        self._observers = observers
+        self._lock = lock
+        self._inert = inert
+        self._t0 = 0.0
+
+    def __enter__(self) -> StepMark:
+        self._t0 = self._clock.now()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if self._inert():
+            return  # the parent's run: not this process's to mark
+        t1 = self._clock.now()
+        with self._lock:
+            self._steps.add(self._t0, t1)
+        if exc_type is None:
+            for observer in self._observers:
+                observer.step_ended(self._t0, t1)
 
 
 class Windows:
