@@ -88,9 +88,10 @@ def test_the_sampler_thread_ends_once_no_run_needs_it(monkeypatch: pytest.Monkey
         return [t for t in threading.enumerate() if t.name == "greenai-sampler"]
 
     with simulated_nvml([_gpu()]) as sim:
-        with _track("run"):
+        with _track("run") as first:
             sim.compute(0.3)
             assert sampler_threads()
+        assert first.result.gpu_energy_j > 0  # finished (the finisher may be busy elsewhere)
         deadline = time.monotonic() + 10.0
         while sampler_threads() and time.monotonic() < deadline:
             time.sleep(0.02)
