@@ -64,8 +64,13 @@ def test_short(sim, k):
     sim.set_load(0, 0.0)
 
 @pytest.mark.energy_budget(gpu_joules=1000)
-def test_with_budget(sim):
+def test_with_budget(sim, request):
+    e0 = sim.true_energy_j(0)
+    sim.set_load(0, 1.0)
     time.sleep(0.005)
+    sim.set_load(0, 0.0)
+    truth = request.config.rootpath / "truth.txt"
+    truth.write_text(str(sim.true_energy_j(0) - e0))
 """
 
 
@@ -80,7 +85,7 @@ def real_clock_project(
     return pytester
 
 
-def _check(result: pytest.RunResult, saved: Path, workers: int) -> None:
+def _check(result: pytest.RunResult, saved: Path, workers: int, root: Path) -> None:
     result.assert_outcomes(passed=7)
     text = summary(result)
     for k in range(6):
@@ -89,11 +94,18 @@ def _check(result: pytest.RunResult, saved: Path, workers: int) -> None:
         assert energy[1] in ("mJ", "J"), line
         assert float(energy[0]) > 0, line
     assert "could not be metered" not in text
+    # 5 ms tests are shorter than the counter's update period: the summary says so
+    assert "ran for less than a GPU energy counter's update period" in text
     session = read_record(saved)
     assert len(session.windows) == 7
     for window in session.windows:
         assert window.energy_by_device_j["gpu0"] > 0, window.name
         assert not window.partial, (window.name, window.partial_reasons)
+    # a test with a budget is measured on its own counter updates, not shared with the
+    # short tests before it: its figure is the truth, within 10 % over 5 ms at full load
+    (budgeted,) = [w for w in session.windows if w.name.endswith("test_with_budget")]
+    truth_j = float((root / "truth.txt").read_text())
+    assert budgeted.energy_by_device_j["gpu0"] == pytest.approx(truth_j, rel=0.1)
     # the short tests sent their data at once, without figures (they did not wait); the
     # one with a budget waited for its verdict. Under xdist, the controller's hook sees
     # the reports (the workers' summaries are not printed).
@@ -108,7 +120,7 @@ def test_tests_without_a_budget_end_without_waiting_and_keep_their_figures(
 ) -> None:
     saved = tmp_path / "energy.json"
     result = run(real_clock_project, "--energy", GPU_ONLY, f"--energy-save={saved}")
-    _check(result, saved, workers=0)
+    _check(result, saved, workers=0, root=real_clock_project.path)
 
 
 def test_under_xdist_the_late_figures_come_with_the_workers_output(
@@ -117,4 +129,4 @@ def test_under_xdist_the_late_figures_come_with_the_workers_output(
     pytest.importorskip("xdist")
     saved = tmp_path / "energy.json"
     result = run(real_clock_project, "-n", "2", "--energy", GPU_ONLY, f"--energy-save={saved}")
-    _check(result, saved, workers=2)
+    _check(result, saved, workers=2, root=real_clock_project.path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from greenai.tracking.staleness import POLL_S, CounterBoundary, UpdateLog
+from greenai.tracking.staleness import POLL_S, CounterBoundary, UpdateLog, place_interval
 
 
 def _counter(
@@ -108,3 +108,54 @@ def test_a_boundary_lies_between_the_updates_around_it() -> None:
     assert boundary.bounds_j(early)[1] == float("inf")
     low_j, high_j = boundary.bounds_j(early, max_w=700.0)
     assert high_j - low_j == pytest.approx(700.0 * (0.5 - 0.437), abs=700.0 * POLL_S)
+
+
+# ---------------------------------------------------------------- boundaries in one interval
+
+
+def _group(power: object, times: list[float], until_s: float = 1.0) -> list[CounterBoundary]:
+    """Boundaries at ``times`` read from the counter, placed as a shared channel would: the
+    first alone, the ones sharing its update interval together once the log allows."""
+    log = UpdateLog()
+    _poll(log, times[0] - 0.002, power_w=power)  # warm: the period and phase are known
+    boundaries = [CounterBoundary(t, _counter(t, power_w=power)) for t in times]
+    anchor, rest = boundaries[0], boundaries[1:]
+    assert anchor.resolve(log.updates)
+    assert all(b.stale_j == anchor.stale_j for b in rest)  # all in one update interval
+    assert not place_interval(anchor, rest, log.updates, log.period_s)  # needs later updates
+    t = times[-1]
+    while t <= until_s:
+        log.observe(t, _counter(t, power_w=power))  # type: ignore[arg-type]
+        t = log.next_poll(t)
+    assert place_interval(anchor, rest, log.updates, log.period_s)
+    return boundaries
+
+
+def test_two_runs_in_one_interval_keep_the_whole_interval_and_the_work_inside_it() -> None:
+    def power(t: float) -> float:  # idle, a burst in the first run, idle, a burst in the second
+        return 700.0 if 0.612 <= t < 0.618 or 0.640 <= t < 0.650 else 100.0
+
+    b = _group(power, [0.610, 0.620, 0.635, 0.655])
+    values = [x.value() for x in b]
+    assert values == sorted(values)
+    # the interval's energy is not lost or invented: the first boundary is exact (idle
+    # before it), the last too (idle after it), so the two runs and the gap between them
+    # add up to the truth between them
+    assert values[0] == pytest.approx(61.0, abs=0.15)
+    assert values[-1] - values[0] == pytest.approx(4.5 + 6.0 * 0.6 + 6.0 * 1.0 - 0.0, abs=0.3)
+    # each run gets a positive share (the counter cannot tell how the interval divides)
+    assert values[1] > values[0]
+    assert values[3] > values[2]
+
+
+def test_powers_that_overstate_the_interval_still_leave_the_group_a_share() -> None:
+    # busy before and after the interval, idle inside it: the backward and forward
+    # estimates meet the wrong way round, and the group takes the interval's mean power
+    def power(t: float) -> float:
+        return 100.0 if 0.6 <= t < 0.7 else 600.0
+
+    b = _group(power, [0.605, 0.650, 0.695])
+    values = [x.value() for x in b]
+    assert values == sorted(values)
+    assert values[2] - values[0] > 0
+    assert values[2] - values[0] <= 600.0 * 0.09

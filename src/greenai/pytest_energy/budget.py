@@ -136,6 +136,8 @@ class Figures:
         intensity_g_per_kwh: Grid intensity CO2e was charged at. Units: g CO2e per kWh.
         location: Where greenai placed the machine for CO2e (``"unknown"`` when not set).
         clock: ``"virtual"`` under a simulation's virtual clock, else ``"real"``.
+        uncertainty_j: How far the energy can be from the truth, from the devices' stated
+            bounds (None when none is known). Units: J.
     """
 
     energy_j: float | None
@@ -153,6 +155,7 @@ class Figures:
     intensity_g_per_kwh: float | None = None
     location: str | None = None
     clock: str = "real"
+    uncertainty_j: float | None = None
 
     def value(self, name: str) -> float | None:
         """The figure called ``name`` (``"energy_j"``, ``"co2_kg"``, ...)."""
@@ -180,6 +183,7 @@ class Figures:
             "intensity_g_per_kwh": self.intensity_g_per_kwh,
             "location": self.location,
             "clock": self.clock,
+            "uncertainty_j": self.uncertainty_j,
         }
 
     @classmethod
@@ -213,6 +217,7 @@ class Figures:
                 partial_reasons=tuple(str(r) for r in data.get("partial_reasons", ())),
                 intensity_g_per_kwh=_opt(data.get("intensity_g_per_kwh")),
                 location=None if data.get("location") is None else str(data["location"]),
+                uncertainty_j=_opt(data.get("uncertainty_j")),
                 clock=str(data.get("clock", "real")),
             )
         except (KeyError, TypeError, ValueError, IndexError) as e:

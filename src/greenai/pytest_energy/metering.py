@@ -28,6 +28,7 @@ from greenai.pytest_energy import budget as _budget
 from greenai.pytest_energy.budget import Check, DeviceFigure, Figures
 from greenai.pytest_energy.options import Options
 from greenai.tracker import Tracker
+from greenai.tracking import finisher
 from greenai.tracking.result import Result
 from greenai.tracking.windows import Window
 
@@ -110,6 +111,7 @@ def figures_of(runs: list[Result], *, virtual_clock: bool) -> Figures:
         reasons += [reason for reason in r.partial_reasons if reason not in reasons]
     duration = medians["duration_s"]
     location = last.accounting.get("location")
+    bounds = [sum(r.uncertainty_by_device_j.values()) for r in runs if r.uncertainty_by_device_j]
     return Figures(
         energy_j=medians["energy_j"],
         gpu_energy_j=medians["gpu_energy_j"],
@@ -126,6 +128,7 @@ def figures_of(runs: list[Result], *, virtual_clock: bool) -> Figures:
         intensity_g_per_kwh=last.intensity_g_per_kwh,
         location=None if location is None else str(location),
         clock="virtual" if virtual_clock else "real",
+        uncertainty_j=statistics.median(bounds) if bounds else None,
     )
 
 
@@ -188,6 +191,8 @@ class TestMeter:
             with collect_warnings(self.notes):
                 tracker = tracker_for(self.nodeid, self.options)
                 self._virtual = _clock.active().virtual
+                if self.budget:  # its own counter updates: not shared with earlier tests'
+                    finisher.drain()
                 tracker.start()
         except Exception as e:  # metering must not fail the test: its budget is unmeasured
             self.error = f"metering could not start: {type(e).__name__}: {e}"

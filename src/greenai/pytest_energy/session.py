@@ -72,6 +72,10 @@ class TestEntry:
             raise ValueError(f"broken energy data: {e!r}") from e
 
 
+UNCERTAIN_SHARE = 0.1
+"""A test whose stated uncertainty exceeds this share of its energy is noted in the summary."""
+
+
 class EnergySession:
     """Gathers the session's metered tests and reports on them.
 
@@ -201,6 +205,22 @@ class EnergySession:
                 f"{len(self.workers_seen)} pytest-xdist workers metered tests at the same time: "
                 "a device they share (a GPU, the CPU package) is charged in full to every test "
                 "running on it, so overlapping tests can count the same joules more than once"
+            )
+        shared = [
+            n
+            for n, t in self.tests.items()
+            if t.figures is not None
+            and t.figures.uncertainty_j is not None
+            and t.figures.energy_j
+            and t.figures.uncertainty_j > UNCERTAIN_SHARE * t.figures.energy_j
+        ]
+        if shared:
+            self.note(
+                f"{len(shared)} test(s) ran for less than a GPU energy counter's update "
+                f"period ({shared[0]}{' ...' if len(shared) > 1 else ''}): their GPU figures "
+                f"are uncertain by more than {UNCERTAIN_SHARE:.0%}; back to back without a "
+                "budget, tests share the counter's updates (the total over them is exact), "
+                "while a test with a budget waits to be measured on its own"
             )
         if self.baseline is not None:
             current = {n: t.figures for n, t in self.tests.items()}

@@ -233,12 +233,14 @@ class DeviceChannel:
         self.pending.append(boundary)
         self.pending.sort(key=lambda b: b.t)
 
-    def settle(self) -> None:
+    def settle(self, *, relaxed_until_t: float = -math.inf) -> None:
         """Place the queued boundaries the log now allows, in time order; those that share
-        the last placed boundary's update interval together (:func:`place_interval`)."""
+        the last placed boundary's update interval together (:func:`place_interval`); up to
+        ``relaxed_until_t``, from updates timed imprecisely too (giving up on precise ones)."""
         log = self.updates.updates
         while self.pending:
             head, anchor = self.pending[0], self.last_boundary
+            relaxed = head.t <= relaxed_until_t
             if (
                 anchor is not None
                 and anchor.value_j is not None
@@ -246,22 +248,27 @@ class DeviceChannel:
                 and head.t - anchor.t > SAME_INSTANT_S
             ):
                 group = [b for b in self.pending if b.stale_j == head.stale_j]
-                if not place_interval(anchor, group, log, self.updates.period_s):
+                period_s = self.updates.period_s
+                if not place_interval(anchor, group, log, period_s, relaxed=relaxed):
                     return
                 del self.pending[: len(group)]
                 self.last_boundary = group[-1]
-            elif head.resolve(log, anchor):
+            elif head.resolve(log, anchor, relaxed=relaxed):
                 self.last_boundary = self.pending.pop(0)
             else:
                 return
 
-    def settle_best_effort(self) -> None:
-        """Give up waiting: the queued boundaries keep their stale readings."""
-        for boundary in self.pending:
+    def settle_best_effort(self, until_t: float = math.inf) -> None:
+        """Give up waiting for the queued boundaries up to ``until_t``: they keep their stale
+        readings, unless updates timed imprecisely (a busy host) can place them (later
+        ones, another run's, still wait for their own updates)."""
+        self.settle(relaxed_until_t=until_t)
+        given_up = [b for b in self.pending if b.t <= until_t]
+        for boundary in given_up:
             boundary.value_j = boundary.stale_j
-        if self.pending:
-            self.last_boundary = self.pending[-1]
-        self.pending.clear()
+        if given_up:
+            self.last_boundary = given_up[-1]
+        del self.pending[: len(given_up)]
 
     @property
     def warm(self) -> bool:

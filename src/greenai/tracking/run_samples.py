@@ -138,7 +138,7 @@ class RunSamples:
                 remaining = deadline - self.clock.now()
                 if remaining <= 0:
                     for c in open_channels:
-                        c.settle_best_effort()
+                        c.settle_best_effort(until_t)
                     break
                 if virtual:
                     self.clock.sleep(POLL_S)
@@ -161,7 +161,7 @@ class RunSamples:
             if c.power_log is not None:
                 if c.failed_at is None and not c.power_log.final(until_t):
                     waiting.append(c)
-            elif c.pending:
+            elif c.pending and c.pending[0].t <= until_t:
                 waiting.append(c)
         return waiting
 

@@ -163,7 +163,13 @@ class CounterBoundary:
         value_j = self.value()
         return max(value_j - low_j, high_j - value_j, 0.0)
 
-    def resolve(self, updates: deque[Update], previous: CounterBoundary | None = None) -> bool:
+    def resolve(
+        self,
+        updates: deque[Update],
+        previous: CounterBoundary | None = None,
+        *,
+        relaxed: bool = False,
+    ) -> bool:
         """Try to place the boundary between updates; True once done.
 
         ``previous`` is the last boundary placed before this one on the same counter.
@@ -181,7 +187,7 @@ class CounterBoundary:
         ):
             self.value_j = anchor.value_j
             return True
-        estimate_j = self._estimate(list(updates), anchor)
+        estimate_j = self._estimate(list(updates), anchor, relaxed)
         if estimate_j is None:
             return False
         if anchor is not None and anchor.value_j is not None and anchor.t <= self.t:
@@ -189,7 +195,9 @@ class CounterBoundary:
         self.value_j = estimate_j
         return True
 
-    def _estimate(self, log: list[Update], previous: CounterBoundary | None) -> float | None:
+    def _estimate(
+        self, log: list[Update], previous: CounterBoundary | None, relaxed: bool
+    ) -> float | None:
         own = next(
             (i for i in range(len(log) - 1, -1, -1) if log[i].energy_j == self.stale_j), None
         )
@@ -210,23 +218,29 @@ class CounterBoundary:
                 power_w = (at.energy_j - since_j) / (at.t - since_t)
                 upper = log[own + 1].energy_j if own + 1 < len(log) else math.inf
                 return min(max(at.energy_j + power_w * (self.t - at.t), before.energy_j), upper)
-        placed = self.place_forward(log)
+        placed = self.place_forward(log, relaxed=relaxed)
         self.forward = placed is not None
         return placed
 
-    def place_forward(self, log: Sequence[Update]) -> float | None:
-        """The energy at the boundary from the updates after it; None until they are logged."""
-        placed = self._forward(log)
+    def place_forward(self, log: Sequence[Update], *, relaxed: bool = False) -> float | None:
+        """The energy at the boundary from the updates after it; None until they are logged
+        (precisely timed ones, unless ``relaxed``: giving up on those, on a busy host)."""
+        placed = self._forward(log, relaxed)
         return None if placed is None else placed[0]
 
-    def _forward(self, log: Sequence[Update]) -> tuple[float, float, Update] | None:
+    def _forward(self, log: Sequence[Update], relaxed: bool) -> tuple[float, float, Update] | None:
         """:meth:`place_forward`'s estimate, the power after the boundary's update interval,
         and the update that ends that interval."""
         after = next((i for i, u in enumerate(log) if u.energy_j > self.stale_j), len(log))
         # The first pair of precisely timed updates after the boundary; normally the
         # very next two, later ones if the first was seen only coarsely.
         pair = next(
-            (i for i in range(after, len(log) - 1) if log[i].precise and log[i + 1].precise), None
+            (
+                i
+                for i in range(after, len(log) - 1)
+                if relaxed or (log[i].precise and log[i + 1].precise)
+            ),
+            None,
         )
         if pair is None:
             return None
@@ -241,6 +255,8 @@ def place_interval(
     group: Sequence[CounterBoundary],
     log: Sequence[Update],
     period_s: float | None,
+    *,
+    relaxed: bool = False,
 ) -> bool:
     """Place ``group``: boundaries after ``anchor`` (placed already) in the same update interval
     of the counter (the same stale reading), once the updates after it are logged. True once
@@ -256,10 +272,12 @@ def place_interval(
     assumed the power after the interval from the anchor on. When the interval spent more
     than that power (work ended inside it), the surplus is taken to lie between the
     boundaries, not before the anchor: the anchor is placed again at that power from the
-    interval's start, one period before the update that ends it.
+    interval's start, one period before the update that ends it. Where the powers around the
+    interval leave nothing for the group (they overstate the interval), it gets the
+    interval's mean power.
     """
     last = group[-1]
-    placed = last._forward(log)
+    placed = last._forward(log, relaxed)
     if placed is None or anchor.value_j is None:
         return False
     end_j, power_w, first = placed
@@ -270,6 +288,12 @@ def place_interval(
             backward_j = anchor.stale_j + power_w * (anchor.t - start_t)
             anchor.value_j = min(max(backward_j, anchor.stale_j), first.energy_j)
     start_j = anchor.value_j
+    if end_j <= start_j:  # the powers around the interval overstate it: spread it evenly
+        own_t = next((u.t for u in reversed(log) if u.energy_j == anchor.stale_j), None)
+        length_s = first.t - own_t if own_t is not None and own_t < first.t else period_s
+        if length_s:
+            mean_w = (first.energy_j - anchor.stale_j) / length_s
+            end_j = min(start_j + mean_w * (last.t - anchor.t), first.energy_j)
     end_j = max(end_j, start_j)
     span_s = last.t - anchor.t
     for boundary in group[:-1]:
