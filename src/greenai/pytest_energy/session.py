@@ -217,8 +217,8 @@ class EnergySession:
         if shared:
             self.note(
                 f"{len(shared)} test(s) ran for less than a GPU energy counter's update "
-                f"period ({shared[0]}{' ...' if len(shared) > 1 else ''}): their GPU figures "
-                f"are uncertain by more than {UNCERTAIN_SHARE:.0%}; back to back without a "
+                f"period: their GPU figures are uncertain by more than {UNCERTAIN_SHARE:.0%} "
+                "(the saved record has each test's bound); back to back without a "
                 "budget, tests share the counter's updates (the total over them is exact), "
                 "while a test with a budget waits to be measured on its own"
             )

@@ -263,6 +263,8 @@ class Meter:
             self._finish()
         else:
             finisher.submit(functools.partial(self._finish, background=True))
+            assert self._samples is not None
+            self._samples.flush_warnings()  # what the sensors said up to the end
 
     def _end_run(self, write_outputs: bool) -> bool:
         """Ends the run; True when it is to be finished now, in this thread."""
@@ -277,7 +279,6 @@ class Meter:
             samples.detach()
         self._write_outputs = write_outputs
         self._state = "stopped"
-        samples.flush_warnings()
         assert windows.root.end is not None
         return (
             isinstance(samples.clock, _clock.VirtualClock)
@@ -489,8 +490,7 @@ class Meter:
         return mark
 
     def _finalize(self, span: Span) -> Result:
-        """The ended ``span``'s result (the run's metadata goes to the run's own); once the
-        run has ended, after its last boundaries are placed (see :meth:`_finish`)."""
+        """The ended ``span``'s result (with the run's metadata for the run's own)."""
         self._finish()
         assert self._results is not None
         if self._state == "forked":
