@@ -54,8 +54,6 @@ class RunResults:
         self._t_origin = t_origin
         self._missing = list(missing)
         self._account = account
-        self._buckets: PowerBuckets | None = None  # made at the first result (imports NumPy)
-        self._fed = 0  # samples fed to _buckets
 
     def finalize(self, span: Span, metadata: dict[str, Any], *, running: bool) -> Result:
         """The ended ``span``'s result (kept); first places its GPU counter boundaries (at
@@ -79,9 +77,7 @@ class RunResults:
             now_j = {m.name: interpolate(samples, m, now) for m in meters}
             energy_j = {m.name: now_j[m.name] - m.cum_j[0] for m in meters}
             open_windows_j = {
-                span.name: sum(
-                    now_j[m.name] - interpolate(samples, m, span.start.t) for m in meters
-                )
+                span.name: sum(now_j[m.name] - energy_at(samples, m, span.start) for m in meters)
                 for span in open_windows
                 if span.name is not None
             }
@@ -159,27 +155,13 @@ class RunResults:
         return self._account(result)
 
     def _timeline(self, t0: float, t1: float) -> PowerTimeline:
-        """The buckets overlapping [t0, t1], fed the samples that arrived since the last call.
-
-        Call site for the records (:mod:`greenai.tracking.timeline`): the sampler may feed
-        ``self._buckets.add`` itself instead. Sample 0 is final only once sample 1 exists
-        (the sampler rewrites the first power from the first interval).
-        """
+        """The run's timeline buckets overlapping [t0, t1] (:meth:`RunSamples.buckets`)."""
         samples = self._samples
-        if self._buckets is None:
-            self._buckets = PowerBuckets()
-        n = len(samples.times) if len(samples.times) > 1 else 0
-        if n > self._fed:
-            self._buckets.extend(
-                samples.times[self._fed : n],
-                {m.name: m.power_w[self._fed : n] for m in samples.meters},
-            )
-            self._fed = n
-        if not n and samples.times:  # a single sample: not final yet, not kept
+        if len(samples.times) == 1:  # a single sample: not final yet, not kept
             lone = PowerBuckets(2)
             lone.extend(samples.times, {m.name: m.power_w for m in samples.meters})
             return lone.window(t0, t1, origin=self._t_origin)
-        return self._buckets.window(t0, t1, origin=self._t_origin)
+        return samples.buckets().window(t0, t1, origin=self._t_origin)
 
     def _compute_child(self, span: Span) -> Result:
         if span.result is None:

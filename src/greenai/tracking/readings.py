@@ -15,9 +15,12 @@ import math
 import sys
 from bisect import bisect_right
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from greenai.tracking.run_samples import RunMeter, RunSamples
 from greenai.tracking.staleness import CounterBoundary
+
+if TYPE_CHECKING:
+    from greenai.tracking.run_samples import RunMeter, RunSamples
 
 
 class Mark:
@@ -49,7 +52,9 @@ def take_mark(samples: RunSamples, sync_cuda: Sequence[int]) -> Mark:
             boundary = CounterBoundary(t, energy_j)
             c.add_boundary(boundary)
             values[c.name] = boundary
-    return Mark(t, values)
+        mark = Mark(t, values)
+        samples.track(mark)
+    return mark
 
 
 def energy_at(samples: RunSamples, m: RunMeter, mark: Mark) -> float:

@@ -18,10 +18,18 @@ from greenai.core import clock as _clock
 from greenai.core.errors import SensorWarning, warn
 from greenai.devices import Device
 from greenai.tracking.channel import DeviceChannel, Incidents
+from greenai.tracking.readings import Mark, interpolate
 from greenai.tracking.staleness import POLL_S
+from greenai.tracking.timeline import PowerBuckets
 
 if TYPE_CHECKING:
     from greenai.tracking.sampler import Sampler
+
+MAX_SAMPLES = 8192
+"""Samples a run keeps at full resolution. Past twice as many, the older ones are thinned
+(every other one dropped), so a run of any length holds a bounded number: the cumulative
+energy stays exact at the kept ones, the timeline's buckets were fed every sample first,
+and every boundary read before them was given its value already."""
 
 RESOLVE_TIMEOUT_S = 1.0
 """Longest wait for the GPU counter updates that place a run's boundaries; past it, what is
@@ -86,6 +94,9 @@ class RunSamples:
         self.times = array("d")
         self.t_origin = math.nan
         self.released = False  # set by Sampler.release, under the lock
+        self._marks: list[Mark] = []  # boundaries waiting for a sample after them
+        self._buckets: PowerBuckets | None = None  # made at the first use (imports NumPy)
+        self._fed = 0  # samples fed to _buckets
         self._unwarned = list(warnings)
         self._seen_seq = 0
         self._warned: set[tuple[str, str]] = set()
@@ -99,6 +110,52 @@ class RunSamples:
             m.power_w.append(power_w)
             if first and math.isnan(m.power_w[0]) and m.channel.failed_at is None:
                 m.power_w[0] = power_w  # power derived from energy has none at the first sample
+        if self._marks:
+            self._settle_marks(t)
+        if len(self.times) > 2 * MAX_SAMPLES:
+            self._thin()
+
+    def track(self, mark: Mark) -> None:
+        """A boundary just read (under the lock): the devices it has no reading of get their
+        value from the samples around it, at the next sample."""
+        if any(m.name not in mark.values for m in self.meters):
+            self._marks.append(mark)
+
+    def _settle_marks(self, t: float) -> None:
+        waiting = []
+        for mark in self._marks:
+            if mark.t > t:
+                waiting.append(mark)
+                continue
+            for m in self.meters:
+                if m.name not in mark.values:
+                    mark.values[m.name] = interpolate(self, m, mark.t)
+        self._marks = waiting
+
+    def buckets(self) -> PowerBuckets:
+        """The run's timeline buckets, fed every final sample so far (the first one is final
+        once the second exists: it takes its power from the first interval)."""
+        if self._buckets is None:
+            self._buckets = PowerBuckets()
+        n = len(self.times) if len(self.times) > 1 else 0
+        if n > self._fed:
+            self._buckets.extend(
+                self.times[self._fed : n],
+                {m.name: m.power_w[self._fed : n] for m in self.meters},
+            )
+            self._fed = n
+        return self._buckets
+
+    def _thin(self) -> None:
+        """Drop every other sample older than the last :data:`MAX_SAMPLES` (see there)."""
+        self.buckets()
+        n = len(self.times)
+        kept = [0, *range(1, n - MAX_SAMPLES, 2), *range(n - MAX_SAMPLES, n)]
+        self.times = array("d", (self.times[i] for i in kept))
+        for m in self.meters:
+            m.cum_j = array("d", (m.cum_j[i] for i in kept))
+            m.power_w = array("d", (m.power_w[i] for i in kept))
+        self._fed = len(kept)
 
     @property
     def errors(self) -> list[str]:
