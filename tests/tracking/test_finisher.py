@@ -12,6 +12,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -122,3 +123,27 @@ def test_a_decorated_function_keeps_its_last_result_binds_and_pickles() -> None:
     assert model.predict(1) == 2
     assert Model.predict.result is not None
     assert Model.predict.result.name.endswith("Model.predict")
+
+
+def test_a_run_with_a_slow_output_does_not_hold_back_the_next_runs_result() -> None:
+    unblock = threading.Event()
+
+    def slow_output(result: Result) -> None:
+        if threading.current_thread().name == "greenai-finisher":  # not a with-block's end
+            unblock.wait(30.0)
+
+    try:
+        with FakeNvml([FakeGpu(Trace.steady(STEADY_W))], seed=14):
+            with _meter(outputs=[slow_output]) as slow:
+                time.sleep(0.01)
+            with _meter() as quick:
+                time.sleep(0.01)
+            deadline = time.monotonic() + 10.0
+            while not quick._finished and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert quick._finished  # made by another finisher thread, unasked
+            assert not slow._finished or slow._result is not None
+            assert quick.result.energy_j > 0
+    finally:
+        unblock.set()
+    assert slow.result.energy_j > 0

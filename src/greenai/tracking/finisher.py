@@ -2,8 +2,8 @@
 
 A run's last boundary on a GPU may need the energy counter's next updates (up to about one
 update period after the run ended: see :mod:`greenai.tracking.staleness`). The run ends at
-once; its result, its observers' last call and its reports are made here, by one
-thread ("greenai-finisher") that runs while there is work and then ends. Reading the run's
+once; its result, its observers' last call and its reports are made here, by a few
+threads ("greenai-finisher") that run while there is work and then end. Reading the run's
 result before then does the work in the reader's thread instead (each run is finished
 once, under its own lock). At interpreter exit every queued run is finished, so nothing a
 run should have written is lost, and the warnings of runs whose result was never read are
@@ -26,39 +26,52 @@ logger = logging.getLogger(__name__)
 
 THREAD_NAME = "greenai-finisher"
 
+MAX_THREADS = 4
+"""Threads that finish runs at once: a run whose outputs are slow (a metrics push to an
+unreachable gateway) does not hold back the others' results."""
+
 _lock = threading.Lock()
 _jobs: deque[Callable[[], None]] = deque()
-_thread: threading.Thread | None = None
+_threads: set[threading.Thread] = set()
+_busy = 0  # threads running a job now
 _at_exit = False  # _exit() is registered with atexit
 _shows: list[weakref.WeakMethod[Callable[[], None]]] = []
 
 
 def submit(job: Callable[[], None]) -> None:
-    """Run ``job`` in the finisher's thread, after the jobs queued before it.
+    """Run ``job`` in a finisher thread: an idle one, else a new one (up to
+    :data:`MAX_THREADS`), else after the jobs queued before it.
 
     ``job`` must be safe to run twice, or concurrently with itself (the run's finishing
     is: it happens once, under the run's lock); it must not raise.
     """
-    global _thread, _at_exit
+    global _at_exit
     with _lock:
         _jobs.append(job)
         if not _at_exit:
             atexit.register(_exit)
             _at_exit = True
-        if _thread is None:
-            _thread = threading.Thread(target=_run, name=THREAD_NAME, daemon=True)
-            _thread.start()
+        if len(_threads) - _busy < len(_jobs) and len(_threads) < MAX_THREADS:
+            thread = threading.Thread(target=_run, name=THREAD_NAME, daemon=True)
+            _threads.add(thread)
+            thread.start()
 
 
 def _run() -> None:
-    global _thread
+    global _busy
+    me = threading.current_thread()
     while True:
         with _lock:
             if not _jobs:
-                _thread = None
+                _threads.discard(me)
                 return
             job = _jobs.popleft()
-        _call(job)
+            _busy += 1
+        try:
+            _call(job)
+        finally:
+            with _lock:
+                _busy -= 1
 
 
 def _call(job: Callable[[], None]) -> None:
@@ -69,17 +82,18 @@ def _call(job: Callable[[], None]) -> None:
 
 
 def drain(timeout_s: float | None = None) -> None:
-    """Finish every queued run now, in the calling thread, then wait for the one the
-    finisher's thread may be finishing (at most ``timeout_s``; None: until it is done)."""
+    """Finish every queued run now, in the calling thread, then wait for those the finisher
+    threads are finishing (at most ``timeout_s`` each; None: until they are done)."""
     while True:
         with _lock:
             job = _jobs.popleft() if _jobs else None
-            thread = _thread
+            threads = list(_threads)
         if job is None:
             break
         _call(job)
-    if thread is not None and thread is not threading.current_thread():
-        thread.join(timeout_s)
+    for thread in threads:
+        if thread is not threading.current_thread():
+            thread.join(timeout_s)
 
 
 def show_at_exit(show: Callable[[], None]) -> None:
@@ -104,10 +118,11 @@ def _exit() -> None:
 
 def _forget_after_fork() -> None:
     """The parent's queue and thread did not follow it into the child."""
-    global _lock, _jobs, _thread, _shows
+    global _lock, _jobs, _threads, _busy, _shows
     _lock = threading.Lock()
     _jobs = deque()
-    _thread = None
+    _threads = set()
+    _busy = 0
     _shows = []
 
 

@@ -218,10 +218,7 @@ class Meter:
 
     def stop(self, *, write_outputs: bool = True) -> Result:
         """End the run (see :meth:`end`) and return its result, waiting for it if the GPU
-        counters' next updates are still needed to place its last boundaries.
-
-        Idempotent and thread-safe: every call returns the same result.
-        """
+        counters' next updates are still needed. Idempotent and thread-safe."""
         self.end(write_outputs=write_outputs)
         return self.result
 
@@ -323,6 +320,7 @@ class Meter:
         assert windows.root.end is not None
         samples.settle(windows.root.end.t)
         self._result = self._finalize(windows.root)
+        samples.release()  # slow outputs do not keep the devices polled
         for observer in self._config["observers"]:
             observer.run_stopped(self._result)
         write_outputs = self._write_outputs
