@@ -159,3 +159,28 @@ def test_powers_that_overstate_the_interval_still_leave_the_group_a_share() -> N
     assert values == sorted(values)
     assert values[2] - values[0] > 0
     assert values[2] - values[0] <= 600.0 * 0.09
+
+
+def test_late_polls_are_timed_from_the_counters_rhythm() -> None:
+    """On a busy host polls come late (gaps of up to 5 ms, still 'precise'); fitting the
+    counter's period and phase over many updates times each to well under a millisecond,
+    where a midpoint alone errs by up to half the gap. Virtual clocks keep the midpoints."""
+    import random
+
+    rng = random.Random(5)
+
+    def poll_log(fit: bool) -> UpdateLog:
+        log = UpdateLog(fit_phase=fit)
+        t = 0.0
+        while t <= 3.0:
+            log.observe(t, _counter(t, phase_s=0.0371))
+            t = log.next_poll(t) + rng.uniform(0.0, 0.004)  # every poll up to 4 ms late
+        return log
+
+    def worst_error_s(log: UpdateLog) -> float:
+        late = [u for u in list(log.updates)[-20:] if u.precise]
+        assert len(late) >= 10
+        return max(abs((u.t - 0.0371) - round((u.t - 0.0371) / 0.1) * 0.1) for u in late)
+
+    assert worst_error_s(poll_log(fit=True)) < 0.0006
+    assert worst_error_s(poll_log(fit=False)) > 0.001  # what the fit removes

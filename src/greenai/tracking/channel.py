@@ -82,7 +82,7 @@ class DeviceChannel:
         notices: Warnings for the runs to show, each with a sequence number and time.
     """
 
-    def __init__(self, device: Device) -> None:
+    def __init__(self, device: Device, *, fit_phase: bool = True) -> None:
         self.device = device
         self.name = device.name
         self.counter = device.has_energy_counter
@@ -94,7 +94,7 @@ class DeviceChannel:
         self.resets_seen = device.counter_resets
         self.guard = ReadingGuard(self.name, max_power_w(device))
         self.incidents = Incidents()
-        self.updates = UpdateLog()
+        self.updates = UpdateLog(fit_phase=fit_phase)
         # a GPU without a counter: its readings' period, phase and lag (power_readings.py)
         self.power_log = (
             PowerLog(max_w=max_power_w(device))

@@ -124,7 +124,9 @@ class Sampler:
         """The device's channel, made on first use (again after a failure)."""
         channel = self._channels.get(id(device))
         if channel is None or channel.device is not device or channel.failed_at is not None:
-            channel = self._channels[id(device)] = DeviceChannel(device)
+            # a virtual clock's polls land when planned: nothing to fit (see UpdateLog)
+            fit = not isinstance(self.clock, _clock.VirtualClock)
+            channel = self._channels[id(device)] = DeviceChannel(device, fit_phase=fit)
         return channel
 
     # ----------------------------------------------------------------- the thread

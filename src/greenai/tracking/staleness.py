@@ -49,6 +49,8 @@ idle counter should not be polled a thousand times a second)."""
 
 _HISTORY = 256
 _PERIOD_SAMPLES = 8
+_FIT_UPDATES = 32  # the recent updates that time each other (see UpdateLog._fit_phase)
+_FIT_MIN = 4
 
 
 class PeriodEstimator:
@@ -78,8 +80,10 @@ class Update(NamedTuple):
 class UpdateLog:
     """When one counter updates, learned from the polls fed to :meth:`observe`."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, fit_phase: bool = True) -> None:
+        self.fit_phase = fit_phase  # see _fit_phase
         self.updates: deque[Update] = deque(maxlen=_HISTORY)
+        self._seen: deque[tuple[float, float]] = deque(maxlen=_HISTORY)  # (mid, half gap) each
         self._period = PeriodEstimator()
         self._last_t = -math.inf
         self._last_j: float | None = None
@@ -111,7 +115,51 @@ class UpdateLog:
             ):
                 self._period.add_gap(update.t - previous.t)
             self.updates.append(update)
+            self._seen.append((update.t, (t - self._last_t) / 2.0))
+            if self.fit_phase and self.period_s is not None and not self.fresh:
+                self._fit_phase()
         self._last_t, self._last_j = t, energy_j
+
+    def _fit_phase(self) -> None:
+        """Time the recent updates from the counter's whole rhythm, not each pair of polls.
+
+        A counter updates at a fixed period and phase, so each update's instant is a point on
+        one line: the least-squares line through the last :data:`_FIT_UPDATES` precisely
+        timed ones (their midpoints err by up to half a poll gap, more on a busy host) times
+        each of them to a fraction of that. An update seen only between two distant polls
+        gets its instant from the line too, when the line falls between those polls (so a
+        late poll no longer costs a boundary its precision); one the line does not fit (a
+        missed or irregular update) keeps its midpoint.
+        """
+        period_s = self.period_s
+        assert period_s is not None
+        n = min(len(self.updates), _FIT_UPDATES)
+        seen = list(self._seen)[-n:]
+        ref_t = seen[-1][0]
+        ks = [round((mid - ref_t) / period_s) for mid, _ in seen]
+        if len(set(ks)) != n:
+            return  # two updates inside one period: not a regular counter
+        points = [
+            (k, mid)
+            for k, (mid, half_gap) in zip(ks, seen, strict=True)
+            if half_gap <= PRECISE_GAP_S / 2.0
+        ]
+        if len(points) < _FIT_MIN:
+            return
+        mean_k = sum(k for k, _ in points) / len(points)
+        mean_t = sum(t for _, t in points) / len(points)
+        var_k = sum((k - mean_k) ** 2 for k, _ in points)
+        if var_k <= 0:
+            return
+        slope = sum((k - mean_k) * (t - mean_t) for k, t in points) / var_k
+        if abs(slope - period_s) > 0.05 * period_s:
+            return
+        first = len(self.updates) - n
+        for i, (k, (mid, half_gap)) in enumerate(zip(ks, seen, strict=True)):
+            fitted = mean_t + slope * (k - mean_k)
+            old = self.updates[first + i]
+            if abs(fitted - mid) <= half_gap + POLL_S:
+                self.updates[first + i] = Update(fitted, old.energy_j, True)
 
     def next_poll(self, now: float) -> float:
         """When to poll next: just before the predicted update, or at once while searching."""
@@ -291,6 +339,9 @@ def place_interval(
     if end_j <= start_j:  # the powers around the interval overstate it: spread it evenly
         own_t = next((u.t for u in reversed(log) if u.energy_j == anchor.stale_j), None)
         length_s = first.t - own_t if own_t is not None and own_t < first.t else period_s
+        if not length_s:  # the period not learned yet: the gap after the interval
+            later = [u.t for u in log if u.energy_j > first.energy_j][:1]
+            length_s = later[0] - first.t if later else None
         if length_s:
             mean_w = (first.energy_j - anchor.stale_j) / length_s
             end_j = min(start_j + mean_w * (last.t - anchor.t), first.energy_j)
