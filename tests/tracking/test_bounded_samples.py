@@ -55,3 +55,38 @@ def test_a_long_run_keeps_few_samples_and_the_same_figures(
     assert thinned.steps is not None
     assert whole.steps is not None
     assert thinned.steps.count == whole.steps.count
+
+
+def test_steps_are_folded_into_their_windows_and_not_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """20,000 steps of 5 ms at 40 W, half of them in a window: the run keeps a bounded
+    number of raw steps, and the counts and energies are exact."""
+    from greenai.tracking import step_log
+
+    monkeypatch.setattr(step_log, "FOLD_AT", 64)
+    vc = clock.VirtualClock(start_s=100.0)
+    with clock.use(vc):
+        device = ScriptedDevice(vc, "cpu0", power_w=40.0)
+        most_raw = 0
+        with Meter("steps", devices=[device]) as run:
+            for half in range(2):
+                window = run.window("second half") if half else None
+                if window is not None:
+                    window.__enter__()
+                for _ in range(10_000):
+                    with run.step():
+                        vc.advance(0.005)
+                    most_raw = max(most_raw, len(run._steps._ends))
+                if window is not None:
+                    window.__exit__(None, None, None)
+    result = run.result
+    assert most_raw <= 64 + 0.1 / 0.005 + 1  # folded once a sample follows them
+    assert result.steps is not None
+    assert result.steps.count == 20_000
+    assert result.steps.energy_j == pytest.approx(40.0 * 0.005 * 20_000)
+    assert result.steps.energy_quantiles_j["p50"] == pytest.approx(0.2)
+    (second,) = result.windows
+    assert second.steps is not None
+    assert second.steps.count == 10_000
+    assert second.steps.time_s == pytest.approx(50.0)

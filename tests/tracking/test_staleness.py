@@ -184,3 +184,25 @@ def test_late_polls_are_timed_from_the_counters_rhythm() -> None:
 
     assert worst_error_s(poll_log(fit=True)) < 0.0006
     assert worst_error_s(poll_log(fit=False)) > 0.001  # what the fit removes
+
+
+def test_a_coarsely_seen_update_still_ends_the_interval_placed_forward() -> None:
+    """The update after two boundaries was seen only between two distant polls, the next
+    ones precisely, at a lower power: each boundary is placed back from that update, not
+    from a later one across intervals at another power (which clamps both to the top of
+    their interval: a 0 J run)."""
+    log = UpdateLog(fit_phase=False)
+    log.observe(0.050, 0.0)  # the run's start reads the counter; 100 W until 0.2 s
+    log.observe(0.120, 10.0)  # 70 ms later: the update at 0.1 s, timed coarsely
+    log.observe(0.1995, 10.0)
+    log.observe(0.2005, 20.0)  # 10 W from 0.2 s on, timed precisely
+    log.observe(0.2995, 20.0)
+    log.observe(0.3005, 21.0)
+    log.observe(0.3995, 21.0)
+    log.observe(0.4005, 22.0)
+    start, end = CounterBoundary(0.050, 0.0), CounterBoundary(0.055, 0.0)
+    start_j = start.place_forward(log.updates, relaxed=False)
+    end_j = end.place_forward(log.updates, relaxed=False)
+    assert start_j is not None
+    assert end_j is not None
+    assert 0.0 <= start_j < end_j < 10.0

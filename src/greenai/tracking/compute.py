@@ -10,17 +10,16 @@ window (a counter restart, a rejected value), or the sampler itself failed.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from greenai.tracking.readings import energy_at, interpolate
 from greenai.tracking.result import PowerTimeline, Result, Snapshot
 from greenai.tracking.run_samples import RunSamples
-from greenai.tracking.step_stats import StepDigest, StepStats
+from greenai.tracking.step_log import StepLog
 from greenai.tracking.timeline import PowerBuckets
 from greenai.tracking.uncertainty import reading_bound_j
-from greenai.tracking.windows import Span, Steps
+from greenai.tracking.windows import Span
 
 
 class RunResults:
@@ -39,7 +38,7 @@ class RunResults:
     def __init__(
         self,
         samples: RunSamples,
-        steps: Steps,
+        steps: StepLog,
         *,
         run_id: str,
         start_unix_s: float,
@@ -54,6 +53,7 @@ class RunResults:
         self._t_origin = t_origin
         self._missing = list(missing)
         self._account = account
+        self.run_span: Span | None = None  # the run's own span, once made
 
     def finalize(self, span: Span, metadata: dict[str, Any], *, running: bool) -> Result:
         """The ended ``span``'s result (kept); first places its GPU counter boundaries (at
@@ -146,7 +146,7 @@ class RunResults:
             partial_reasons=tuple(reasons),
             windows=tuple(self._compute_child(c) for c in span.children),
             timeline=timeline,
-            steps=self._step_stats(t0, t1),
+            steps=self._steps.stats(span, samples, self.run_span or span),
             run_id=self._run_id,
             offset_s=t0 - self._t_origin,
             metadata=metadata,
@@ -167,27 +167,3 @@ class RunResults:
         if span.result is None:
             span.result = self._compute(span, {})
         return span.result
-
-    def _step_stats(self, t0: float, t1: float) -> StepStats | None:
-        """Steps inside [t0, t1], their energy interpolated from the sampled cumulative energy."""
-        import numpy as np
-
-        samples = self._samples
-        lo, hi = bisect_left(self._steps.starts, t0), bisect_right(self._steps.ends, t1)
-        if hi <= lo:
-            return None
-        starts = np.array(self._steps.starts[lo:hi], dtype=np.float64)
-        ends = np.array(self._steps.ends[lo:hi], dtype=np.float64)
-        times = np.array(samples.times, dtype=np.float64)
-        t_last = max(t1, times[-1])
-        if t_last > times[-1]:  # a window read before the next sample: extend at the last power
-            times = np.append(times, t_last)
-        energies = np.zeros(hi - lo)
-        for m in samples.meters:
-            cum = np.array(m.cum_j, dtype=np.float64)
-            if len(cum) < len(times):
-                cum = np.append(cum, interpolate(samples, m, t_last))
-            energies += np.maximum(0.0, np.interp(ends, times, cum) - np.interp(starts, times, cum))
-        digest = StepDigest()  # call site for the records: bounded, whatever the step count
-        digest.extend(ends - starts, energies)
-        return digest.stats()

@@ -46,8 +46,9 @@ from greenai.tracking.readings import Mark, take_mark
 from greenai.tracking.result import Forecast, Result, Snapshot
 from greenai.tracking.run_config import run_config
 from greenai.tracking.run_samples import RunSamples
+from greenai.tracking.step_log import StepLog
 from greenai.tracking.tracked import Tracked, TrackedFunction
-from greenai.tracking.windows import Span, StepMark, Steps, Window, Windows
+from greenai.tracking.windows import Span, StepMark, Window, Windows
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ class Meter:
         self._metadata: dict[str, Any] = {}
         self._samples: RunSamples | None = None
         self._results: RunResults | None = None
-        self._steps = Steps()
+        self._steps = StepLog()
         self._windows: Windows | None = None
 
     # ----------------------------------------------------------------- public API
@@ -170,7 +171,7 @@ class Meter:
             for d in devices
             if d.kind == "gpu" and isinstance(i := getattr(d, "cuda_index", None), int)
         ]
-        self._steps = Steps()
+        self._steps = StepLog()
         run_id = str(uuid.uuid4())
         self._metadata = describe(devices)
         if self._job is not None:
@@ -195,7 +196,9 @@ class Meter:
                 mark=self._mark,
                 finalize=self._finalize,
                 lock=self._lock,
+                steps=self._steps,
             )
+            self._results.run_span = self._windows.root
         except BaseException:
             samples.detach()
             samples.release()
@@ -397,9 +400,8 @@ class Meter:
         assert self._samples is not None
         return StepMark(
             self._steps,
-            self._samples.clock,
+            self._samples,
             self._config["observers"],
-            lock=self._lock,
             inert=lambda: self._state == "forked",
         )
 

@@ -294,8 +294,11 @@ class CounterBoundary:
             return None
         first, second = log[pair], log[pair + 1]
         power_w = (second.energy_j - first.energy_j) / (second.t - first.t)
-        estimate_j = first.energy_j - power_w * (first.t - self.t)
-        return min(max(estimate_j, self.stale_j), log[after].energy_j), power_w, log[after]
+        # back from the update that ends the boundary's interval, even if it was timed only
+        # coarsely: from a later one, the intervals between (at other powers) would count too
+        end = log[after]
+        estimate_j = end.energy_j - power_w * (end.t - self.t)
+        return min(max(estimate_j, self.stale_j), end.energy_j), power_w, end
 
 
 def place_interval(

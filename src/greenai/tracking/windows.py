@@ -3,13 +3,13 @@
 The run itself is the root :class:`Span` of its :class:`Windows`; a window is a span
 under the nested window open when it began (or under the root; keyed windows, which may
 overlap, always are). A span's result is computed once (:mod:`greenai.tracking.compute`)
-and kept. Steps are lighter: only their start and end times (:class:`Steps`).
+and kept. A step is lighter: :class:`StepMark` hands its times to the run's step log
+(:mod:`~greenai.tracking.step_log`).
 """
 
 from __future__ import annotations
 
 import threading
-from array import array
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -19,6 +19,8 @@ from greenai.tracking.result import Result
 
 if TYPE_CHECKING:
     from greenai.tracking.observer import RunObserver
+    from greenai.tracking.run_samples import RunSamples
+    from greenai.tracking.step_log import StepLog
 
 
 class Span:
@@ -41,50 +43,30 @@ def walk(span: Span) -> Iterator[Span]:
         yield from walk(child)
 
 
-class Steps:
-    """The steps marked so far, in the order they ended: start and end times. Units: s."""
-
-    __slots__ = ("ends", "starts")
-
-    def __init__(self) -> None:
-        self.starts = array("d")
-        self.ends = array("d")
-
-    def __len__(self) -> int:
-        return len(self.ends)
-
-    def add(self, start_s: float, end_s: float) -> None:
-        """Record one step (under the run's lock: the results read these)."""
-        self.starts.append(start_s)
-        self.ends.append(end_s)
-
-
 class StepMark:
     """One step of a run, as a context manager (see :meth:`greenai.tracking.meter.Meter.step`).
 
     Args:
-        steps: The run's steps, added to (under ``lock``) when the step ends.
-        clock: The run's clock.
+        steps: The run's steps, added to when the step ends.
+        samples: The run's samples (the steps' energy comes from them).
         observers: Told of each step that ends normally.
-        lock: The run's lock.
         inert: True when the run is not this process's (a forked child): nothing is marked.
     """
 
-    __slots__ = ("_clock", "_inert", "_lock", "_observers", "_steps", "_t0")
+    __slots__ = ("_clock", "_inert", "_observers", "_samples", "_steps", "_t0")
 
     def __init__(
         self,
-        steps: Steps,
-        clock: Clock,
+        steps: StepLog,
+        samples: RunSamples,
         observers: Sequence[RunObserver],
         *,
-        lock: threading.RLock,
         inert: Callable[[], bool],
     ) -> None:
         self._steps = steps
-        self._clock = clock
+        self._samples = samples
+        self._clock: Clock = samples.clock
         self._observers = observers
-        self._lock = lock
         self._inert = inert
         self._t0 = 0.0
 
@@ -96,8 +78,7 @@ class StepMark:
         if self._inert():
             return  # the parent's run: not this process's to mark
         t1 = self._clock.now()
-        with self._lock:
-            self._steps.add(self._t0, t1)
+        self._steps.add(self._t0, t1, self._samples)
         if exc_type is None:
             for observer in self._observers:
                 observer.step_ended(self._t0, t1)
@@ -112,6 +93,7 @@ class Windows:
         mark: Reads a window boundary: synchronizes, timestamps and reads the counters.
         finalize: An ended span's result.
         lock: Guards the tree; the tracker's readings share it.
+        steps: The run's steps: each window (and the run) gathers its own from its start.
     """
 
     def __init__(
@@ -121,8 +103,11 @@ class Windows:
         mark: Callable[[], Mark],
         finalize: Callable[[Span], Result],
         lock: threading.RLock,
+        steps: StepLog,
     ) -> None:
         self.root = root
+        self._steps = steps
+        steps.collect(root)
         self._mark = mark
         self._finalize = finalize
         self._lock = lock
@@ -132,6 +117,7 @@ class Windows:
     def open(self, name: str | None, *, nested: bool) -> Span:
         """Begin a window: under the innermost open nested window (or the run)."""
         span = Span(name, self._mark())
+        self._steps.collect(span)
         with self._lock:
             parent = self._stack[-1] if nested and self._stack else self.root
             parent.children.append(span)
