@@ -12,6 +12,7 @@ Nothing here takes a lock: the sampler calls these methods under its own.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from collections import deque
@@ -230,8 +231,10 @@ class DeviceChannel:
             if self.last_boundary is None or boundary.t >= self.last_boundary.t:
                 self.last_boundary = boundary
             return
-        self.pending.append(boundary)
-        self.pending.sort(key=lambda b: b.t)
+        if self.pending and boundary.t < self.pending[-1].t:  # read first, added later
+            bisect.insort(self.pending, boundary, key=lambda b: b.t)
+        else:
+            self.pending.append(boundary)
 
     def settle(self, *, relaxed_until_t: float = -math.inf) -> None:
         """Place the queued boundaries the log now allows, in time order; those that share
