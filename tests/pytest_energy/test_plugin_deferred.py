@@ -130,3 +130,38 @@ def test_under_xdist_the_late_figures_come_with_the_workers_output(
     saved = tmp_path / "energy.json"
     result = run(real_clock_project, "-n", "2", "--energy", GPU_ONLY, f"--energy-save={saved}")
     _check(result, saved, workers=2, root=real_clock_project.path)
+
+
+SEPARATE_TESTS = """
+import time
+
+import pytest
+
+@pytest.mark.parametrize("k", range(5))
+def test_burst(sim, k, request):
+    e0 = sim.true_energy_j(0)
+    sim.set_load(0, 1.0)
+    time.sleep(0.004 * (k + 1))
+    sim.set_load(0, 0.0)
+    truth = request.config.rootpath / f"truth{k}.txt"
+    truth.write_text(str(sim.true_energy_j(0) - e0))
+"""
+
+
+def test_separate_tests_each_get_figures_of_their_own(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Back to back, 4-20 ms tests share counter updates and their figures are estimates;
+    with --energy-separate each starts on an update of its own and is measured like a
+    test with a budget."""
+    monkeypatch.setenv("GREENAI_COUNTRY", "FRA")
+    pytester.makeini(INI)
+    pytester.makeconftest(REAL_CLOCK_CONFTEST)
+    pytester.makepyfile(test_bursts=SEPARATE_TESTS)
+    saved = tmp_path / "energy.json"
+    result = run(pytester, "--energy", "--energy-separate", GPU_ONLY, f"--energy-save={saved}")
+    result.assert_outcomes(passed=5)
+    windows = {w.name.rsplit("[", 1)[1].rstrip("]"): w for w in read_record(saved).windows}
+    for k in range(5):
+        truth_j = float((pytester.path / f"truth{k}.txt").read_text())
+        assert windows[str(k)].energy_by_device_j["gpu0"] == pytest.approx(truth_j, rel=0.15), k

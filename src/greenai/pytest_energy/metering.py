@@ -191,7 +191,7 @@ class TestMeter:
             with collect_warnings(self.notes):
                 tracker = tracker_for(self.nodeid, self.options)
                 self._virtual = _clock.active().virtual
-                if self.budget:  # its own counter updates: not shared with earlier tests'
+                if self.budget or self.options.separate:  # not sharing earlier tests' updates
                     finisher.drain()
                 tracker.start()
         except Exception as e:  # metering must not fail the test: its budget is unmeasured

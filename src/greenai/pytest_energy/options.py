@@ -66,6 +66,8 @@ class Options:
         cpu: Meter CPU packages.
         dram: Meter memory.
         repeat: Runs of each metered test's call; budgets apply to the median.
+        separate: Every metered test starts on a counter update of its own (else only
+            those with a budget): no test shares its GPU figures with the ones before it.
         unmeasured: ``skip``, ``fail`` or ``pass`` for a budget that could not be measured.
         save: Where to write the session's record, or None.
         compare: A record to compare with, or None.
@@ -77,6 +79,7 @@ class Options:
     cpu: bool = True
     dram: bool = True
     repeat: int = 1
+    separate: bool = False
     unmeasured: str = "skip"
     save: str | None = None
     compare: str | None = None
@@ -102,6 +105,7 @@ def parse_options(
     devices: str | None = None,
     gpus: str | None = None,
     repeat: str | int | None = None,
+    separate: bool = False,
     unmeasured: str | None = None,
     save: str | None = None,
     compare: str | None = None,
@@ -114,6 +118,7 @@ def parse_options(
         devices: ``--energy-devices``, e.g. ``"gpu,cpu"`` (None: all kinds).
         gpus: ``--energy-gpus``, e.g. ``"0,1"`` (None: every visible GPU).
         repeat: ``--energy-repeat`` (None: 1).
+        separate: ``--energy-separate``.
         unmeasured: ``--energy-unmeasured`` (None: ``skip``).
         save: ``--energy-save``.
         compare: ``--energy-compare``.
@@ -150,6 +155,7 @@ def parse_options(
         cpu="cpu" in kinds,
         dram="dram" in kinds,
         repeat=_parse_repeat(repeat),
+        separate=bool(separate),
         unmeasured=policy,
         save=save,
         compare=compare,

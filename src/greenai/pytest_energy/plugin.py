@@ -20,9 +20,10 @@ A metered test's call phase (not its setup or teardown) runs under a
 :class:`greenai.Tracker`; a budget exceeded fails the test with what was spent,
 the budget and where the figure came from. Options (``pytest --help``, group
 "energy"): ``--energy`` (meter every test), ``--energy-devices``, ``--energy-gpus``,
-``--energy-repeat``, ``--energy-unmeasured``, ``--energy-save``, ``--energy-compare``
-and ``--energy-compare-fail``. The parts live in :mod:`greenai.pytest_energy`; for
-type hints, the fixture is a :class:`greenai.pytest_energy.metering.EnergyFixture`.
+``--energy-repeat``, ``--energy-separate``, ``--energy-unmeasured``, ``--energy-save``,
+``--energy-compare`` and ``--energy-compare-fail``. The parts live in
+:mod:`greenai.pytest_energy`; for type hints, the fixture is a
+:class:`greenai.pytest_energy.metering.EnergyFixture`.
 """
 
 from __future__ import annotations
@@ -82,6 +83,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="run each metered test's call N times and check budgets against the medians, "
         "so noisy figures don't flake (default: 1)",
+    )
+    group.addoption(
+        "--energy-separate",
+        action="store_true",
+        default=None,
+        help="start each metered test on a GPU energy counter update of its own, so tests "
+        "shorter than one update (~100 ms) get figures of their own: each waits up to "
+        "about one update (default: only tests with a budget wait)",
     )
     group.addoption(
         "--energy-unmeasured",
@@ -156,6 +165,7 @@ class EnergyPlugin:
             "energy_devices",
             "energy_gpus",
             "energy_repeat",
+            "energy_separate",
             "energy_unmeasured",
             "energy_save",
             "energy_compare",
@@ -177,6 +187,7 @@ class EnergyPlugin:
                 devices=get("energy_devices"),
                 gpus=get("energy_gpus"),
                 repeat=get("energy_repeat"),
+                separate=bool(get("energy_separate")),
                 unmeasured=get("energy_unmeasured"),
                 save=get("energy_save"),
                 compare=get("energy_compare"),

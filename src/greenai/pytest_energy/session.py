@@ -219,8 +219,9 @@ class EnergySession:
                 f"{len(shared)} test(s) ran for less than a GPU energy counter's update "
                 f"period: their GPU figures are uncertain by more than {UNCERTAIN_SHARE:.0%} "
                 "(the saved record has each test's bound); back to back without a "
-                "budget, tests share the counter's updates (the total over them is exact), "
-                "while a test with a budget waits to be measured on its own"
+                "budget, tests share the counter's updates (the total over them is exact); "
+                "a test with a budget, or every test under --energy-separate, waits to be "
+                "measured on its own"
             )
         if self.baseline is not None:
             current = {n: t.figures for n, t in self.tests.items()}
