@@ -18,6 +18,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING
 
+from greenai.tracking.readings import interpolate
 from greenai.tracking.step_stats import StepDigest, StepStats
 
 if TYPE_CHECKING:
@@ -90,7 +91,11 @@ class StepLog:
             times = samples.times
             lo = max(0, bisect_right(times, first_start) - 1)
             t = list(times[lo:])
-            cums = [(list(m.cum_j[lo:]), m.power_w[-1], m.failed_at) for m in samples.meters]
+            cums = [list(m.cum_j[lo:]) for m in samples.meters]
+            if force and until_t > t[-1]:  # read before the next sample: on at the last power
+                t.append(until_t)
+                for cum, m in zip(cums, samples.meters, strict=True):
+                    cum.append(interpolate(samples, m, until_t))
         limit = until_t if force else min(until_t, t[-1])
         with self._lock:
             n = bisect_right(self._ends, limit)
@@ -99,23 +104,19 @@ class StepLog:
             self._horizon = max(self._horizon, limit)
             self._complete_up_to(self._horizon)
 
-    def _fold(
-        self, n: int, times: list[float], cums: list[tuple[list[float], float, float | None]]
-    ) -> None:
+    def _fold(self, n: int, times: list[float], cums: list[list[float]]) -> None:
+        """Fold the first ``n`` raw steps, all ended by ``times[-1]``."""
         import numpy as np
 
         starts = np.array(self._starts[:n], dtype=np.float64)
         ends = np.array(self._ends[:n], dtype=np.float64)
         grid = np.array(times, dtype=np.float64)
-        t_last = max(float(ends.max()), grid[-1])
         energies = np.zeros(n)
-        for cum, last_w, failed_at in cums:
+        for cum in cums:
             values = np.array(cum, dtype=np.float64)
-            if t_last > grid[-1]:  # read before the next sample: on at the last power
-                extra = 0.0 if math.isnan(last_w) or failed_at is not None else last_w
-                values = np.append(values, values[-1] + extra * (t_last - grid[-1]))
-            at = np.append(grid, t_last) if t_last > grid[-1] else grid
-            energies += np.maximum(0.0, np.interp(ends, at, values) - np.interp(starts, at, values))
+            energies += np.maximum(
+                0.0, np.interp(ends, grid, values) - np.interp(starts, grid, values)
+            )
         durations = ends - starts
         for span, digest in self._collecting:
             lo = bisect_left(self._starts, span.start.t, 0, n)
