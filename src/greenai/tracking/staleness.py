@@ -200,10 +200,17 @@ class CounterBoundary:
         after = next((u for u in updates if u.energy_j > self.stale_j), None)
         if after is not None:
             return self.stale_j, after.energy_j
-        own = next((u for u in reversed(updates) if u.energy_j == self.stale_j), None)
+        own = self.own_update(updates)
         if own is None or max_w is None:
             return self.stale_j, math.inf
-        return self.stale_j, self.stale_j + max_w * max(0.0, self.t - own.t)
+        return self.stale_j, self.stale_j + max_w * max(0.0, self.t - updates[own].t)
+
+    def own_update(self, log: Sequence[Update]) -> int | None:
+        """Where in ``log`` the update that published the boundary's (stale) reading is;
+        None when it was not logged (a counter still cold, or rolled out of the log)."""
+        return next(
+            (i for i in range(len(log) - 1, -1, -1) if log[i].energy_j == self.stale_j), None
+        )
 
     def halfwidth_j(self, updates: Sequence[Update], max_w: float | None = None) -> float:
         """How far the true cumulative energy can be from :meth:`value`. Units: J."""
@@ -246,9 +253,7 @@ class CounterBoundary:
     def _estimate(
         self, log: list[Update], previous: CounterBoundary | None, relaxed: bool
     ) -> float | None:
-        own = next(
-            (i for i in range(len(log) - 1, -1, -1) if log[i].energy_j == self.stale_j), None
-        )
+        own = self.own_update(log)
         if own is not None and own >= 1 and log[own].precise and log[own - 1].precise:
             before, at = log[own - 1], log[own]
             since_t, since_j = before.t, before.energy_j
@@ -340,7 +345,8 @@ def place_interval(
             anchor.value_j = min(max(backward_j, anchor.stale_j), first.energy_j)
     start_j = anchor.value_j
     if end_j <= start_j:  # the powers around the interval overstate it: spread it evenly
-        own_t = next((u.t for u in reversed(log) if u.energy_j == anchor.stale_j), None)
+        own = anchor.own_update(log)
+        own_t = None if own is None else log[own].t
         length_s = first.t - own_t if own_t is not None and own_t < first.t else period_s
         if not length_s:  # the period not learned yet: the gap after the interval
             later = [u.t for u in log if u.energy_j > first.energy_j][:1]
