@@ -81,9 +81,9 @@ def _call(job: Callable[[], None]) -> None:
         logger.debug("finisher job %r failed", job, exc_info=True)
 
 
-def drain(timeout_s: float | None = None) -> None:
+def drain() -> None:
     """Finish every queued run now, in the calling thread, then wait for those the finisher
-    threads are finishing (at most ``timeout_s`` each; None: until they are done)."""
+    threads are finishing."""
     while True:
         with _lock:
             job = _jobs.popleft() if _jobs else None
@@ -93,7 +93,7 @@ def drain(timeout_s: float | None = None) -> None:
         _call(job)
     for thread in threads:
         if thread is not threading.current_thread():
-            thread.join(timeout_s)
+            thread.join()
 
 
 def show_at_exit(show: Callable[[], None]) -> None:
