@@ -211,9 +211,8 @@ def back_to_back(
     return windows, total
 
 
-def bursty(backend: Backend, seed: int, *, length_s: float = 3.0) -> Measured:
-    """A run of ``length_s`` of short random bursts at full power over idle (kernels of
-    2-20 ms, gaps of 2-30 ms), starting at a random instant."""
+def bursty_trace(seed: int, *, length_s: float = 3.0) -> tuple[Trace, float, float]:
+    """:func:`bursty`'s trace, window start and end."""
     offset = _layout_rng(seed).uniform(0.0, 0.1)
     bursts = Trace.bursts(  # bursts drawn from their own seed
         IDLE_W,
@@ -224,9 +223,14 @@ def bursty(backend: Backend, seed: int, *, length_s: float = 3.0) -> Measured:
         idle_s=(0.002, 0.03),
     )
     trace = Trace([t + offset for t in bursts.times_s], bursts.levels_w)
-    windows, _ = meter_windows(
-        backend, trace, [(offset, offset + length_s)], end_s=offset + length_s + 0.2, seed=seed
-    )
+    return trace, offset, offset + length_s
+
+
+def bursty(backend: Backend, seed: int, *, length_s: float = 3.0) -> Measured:
+    """A run of ``length_s`` of short random bursts at full power over idle (kernels of
+    2-20 ms, gaps of 2-30 ms), starting at a random instant."""
+    trace, start, end = bursty_trace(seed, length_s=length_s)
+    windows, _ = meter_windows(backend, trace, [(start, end)], end_s=end + 0.2, seed=seed)
     return windows[0]
 
 

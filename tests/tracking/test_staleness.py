@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from greenai.tracking.staleness import POLL_S, CounterBoundary, UpdateLog, place_interval
+from greenai.tracking.staleness import (
+    POLL_S,
+    CounterBoundary,
+    PeriodEstimator,
+    UpdateLog,
+    place_interval,
+)
 
 
 def _counter(
@@ -21,6 +27,25 @@ def _poll(log: UpdateLog, until_s: float, **kw: object) -> None:
     while t <= until_s:
         log.observe(t, _counter(t, **kw))  # type: ignore[arg-type]
         t = log.next_poll(t)
+
+
+@pytest.mark.parametrize(
+    ("gaps_s", "period_s"),
+    [
+        ([0.1, 0.1, 0.1], 0.1),
+        ([0.3, 0.4], 0.1),  # readings that came out the same hid the periods between
+        ([0.2, 0.1, 0.5], 0.1),
+        ([0.0505, 0.0498, 0.0502], 0.0502),  # jitter within a precise update's timing
+        ([0.099, 0.1, 0.101, 0.2], 0.1),
+    ],
+)
+def test_period_is_the_longest_every_gap_is_a_multiple_of(
+    gaps_s: list[float], period_s: float
+) -> None:
+    estimator = PeriodEstimator()
+    for gap_s in gaps_s:
+        estimator.add_gap(gap_s)
+    assert estimator.period_s == pytest.approx(period_s, abs=0.002)
 
 
 def test_learns_period_and_locks_phase() -> None:

@@ -49,24 +49,44 @@ idle counter should not be polled a thousand times a second)."""
 
 _HISTORY = 256
 _PERIOD_SAMPLES = 8
+_MAX_SPAN = 16  # the most periods one gap between seen updates is taken to span
 _FIT_UPDATES = 32  # the recent updates that time each other (see UpdateLog._fit_phase)
 _FIT_MIN = 4
 
 
 class PeriodEstimator:
     """A publication period learned from the gaps between precisely timed updates (a counter's
-    or a power reading's): the median of the last few gaps, each divided by the whole number of
-    periods it spans once a first estimate exists. Units: s."""
+    or a power reading's). A gap may span several periods (a reading that came out the same
+    went unseen), so the period is the longest one every recent gap is a whole multiple of,
+    refined as the median of the gaps each divided by its multiple. Units: s."""
 
     def __init__(self) -> None:
         self.period_s: float | None = None
-        self.gaps_s: deque[float] = deque(maxlen=_PERIOD_SAMPLES)
+        self.gaps_s: deque[float] = deque(maxlen=_PERIOD_SAMPLES)  # each per period
+        self._raw_s: deque[float] = deque(maxlen=_PERIOD_SAMPLES)
 
     def add_gap(self, gap_s: float) -> None:
-        """Feed the time between two precisely timed updates with none missed in between."""
-        periods = max(1, round(gap_s / self.period_s)) if self.period_s else 1
-        self.gaps_s.append(gap_s / periods)
+        """Feed the time between two precisely timed updates with none seen in between."""
+        self._raw_s.append(gap_s)
+        base_s = _common_period(self._raw_s)
+        self.gaps_s = deque(
+            (g / max(1, round(g / base_s)) for g in self._raw_s), maxlen=_PERIOD_SAMPLES
+        )
         self.period_s = statistics.median(self.gaps_s)
+
+
+def _common_period(gaps_s: Sequence[float]) -> float:
+    """The longest period of which every gap is a whole multiple, to within the timing of a
+    precise update: the shortest gap divided by the fewest periods that fit them all (gaps
+    of 0.3 and 0.4 s: 0.1 s). The shortest gap when none fits."""
+    shortest = min(gaps_s)
+    for m in range(1, _MAX_SPAN + 1):
+        period = shortest / m
+        if m > 1 and period < 4 * PRECISE_GAP_S:
+            break
+        if all(abs(g - round(g / period) * period) <= PRECISE_GAP_S for g in gaps_s):
+            return period
+    return shortest
 
 
 class Update(NamedTuple):
