@@ -23,10 +23,12 @@ def _fresh_probes() -> Iterator[None]:
 def _isolated_user_dirs(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No test reads the developer's config or writes their run history."""
+    """No test reads the developer's config, writes their run history, or shares power-limit
+    journals and leases with another test."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(home / "state"))
     for name in [n for n in os.environ if n.startswith("GREENAI_")]:
         monkeypatch.delenv(name)
     # the "location unknown" warning is shown once per process: once per test here

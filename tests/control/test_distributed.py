@@ -26,7 +26,10 @@ STEPS = 600
 WORK_S = 0.1
 HEAVIER = 1.2  # rank 1's work per step, relative to rank 0's
 PG_TIMEOUT_S = 5.0
-GPUS = [SimulatedGPU(), SimulatedGPU(min_limit_w=250.0)]
+GPUS = [  # two physical GPUs: their own UUIDs (each rank sees its GPU as index 0)
+    SimulatedGPU(uuid="GPU-00000000-0000-4000-8000-000000000000"),
+    SimulatedGPU(min_limit_w=250.0, uuid="GPU-00000000-0000-4000-8000-000000000001"),
+]
 
 
 def work_s(rank: int) -> float:

@@ -181,12 +181,17 @@ def test_device_lost_during_restore_is_reported_not_raised_and_stays_journaled(
     with simulated_nvml([h100()], virtual_clock=True) as sim:
         gpu = only_gpu()
         guard = PowerLimitGuard([gpu], journal_path=journal)
-        with guard:
-            guard.set_limit_w(gpu, 300.0)
-            sim.inject(0, "lost")
-        # __exit__ did not raise; the failure is kept for the next start
+        with pytest.warns(ControlWarning, match="greenai limits --restore") as record:
+            with guard:
+                guard.set_limit_w(gpu, 300.0)
+                sim.inject(0, "lost")
+        # __exit__ did not raise, but said so at the user's line, with the fix
+        assert record[0].filename == __file__
+        assert "could not restore the power limit of gpu0" in str(record[0].message)
+        # the failure is kept for the next start
         assert read_journal(journal)["owners"][0]["devices"][0]["key"] == UUID
-        failed = guard.close()
+        with pytest.warns(ControlWarning):
+            failed = guard.close()
         assert len(failed) == 1
         assert "gpu0" in failed[0]
         sim.clear_faults(0)

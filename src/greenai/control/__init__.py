@@ -13,12 +13,13 @@ The modules, by concern:
   ``ranks`` (one plan for the ranks of a ``torch.distributed`` job, or this rank
   alone), ``distributed`` (the collectives);
 * power limits that are always given back: ``limits`` (:class:`PowerLimitGuard`,
-  :func:`recover`), ``limit_journal`` (the on-disk journal and its locking),
-  ``recovery`` (restoring what killed runs left);
+  :func:`recover`), ``lease`` (one process at a time changes a GPU's limit),
+  ``limit_journal`` (the on-disk journal and its locking), ``recovery`` (restoring what
+  killed runs left), ``limit_signals`` (restoring on the signals that end a process);
 * batch size: ``batch_size`` (:class:`BatchSizeController`), ``batch_choice``,
   ``batch_windows``, ``batch_oom``, ``batch_store``, ``batch_sampler``
   (:class:`AdaptiveBatchSampler`);
-* ``state``: the folder where all of it outlives a run.
+* the folder where all of it outlives a run: :mod:`greenai.core.state`.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from greenai.control.batch_choice import SizePoint, check_size
-from greenai.control.state import state_dir
 from greenai.core.files import write_atomic
+from greenai.core.state import state_dir
 
 logger = logging.getLogger(__name__)
 

@@ -19,6 +19,11 @@ One entry per process; processes sharing the journal serialize through an
 ``fcntl.flock`` on a sidecar ``.lock`` file (:func:`locked`) and keep each
 other's entries. A process is told apart from an earlier one that had its pid
 by its start time in clock ticks (Linux ``/proc``).
+
+A journal sets hardware limits, so only one this user wrote is trusted: its folder is
+created 0700, the journal and its lock are 0600 and opened without following links, and
+a journal that belongs to another user is never read, rewritten or moved
+(:class:`JournalForeign`).
 """
 
 from __future__ import annotations
@@ -35,13 +40,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from greenai.control.state import state_dir
 from greenai.core.errors import ControlWarning, warn
+from greenai.core.state import (
+    POWER_LIMIT_JOURNAL,
+    ForeignFileError,
+    open_private,
+    private_dir,
+    state_dir,
+)
 from greenai.devices.base import Device
 
 logger = logging.getLogger(__name__)
 
-JOURNAL_NAME = "power_limits.json"
 _FORMAT = "greenai-power-limits"
 _VERSION = 1
 
@@ -52,7 +62,7 @@ def default_journal_path() -> Path:
     ``XDG_STATE_HOME`` falls back to ``~/.local/state`` when unset, empty or not an
     absolute path (the XDG Base Directory rules).
     """
-    return state_dir() / JOURNAL_NAME
+    return state_dir() / POWER_LIMIT_JOURNAL
 
 
 def device_key(device: Device) -> str:
@@ -81,8 +91,8 @@ def locked(path: Path) -> Iterator[None]:
     with thread_lock:
         held = _flocks.get(path)
         if held is None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o666)
+            private_dir(path.parent)
+            fd = open_private(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT)
             try:
                 if sys.platform != "win32":
                     import fcntl
@@ -108,16 +118,36 @@ class JournalUnreadable(Exception):
     """The journal exists but is not a greenai power-limit journal this version can read."""
 
 
+class JournalForeign(JournalUnreadable):
+    """The journal belongs to another user (or is a link): it is not acted on, nor touched."""
+
+
 def read_owners(path: Path) -> list[dict[str, Any]]:
-    """The journal's owner entries; [] when there is no journal. Call under :func:`locked`."""
+    """The journal's owner entries; [] when there is no journal. Call under :func:`locked`.
+
+    Raises:
+        JournalForeign: The journal is another user's, or a link.
+        JournalUnreadable: It is not a journal this version can read.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = open_private(path, os.O_RDONLY)
     except FileNotFoundError:
         return []
+    except ForeignFileError as e:
+        raise JournalForeign(str(e)) from None
+    except OSError as e:
+        raise JournalForeign(f"{path} cannot be opened safely ({e.strerror})") from None
+    with os.fdopen(fd, "rb") as f:
+        raw = f.read(1 << 20)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise JournalUnreadable(f"{path} is not UTF-8 text") from e
     try:
         data = json.loads(text)
     except ValueError as e:
-        raise JournalUnreadable(f"{path} is not valid JSON: {e}") from e
+        line = getattr(e, "lineno", "?")
+        raise JournalUnreadable(f"{path} is not valid JSON (line {line})") from None
     if not isinstance(data, dict) or data.get("format") != _FORMAT:
         raise JournalUnreadable(f"{path} is not a greenai power-limit journal")
     if data.get("version") != _VERSION:
@@ -141,7 +171,7 @@ def write_owners(path: Path, owners: list[dict[str, Any]]) -> None:
         fsync_directory(path.parent)
         return
     data = {"format": _FORMAT, "version": _VERSION, "owners": owners}
-    write_atomic(path, (json.dumps(data, indent=1) + "\n").encode("utf-8"))
+    write_atomic(path, (json.dumps(data, indent=1) + "\n").encode("utf-8"), mode=0o600)
 
 
 def proc_stat(pid: int) -> tuple[str, int] | None:
@@ -196,6 +226,8 @@ def add_entry(path: Path, device: Device, original_w: float) -> bool:
     key = device_key(device)
     try:
         owners = read_owners(path)
+    except JournalForeign as e:
+        raise PermissionError(f"the journal is not safe to use: {e}") from None
     except JournalUnreadable as e:
         set_aside(path, str(e))
         owners = []

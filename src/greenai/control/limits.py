@@ -4,8 +4,15 @@ A GPU power limit outlives the process that set it (it lasts until the driver
 reloads or someone sets another), so a run that lowers it and dies would leave
 the GPU slow for everyone after it. Every limit greenai changes goes through a
 :class:`PowerLimitGuard`, which restores the original on every way out: normal
-end of the ``with`` block, an exception, ``KeyboardInterrupt``, ``SIGTERM``
-(a handler restores, then hands the signal on) and interpreter exit (``atexit``).
+end of the ``with`` block, an exception, ``KeyboardInterrupt``, ``SIGTERM``,
+``SIGHUP`` and ``SIGQUIT`` (a handler restores, then hands the signal on:
+:mod:`greenai.control.limit_signals`) and interpreter exit (``atexit``).
+
+The GPU is shared with other people's jobs, so a guard changes a GPU's limit only while
+it holds that GPU's lease (:mod:`greenai.control.lease`): one process at a time, the one
+that recorded the original. A guard that finds the lease taken changes nothing and says
+which process controls the GPU. A limit that cannot be put back is a warning naming the
+command that fixes it, and its lease is held until the process ends.
 
 A hard kill (``SIGKILL``, OOM killer, power loss) runs none of that. For that
 case the original limit is written to a journal file
@@ -26,14 +33,14 @@ import atexit
 import logging
 import math
 import os
-import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import Any, NamedTuple
+from types import TracebackType
+from typing import NamedTuple
 
+from greenai.control import lease, limit_signals
 from greenai.control.limit_journal import (
     add_entry,
     default_journal_path,
@@ -60,8 +67,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-_SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
 
 class Refusal(NamedTuple):
@@ -193,8 +198,7 @@ class PowerLimitGuard:
         self._denied: set[str] = set()  # devices not to be tried again
         self._warned = False
         self._lock = threading.RLock()
-        self._previous_sigterm: _SignalHandler = None
-        self._sigterm_installed = False
+        self._leased: set[str] = set()  # devices whose lease this guard holds
         self._entered = False
 
     def __repr__(self) -> str:
@@ -204,7 +208,7 @@ class PowerLimitGuard:
     # -- context manager
 
     def __enter__(self) -> PowerLimitGuard:
-        """Recover limits left by killed runs, then start guarding (SIGTERM handler, atexit)."""
+        """Recover limits left by killed runs, then start guarding (signal handlers, atexit)."""
         if self._entered:
             raise RuntimeError(f"{self!r} is already active; a guard cannot be entered twice")
         self.recovered = recover(self.journal_path, list(self._devices.values()))
@@ -222,18 +226,27 @@ class PowerLimitGuard:
         self.close()
 
     def close(self) -> list[str]:
-        """Restore every changed limit and stop guarding (remove the SIGTERM handler).
+        """Restore every changed limit and stop guarding. A limit that could not be put back
+        is a :class:`~greenai.core.errors.ControlWarning` naming the command that fixes it.
 
         Returns:
             What :meth:`restore` could not put back (empty when all went well).
         """
         failed = self.restore()
-        self._uninstall_sigterm()
         self._entered = False
-        if not self._held:
-            with thread_lock:
-                if self in _active:
-                    _active.remove(self)
+        with thread_lock:
+            if not self._held and self in _active:
+                _active.remove(self)
+            if not _active:
+                limit_signals.uninstall()
+        if failed:
+            warn(
+                "greenai could not restore the power limit of "
+                + "; ".join(failed)
+                + ". Restore it with `greenai limits --restore` (as a user allowed to set "
+                "limits), or `nvidia-smi -i INDEX -pl WATTS`.",
+                ControlWarning,
+            )
         return failed
 
     # -- steering
@@ -280,14 +293,18 @@ class PowerLimitGuard:
                 )
             first = key not in self._held
             if first:
+                if not self._take_lease(owned, limit_w):
+                    return False
                 try:
                     original_w = owned.power_limit_w()
                 except DeviceError as e:
+                    self._drop_lease(key)
                     self._deny(owned, limit_w, e)
                     return False
                 try:
                     self._journal_add(owned, original_w)
                 except OSError as e:
+                    self._drop_lease(key)
                     self._refuse(
                         owned,
                         limit_w,
@@ -304,6 +321,7 @@ class PowerLimitGuard:
                 if first:  # nothing changed: forget the original again
                     del self._held[key]
                     self._journal_remove(key)
+                    self._drop_lease(key)
                 self._deny(owned, limit_w, e)
                 return False
             return True
@@ -312,8 +330,9 @@ class PowerLimitGuard:
         """Set every changed device back to the limit it had before this guard changed it.
 
         Idempotent; safe from signal handlers and ``atexit``. A device that fails
-        (lost, permission withdrawn) is logged at debug, kept in the journal (so
-        the next start tries again) and named in the return value; nothing raises.
+        (lost, permission withdrawn) is kept in the journal (so the next start tries
+        again), keeps its lease while this process lives (so no other process records
+        the wrong original) and is named in the return value; nothing raises.
 
         Returns:
             One line per device that could not be restored; empty when all were.
@@ -332,13 +351,14 @@ class PowerLimitGuard:
                         held.original_w,
                         e,
                     )
-                    failed.append(f"{device_label(held.device)}: {held.original_w:g} W: {e}")
+                    failed.append(f"{device_label(held.device)} to {held.original_w:g} W ({e})")
                     continue
                 del self._held[key]
                 try:
                     self._journal_remove(key)
                 except Exception as e:
                     logger.debug("could not update %s: %r", self.journal_path, e)
+                self._drop_lease(key)
         return failed
 
     @property
@@ -387,7 +407,7 @@ class PowerLimitGuard:
             )
 
     def _activate(self) -> None:
-        """Join the process-wide list restored at exit and by SIGTERM; install the handler."""
+        """Join the process-wide list restored at exit and on signals; install the handlers."""
         global _atexit_registered
         with thread_lock:
             if self not in _active:
@@ -395,44 +415,38 @@ class PowerLimitGuard:
             if not _atexit_registered:
                 atexit.register(_at_exit)
                 _atexit_registered = True
-        if self._entered:
-            self._install_sigterm()
+            if self._entered:
+                limit_signals.install(_restore_all_active)
 
-    def _install_sigterm(self) -> None:
-        if self._sigterm_installed:
-            return
-        if threading.current_thread() is not threading.main_thread():
-            logger.debug("%r: not in the main thread, so no SIGTERM handler", self)
-            return
-        previous = signal.getsignal(signal.SIGTERM)
-        if previous == signal.SIG_IGN:
-            return  # SIGTERM does not end this process: nothing to restore on it
-        signal.signal(signal.SIGTERM, self._on_sigterm)
-        self._previous_sigterm = previous
-        self._sigterm_installed = True
-
-    def _uninstall_sigterm(self) -> None:
-        if not self._sigterm_installed:
-            return
-        self._sigterm_installed = False
+    def _take_lease(self, device: Device, limit_w: float) -> bool:
+        """Take ``device``'s lease, then put back what killed runs left on it; False (refused)
+        when another process controls it or the lease cannot be taken."""
+        key = device_key(device)
+        path = lease.lease_path(self.journal_path.parent, key)
         try:
-            if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
-                previous = self._previous_sigterm
-                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-        except ValueError as e:  # not in the main thread any more
-            logger.debug("%r: could not remove the SIGTERM handler: %r", self, e)
+            lease.acquire(path)
+        except lease.LeaseHeld as e:
+            self._refuse(
+                device,
+                limit_w,
+                f"it is {e} (another greenai process); metering only",
+                warn_about=True,
+                deny=True,
+            )
+            return False
+        except OSError as e:
+            self._refuse(
+                device, limit_w, f"its lease {path} cannot be taken ({e})", warn_about=True
+            )
+            return False
+        self._leased.add(key)
+        self.recovered += recover(self.journal_path, [device])
+        return True
 
-    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
-        """Restore every guarded limit in the process, then let SIGTERM do what it did before."""
-        _restore_all_active()
-        previous = self._previous_sigterm
-        self._uninstall_sigterm()
-        if callable(previous):
-            previous(signum, frame)
-        elif previous != signal.SIG_IGN:
-            # the default action: end the process with SIGTERM's status, as if we weren't here
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
+    def _drop_lease(self, key: str) -> None:
+        if key in self._leased:
+            self._leased.discard(key)
+            lease.release(lease.lease_path(self.journal_path.parent, key))
 
     def _journal_add(self, device: Device, original_w: float) -> None:
         """Record ``device``'s original limit under this process, unless already recorded."""

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from greenai.control.state import state_dir
 from greenai.core.files import write_atomic
+from greenai.core.state import state_dir
 
 logger = logging.getLogger(__name__)
 

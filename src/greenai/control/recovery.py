@@ -4,19 +4,23 @@ The work behind :func:`greenai.control.limits.recover`: read the journal
 (:mod:`greenai.control.limit_journal`), find the entries of processes that are
 gone, set their devices back to the recorded originals and drop the entries.
 Whether this process's own entries are still live is the guards' to say, so
-they pass that in.
+they pass that in. A device is put back only under its lease
+(:mod:`greenai.control.lease`), so never under a process that is steering it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from greenai.control import lease
 from greenai.control.limit_journal import (
+    JournalForeign,
     JournalUnreadable,
     device_key,
     device_label,
@@ -27,7 +31,7 @@ from greenai.control.limit_journal import (
     set_aside,
     write_owners,
 )
-from greenai.core.errors import DeviceError
+from greenai.core.errors import ControlWarning, DeviceError, warn
 from greenai.devices.base import Device
 
 logger = logging.getLogger(__name__)
@@ -48,11 +52,14 @@ def recover_journal(
     """
     restored: list[str] = []
     try:
-        if not path.exists():
+        if not os.path.lexists(path):
             return restored
         with locked(path):
             try:
                 owners = read_owners(path)
+            except JournalForeign as e:
+                _warn_untrusted(path, str(e))
+                return restored
             except JournalUnreadable as e:
                 set_aside(path, str(e))
                 return restored
@@ -73,7 +80,7 @@ def recover_journal(
                     if device is None:
                         kept.append(entry)
                         continue
-                    line = _restore_entry(device, entry, owner)
+                    line = _restore_leased(path, device, entry, owner)
                     if line is None:
                         kept.append(entry)  # try again at the next start
                     else:
@@ -81,9 +88,62 @@ def recover_journal(
                         restored.append(line)
                 owner["devices"] = kept
             write_owners(path, owners)
+    except PermissionError as e:  # the state folder or the lock is another user's
+        _warn_untrusted(path, str(e))
     except Exception as e:  # recovery is best effort: it must never stop a run from starting
         logger.debug("power-limit recovery from %s failed: %r", path, e, exc_info=True)
     return restored
+
+
+_warned_untrusted: set[Path] = set()
+
+
+def _warn_untrusted(path: Path, why: str) -> None:
+    """Say once per journal that it was not acted on (another user's, or a link)."""
+    if path in _warned_untrusted:
+        return
+    _warned_untrusted.add(path)
+    warn(
+        f"greenai: ignoring the power-limit journal {path}: {why}. Only journals this user "
+        "wrote are trusted; check the GPUs' limits with `greenai limits`.",
+        ControlWarning,
+    )
+
+
+def default_limit_w(device: Device) -> float | None:
+    """The GPU's default power limit, where its driver reports one. Units: W."""
+    read = getattr(device, "default_power_limit_w", None)
+    if read is None:
+        return None
+    try:
+        value = float(read())
+    except (DeviceError, TypeError, ValueError):
+        logger.debug("%s: no default power limit", device_label(device), exc_info=True)
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def trusted_limit_w(device: Device, recorded: object) -> tuple[float, str] | None:
+    """The limit to put ``device`` back to from a ``recorded`` original: the original when it
+    is a number inside the GPU's own range, else the GPU's default limit; with a note on
+    which it is. None when neither is known."""
+    try:
+        lo_w, hi_w = device.power_limit_range_w()
+    except DeviceError:
+        return None
+    if (
+        isinstance(recorded, int | float)
+        and not isinstance(recorded, bool)
+        and math.isfinite(recorded)
+        and lo_w <= recorded <= hi_w
+    ):
+        return float(recorded), ""
+    default_w = default_limit_w(device)
+    if default_w is None or not lo_w <= default_w <= hi_w:
+        return None
+    shown = f"{recorded:g} W" if isinstance(recorded, float | int) else "not a number"
+    why = f"the recorded original, {shown}, is outside [{lo_w:g}, {hi_w:g}] W"
+    return default_w, f" (its default: {why})"
 
 
 def _present_devices(devices: Sequence[Device] | None) -> dict[str, Device]:
@@ -94,19 +154,37 @@ def _present_devices(devices: Sequence[Device] | None) -> dict[str, Device]:
     return {device_key(d): d for d in devices}
 
 
-def _restore_entry(device: Device, entry: dict[str, Any], owner: dict[str, Any]) -> str | None:
-    """Set one journaled original back; the report line, or None when it failed."""
-    original_w = entry.get("original_limit_w")
-    if isinstance(original_w, bool) or not isinstance(original_w, int | float):
+def _restore_leased(
+    path: Path, device: Device, entry: dict[str, Any], owner: dict[str, Any]
+) -> str | None:
+    """:func:`_restore_entry` under the device's lease: never under a process steering it."""
+    lease_file = lease.lease_path(path.parent, device_key(device))
+    try:
+        lease.acquire(lease_file)
+    except (lease.LeaseHeld, OSError) as e:
+        logger.debug("%s: not restoring now: %r", device_label(device), e)
         return None
     try:
+        return _restore_entry(device, entry, owner)
+    finally:
+        lease.release(lease_file)
+
+
+def _restore_entry(device: Device, entry: dict[str, Any], owner: dict[str, Any]) -> str | None:
+    """Set one journaled original back (the GPU's default where the original is not one it
+    could have had); the report line, or None when it failed."""
+    chosen = trusted_limit_w(device, entry.get("original_limit_w"))
+    if chosen is None:
+        return None
+    limit_w, note = chosen
+    try:
         before_w = device.power_limit_w()
-        device.set_power_limit_w(float(original_w))
+        device.set_power_limit_w(limit_w)
     except (DeviceError, ValueError) as e:
-        logger.debug("%s: could not restore %s W: %r", device_label(device), original_w, e)
+        logger.debug("%s: could not restore %s W: %r", device_label(device), limit_w, e)
         return None
     return (
-        f"{device_label(device)}: {before_w:g} W -> {float(original_w):g} W "
+        f"{device_label(device)}: {before_w:g} W -> {limit_w:g} W{note} "
         f"(left by pid {owner.get('pid')} on {owner.get('hostname')})"
     )
 

@@ -7,14 +7,14 @@ import uuid
 from pathlib import Path
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+def write_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o666) -> Path:
     """Replace ``path`` with ``data`` in one step; create missing parent folders.
 
     The bytes go to a temporary file in the same folder, are ``fsync``-ed, then
     renamed over ``path`` (``os.replace``) and the folder is ``fsync``-ed: a reader
     sees the old file or the new one, never half of one, even after a crash or
     power loss. A failed write leaves the old file as it was and removes the
-    temporary file. The file gets the permissions a plain ``open()`` would give.
+    temporary file. The file gets ``mode`` less the umask (a plain ``open()``'s by default).
 
     Raises:
         OSError: The folder or file cannot be written.
@@ -22,7 +22,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), mode)
     try:
         try:
             view = memoryview(data)

@@ -125,6 +125,18 @@ class NvmlGpu:
         )
         return float(mw) / 1000.0
 
+    def default_power_limit_w(self) -> float:
+        """The limit the GPU boots with (what ``nvidia-smi -q -d POWER`` calls the default).
+        Units: W."""
+        import pynvml
+
+        mw = _nvml_call(
+            f"{self.name}: default power limit",
+            pynvml.nvmlDeviceGetPowerManagementDefaultLimit,
+            self._handle,
+        )
+        return float(mw) / 1000.0
+
     def power_limit_range_w(self) -> tuple[float, float]:
         import pynvml
 
@@ -188,6 +200,9 @@ class LostGpu:
         raise self._lost()
 
     def power_limit_range_w(self) -> tuple[float, float]:
+        raise self._lost()
+
+    def default_power_limit_w(self) -> float:
         raise self._lost()
 
     def set_power_limit_w(self, limit_w: float) -> None:
