@@ -128,6 +128,30 @@ class Tracker(Meter):
             gather_timeout_s=gather_timeout_s,
         )
 
+    def start(self) -> Tracker:
+        """Put back power limits that killed greenai runs left changed, then start metering."""
+        _recover_power_limits()
+        super().start()
+        return self
+
+
+def _recover_power_limits() -> None:
+    """Any start that could set limits recovers the journal killed runs left (it exists only
+    while a run steers a GPU or after one was killed: one ``stat`` otherwise)."""
+    from greenai.core.state import POWER_LIMIT_JOURNAL, state_dir
+
+    if not os.path.lexists(state_dir() / POWER_LIMIT_JOURNAL):
+        return
+    from greenai.control.limits import recover
+    from greenai.core.errors import ControlWarning, warn
+
+    restored = recover()
+    if restored:
+        warn(
+            "greenai: restored power limits that a killed run left changed: " + "; ".join(restored),
+            ControlWarning,
+        )
+
 
 def _observers(
     target: EnergyTarget | None, name: str | None, prometheus: int | PrometheusExporter | None

@@ -20,7 +20,8 @@ whose sensors behave as NVML documents them:
 
 Times are seconds since the block was entered, on ``clock`` (``time.monotonic`` by default,
 or a virtual clock's ``now``). The power limit is recorded but does not change the trace:
-the trace is the truth.
+the trace is the truth. With a :class:`~fakes.limit_register.LimitRegister` the limits are
+kept in a file, so processes that give their fakes the same ``uuids`` share one GPU's limit.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
+
+from fakes.limit_register import LimitRegister
 
 _AVERAGE_S = 1.0  # NVML_FI_DEV_POWER_AVERAGE averages over one second
 _uuids = itertools.count(1)
@@ -199,10 +202,18 @@ class FakeNvml:
         gpus: The GPUs, in NVML index order.
         clock: Seconds, monotonic: ``time.monotonic`` or a virtual clock's ``now``.
         seed: Draws the phases left as None (reproducible).
+        uuids: The GPUs' UUIDs (default: new ones, unique in this process).
+        register: Keep the power limits there, shared with other processes.
     """
 
     def __init__(
-        self, gpus: Sequence[FakeGpu], *, clock: Callable[[], float] = time.monotonic, seed: int = 0
+        self,
+        gpus: Sequence[FakeGpu],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        seed: int = 0,
+        uuids: Sequence[str] | None = None,
+        register: LimitRegister | None = None,
     ) -> None:
         rng = random.Random(seed)
         self.gpus = list(gpus)
@@ -214,7 +225,12 @@ class FakeNvml:
             rng.uniform(0, g.period_s) if g.power_phase_s is None else g.power_phase_s
             for g in self.gpus
         ]
-        self.uuids = [f"GPU-fa4e0000-0000-4000-8000-{next(_uuids):012x}" for _ in self.gpus]
+        self.uuids = (
+            list(uuids)
+            if uuids is not None
+            else [f"GPU-fa4e0000-0000-4000-8000-{next(_uuids):012x}" for _ in self.gpus]
+        )
+        self.register = register
         self.limits_w = [g.limit_w for g in self.gpus]
         self._clock = clock
         self._t0 = math.nan
@@ -337,12 +353,19 @@ class FakeNvml:
             return [round(gpu.min_limit_w * 1000), round(gpu.max_limit_w * 1000)]
 
         def limit_mw(handle: object) -> int:
-            return round(self.limits_w[device(handle)] * 1000)
+            i = device(handle)
+            if self.register is not None:
+                return round(self.register.limit_w(self.uuids[i], self.limits_w[i]) * 1000)
+            return round(self.limits_w[i] * 1000)
 
         def set_limit(handle: object, limit_mw: int) -> None:
             i = device(handle)
             if not self.gpus[i].min_limit_w * 1000 <= limit_mw <= self.gpus[i].max_limit_w * 1000:
                 fail(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            if self.register is not None:
+                if not self.register.set_limit_w(self.uuids[i], limit_mw / 1000.0):
+                    fail(pynvml.NVML_ERROR_NO_PERMISSION)
+                return
             self.limits_w[i] = limit_mw / 1000.0
 
         def error_string(code: int) -> bytes:

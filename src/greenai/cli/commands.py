@@ -2,7 +2,8 @@
 
 Commands: ``run`` (meter any command), ``report`` (render a saved run),
 ``devices`` (what this machine can meter, and why anything is missing),
-``history`` and ``compare`` (the local run history), ``demo``.
+``history`` and ``compare`` (the local run history), ``limits`` (GPU power limits and
+restoring them: :mod:`greenai.cli.limits`), ``demo``.
 
 A user's mistake prints ``greenai: error: ...`` naming the argument and exits 2 (a
 wrong command line) or 1 (a file that cannot be read, written or parsed): see
@@ -29,6 +30,7 @@ from greenai.cli.errors import (
     named_message,
     os_error_message,
 )
+from greenai.cli.limits import add_command as add_limits_command
 from greenai.core.errors import GreenAIError
 from greenai.core.units import format_fixed, format_usd, format_utc
 
@@ -130,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
 
     devices = commands.add_parser("devices", help="what this machine can meter, and how")
     devices.set_defaults(handler=_devices)
+    add_limits_command(commands)
 
     history = commands.add_parser("history", help="list the runs recorded on this machine")
     history.add_argument(

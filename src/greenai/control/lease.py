@@ -60,6 +60,7 @@ def acquire(path: Path) -> None:
         if held is not None:
             held[1] += 1
             return
+        private_dir(path.parent.parent)  # the state folder, then its leases
         private_dir(path.parent)
         fd = open_private(path, os.O_RDWR | os.O_CREAT)
         try:

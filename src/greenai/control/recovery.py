@@ -16,7 +16,7 @@ import os
 import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from greenai.control import lease
 from greenai.control.limit_journal import (
@@ -68,6 +68,7 @@ def recover_journal(
                 return restored
             present = _present_devices(devices)
             done: set[str] = set()
+            unrestored: list[str] = []
             for owner in sorted(stale, key=lambda o: float(o.get("started_at") or 0.0)):
                 kept: list[dict[str, Any]] = []
                 for entry in owner.get("devices") or []:
@@ -80,7 +81,7 @@ def recover_journal(
                     if device is None:
                         kept.append(entry)
                         continue
-                    line = _restore_leased(path, device, entry, owner)
+                    line = _restore_leased(path, device, entry, owner, unrestored)
                     if line is None:
                         kept.append(entry)  # try again at the next start
                     else:
@@ -88,6 +89,7 @@ def recover_journal(
                         restored.append(line)
                 owner["devices"] = kept
             write_owners(path, owners)
+        _warn_unrestored(unrestored)
     except PermissionError as e:  # the state folder or the lock is another user's
         _warn_untrusted(path, str(e))
     except Exception as e:  # recovery is best effort: it must never stop a run from starting
@@ -96,6 +98,21 @@ def recover_journal(
 
 
 _warned_untrusted: set[Path] = set()
+_warned_unrestored: set[str] = set()
+
+
+def _warn_unrestored(lines: list[str]) -> None:
+    """Say once per device and process that a limit a killed run left could not be put back."""
+    fresh = [line for line in lines if line not in _warned_unrestored]
+    if not fresh:
+        return
+    _warned_unrestored.update(fresh)
+    warn(
+        "greenai: power limits left changed by a killed run could not be restored: "
+        + "; ".join(fresh)
+        + ". Restore them with `greenai limits --restore` as a user allowed to set limits.",
+        ControlWarning,
+    )
 
 
 def _warn_untrusted(path: Path, why: str) -> None:
@@ -155,7 +172,11 @@ def _present_devices(devices: Sequence[Device] | None) -> dict[str, Device]:
 
 
 def _restore_leased(
-    path: Path, device: Device, entry: dict[str, Any], owner: dict[str, Any]
+    path: Path,
+    device: Device,
+    entry: dict[str, Any],
+    owner: dict[str, Any],
+    unrestored: list[str],
 ) -> str | None:
     """:func:`_restore_entry` under the device's lease: never under a process steering it."""
     lease_file = lease.lease_path(path.parent, device_key(device))
@@ -165,16 +186,19 @@ def _restore_leased(
         logger.debug("%s: not restoring now: %r", device_label(device), e)
         return None
     try:
-        return _restore_entry(device, entry, owner)
+        return _restore_entry(device, entry, owner, unrestored)
     finally:
         lease.release(lease_file)
 
 
-def _restore_entry(device: Device, entry: dict[str, Any], owner: dict[str, Any]) -> str | None:
+def _restore_entry(
+    device: Device, entry: dict[str, Any], owner: dict[str, Any], unrestored: list[str]
+) -> str | None:
     """Set one journaled original back (the GPU's default where the original is not one it
-    could have had); the report line, or None when it failed."""
+    could have had); the report line, or None when it failed (said in ``unrestored``)."""
     chosen = trusted_limit_w(device, entry.get("original_limit_w"))
     if chosen is None:
+        unrestored.append(f"{device_label(device)} (no trustworthy original, no default limit)")
         return None
     limit_w, note = chosen
     try:
@@ -182,6 +206,7 @@ def _restore_entry(device: Device, entry: dict[str, Any], owner: dict[str, Any])
         device.set_power_limit_w(limit_w)
     except (DeviceError, ValueError) as e:
         logger.debug("%s: could not restore %s W: %r", device_label(device), limit_w, e)
+        unrestored.append(f"{device_label(device)} to {limit_w:g} W ({e})")
         return None
     return (
         f"{device_label(device)}: {before_w:g} W -> {limit_w:g} W{note} "
@@ -221,3 +246,43 @@ def _owner_alive(owner: dict[str, Any], steering_here: Callable[[], bool]) -> bo
     if state in ("Z", "X"):
         return False  # killed, not yet reaped
     return not (isinstance(ticks, int) and ticks != now_ticks)  # else the pid was reused
+
+
+class JournalEntry(NamedTuple):
+    """One device a greenai process changed, as the journal records it (for ``greenai
+    limits``): whose process, whether it is still running, and the original limit. Units: W."""
+
+    pid: object
+    hostname: object
+    alive: bool
+    key: str
+    name: object
+    original_limit_w: object
+
+
+def journal_entries(path: Path) -> list[JournalEntry]:
+    """What the journal at ``path`` records; [] when there is none.
+
+    Raises:
+        JournalUnreadable: It cannot be read (:class:`JournalForeign`: another user's).
+    """
+    if not os.path.lexists(path):
+        return []
+    with locked(path):
+        owners = read_owners(path)
+    entries = []
+    for owner in owners:
+        alive = _owner_alive(owner, lambda: False)
+        for entry in owner.get("devices") or []:
+            if isinstance(entry, dict) and isinstance(entry.get("key"), str):
+                entries.append(
+                    JournalEntry(
+                        owner.get("pid"),
+                        owner.get("hostname"),
+                        alive,
+                        entry["key"],
+                        entry.get("name"),
+                        entry.get("original_limit_w"),
+                    )
+                )
+    return entries
