@@ -13,13 +13,26 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from greenai.tracking.readings import energy_at, interpolate
+from greenai.tracking.readings import Mark, energy_at, interpolate
 from greenai.tracking.result import PowerTimeline, Result, Snapshot
-from greenai.tracking.run_samples import RunSamples
+from greenai.tracking.run_samples import RunMeter, RunSamples
 from greenai.tracking.step_log import StepLog
 from greenai.tracking.timeline import PowerBuckets
 from greenai.tracking.uncertainty import reading_bound_j
 from greenai.tracking.windows import Span
+
+
+def device_energy_j(
+    samples: RunSamples, m: RunMeter, start: Mark, end: Mark
+) -> tuple[float, float | None]:
+    """One device's energy between two boundaries (a counter's readings there, else the
+    samples' integral; a power-only GPU's lag-corrected readings) and, for a power-only GPU,
+    its uncertainty half-width. Units: J."""
+    c = m.channel
+    if c.power_log is not None:
+        energy_j, bound_j, _ = c.power_log.window(start.t, end.t)
+        return energy_j, bound_j
+    return max(0.0, energy_at(samples, m, end) - energy_at(samples, m, start)), None
 
 
 class RunResults:
@@ -106,13 +119,11 @@ class RunResults:
         uncertainty: dict[str, float] = {}
         reasons = list(self._missing)
         for m in samples.meters:
-            energy[m.name] = max(
-                0.0, energy_at(samples, m, span.end) - energy_at(samples, m, span.start)
-            )
             # uncertainty bounds (tracking/uncertainty.py, power_readings.py)
             c = m.channel
-            if c.power_log is not None:
-                energy[m.name], uncertainty[m.name], _ = c.power_log.window(t0, t1)
+            energy[m.name], power_bound_j = device_energy_j(samples, m, span.start, span.end)
+            if power_bound_j is not None:
+                uncertainty[m.name] = power_bound_j
             else:
                 bound_j = reading_bound_j(
                     m.device.source,

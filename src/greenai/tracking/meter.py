@@ -12,10 +12,9 @@ The tracker never raises into the user's code because a sensor failed: the devic
 dropped from then on, results that span the failure are marked partial, and one
 :class:`~greenai.core.errors.SensorWarning` is shown.
 
-The parts: the :mod:`~greenai.tracking.sampler` (every device's samples, shared by all
-runs), :mod:`~greenai.tracking.readings` (the counters read at a boundary),
-:mod:`~greenai.tracking.windows` (windows, steps), :mod:`~greenai.tracking.compute`
-(the results).
+The parts: :mod:`~.sampler` (every device's samples, shared by all runs), :mod:`~.readings`
+(the counters read at a boundary), :mod:`~.windows` (windows, steps), :mod:`~.ledger`
+(segments for controllers), :mod:`~.compute` (the results).
 """
 
 from __future__ import annotations
@@ -40,6 +39,7 @@ from greenai.tracking.compute import RunResults
 from greenai.tracking.forecast import forecast_run
 from greenai.tracking.gather import gather_run
 from greenai.tracking.job import DEFAULT_GATHER_TIMEOUT_S, Gather, JobContext, local_gpus
+from greenai.tracking.ledger import Ledger
 from greenai.tracking.machine import describe
 from greenai.tracking.observer import RunObserver
 from greenai.tracking.readings import Mark, take_mark
@@ -76,18 +76,14 @@ class Meter:
         outputs: Called with the run's result when it stops (report writers). A
             failing output warns (:class:`~greenai.core.errors.OutputWarning`) and never
             loses the result.
-        observers: Told when the run starts, after each step, before it stops and
-            once it has stopped (see :class:`RunObserver`), in this order; what
-            they return before the stop is added to the run result's ``metadata``.
-            The energy-target governor and the Prometheus exporter are observers.
-        gather: In a multi-process job (``torchrun``, ``srun``; see :mod:`greenai.tracking.job`),
-            who holds the job's result once the run stops: ``"rank0"`` (the
-            default; the other ranks keep their own result and write no reports),
-            ``"all"`` (every rank), or ``"none"`` (each rank keeps and reports its
-            own). The job result's ``ranks`` holds each rank's result.
-        gather_timeout_s: How long a gathering rank waits for the others' results
-            after its own run stopped; ranks that have not reported by then are
-            listed as missing and the job result is partial. Units: s.
+        observers: Told when the run starts, after each step, before and once it has stopped
+            (:class:`RunObserver`); what they return before the stop goes into the run
+            result's ``metadata`` (the energy-target governor, the Prometheus exporter).
+        gather: In a multi-process job (``torchrun``, ``srun``; :mod:`greenai.tracking.job`),
+            who holds the job's result: ``"rank0"`` (default; the others keep their own and
+            write no reports), ``"all"``, or ``"none"`` (each rank reports its own).
+        gather_timeout_s: How long a gathering rank waits for the others' results; ranks
+            that have not reported by then are missing and the job result partial. Units: s.
     """
 
     def __init__(
@@ -227,18 +223,15 @@ class Meter:
 
     def end(self, *, write_outputs: bool = True) -> None:
         """End the run now, without waiting for hardware: close open windows, take the last
-        readings, leave the sampler. Idempotent and thread-safe: the first call ends the run,
-        the others wait until it has ended.
+        readings, leave the sampler. Idempotent and thread-safe (later calls wait for the first).
 
         The result, the observers' ``run_stopped`` and the outputs follow in this thread when
-        the run's boundaries are placed already (always on a virtual clock, and in a job that
-        gathers its ranks' results); else once the GPU counters' next updates place them, in
-        the background (:mod:`~greenai.tracking.finisher`: warnings wait for :attr:`result`,
-        or exit), or in the thread that reads :attr:`result` first.
+        the boundaries are placed already (always on a virtual clock, and in a gathering job);
+        else in the background (:mod:`~greenai.tracking.finisher`: warnings wait for
+        :attr:`result`, or exit), or in the thread that reads :attr:`result` first.
 
         Args:
-            write_outputs: Hand the result to the outputs (reports); False when
-                there is nothing worth reporting (the command never started).
+            write_outputs: Hand the result to the outputs; False: nothing worth reporting.
         """
         with self._stop_lock:
             stopped = self._stopped
@@ -371,7 +364,7 @@ class Meter:
 
     @property
     def devices(self) -> tuple[Device, ...]:
-        """The devices this run meters (read-only; the control layer steers the GPUs among them)."""
+        """The devices this run meters (the control layer steers the GPUs among them)."""
         self._require_running("devices")
         assert self._samples is not None
         return tuple(m.device for m in self._samples.meters)
@@ -393,6 +386,13 @@ class Meter:
         self._require_running("end_window")
         assert self._windows is not None
         return self._windows.end(key)
+
+    def ledger(self) -> Ledger:
+        """Segments of the run from its start, cut where a controller decides (:mod:`~.ledger`)."""
+        self._require_running("ledger")
+        assert self._samples is not None
+        assert self._windows is not None
+        return Ledger(self._mark, self._samples, self._windows.root.start)
 
     def step(self) -> StepMark:
         """Mark one training step (a light window: count, time and energy per step)."""
