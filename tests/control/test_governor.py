@@ -206,7 +206,17 @@ def test_no_permission_meters_and_reports_what_it_would_have_chosen() -> None:
     assert report["applied"] is False
     chosen = control(profiled)["chosen_limit_w"]
     assert report["would_have_chosen_w"] == chosen
-    assert report["summary"] == f"limits could not be set: would have chosen {chosen:.0f} W"
+    assert report["summary"] == (
+        f"limits could not be set: ran at {GPU.max_limit_w:.0f} W (the GPU's own limit); "
+        f"would have chosen {chosen:.0f} W"
+    )
+    assert report["limits"] == [
+        {
+            "limit_w": GPU.max_limit_w,
+            "steps": 200,
+            "time_s": pytest.approx(report["limits"][0]["time_s"]),
+        }
+    ]
     assert result.energy_j == pytest.approx(energy_j, rel=1e-3)
     assert energy_j == pytest.approx(200 * WORK_S * GPU.max_w, rel=0.01)  # ran at the max limit
 

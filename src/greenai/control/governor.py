@@ -1,36 +1,34 @@
 """The energy-target governor: profile power limits, choose one, and keep the run on target.
 
 It observes a run (:class:`~greenai.tracking.observer.RunObserver`) and works at step
-boundaries, so every limit change and every measurement falls between two
-steps:
+boundaries, so every limit change falls between two steps, and it never holds a step up:
 
 1. **Profile.** For each candidate limit (highest first): set it on every
    governed GPU, run ``warmup_steps`` steps, then measure ``profile_steps``
-   steps in one tracker window. Window boundaries are staleness-corrected
-   (:mod:`greenai.tracking.staleness`), so each phase's energy is exact even though the
-   power changes right at its start. A saved profile of the same job, GPU model
-   and limit range skips this.
+   steps. A saved profile of the same job, GPU model and limit range skips this.
 2. **Choose** (:func:`~greenai.control.limit_choice.choose_limit`): the fastest
    limit whose predicted energy for the remaining steps fits the remaining
    budget; or the least energy within ``max_slowdown``; or the least Zeus cost.
-3. **Closed loop** (budget goals): every ``replan_every`` steps, the energy spent
-   is read from the window chain, the current limit's energy per step is
-   re-measured and divided by the profile's to give a drift ratio (the workload
-   grew or shrank), and the choice is made again for the remaining budget and
-   steps with the profile scaled by that ratio. So the run ends within budget
-   even when its steps change cost halfway.
+3. **Closed loop** (budget goals): every ``replan_every`` steps the current limit's
+   energy per step is re-measured and divided by the profile's to give a drift
+   ratio (the workload grew or shrank), and the choice is made again for the
+   remaining budget and steps with the profile scaled by that ratio. No choice is made
+   once no steps are left.
 
-The windows form an unbroken chain from the run's start, so the energy spent
-(profiling included) is the sum of the closed windows. Several GPUs in one
-process get one plan: energy summed, time of the slowest (the step's wall time).
-Across the ranks of a ``torch.distributed`` job the same holds: when the user's
-process group is initialized, every decision point combines all ranks'
-measurements (energy summed, time of the slowest rank), the budget is the job's,
-and rank 0's choice is broadcast; a failed or timed-out collective makes each rank
-warn once, restore its limits and plan alone. The governor leaves all of that to
-its planner (:mod:`greenai.control.ranks`), which it hands what this rank measured.
-Without permission to set limits the guard warns once; the governor goes on
-planning and records what it would have chosen. Units: W, J, s.
+Measurements are segments of the run's :class:`~greenai.tracking.ledger.Ledger`: each cut
+is one boundary shared by the segment it ends and the next, so the segments cover every
+joule from the run's start, and a cut never waits for the GPU counters. A segment's
+energy is taken once its boundaries are placed, a step or a few later; until then the
+energy spent is the placed segments plus the profile's estimate for the steps since.
+Several GPUs in one process get one plan: energy summed, time of the slowest (the step's
+wall time). Across the ranks of a ``torch.distributed`` job every decision point combines
+all ranks' measurements (energy summed, time of the slowest rank) at the same step, so
+there a measurement is taken at its cut (waiting for the counters if need be); the budget
+is the job's and rank 0's choice is broadcast; a failed or timed-out collective makes
+each rank warn once, restore its limits and plan alone (:mod:`greenai.control.ranks`).
+Without permission to set limits the guard warns once; the governor goes on planning
+and records what it would have chosen. What the steps really ran at is in the report's
+``limits`` (:class:`~greenai.control.limit_log.LimitLog`). Units: W, J, s.
 """
 
 from __future__ import annotations
@@ -41,6 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from greenai.control.limit_choice import BUDGET_MARGIN, choose_limit
+from greenai.control.limit_log import LimitLog
 from greenai.control.profile import (
     Profile,
     ProfilePoint,
@@ -49,6 +48,7 @@ from greenai.control.profile import (
     profile_key,
 )
 from greenai.control.ranks import LocalPlan, join_ranks
+from greenai.control.spending import Kind, Measurement, Spending
 from greenai.control.target import EnergyTarget
 from greenai.core.errors import ControlWarning, warn
 
@@ -118,58 +118,63 @@ class Governor:
             self._give_up(e)
 
     def step_ended(self, start_s: float, end_s: float) -> None:
-        """Count the step; at phase ends, measure, choose and set limits."""
+        """Count the step; at phase ends, cut a segment; take the measurements that are
+        placed; choose and set limits."""
         if not self._active:
             return
         self._steps += 1
+        if self._spending is not None:
+            self._spending.step()
         if self._measure_start_s is None:
             self._measure_start_s = start_s  # a measurement that began with the run
+        since_s = start_s if self._last_end_s is None else self._last_end_s
         self._last_end_s = end_s
+        self._log.add_step(self._in_force_w(), end_s - since_s)
         try:
             self._on_step()
+            self._collect()
         except Exception as e:  # control must never stop the user's run
             self._give_up(e)
 
     def run_stopping(self) -> dict[str, Any]:
-        """Close the last window, restore the original limits, and return the report."""
-        if self._active:
-            try:
-                self._cut("end")
-            except Exception:
-                logger.debug("closing the control window failed", exc_info=True)
+        """Restore the original limits and return the report (completed by :meth:`run_stopped`)."""
         self._release()
         self._active = False
-        self.report["actual_energy_j"] = self._spent_j
         self.report["steps"] = self._steps
+        self.report["limits"] = self._log.to_json()
+        self.report["mean_limit_w"] = self._log.mean_limit_w()
         if self._decisions:
             self.report["chosen_limit_w"] = self._decisions[-1]["limit_w"]
             if not self.report.get("applied", False):
-                limit = self._decisions[-1]["limit_w"]
-                self.report["would_have_chosen_w"] = limit
-                self.report["summary"] = f"limits could not be set: would have chosen {limit:.0f} W"
-            else:
-                self.report["summary"] = f"ran at {self._decisions[-1]['limit_w']:.0f} W"
+                self.report["would_have_chosen_w"] = self._decisions[-1]["limit_w"]
+        self.report["summary"] = self._log.summary(self.report)
         return {"control": self.report}
 
     def run_stopped(self, result: Result) -> None:
-        """Nothing left to do: the limits were restored before the run's last readings."""
+        """Complete the report (the dict in ``result.metadata["control"]``) with the energy the
+        run's GPUs really spent, from the result itself: every joule from start to stop."""
+        if not self._gpus:
+            return
+        names = {d.name for d in self._gpus}
+        spent_j = sum(j for name, j in result.energy_by_device_j.items() if name in names)
+        self.report["actual_energy_j"] = spent_j
+        budget_j = self.target.total_budget_j
+        if budget_j is not None:
+            self.report["within_budget"] = spent_j <= budget_j
+        self.report["summary"] = self._log.summary(self.report)
 
     # ------------------------------------------------------------- set-up
     def _reset(self, tracker: Meter) -> None:
         self._tracker = tracker
         self._gpus: list[Device] = []
         self._guard: PowerLimitGuard | None = None
+        self._spending: Spending | None = None
         self._steps = 0
-        self._spent_j = 0.0
-        self._window_seq = 0
-        self._window: str | None = None
         self._phases: list[_Phase] = []
         self._phase_steps = 0
         self._measuring = False
-        # the tracker's clock at the end of the last step (None before the first), and
-        # when the current profile measurement started
         self._last_end_s = None
-        self._measure_start_s = None
+        self._measure_start_s = None  # the tracker's clock when the current measurement began
         self._profile: Profile | None = None
         self._key: dict[str, Any] | None = None
         self._planned_w: float | None = None
@@ -178,6 +183,7 @@ class Governor:
         self._drift = 1.0
         self._warned_infeasible = False
         self._decisions: list[dict[str, Any]] = []
+        self._log = LimitLog()
         self._ranks = LocalPlan()  # whose measurements the plan is made from
         self._force_set = False  # set the next plan's limit even if unchanged (after a restore)
         target = self.target
@@ -230,7 +236,7 @@ class Governor:
         self._guard = PowerLimitGuard(self._gpus, journal_path=self.journal_path)
         self._guard.__enter__()
         self._active = True
-        self._begin()
+        self._spending = Spending(self._tracker.ledger(), [d.name for d in self._gpus])
         models = [str(getattr(d, "model", d.name)) for d in self._gpus]
         if self.job is not None and self._ranks.uses_saved_profiles:
             self._key = profile_key(self.job, models, (lo, hi), limits)
@@ -257,26 +263,37 @@ class Governor:
             self.store = ProfileStore()
         return self.store
 
-    # ------------------------------------------------------------- windows and limits
-    def _begin(self) -> None:
-        self._window_seq += 1
-        self._window = f"greenai.control/{self._window_seq}"
-        self._tracker.begin_window(self._window)
+    # ------------------------------------------------------------- segments and limits
+    def _measure(self, kind: Kind, limit_w: float, steps: int) -> None:
+        """Cut here and take the segment's energy once placed: at once where the ranks plan
+        together (every rank must combine at the same step), else at a later step."""
+        assert self._spending is not None
+        self._spending.measure(kind, limit_w, steps)
+        if self._ranks.together:
+            self._collect(wait=True)
 
-    def _cut(self, why: str) -> tuple[float, float]:
-        """End the open window (adding its GPU energy to the spent total), open the next.
+    def _collect(self, *, wait: bool = False) -> None:
+        """Act on the measurements whose segments are placed now, in order."""
+        if self._spending is None:
+            return
+        for measured, energy_j in self._spending.placed(wait=wait):
+            if not self._active:
+                return
+            if measured.kind == "profile":
+                self._profiled(measured, energy_j)
+            else:
+                self._interval_measured(measured, energy_j)
 
-        Returns:
-            The closed window's GPU energy (J) and duration (s).
-        """
-        assert self._window is not None
-        result = self._tracker.end_window(self._window)
-        self._window = None
-        energy_j = sum(result.energy_by_device_j.get(d.name, 0.0) for d in self._gpus)
-        self._spent_j += energy_j
-        if why != "end":
-            self._begin()
-        return energy_j, result.duration_s
+    def _in_force_w(self) -> float:
+        """The limit the GPUs run at now (the GPU's own where greenai could not set one)."""
+        if self._actual_w is not None:
+            return self._actual_w
+        try:
+            self._actual_w = self._gpus[0].power_limit_w()
+        except Exception:
+            logger.debug("reading the power limit failed", exc_info=True)
+            return math.nan
+        return self._actual_w
 
     def _set_limit(self, limit_w: float) -> None:
         assert self._guard is not None
@@ -286,28 +303,17 @@ class Governor:
         self.report["applied"] = applied
         if applied:
             self._actual_w = limit_w
-        elif self._actual_w is None:
-            try:
-                self._actual_w = self._gpus[0].power_limit_w()
-            except Exception:
-                logger.debug("reading the power limit failed", exc_info=True)
 
     def _release(self) -> None:
         guard, self._guard = self._guard, None
         if guard is not None:
-            try:
-                guard.__exit__(None, None, None)
-            except Exception:
-                logger.debug("restoring power limits failed", exc_info=True)
+            failed = guard.close()
+            if failed:
+                self.report["not_restored"] = failed
 
     def _give_up(self, error: BaseException) -> None:
         logger.debug("energy-target control failed", exc_info=True)
         self.report["error"] = f"{type(error).__name__}: {error}"
-        if self._window is not None:
-            try:
-                self._cut("end")
-            except Exception:
-                logger.debug("closing the control window failed", exc_info=True)
         self._release()
         self._active = False
         warn(
@@ -321,6 +327,7 @@ class Governor:
         if self._guard is not None:
             self._guard.restore()
             self._force_set = True
+            self._actual_w = None
         if self._profile is not None:
             self._profile = Profile(points)
             self.report["profile"] = self._profile.to_json()
@@ -335,7 +342,8 @@ class Governor:
 
     def _on_step(self) -> None:
         if self._profile is None:
-            self._profile_step()
+            if self._phases:
+                self._profile_step()
         else:
             self._steady_step()
 
@@ -344,7 +352,8 @@ class Governor:
         self._phase_steps += 1
         if not self._measuring:
             if self._phase_steps >= phase.warmup_steps:
-                self._cut("warm-up")
+                assert self._spending is not None
+                self._spending.cut(self._in_force_w())  # the warm-up is spent, not measured
                 self._measuring, self._phase_steps = True, 0
                 self._measure_start_s = self._last_end_s
             return
@@ -358,39 +367,37 @@ class Governor:
         )
         if not self._ranks.phase_long_enough(elapsed_s, self.target.profile_min_s):
             return
-        energy_j, duration_s = self._cut("profile")
+        self._phases.pop(0)
+        self._measure("profile", phase.limit_w, self._phase_steps)
+        if self._active and self._phases:
+            self._next_phase()  # from this boundary on, before the next step
+
+    def _profiled(self, measured: Measurement, energy_j: float) -> None:
+        """A profiling phase's energy is placed: add it to the profile; plan once complete."""
         applied = self._ranks.profiled(
-            phase.limit_w,
-            self._phase_steps,
+            measured.limit_w,
+            measured.steps,
             energy_j,
-            duration_s,
-            self._spent_j,
+            measured.duration_s,
+            self._placed_j(),
             bool(self.report["applied"]),
         )
-        limit = self._actual_w if self._actual_w is not None else phase.limit_w
-        logger.debug(
-            "profiled %.0f W (in force %.0f W): %s", phase.limit_w, limit, self._ranks.points
-        )
-        self._phases.pop(0)
+        logger.debug("profiled %.0f W: %s", measured.limit_w, self._ranks.points)
         if not applied:
             # Every phase ran at the same limit: the measurements say nothing about the others.
             self.report["profile_source"] = None
             self.report["reason"] = (
-                "power limits could not be set, so no profile could be measured and "
+                "power limits could not be set on every rank, so no job profile could be measured"
+                if self.report["applied"]
+                else "power limits could not be set, so no profile could be measured and "
                 "none was saved for this job"
             )
-            if self.report["applied"]:
-                self.report["reason"] = (
-                    "power limits could not be set on every rank, so no job profile could "
-                    "be measured"
-                )
-            self.report["measured_at_w"] = limit
-            self._cut("end")
+            self.report["measured_at_w"] = self._in_force_w()
             self._release()
             self._active = False
             return
-        if self._phases:
-            self._next_phase()
+        assert self._spending is not None
+        if self._phases or self._spending.waiting("profile"):
             return
         self._profile = Profile(self._ranks.points)
         self.report["profile"] = self._profile.to_json()
@@ -416,12 +423,28 @@ class Governor:
         return steps, allowed_j - self._planning_spent_j()
 
     def _planning_spent_j(self) -> float:
-        """Energy spent so far against the budget: the job's when the ranks plan together."""
-        return self._ranks.spent_j(self._spent_j)
+        """Energy spent so far against the budget: the placed segments, plus the profile's
+        estimate for the steps since (the job's when the ranks plan together). Units: J."""
+        spending = self._spending
+        if spending is None:
+            return self._ranks.spent_j(0.0)
+        profile, drift = self._profile, self._drift
+        unplaced_j = (
+            0.0
+            if profile is None
+            else spending.unplaced_j(lambda w: profile.at(w)[1] * drift, self._in_force_w())
+        )
+        return self._ranks.spent_j(spending.placed_j + unplaced_j)
+
+    def _placed_j(self) -> float:
+        """This rank's energy in the placed segments. Units: J."""
+        return 0.0 if self._spending is None else self._spending.placed_j
 
     def _plan(self, why: str) -> None:
         assert self._profile is not None
         steps, budget_j = self._remaining()
+        if self.target.total_steps is not None and steps <= 0:
+            return  # no step left to run at a new limit
         spent_j = self._planning_spent_j()
         choice = choose_limit(
             self._profile,
@@ -474,16 +497,23 @@ class Governor:
         if self.target.mode != "budget":
             return  # the other goals' choice does not depend on how much was spent
         self._since_plan += 1
-        if self._since_plan < self.target.replan_every:
+        assert self._spending is not None
+        if self._since_plan < self.target.replan_every or self._spending.waiting():
             return
-        energy_j, duration_s = self._cut("interval")
-        energy_j, _, _ = self._ranks.combine(
-            energy_j, duration_s, self._spent_j, bool(self.report["applied"])
-        )
-        assert self._profile is not None
+        if self.target.total_steps is not None and self._steps >= self.target.total_steps:
+            return  # nothing left to plan for
         in_force = self._actual_w if self._actual_w is not None else self._planned_w
         assert in_force is not None
-        _, expected_j = self._profile.at(in_force)
-        if expected_j > 0 and self._since_plan > 0:
-            self._drift = energy_j / self._since_plan / expected_j
+        self._measure("interval", in_force, self._since_plan)
+        self._since_plan = 0
+
+    def _interval_measured(self, measured: Measurement, energy_j: float) -> None:
+        """A closed-loop interval is placed: update the drift and choose again."""
+        energy_j, _, _ = self._ranks.combine(
+            energy_j, measured.duration_s, self._placed_j(), bool(self.report["applied"])
+        )
+        assert self._profile is not None
+        _, expected_j = self._profile.at(measured.limit_w)
+        if expected_j > 0 and measured.steps > 0:
+            self._drift = energy_j / measured.steps / expected_j
         self._plan("replan")

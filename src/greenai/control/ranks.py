@@ -51,6 +51,12 @@ class LocalPlan:
         return True
 
     @property
+    def together(self) -> bool:
+        """Whether other ranks plan with this one (so every measurement is combined at the
+        step it is cut, on every rank)."""
+        return False
+
+    @property
     def points(self) -> tuple[ProfilePoint, ...]:
         """The profile measured so far, one point per phase."""
         return tuple(self._own_points)
@@ -139,6 +145,11 @@ class JobPlan(LocalPlan):
         """Not while planning together: the ranks could disagree on whether one exists, and
         a job profile (energy of all ranks' GPUs) is not a single process's."""
         return self._coord is None
+
+    @property
+    def together(self) -> bool:
+        """True until a collective fails."""
+        return self._coord is not None
 
     @property
     def points(self) -> tuple[ProfilePoint, ...]:
