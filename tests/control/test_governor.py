@@ -322,3 +322,42 @@ def test_short_steps_are_profiled_for_at_least_profile_min_s() -> None:
     for point in control["profile"]:
         op = operating_point(gpu, 1.0, point["limit_w"])
         assert point["energy_j"] == pytest.approx(op.power_w * 0.02 / op.clock_fraction, rel=0.05)
+
+
+def test_control_never_holds_a_step_up_and_counts_every_joule() -> None:
+    """On the virtual clock a wait would move time between two steps: none may."""
+    budget_j = 0.85 * static_run(GPU.max_limit_w, constant, steps=600)[0]
+    target = EnergyTarget(budget_j=budget_j, total_steps=600, replan_every=20)
+    gaps = []
+    with simulated_nvml([GPU], virtual_clock=True) as sim:
+        with greenai.track(
+            "gapless", target=target, cpu=False, dram=False, history=False, country="FRA"
+        ) as run:
+            for _ in range(600):
+                before = sim.now()
+                with run.step():
+                    sim.compute(0.02)
+                gaps.append(sim.now() - before)
+        true_j = sim.true_energy_j(0)
+    assert max(g - 0.02 / operating_point(GPU, 1.0, 200.0).clock_fraction for g in gaps) <= 1e-9
+    report = control(run.result)
+    assert report["actual_energy_j"] == pytest.approx(true_j, rel=2e-3)
+    assert all(not (w.name or "").startswith("greenai.control") for w in run.result.windows)
+    assert run.result.windows == ()  # the controller's segments are not the user's windows
+
+
+def test_a_reused_profile_reports_the_limits_the_steps_ran_at() -> None:
+    budget_j = 0.85 * static_run(GPU.max_limit_w, constant, steps=400)[0]
+    target = EnergyTarget(budget_j=budget_j, total_steps=400, replan_every=50)
+    controlled_run(target, steps=400, name="again")
+    result, _, _ = controlled_run(target, steps=400, name="again")
+    report = control(result)
+    assert report["profile_source"] == "saved"
+    assert all(d["step"] < 400 for d in report["decisions"])  # no choice after the last step
+    ran = {entry["limit_w"]: entry["steps"] for entry in report["limits"]}
+    assert sum(ran.values()) == 400
+    mean_w = sum(w * n for w, n in ran.items()) / 400
+    assert report["mean_limit_w"] == pytest.approx(mean_w)
+    assert f"ran at {mean_w:.0f} W on average over 400 steps" in report["summary"]
+    assert max(ran) < GPU.max_limit_w  # every step ran below the maximum
+    assert "of a" in report["summary"]  # and it says what was spent against the budget

@@ -117,6 +117,19 @@ class Trace:
         times = [k * resolution_s for k in range(n + 1)]
         return cls(times, [fn((k + 0.5) * resolution_s) for k in range(n)] + [fn(until_s)])
 
+    def append(self, t_s: float, power_w: float) -> None:
+        """From ``t_s`` (not before the last change) on, the power is ``power_w``: a trace
+        written as a workload runs, one step at a time."""
+        last_t = self.times_s[-1]
+        if t_s < last_t:
+            raise ValueError(f"t_s={t_s!r} is before the trace's last change at {last_t!r}")
+        if t_s == last_t:
+            self.levels_w[-1] = float(power_w)
+            return
+        self._cum_j.append(self._cum_j[-1] + self.levels_w[-1] * (t_s - last_t))
+        self.times_s.append(float(t_s))
+        self.levels_w.append(float(power_w))
+
     def power_w(self, t: float) -> float:
         return self.levels_w[max(0, bisect.bisect_right(self.times_s, t) - 1)]
 
