@@ -8,10 +8,11 @@ gives it back on every way out. See :mod:`greenai.control.governor`.
 The modules, by concern:
 
 * the goal and the power-limit plan: ``target`` (:class:`EnergyTarget`),
-  ``governor`` (the run observer: profile, choose, closed loop), ``profile``
-  (measured profiles and their store), ``limit_choice`` (:func:`choose_limit`),
-  ``ranks`` (one plan for the ranks of a ``torch.distributed`` job, or this rank
-  alone), ``distributed`` (the collectives);
+  ``governor`` (the run observer: profile, choose, closed loop), ``spending`` (what
+  the run spent, from its ledger), ``control_report`` (the report, and the limits the
+  steps ran at), ``profile`` (measured profiles and their store), ``limit_choice``
+  (:func:`choose_limit`), ``ranks`` (one plan for the ranks of a ``torch.distributed``
+  job, or this rank alone), ``distributed`` (the collectives);
 * power limits that are always given back: ``limits`` (:class:`PowerLimitGuard`,
   :func:`recover`), ``lease`` (one process at a time changes a GPU's limit),
   ``limit_journal`` (the on-disk journal and its locking), ``recovery`` (restoring what

@@ -15,11 +15,10 @@ boundaries, so every limit change falls between two steps, and it never holds a 
    remaining budget and steps with the profile scaled by that ratio. No choice is made
    once no steps are left.
 
-Measurements are segments of the run's :class:`~greenai.tracking.ledger.Ledger`: each cut
-is one boundary shared by the segment it ends and the next, so the segments cover every
-joule from the run's start, and a cut never waits for the GPU counters. A segment's
-energy is taken once its boundaries are placed, a step or a few later; until then the
-energy spent is the placed segments plus the profile's estimate for the steps since.
+Measurements are segments of the run's :class:`~greenai.tracking.ledger.Ledger`, which
+cover every joule from the run's start and are cut without waiting for the GPU counters;
+a segment's energy is taken once placed, a step or a few later (until then the profile
+estimates the steps since: :mod:`greenai.control.spending`).
 Several GPUs in one process get one plan: energy summed, time of the slowest (the step's
 wall time). Across the ranks of a ``torch.distributed`` job every decision point combines
 all ranks' measurements (energy summed, time of the slowest rank) at the same step, so
@@ -28,7 +27,7 @@ is the job's and rank 0's choice is broadcast; a failed or timed-out collective 
 each rank warn once, restore its limits and plan alone (:mod:`greenai.control.ranks`).
 Without permission to set limits the guard warns once; the governor goes on planning
 and records what it would have chosen. What the steps really ran at is in the report's
-``limits`` (:class:`~greenai.control.limit_log.LimitLog`). Units: W, J, s.
+``limits`` (:class:`~greenai.control.control_report.LimitLog`). Units: W, J, s.
 """
 
 from __future__ import annotations
@@ -38,14 +37,14 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from greenai.control.control_report import LimitLog, new_report
 from greenai.control.limit_choice import BUDGET_MARGIN, choose_limit
-from greenai.control.limit_log import LimitLog
 from greenai.control.profile import (
     Profile,
     ProfilePoint,
     ProfileStore,
-    candidate_limits,
     profile_key,
+    profile_limits,
 )
 from greenai.control.ranks import LocalPlan, join_ranks
 from greenai.control.spending import Kind, Measurement, Spending
@@ -74,8 +73,7 @@ class Governor:
 
     Args:
         target: The goal.
-        job: Name under which the profile is saved and looked up (the tracker's
-            name); None neither saves nor reuses profiles.
+        job: The profile is saved and looked up under it (the tracker's name); None: never.
         store: Where profiles are kept; None for the default directory.
         journal_path: Passed to :class:`~greenai.control.limits.PowerLimitGuard`,
             which restores the original limits after a hard kill from it.
@@ -118,8 +116,7 @@ class Governor:
             self._give_up(e)
 
     def step_ended(self, start_s: float, end_s: float) -> None:
-        """Count the step; at phase ends, cut a segment; take the measurements that are
-        placed; choose and set limits."""
+        """Count the step; cut at phase ends; act on the placed measurements."""
         if not self._active:
             return
         self._steps += 1
@@ -182,24 +179,12 @@ class Governor:
         self._since_plan = 0
         self._drift = 1.0
         self._warned_infeasible = False
-        self._decisions: list[dict[str, Any]] = []
         self._log = LimitLog()
         self._ranks = LocalPlan()  # whose measurements the plan is made from
         self._force_set = False  # set the next plan's limit even if unchanged (after a restore)
-        target = self.target
-        self.report = {
-            "mode": target.mode,
-            "target": {
-                "budget_j": target.total_budget_j,
-                "total_steps": target.total_steps,
-                "j_per_step": target.j_per_step,
-                "max_slowdown": target.max_slowdown,
-                "eta": target.eta,
-            },
-            "active": False,
-            "applied": False,
-            "decisions": self._decisions,
-        }
+        self.report = new_report(self.target)
+        self._decisions: list[dict[str, Any]] = self.report["decisions"]
+        self._limit_timeline: list[list[float]] = self.report["limit_timeline"]
 
     def _start(self) -> None:
         from greenai.control.limits import PowerLimitGuard
@@ -218,15 +203,7 @@ class Governor:
         if lo > hi:
             self.report["reason"] = f"the GPUs share no power limit range ({ranges})"
             return
-        if self.target.limits_w is not None:
-            limits = tuple(w for w in self.target.limits_w if lo <= w <= hi)
-            if not limits:
-                raise ValueError(
-                    f"none of limits_w={self.target.limits_w} is within the GPUs' "
-                    f"range [{lo}, {hi}] W"
-                )
-        else:
-            limits = candidate_limits(lo, hi, self.target.candidates)
+        limits = profile_limits(self.target, lo, hi)
         self.report.update(
             active=True,
             gpus=[d.name for d in self._gpus],
@@ -237,6 +214,7 @@ class Governor:
         self._guard.__enter__()
         self._active = True
         self._spending = Spending(self._tracker.ledger(), [d.name for d in self._gpus])
+        self._limit_timeline.append([0.0, self._in_force_w()])
         models = [str(getattr(d, "model", d.name)) for d in self._gpus]
         if self.job is not None and self._ranks.uses_saved_profiles:
             self._key = profile_key(self.job, models, (lo, hi), limits)
@@ -303,6 +281,9 @@ class Governor:
         self.report["applied"] = applied
         if applied:
             self._actual_w = limit_w
+            if self._spending is not None:
+                now = self._last_end_s if self._last_end_s is not None else self._spending.start_t
+                self._limit_timeline.append([now - self._spending.start_t, limit_w])
 
     def _release(self) -> None:
         guard, self._guard = self._guard, None

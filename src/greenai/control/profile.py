@@ -24,10 +24,13 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from greenai.core.files import write_atomic
 from greenai.core.state import state_dir
+
+if TYPE_CHECKING:
+    from greenai.control.target import EnergyTarget
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +142,24 @@ def _pchip(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
     h00, h10 = 2 * t**3 - 3 * t**2 + 1, t**3 - 2 * t**2 + t
     h01, h11 = -2 * t**3 + 3 * t**2, t**3 - t**2
     return h00 * ys[k] + h10 * h * d0 + h01 * ys[k + 1] + h11 * h * d1
+
+
+def profile_limits(target: EnergyTarget, lowest_w: float, highest_w: float) -> tuple[float, ...]:
+    """The limits to profile on GPUs that accept ``[lowest_w, highest_w]``: the target's
+    ``limits_w`` inside that range, else its number of ``candidates``, highest first.
+
+    Raises:
+        ValueError: None of ``limits_w`` is inside the range.
+    """
+    if target.limits_w is None:
+        return candidate_limits(lowest_w, highest_w, target.candidates)
+    limits = tuple(w for w in target.limits_w if lowest_w <= w <= highest_w)
+    if not limits:
+        raise ValueError(
+            f"none of limits_w={target.limits_w} is within the GPUs' "
+            f"range [{lowest_w}, {highest_w}] W"
+        )
+    return limits
 
 
 def candidate_limits(lowest_w: float, highest_w: float, count: int) -> tuple[float, ...]:

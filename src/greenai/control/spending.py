@@ -49,6 +49,11 @@ class Spending:
         self.placed_j = 0.0
         self._pending: deque[Measurement] = deque()
 
+    @property
+    def start_t(self) -> float:
+        """The run's start on its clock: where the first segment begins. Units: s."""
+        return self._ledger.start_t
+
     def step(self) -> None:
         """One more step in the current segment."""
         self._open_steps += 1

@@ -33,6 +33,11 @@ class Ledger:
         self._samples = samples
         self._marks = [first]
 
+    @property
+    def start_t(self) -> float:
+        """Where the first segment begins (the run's start), on the run's clock. Units: s."""
+        return self._marks[0].t
+
     def __len__(self) -> int:
         """How many segments have been cut."""
         return len(self._marks) - 1

@@ -1,13 +1,35 @@
-"""What a controlled run really ran at: steps and time at each power limit, and the summary.
+"""The governor's report: its goal, and what the run really ran at (steps and time at each
+power limit) with the one-line summary.
 
-The governor's decisions say what it chose; this log says what the steps ran at, which is
-what a report must state: a decision at the last step changes nothing, and a run whose
-limits could not be set ran at whatever the GPU had. Units: W, s, J.
+The governor's decisions say what it chose; :class:`LimitLog` says what the steps ran at,
+which is what a report must state: a decision at the last step changes nothing, and a run
+whose limits could not be set ran at whatever the GPU had. Units: W, s, J.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from greenai.control.target import EnergyTarget
+
+
+def new_report(target: EnergyTarget) -> dict[str, Any]:
+    """The report of a run under ``target`` before it starts (``run.result.metadata["control"]``
+    once it stops): the goal; decisions, limits and figures are added as it goes."""
+    return {
+        "mode": target.mode,
+        "target": {
+            "budget_j": target.total_budget_j,
+            "total_steps": target.total_steps,
+            "j_per_step": target.j_per_step,
+            "max_slowdown": target.max_slowdown,
+            "eta": target.eta,
+        },
+        "active": False,
+        "applied": False,
+        "decisions": [],
+        "limit_timeline": [],  # [s since the run's start, limit W in force from then]
+    }
 
 
 class LimitLog:
