@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from greenai.control.target import EnergyTarget
+from greenai.core.units import format_energy_j, format_power_w
 
 
 def new_report(target: EnergyTarget) -> dict[str, Any]:
@@ -70,17 +71,20 @@ class LimitLog:
         total_s = sum(self._time_s.values())
         shares = sorted(self._time_s.items(), key=lambda kv: -kv[1])[:3]
         spread = ", ".join(
-            f"{w:.0f} W for {t / total_s:.0%} of the time" for w, t in shares if total_s > 0
+            f"{format_power_w(w, 0)} for {t / total_s:.0%} of the time"
+            for w, t in shares
+            if total_s > 0
         )
         if not report.get("applied"):
             chosen = report.get("would_have_chosen_w")
             said = f"limits could not be set: ran at {mean_w:.0f} W (the GPU's own limit)"
             return said + (f"; would have chosen {chosen:.0f} W" if chosen is not None else "")
-        said = f"ran at {mean_w:.0f} W on average over {self.steps} steps ({spread})"
+        said = f"ran at {mean_w:.0f} W on average over {self.steps:,} steps ({spread})"
         budget_j = report.get("target", {}).get("budget_j")
         actual_j = report.get("actual_energy_j")
         if budget_j and actual_j is not None:
             said += (
-                f"; spent {actual_j:.0f} J of a {budget_j:.0f} J budget ({actual_j / budget_j:.1%})"
+                f"; spent {format_energy_j(actual_j)} of a {format_energy_j(budget_j)} budget "
+                f"({actual_j / budget_j:.1%})"
             )
         return said

@@ -12,14 +12,18 @@ Units: SVG user units (CSS px at 100 % zoom) for geometry; s and W for the data.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from html import escape
 
 from greenai.core.units import format_duration_s, format_energy_j, format_share
+from greenai.report.control_view import limit_timeline
 from greenai.tracking.result import Result
 
 # Okabe-Ito colours, which stay distinguishable for colour-blind readers; black last.
+_LIMIT_COLOUR = "#b3261e"  # the power limit's dashed line, apart from the devices' colours
+
 _PALETTE = (
     "#0072B2",
     "#D55E00",
@@ -199,6 +203,9 @@ def timeline_svg(result: Result) -> str:
     for d in devices:
         source = result.sources.get(d)
         entries.append((f"{d} ({source})" if source else d, colours[d]))
+    limits = limit_timeline(result)  # an energy-target run: the power limit over time
+    if limits:
+        entries.append(("power limit", _LIMIT_COLOUR))
     legend, legend_h = _legend(entries, plot_left, width - plot_right, 14.0)
     plot_top = 14.0 + legend_h + 8.0
     plot_h = 250.0
@@ -212,7 +219,7 @@ def timeline_svg(result: Result) -> str:
             '<p class="note" id="timeline-empty">Every power sample is missing '
             "(the sensors failed for the whole run).</p>"
         )
-    peak_w = max(finite)
+    peak_w = max([*finite, *(w for _, w in limits)])
     y_hi = max(peak_w, 1.0) * 1.08
     y_ticks = _ticks(0.0, y_hi, 5)
     y_hi = max(y_hi, y_ticks[-1])
@@ -268,6 +275,17 @@ def timeline_svg(result: Result) -> str:
                     'stroke-width="1.8" stroke-linejoin="round"/>'
                 )
         parts.append("</g>")
+    if limits:
+        steps = [(limits[0][0], limits[0][1])]
+        for (_, w0), (t1, w1) in itertools.pairwise(limits):
+            steps += [(t1, w0), (t1, w1)]
+        steps.append((x1_s, limits[-1][1]))
+        points = " ".join(f"{px_x(t):.1f},{px_y(w):.1f}" for t, w in steps)
+        parts.append(
+            '<g class="series" data-device="power limit"><title>power limit (W)</title>'
+            f'<polyline points="{points}" fill="none" stroke="{_LIMIT_COLOUR}" '
+            'stroke-width="1.5" stroke-dasharray="6 4"/></g>'
+        )
     parts.append("</svg>")
     return "".join(parts)
 

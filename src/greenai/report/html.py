@@ -24,6 +24,7 @@ from pathlib import Path
 from greenai.core.files import write_atomic
 from greenai.report.html_context import accounting_section, job_section, machine_section
 from greenai.report.html_sections import (
+    control_section,
     devices_section,
     escape,
     footer,
@@ -124,6 +125,7 @@ def render_html(result: Result) -> str:
         summary_section(result),
         job_section(result),
         devices_section(result),
+        control_section(result),
         timeline_section(result),
         windows_section(result),
         steps_section(result),

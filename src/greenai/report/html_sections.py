@@ -1,5 +1,6 @@
 """The sections of the HTML report that give the run's figures, each a piece of HTML:
-header, notices, summary, devices, power over time, windows, steps and footer.
+header, notices, summary, devices, energy-target control, power over time, windows, steps
+and footer.
 
 :mod:`greenai.report.html` puts them in order on the page, with the sections that
 say where the figures come from (:mod:`greenai.report.html_context`). The charts
@@ -31,6 +32,13 @@ from greenai.core.units import (
     format_utc,
 )
 from greenai.report.charts import MAX_GANTT_ROWS, PLOT_W, gantt_svg, timeline_svg
+from greenai.report.control_view import (
+    control_report,
+    decision_rows,
+    fact_rows,
+    limit_rows,
+    more_decisions,
+)
 from greenai.tracking.result import Result
 
 # How each source is described next to its figure; the first item is the CSS class.
@@ -218,6 +226,45 @@ def devices_section(result: Result) -> str:
         '<section id="devices"><h2>Energy by device</h2>'
         f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table></section>"
     )
+
+
+def control_section(result: Result) -> str:
+    """Energy-target control: goal, budget vs spent, predicted vs actual, the limits the
+    steps ran at and the decisions; empty when the run was not under control."""
+    report = control_report(result)
+    if report is None:
+        return ""
+    parts = ['<section id="control"><h2>Energy-target control</h2>']
+    parts.append(kv_table((label, escape(value)) for label, value in fact_rows(report)))
+    limits = limit_rows(report)
+    if limits:
+        parts.append(
+            "<table><thead><tr><th>Limit</th><th>Steps</th><th>Time</th>"
+            "<th>Share of time</th></tr></thead><tbody>"
+            + "".join(
+                "<tr>" + "".join(f'<td class="num">{escape(c)}</td>' for c in row) + "</tr>"
+                for row in limits
+            )
+            + "</tbody></table>"
+        )
+    decisions = decision_rows(report)
+    if decisions:
+        parts.append(
+            "<table><thead><tr><th>Decision at step</th><th>Limit</th><th>Why</th></tr>"
+            "</thead><tbody>"
+            + "".join(
+                f'<tr><td class="num">{escape(step)}</td><td class="num">{escape(limit)}</td>'
+                f"<td>{escape(why)}</td></tr>"
+                for step, limit, why in decisions
+            )
+            + "</tbody></table>"
+        )
+        if more_decisions(report):
+            parts.append(
+                f'<p class="note">{more_decisions(report)} more decisions in the JSON record.</p>'
+            )
+    parts.append("</section>")
+    return "".join(parts)
 
 
 def timeline_section(result: Result) -> str:

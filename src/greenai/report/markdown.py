@@ -30,6 +30,13 @@ from greenai.core.units import (
     format_utc,
     format_value,
 )
+from greenai.report.control_view import (
+    control_report,
+    decision_rows,
+    fact_rows,
+    limit_rows,
+    more_decisions,
+)
 from greenai.report.job_view import (
     CO2_SPLIT_NOTE,
     JOB_NOTES,
@@ -88,6 +95,10 @@ def render_markdown(result: Result) -> str:
         lines.extend(job)
         lines.append("")
     lines.extend(_devices(result))
+    control = _control(result)
+    if control:
+        lines.append("")
+        lines.extend(control)
     windows = _windows(result)
     if windows:
         lines.append("")
@@ -257,6 +268,26 @@ def _devices(result: Result) -> list[str]:
             f"| {format_share(energy_j, total_j)} "
             f"| {code(source)}{' ' + note if note else ''} |"
         )
+    return lines
+
+
+def _control(result: Result) -> list[str]:
+    """The energy-target controller: goal, budget vs spent, limits the steps ran at, decisions."""
+    report = control_report(result)
+    if report is None:
+        return []
+    lines = ["#### Energy-target control", "", "| | |", "|---|---|"]
+    lines += [f"| {label} | {text(value)} |" for label, value in fact_rows(report)]
+    limits = limit_rows(report)
+    if limits:
+        lines += ["", "| Limit | Steps | Time | Share of time |", "|---:|---:|---:|---:|"]
+        lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in limits]
+    decisions = decision_rows(report)
+    if decisions:
+        lines += ["", "| Decision at step | Limit | Why |", "|---:|---:|---|"]
+        lines += [f"| {step} | {limit} | {text(why)} |" for step, limit, why in decisions]
+        if more_decisions(report):
+            lines.append(f"\n{more_decisions(report)} more decisions in the JSON record.")
     return lines
 
 
