@@ -187,7 +187,8 @@ def test_torch_out_of_memory_error_is_caught() -> None:
 
 def test_budget_for_the_whole_run_is_spread_over_the_remaining_samples() -> None:
     total = 400_000
-    per_sample = 0.5 * (truth(32)[0] + truth(64)[0])
+    # halfway between two sizes' energy per sample: far from both, against measurement noise
+    per_sample = 0.5 * (truth(64)[0] + truth(128)[0])
     target = EnergyTarget(budget_j=per_sample * total, total_steps=total)
     controller, _ = run_job(target, steps=250)
     report = controller.report
@@ -221,7 +222,11 @@ def test_a_second_run_reuses_the_store() -> None:
     assert third.report["explored"] == [48]
     assert 512 not in work.sizes_tried
     feasible = [b for b in [*CANDIDATES, 48] if b <= MAX_FIT]
-    assert third.chosen == brute_force(EnergyTarget(eta=1.0), feasible)
+    best = brute_force(EnergyTarget(eta=1.0), feasible)
+    # 32 and 48 differ by 0.8 % in energy per sample: within what a 100 ms counter measures
+    # of 0.1 s steps that alternate idle and busy (about 1 %), so either is a right choice
+    assert third.chosen is not None
+    assert truth(third.chosen)[0] <= 1.02 * truth(best)[0]
 
     other, work = run_job(EnergyTarget(eta=0.5), job="other", steps=30)
     assert other.report["explored"][0] == 8  # another job learns for itself

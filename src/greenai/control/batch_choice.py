@@ -114,3 +114,22 @@ def check_count(name: str, value: object, *, least: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
         raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
     return value
+
+
+def samples_in(samples: int | slice) -> int:
+    """The samples of a step: a count, or a slice's ``stop - start``."""
+    if isinstance(samples, slice):
+        if samples.stop is None:
+            raise ValueError(f"a slice of samples needs a stop, got {samples!r}")
+        return check_size("samples", samples.stop - (samples.start or 0))
+    return check_size("samples", samples)
+
+
+def drifted(old: SizePoint, new: SizePoint, tolerance: float) -> bool:
+    """Whether ``new``'s energy or time per sample moved from ``old``'s by more than
+    ``tolerance`` (a fraction)."""
+
+    def moved(a: float, b: float) -> bool:
+        return math.isfinite(a) and math.isfinite(b) and a > 0 and abs(b / a - 1) > tolerance
+
+    return moved(old.j_per_sample, new.j_per_sample) or moved(old.s_per_sample, new.s_per_sample)

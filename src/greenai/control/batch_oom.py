@@ -11,6 +11,25 @@ Batches the DataLoader prepared before the change (``num_workers > 0``
 prefetches) still have the old size: splitting every batch handles them. When
 even the smallest candidate runs out of memory the error is not suppressed.
 
+The loop (the same with ``run.step()`` of a :func:`greenai.track` run or without one)::
+
+    with greenai.track("resnet") as run:
+        controller = BatchSizeController(
+            [32, 64, 128, 256], target=EnergyTarget(eta=0.5), job="resnet", tracker=run
+        )
+        loader = DataLoader(dataset, batch_sampler=AdaptiveBatchSampler(len(dataset), controller))
+        for epoch in range(epochs):
+            for x, y in loader:
+                pending = controller.split(len(x))  # one piece, unless the size dropped
+                while pending:
+                    part = pending.pop(0)
+                    with controller.guard_oom() as attempt, run.step(), controller.step(part):
+                        optimizer.zero_grad()
+                        loss_fn(model(x[part]), y[part]).backward()
+                        optimizer.step()
+                    if attempt.oom:  # nothing of this piece was applied: redo it smaller
+                        pending[:0] = controller.split(part)
+
 torch is never imported here: it is looked up in ``sys.modules``.
 """
 

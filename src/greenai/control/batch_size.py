@@ -13,13 +13,13 @@ How it decides:
 
 1. **Explore** (candidates in rising order, sizes already known from earlier
    runs skipped): at each size, ``warmup_steps`` steps, then at least
-   ``measure_steps`` steps and ``measure_s`` seconds in one tracker window,
-   whose energy (staleness-corrected window boundaries) and duration give
-   joules per *sample* and seconds per *sample*:
+   ``measure_steps`` steps and ``measure_s`` seconds in one segment of the run's
+   ledger, whose energy (known a step or a few later: nothing waits) and duration
+   give joules per *sample* and seconds per *sample*:
    steps of different sizes are not comparable, samples are. A step whose
    sample count is not the size being measured (a prefetched batch of the old
    size, the short last batch of an epoch) restarts the measurement
-   (:mod:`greenai.control.batch_windows`).
+   (:mod:`greenai.control.batch_measure`).
 2. **Choose** (:func:`~greenai.control.batch_choice.choose_batch_size`), with
    the governor's goals per sample: the fastest size within the budget; the
    least energy within ``max_slowdown`` of the fastest; or the least Zeus cost
@@ -28,7 +28,12 @@ How it decides:
 3. **Out of memory**: :meth:`BatchSizeController.report_oom` marks that size and
    every larger one infeasible (they are never tried again, in this run or a
    later one) and backs off to a smaller size (:mod:`greenai.control.batch_oom`).
-4. **Reuse** (explore-then-exploit over recurring jobs, a simple form of Zeus's
+4. **Refresh**: every ``refresh_steps`` steps at the choice, its joules and seconds per
+   sample are measured again (not while the power-limit governor profiles: the two take
+   turns, :mod:`greenai.control.coordination`); a change of more than ``drift`` updates
+   what is stored and the choice is made again, so a workload that grows or shrinks is
+   followed.
+5. **Reuse** (explore-then-exploit over recurring jobs, a simple form of Zeus's
    multi-armed bandit): per job and GPU model, the measurements, the smallest
    size that ran out of memory and the choice are saved in
    ``$GREENAI_STATE_DIR/batch_sizes`` (or ``$XDG_STATE_HOME/greenai/batch_sizes``),
@@ -42,28 +47,8 @@ samples the run processes (so ``budget_j`` is spread over samples). Energy is
 the metered GPUs' (every device's when no GPU is metered). Without a tracker
 only time is measured, and the fastest size per sample is chosen.
 
-The training loop drives it; the same loop works with ``run.step()`` of a
-:func:`greenai.track` run or without one::
-
-    with greenai.track("resnet") as run:
-        controller = BatchSizeController(
-            [32, 64, 128, 256], target=EnergyTarget(eta=0.5), job="resnet", tracker=run
-        )
-        loader = DataLoader(dataset, batch_sampler=AdaptiveBatchSampler(len(dataset), controller))
-        for epoch in range(epochs):
-            for x, y in loader:
-                pending = controller.split(len(x))  # one piece, unless the size dropped
-                while pending:
-                    part = pending.pop(0)
-                    with controller.guard_oom() as attempt, run.step(), controller.step(part):
-                        optimizer.zero_grad()
-                        loss_fn(model(x[part]), y[part]).backward()
-                        optimizer.step()
-                    if attempt.oom:  # nothing of this piece was applied: redo it smaller
-                        pending[:0] = controller.split(part)
-
-:meth:`BatchSizeController.guard_oom` has a retry contract: see
-:mod:`greenai.control.batch_oom`.
+The training loop drives it, with ``run.step()`` of a :func:`greenai.track` run or
+without one: the loop, with its out-of-memory retries, is in :mod:`greenai.control.batch_oom`.
 
 Units: J, s, W; sizes in samples.
 """
@@ -77,16 +62,19 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from greenai.control import coordination
 from greenai.control.batch_choice import (
     DEFAULT_TARGET,
     SizePoint,
     check_count,
     check_size,
     choose_batch_size,
+    drifted,
+    samples_in,
 )
+from greenai.control.batch_measure import BatchMeasurements
 from greenai.control.batch_oom import OomAttempt, empty_cuda_cache
-from greenai.control.batch_store import default_store_path, load_learned, save_learned
-from greenai.control.batch_windows import MeasureWindows
+from greenai.control.batch_store import SizeStore
 from greenai.control.limit_choice import BUDGET_MARGIN
 from greenai.control.target import EnergyTarget
 
@@ -137,8 +125,11 @@ class BatchSizeController:
         measure_s: Time measured at each explored size, at least: GPU energy counters
             update about every 100 ms, so a window much shorter than a second can
             misplace a power change within it. Units: s.
-        tracker: The running :class:`~greenai.tracking.meter.Meter` whose windows measure
-            energy; None measures time only.
+        tracker: The running :class:`~greenai.tracking.meter.Meter` that measures energy;
+            None measures time only.
+        refresh_steps: Steps at the choice between two checks of it (0: never).
+        drift: Relative change of the choice's energy or time per sample that makes it
+            stored anew and the choice made again.
         max_power_w: Zeus's ``max_power`` for the cost goal; None for the sum of the
             metered GPUs' highest power limits (the highest mean power measured when
             there are none). Units: W.
@@ -163,6 +154,8 @@ class BatchSizeController:
         measure_s: float = 2.0,
         tracker: Meter | None = None,
         max_power_w: float | None = None,
+        refresh_steps: int = 500,
+        drift: float = 0.05,
     ) -> None:
         if isinstance(candidates, str | bytes):
             raise TypeError(f"candidates must be batch sizes (integers), got {candidates!r}")
@@ -192,6 +185,10 @@ class BatchSizeController:
         ):
             raise ValueError(f"measure_s must be a number of seconds >= 0, got {measure_s!r}")
         self.measure_s = float(measure_s)
+        self.refresh_steps = check_count("refresh_steps", refresh_steps, least=0)
+        if isinstance(drift, bool) or not (isinstance(drift, int | float) and 0 < drift < math.inf):
+            raise ValueError(f"drift must be a positive fraction, got {drift!r}")
+        self.drift = float(drift)
         self.tracker = tracker
         self.max_power_w = max_power_w
         self.points: dict[int, SizePoint] = {}
@@ -205,7 +202,8 @@ class BatchSizeController:
         self._chosen: int | None = None
         self._phase_steps = 0
         self._measuring = False
-        self._windows = MeasureWindows(f"greenai.batch_size/{id(self):x}")
+        self._measures = BatchMeasurements()
+        self._since_check = 0  # steps at the choice since it was last checked
         self._gpus: list[Device] = []
         self._samples = 0
         self._budget_per_sample_j = math.inf
@@ -242,39 +240,73 @@ class BatchSizeController:
         The step counts only when its block ends without an exception. A slice is
         taken as ``stop - start`` samples (the pieces of :meth:`split`).
         """
-        return _Step(self, self._samples_in(samples))
+        return _Step(self, samples_in(samples))
 
     def step_ended(self, n_samples: int) -> None:
         """Count a finished step of ``n_samples`` samples (the non-``with`` form of :meth:`step`).
 
-        At phase ends it measures, and once every size is known it chooses.
+        At phase ends it cuts a measurement; once every size is known it chooses; at the
+        choice it checks the choice every ``refresh_steps`` steps.
         """
         n = check_size("n_samples", n_samples)
         self._ensure_started()
         self._samples += n
-        if not self._queue:
-            return
+        self._measures.step()
+        if self._queue:
+            self._explore_step(n)
+        elif self._chosen is not None:
+            self._refresh_step(n)
+        self._take_measured()
+
+    def _explore_step(self, n: int) -> None:
         size = self._queue[0]
         if n != size:  # a stale or short batch: measure only whole steps of this size
-            self._windows.cut()
+            self._measures.cut()
             self._phase_steps = 0
             return
         self._phase_steps += 1
         if not self._measuring:
             if self._phase_steps >= self.warmup_steps:
-                self._windows.cut()
+                self._measures.cut()
                 self._measuring, self._phase_steps = True, 0
             return
-        if self._phase_steps < self.measure_steps or self._windows.elapsed_s() < self.measure_s:
+        if self._phase_steps < self.measure_steps or self._measures.elapsed_s() < self.measure_s:
             return
-        energy_j, duration_s = self._windows.cut()
-        samples = self._phase_steps * size
-        point = SizePoint(size, energy_j / samples, duration_s / samples)
-        self.points[size] = point
-        logger.debug("measured batch size %d: %s", size, point)
+        self._measures.measure(size, self._phase_steps)
         self._queue.pop(0)
-        self._save()
         self._next_phase()
+
+    def _refresh_step(self, n: int) -> None:
+        """At the choice: measure it again every ``refresh_steps`` whole steps, while no
+        other controller measures."""
+        if not self.refresh_steps or self._measures.waiting():
+            return
+        others = self.tracker is not None and coordination.others(self.tracker, "batch_size")
+        if n != self._current or others:
+            self._measures.cut()  # not a step of the choice, or the limits change: restart
+            self._since_check = 0
+            return
+        self._since_check += 1
+        if self._since_check >= self.refresh_steps:
+            self._measures.measure(self._current, self._since_check)
+            self._since_check = 0
+
+    def _take_measured(self) -> None:
+        """Record the measurements now known; choose (again) when they say to."""
+        for size, steps, energy_j, duration_s in self._measures.measured():
+            samples = steps * size
+            point = SizePoint(size, energy_j / samples, duration_s / samples)
+            old = self.points.get(size)
+            self.points[size] = point
+            logger.debug("measured batch size %d: %s", size, point)
+            self._save()
+            if size == self._chosen and old is not None and drifted(old, point, self.drift):
+                self.report.setdefault("refreshed", []).append(
+                    {"samples": self._samples, "batch_size": size, "point": vars(point)}
+                )
+                self._next_phase(again=True)
+        if not self._queue and self._chosen is None and not self._measures.waiting():
+            self._next_phase()
 
     def report_oom(self, batch_size: int) -> int:
         """CUDA ran out of memory at ``batch_size``: never use it or any larger size again.
@@ -307,9 +339,8 @@ class BatchSizeController:
         exploring_it = bool(self._queue) and not self.feasible(self._queue[0])
         self._queue = [c for c in self._queue if self.feasible(c)]
         if exploring_it or not self._queue:
-            if self._windows.open:
-                self._windows.cut()
-            self._next_phase()
+            self._measures.cut()
+            self._next_phase(again=self._chosen is not None)
         return self._current
 
     def guard_oom(self, batch_size: int | None = None) -> OomAttempt:
@@ -360,9 +391,11 @@ class BatchSizeController:
                     f"(build the controller inside `with greenai.track(...)`): {e}"
                 ) from e
         self._gpus = [d for d in devices if d.kind == "gpu"]
-        self._windows.attach(self.tracker, self._gpus)
+        self._measures.attach(self.tracker, self._gpus)
+        self._measures.cut()  # what ran before the controller started is not measured
         models = sorted(str(getattr(d, "model", d.name)) for d in self._gpus)
-        self._key: dict[str, Any] = {"job": self.job, "gpu_models": models}
+        key: dict[str, Any] = {"job": self.job, "gpu_models": models}
+        self._store = SizeStore(self.job, key, self.store_path, reuse=self.reuse)
         if self.max_power_w is None and self._gpus:
             try:
                 self.max_power_w = float(sum(d.power_limit_range_w()[1] for d in self._gpus))
@@ -376,24 +409,29 @@ class BatchSizeController:
             mode=(self.target or DEFAULT_TARGET).mode,
             reused=sorted(c for c in self.candidates if c in self.points),
             explored=[],
-            store=str(self._path()) if self.reuse else None,
+            store=str(self._store.path) if self.reuse else None,
         )
         if not any(self.feasible(c) for c in self.candidates):
             raise RuntimeError(
                 f"every candidate of {list(self.candidates)} ran out of memory in an earlier "
-                f"run of job {self.job!r} (delete {self._path()} to try again)"
+                f"run of job {self.job!r} (delete {self._store.path} to try again)"
             )
         self._next_phase()
 
-    def _next_phase(self) -> None:
+    def _next_phase(self, *, again: bool = False) -> None:
+        """Explore the next size, or choose once all are measured (``again``: choose anew)."""
         if self._queue:
             self._current = self._queue[0]
             self.report["explored"].append(self._current)
             self._phase_steps = 0
             self._measuring = self.warmup_steps == 0
-            if not self._windows.open:
-                self._windows.begin()
+            if self.tracker is not None:
+                coordination.begin(self.tracker, "batch_size")
             return
+        if self._measures.waiting() and not again:
+            return  # the last sizes' energy is known a step or a few later
+        if self.tracker is not None:
+            coordination.end(self.tracker, "batch_size")
         known = [p for s, p in self.points.items() if s in self.candidates and self.feasible(s)]
         if not known:  # an OOM left only unmeasured sizes: take the next smaller one
             smaller = [c for c in self.candidates if self.feasible(c)]
@@ -403,8 +441,6 @@ class BatchSizeController:
         self._choose(known)
 
     def _choose(self, known: list[SizePoint]) -> None:
-        if self._windows.open:
-            self._windows.cut(reopen=False)
         target = self.target
         if target is not None and target.mode == "budget" and self._chosen is None:
             if target.total_steps is not None:
@@ -412,7 +448,7 @@ class BatchSizeController:
                 assert budget_j is not None
                 remaining = target.total_steps - self._samples
                 self._budget_per_sample_j = (
-                    (budget_j - self._windows.spent_j) / remaining if remaining > 0 else math.inf
+                    (budget_j - self._spent_j()) / remaining if remaining > 0 else math.inf
                 )
             else:
                 assert target.j_per_step is not None
@@ -428,23 +464,25 @@ class BatchSizeController:
             chosen=choice.batch_size,
             feasible=choice.feasible,
             points=[vars(self.points[s]) for s in sorted(self.points)],
-            exploration={"samples": self._samples, "energy_j": self._windows.spent_j},
+            exploration={"samples": self._samples, "energy_j": self._spent_j()},
         )
         if target is not None and target.mode == "budget":
             self.report["j_per_sample_budget"] = self._budget_per_sample_j
         self._save()
 
-    # ------------------------------------------------------------- store
-    def _path(self) -> Path:
-        if self.store_path is not None:
-            return self.store_path
-        return default_store_path(self.job, self._key)
+    def _spent_j(self) -> float:
+        """Energy spent so far: the placed segments, and the steps since at the current
+        size's measured energy; 0 without a tracker (time only is measured). Units: J."""
+        if self.tracker is None:
+            return 0.0
+        point = self.points.get(self._current)
+        per_step_j = point.j_per_sample * self._current if point is not None else 0.0
+        return self._measures.spent_j + self._measures.unplaced_j(per_step_j)
 
+    # ------------------------------------------------------------- store
     def _load(self) -> None:
         """Read what earlier runs learned; anything unreadable or another key's is ignored."""
-        if not self.reuse:
-            return
-        learned = load_learned(self._path(), self._key)
+        learned = self._store.load()
         if learned is None:
             return
         self.points.update(learned.points)
@@ -456,21 +494,6 @@ class BatchSizeController:
 
     def _save(self) -> None:
         """Write what is known, replacing the file atomically; a failure only loses it."""
-        if not self.reuse or not self._started:
-            return
-        save_learned(
-            self._path(),
-            self._key,
-            self.points,
-            self.infeasible_from,
-            self._chosen,
-            (self.target or DEFAULT_TARGET).mode,
-        )
-
-    @staticmethod
-    def _samples_in(samples: int | slice) -> int:
-        if isinstance(samples, slice):
-            if samples.stop is None:
-                raise ValueError(f"a slice of samples needs a stop, got {samples!r}")
-            return check_size("samples", samples.stop - (samples.start or 0))
-        return check_size("samples", samples)
+        if self._started:
+            mode = (self.target or DEFAULT_TARGET).mode
+            self._store.save(self.points, self.infeasible_from, self._chosen, mode)

@@ -95,3 +95,29 @@ def save_learned(
         write_atomic(path, json.dumps(data, indent=1).encode())
     except OSError:
         logger.debug("could not save the batch-size store %s", path, exc_info=True)
+
+
+class SizeStore:
+    """One job's file of what it learned (or none, when ``reuse`` is off)."""
+
+    def __init__(
+        self, job: str, key: dict[str, Any], store_path: Path | None, *, reuse: bool
+    ) -> None:
+        self.path = store_path if store_path is not None else default_store_path(job, key)
+        self._key = key
+        self._reuse = reuse
+
+    def load(self) -> Learned | None:
+        """What earlier runs learned; None when nothing (or reuse is off)."""
+        return load_learned(self.path, self._key) if self._reuse else None
+
+    def save(
+        self,
+        points: Mapping[int, SizePoint],
+        infeasible_from: int | None,
+        choice: int | None,
+        mode: str,
+    ) -> None:
+        """Write what is known (nothing when reuse is off); a failure only loses it."""
+        if self._reuse:
+            save_learned(self.path, self._key, points, infeasible_from, choice, mode)

@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from greenai.control import coordination
 from greenai.control.control_report import LimitLog, new_report
 from greenai.control.limit_choice import BUDGET_MARGIN, choose_limit
 from greenai.control.profile import (
@@ -46,6 +46,7 @@ from greenai.control.profile import (
     profile_key,
     profile_limits,
 )
+from greenai.control.profiling import Phases
 from greenai.control.ranks import LocalPlan, join_ranks
 from greenai.control.spending import Kind, Measurement, Spending
 from greenai.control.target import EnergyTarget
@@ -58,14 +59,6 @@ if TYPE_CHECKING:
     from greenai.tracking.result import Result
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class _Phase:
-    """One profiling phase: warm-up then measurement at one limit."""
-
-    limit_w: float
-    warmup_steps: int
 
 
 class Governor:
@@ -104,7 +97,6 @@ class Governor:
         self.report: dict[str, Any] = {}
         self._active = False
         self._last_end_s: float | None = None
-        self._measure_start_s: float | None = None
 
     # ------------------------------------------------------------- RunObserver
     def run_started(self, tracker: Meter) -> None:
@@ -122,13 +114,11 @@ class Governor:
         self._steps += 1
         if self._spending is not None:
             self._spending.step()
-        if self._measure_start_s is None:
-            self._measure_start_s = start_s  # a measurement that began with the run
         since_s = start_s if self._last_end_s is None else self._last_end_s
         self._last_end_s = end_s
         self._log.add_step(self._in_force_w(), end_s - since_s)
         try:
-            self._on_step()
+            self._on_step(start_s, end_s)
             self._collect()
         except Exception as e:  # control must never stop the user's run
             self._give_up(e)
@@ -167,11 +157,8 @@ class Governor:
         self._guard: PowerLimitGuard | None = None
         self._spending: Spending | None = None
         self._steps = 0
-        self._phases: list[_Phase] = []
-        self._phase_steps = 0
-        self._measuring = False
+        self._phases = Phases((), 0, 1)
         self._last_end_s = None
-        self._measure_start_s = None  # the tracker's clock when the current measurement began
         self._profile: Profile | None = None
         self._key: dict[str, Any] | None = None
         self._planned_w: float | None = None
@@ -230,10 +217,9 @@ class Governor:
             self._plan("saved profile")
             return
         self.report["profile_source"] = "measured"
-        self._phases = [
-            _Phase(w, max(self.target.warmup_steps, 1 if i == 0 else 0))
-            for i, w in enumerate(limits)
-        ]
+        self._phases = Phases(limits, self.target.warmup_steps, self.target.profile_steps)
+        self._phases.restart()
+        coordination.begin(self._tracker, "power_limit")
         self._next_phase()
 
     def _stores(self) -> ProfileStore:
@@ -286,6 +272,7 @@ class Governor:
                 self._limit_timeline.append([now - self._spending.start_t, limit_w])
 
     def _release(self) -> None:
+        coordination.end(self._tracker, "power_limit")
         guard, self._guard = self._guard, None
         if guard is not None:
             failed = guard.close()
@@ -315,43 +302,43 @@ class Governor:
 
     # ------------------------------------------------------------- profiling
     def _next_phase(self) -> None:
-        phase = self._phases[0]
-        self._set_limit(phase.limit_w)
-        self._phase_steps = 0
-        self._measuring = phase.warmup_steps == 0
-        self._measure_start_s = self._last_end_s
+        self._set_limit(self._phases.current.limit_w)
+        self._phases.begin(self._last_end_s)
 
-    def _on_step(self) -> None:
-        if self._profile is None:
-            if self._phases:
-                self._profile_step()
-        else:
+    def _on_step(self, start_s: float, end_s: float) -> None:
+        if self._profile is not None:
             self._steady_step()
+        elif self._phases.left and not self._held():
+            self._profile_step(start_s, end_s)
 
-    def _profile_step(self) -> None:
-        phase = self._phases[0]
-        self._phase_steps += 1
-        if not self._measuring:
-            if self._phase_steps >= phase.warmup_steps:
-                assert self._spending is not None
-                self._spending.cut(self._in_force_w())  # the warm-up is spent, not measured
-                self._measuring, self._phase_steps = True, 0
-                self._measure_start_s = self._last_end_s
-            return
-        # Long enough in steps and (where the planner asks for it) in time.
-        if self._phase_steps < self.target.profile_steps:
-            return
-        elapsed_s = (
-            None
-            if self._last_end_s is None or self._measure_start_s is None
-            else self._last_end_s - self._measure_start_s
+    def _held(self) -> bool:
+        """While a batch-size controller explores this run, the limits are not profiled (each
+        would take the other's changes for its own): profiling starts over after it, at the
+        size it chose (:mod:`greenai.control.coordination`). Not across ranks."""
+        if self._ranks.together or not coordination.others(self._tracker, "power_limit"):
+            return False
+        assert self._spending is not None
+        if self._phases.steps or self._ranks.points or self._spending.waiting("profile"):
+            self._spending.forget("profile")
+            self._ranks = LocalPlan()
+            self._spending.cut(self._in_force_w())
+            self._phases.restart()
+            self._next_phase()
+        return True
+
+    def _profile_step(self, start_s: float, end_s: float) -> None:
+        min_s = self.target.profile_min_s
+        event = self._phases.step(
+            start_s, end_s, lambda elapsed_s: self._ranks.phase_long_enough(elapsed_s, min_s)
         )
-        if not self._ranks.phase_long_enough(elapsed_s, self.target.profile_min_s):
-            return
-        self._phases.pop(0)
-        self._measure("profile", phase.limit_w, self._phase_steps)
-        if self._active and self._phases:
-            self._next_phase()  # from this boundary on, before the next step
+        assert self._spending is not None
+        if event == "warmed":
+            self._spending.cut(self._in_force_w())  # the warm-up is spent, not measured
+        elif event == "measured":
+            limit_w, steps = self._phases.pop()
+            self._measure("profile", limit_w, steps)
+            if self._active and self._phases.left:
+                self._next_phase()  # from this boundary on, before the next step
 
     def _profiled(self, measured: Measurement, energy_j: float) -> None:
         """A profiling phase's energy is placed: add it to the profile; plan once complete."""
@@ -378,8 +365,9 @@ class Governor:
             self._active = False
             return
         assert self._spending is not None
-        if self._phases or self._spending.waiting("profile"):
+        if self._phases.left or self._spending.waiting("profile"):
             return
+        coordination.end(self._tracker, "power_limit")
         self._profile = Profile(self._ranks.points)
         self.report["profile"] = self._profile.to_json()
         self.report["profiling"] = {"steps": self._steps, "energy_j": self._planning_spent_j()}
@@ -413,7 +401,10 @@ class Governor:
         unplaced_j = (
             0.0
             if profile is None
-            else spending.unplaced_j(lambda w: profile.at(w)[1] * drift, self._in_force_w())
+            else spending.unplaced_j(
+                lambda w: profile.at(w)[1] * drift if math.isfinite(w) else 0.0,
+                self._in_force_w(),
+            )
         )
         return self._ranks.spent_j(spending.placed_j + unplaced_j)
 

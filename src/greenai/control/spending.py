@@ -9,7 +9,6 @@ placed yet from the limit each ran at. Units: J, W, s.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
@@ -17,19 +16,21 @@ from typing import Literal
 
 from greenai.tracking.ledger import Ledger
 
-Kind = Literal["profile", "interval"]
+Kind = Literal["profile", "interval", "batch"]
 
 
 @dataclass(frozen=True)
 class Measurement:
-    """A ledger segment a decision waits for: a profiling phase at ``limit_w``, or a
-    closed-loop interval run at ``limit_w``; its steps and duration (s)."""
+    """A ledger segment a decision waits for: a profiling phase at ``limit_w``, a closed-loop
+    interval run at ``limit_w``, or a batch size explored (``batch_size``); its steps and
+    duration (s)."""
 
     segment: int
     kind: Kind
     limit_w: float
     steps: int
     duration_s: float
+    batch_size: int | None = None
 
 
 class Spending:
@@ -54,6 +55,11 @@ class Spending:
         """The run's start on its clock: where the first segment begins. Units: s."""
         return self._ledger.start_t
 
+    @property
+    def running(self) -> bool:
+        """Whether the run goes on (its ledger can still be cut)."""
+        return self._ledger.running
+
     def step(self) -> None:
         """One more step in the current segment."""
         self._open_steps += 1
@@ -66,11 +72,17 @@ class Spending:
         self._open_steps = 0
         return index
 
-    def measure(self, kind: Kind, limit_w: float, steps: int) -> None:
+    def measure(
+        self, kind: Kind, limit_w: float, steps: int, *, batch_size: int | None = None
+    ) -> None:
         """Cut, and hand out the segment's energy (:meth:`placed`) once it is known."""
         index = self.cut(limit_w)
         duration_s = self._ledger.duration_s(index)
-        self._pending.append(Measurement(index, kind, limit_w, steps, duration_s))
+        self._pending.append(Measurement(index, kind, limit_w, steps, duration_s, batch_size))
+
+    def forget(self, kind: Kind) -> None:
+        """Drop the waiting measurements of ``kind`` (their segments still count as spent)."""
+        self._pending = deque(m for m in self._pending if m.kind != kind)
 
     def waiting(self, kind: Kind | None = None) -> bool:
         """Whether a measurement (of ``kind``) still waits for its segment's energy."""
@@ -95,8 +107,4 @@ class Spending:
         """An estimate of the steps not placed yet (the current segment's run at
         ``limit_now_w``): ``per_step_j(limit_w)`` for each. Units: J."""
         waiting = [*self._segments[self._placed :], (self._open_steps, limit_now_w)]
-        return sum(
-            steps * per_step_j(limit_w)
-            for steps, limit_w in waiting
-            if steps and math.isfinite(limit_w)
-        )
+        return sum(steps * per_step_j(limit_w) for steps, limit_w in waiting if steps)

@@ -26,12 +26,25 @@ class Ledger:
         mark: Takes a boundary now (synchronizes, timestamps, reads the counters).
         samples: The run's readings.
         first: Where the first segment begins.
+        running: Whether the run still goes on (segments are cut only while it does).
     """
 
-    def __init__(self, mark: Callable[[], Mark], samples: RunSamples, first: Mark) -> None:
+    def __init__(
+        self,
+        mark: Callable[[], Mark],
+        samples: RunSamples,
+        first: Mark,
+        running: Callable[[], bool],
+    ) -> None:
         self._mark = mark
         self._samples = samples
         self._marks = [first]
+        self._running = running
+
+    @property
+    def running(self) -> bool:
+        """Whether the run still goes on: once it has ended, nothing more can be cut."""
+        return self._running()
 
     @property
     def start_t(self) -> float:
@@ -43,7 +56,13 @@ class Ledger:
         return len(self._marks) - 1
 
     def cut(self) -> int:
-        """End the current segment now (the next one begins at the same boundary); its index."""
+        """End the current segment now (the next one begins at the same boundary); its index.
+
+        Raises:
+            RuntimeError: The run has ended.
+        """
+        if not self._running():
+            raise RuntimeError("the run has ended: its ledger cannot be cut any more")
         self._marks.append(self._mark())
         return len(self._marks) - 2
 

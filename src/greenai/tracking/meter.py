@@ -216,8 +216,7 @@ class Meter:
         return self
 
     def stop(self, *, write_outputs: bool = True) -> Result:
-        """End the run (see :meth:`end`) and return its result, waiting for it if the GPU
-        counters' next updates are still needed. Idempotent and thread-safe."""
+        """:meth:`end`, then the result (waits if the counters' next updates are needed)."""
         self.end(write_outputs=write_outputs)
         return self.result
 
@@ -392,7 +391,8 @@ class Meter:
         self._require_running("ledger")
         assert self._samples is not None
         assert self._windows is not None
-        return Ledger(self._mark, self._samples, self._windows.root.start)
+        start = self._windows.root.start
+        return Ledger(self._mark, self._samples, start, lambda: self._state == "running")
 
     def step(self) -> StepMark:
         """Mark one training step (a light window: count, time and energy per step)."""
