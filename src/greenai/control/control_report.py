@@ -65,6 +65,12 @@ class LimitLog:
     def summary(self, report: dict[str, Any]) -> str:
         """One line on what the run did: the limits it ran at, and against a budget what it
         spent (``report``: the governor's, with ``actual_energy_j`` and the target)."""
+        said = self._said(report)
+        for line in report.get("not_restored") or ():
+            said += f"; NOT RESTORED: {line} (run `greenai limits --restore`)"
+        return said
+
+    def _said(self, report: dict[str, Any]) -> str:
         mean_w = self.mean_limit_w()
         if mean_w is None:
             return "no step ran under control"
