@@ -389,5 +389,6 @@ def test_a_limit_left_lowered_is_said_at_the_users_line_and_in_the_summary() -> 
         assert "NOT RESTORED" in report["summary"]
         assert "greenai limits --restore" in report["summary"]
         sim.clear_faults(0)
-        limits._restore_all_active()  # the guard still holds it: once allowed, it goes back
+        for guard in list(limits._active):  # the guard still holds it: once allowed, it goes back
+            assert guard.close() == []
         assert sim.power_limit_w(0) == GPU.max_limit_w

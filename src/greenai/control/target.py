@@ -59,7 +59,8 @@ class EnergyTarget:
         profile_steps: Steps measured at each profiled limit (at least).
         profile_min_s: Shortest measurement at each profiled limit: more steps are
             measured until it has passed, since GPU energy counters update only every
-            ~100 ms (Zeus measures 40 steps). Ranks planning together under
+            ~100 ms (five updates: the boundaries are placed between updates, and the
+            limit changes at them; Zeus measures 40 steps). Ranks planning together under
             ``torch.distributed`` cut phases by ``profile_steps`` alone, so that every
             rank cuts at the same step. Units: s.
         replan_every: Steps between two checks of the energy spent against the plan
@@ -77,7 +78,7 @@ class EnergyTarget:
     candidates: int = 6
     warmup_steps: int = 2
     profile_steps: int = 8
-    profile_min_s: float = 1.0
+    profile_min_s: float = 0.5
     replan_every: int = 50
     reuse_profile: bool = True
 
