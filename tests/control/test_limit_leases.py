@@ -8,7 +8,9 @@ what it was before the first greenai process touched it.
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -100,8 +102,6 @@ class Child:
 
 
 def _env(state: Path) -> dict[str, str]:
-    import os
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("GREENAI_")}
     return {**env, "GREENAI_STATE_DIR": str(state), "GREENAI_HISTORY": "off"}
 
@@ -236,3 +236,30 @@ def test_permission_withdrawn_keeps_the_lease_and_the_journal_for_the_next_start
     plain = start(children, tmp_path, "track")
     assert plain.proc.wait(timeout=60) == 0
     assert gpu.limit_w(UUID, 0) == ORIGINAL_W
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_worker_does_not_keep_its_parents_lease(tmp_path: Path) -> None:
+    """A DataLoader worker forked while the parent steers must not hold the GPU once the
+    parent has given it back (or died)."""
+    from greenai.control import lease
+
+    path = lease.lease_path(tmp_path / "state", UUID)
+    lease.acquire(path)
+    go_read, go_write = os.pipe()
+    ready_read, ready_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the worker (its fork handlers have run): lives on while the parent lets go
+        os.write(ready_write, b"r")
+        os.read(go_read, 1)
+        os._exit(0)
+    try:
+        assert os.read(ready_read, 1) == b"r"
+        assert lease.holder(path) == f"pid {os.getpid()} on {socket.gethostname()}"
+        lease.release(path)
+        assert lease.holder(path) is None  # free, though the worker still runs
+    finally:
+        os.write(go_write, b"x")
+        os.waitpid(pid, 0)
+        for fd in (go_read, go_write, ready_read, ready_write):
+            os.close(fd)
