@@ -35,3 +35,9 @@ def others(run: object, who: str) -> bool:
     """Whether a controller other than ``who`` measures on ``run`` now."""
     with _lock:
         return bool(_measuring.get(run, set()) - {who})
+
+
+def clear(run: object) -> None:
+    """A new run on ``run`` (a tracker started again): nobody measures on it yet."""
+    with _lock:
+        _measuring.pop(run, None)

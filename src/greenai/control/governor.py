@@ -101,6 +101,7 @@ class Governor:
     # ------------------------------------------------------------- RunObserver
     def run_started(self, tracker: Meter) -> None:
         """Find the GPUs and their common limit range, take the guard, begin profiling."""
+        coordination.clear(tracker)
         self._reset(tracker)
         try:
             self._start()
