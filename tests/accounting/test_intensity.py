@@ -65,27 +65,6 @@ def test_regions_and_cloud() -> None:
     assert grid_data.codecarbon_version().startswith("3.3")
 
 
-def test_codecarbon_version_from_its_dist_info_is_what_importlib_metadata_says(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    import importlib.metadata
-
-    expected = importlib.metadata.version("codecarbon")
-    grid_data.codecarbon_version.cache_clear()
-    assert grid_data.codecarbon_version() == expected
-    # Data found where no dist-info lies beside it: importlib.metadata is asked.
-    grid_data.codecarbon_version.cache_clear()
-    monkeypatch.setattr(grid_data, "data_dir", lambda: tmp_path / "pkg" / "data")
-    assert grid_data.codecarbon_version() == expected
-    # A dist-info beside the package is read, not importlib.metadata.
-    grid_data.codecarbon_version.cache_clear()
-    info = tmp_path / "codecarbon-9.8.7.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: codecarbon\nVersion: 9.8.7\n\n")
-    assert grid_data.codecarbon_version() == "9.8.7"
-    grid_data.codecarbon_version.cache_clear()
-
-
 PLACES = [
     ("FRA", None),
     ("USA", None),

@@ -1,13 +1,10 @@
 """CodeCarbon's offline grid-intensity data, read as plain files. Units: g CO2e per kWh.
 
-This is the only module of greenai that knows where CodeCarbon keeps its data
-and how it turns that data into an intensity. None of it is CodeCarbon's public
-API, which is why ``pyproject.toml`` pins ``codecarbon`` to the tested 3.3 series.
-
-``codecarbon`` itself is never imported here: its ``__init__`` pulls in pandas
-and takes about a second. The package directory is found with
-:func:`importlib.util.find_spec` (which does not execute the package) and the
-JSON/CSV files under ``codecarbon/data`` are read directly, once (cached).
+This is the only module of greenai that knows CodeCarbon's data and how it turns that
+data into an intensity. greenai ships a copy of the files it reads (CodeCarbon is MIT
+licensed: the license and the version copied are beside them, in ``data/codecarbon``), so
+``codecarbon`` (38 packages) is not a dependency; a test compares the copy with an
+installed ``codecarbon`` of the same version. The files are read once (cached).
 
 Each lookup mirrors what ``codecarbon.core.emissions.Emissions`` does for the
 same place, so greenai charges what CodeCarbon would charge:
@@ -27,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import importlib.util
 import json
 import re
 from collections.abc import Mapping
@@ -68,53 +64,24 @@ _CHINA_SUFFIX = re.compile(r"\s+(autonomous region|municipality|province|sheng|s
 REGIONAL_COUNTRIES = ("USA", "CAN", "CHN", "SWE", "NOR", "FIN")
 
 
-@functools.cache
-def data_dir() -> Path:
-    """The ``codecarbon/data`` directory, found without importing ``codecarbon``.
+DATA_DIR = Path(__file__).parent / "data" / "codecarbon"
+"""CodeCarbon's offline grid data, shipped with greenai (MIT license: ``LICENSE`` there; its
+version in ``VERSION.json``). ``tests/accounting/test_grid_data_copy.py`` compares it with an
+installed ``codecarbon`` of that version."""
 
-    Raises:
-        ModuleNotFoundError: CodeCarbon is not installed, or has no offline data.
-    """
-    try:
-        spec = importlib.util.find_spec("codecarbon")
-    except (ImportError, ValueError) as e:
-        raise ModuleNotFoundError(f"cannot locate the codecarbon package: {e}") from e
-    if spec is not None:
-        for location in spec.submodule_search_locations or ():
-            path = Path(location) / "data"
-            if (path / "private_infra" / "global_energy_mix.json").is_file():
-                return path
-    raise ModuleNotFoundError(
-        "CodeCarbon's offline data was not found; install it with "
-        "`pip install 'codecarbon>=3.3,<3.4'` (a dependency of greenai)"
-    )
+
+def data_dir() -> Path:
+    """The folder of the shipped CodeCarbon data (the same layout as ``codecarbon/data``)."""
+    return DATA_DIR
 
 
 @functools.cache
 def codecarbon_version() -> str:
-    """The installed CodeCarbon's version (from its metadata; the package is not imported).
-
-    Read from the ``Version:`` line of ``codecarbon-*.dist-info/METADATA`` beside the
-    package, where pip installs it: ``importlib.metadata`` costs 10 ms of imports at the
-    first ``track()``. Any other layout, or more than one such folder, asks
-    ``importlib.metadata``.
-    """
+    """The version of CodeCarbon whose data greenai ships."""
     try:
-        found = list(data_dir().parent.parent.glob("codecarbon-*.dist-info/METADATA"))
-        if len(found) == 1:
-            with found[0].open(encoding="utf-8") as f:
-                for line in f:
-                    if line.startswith("Version:"):
-                        return line.partition(":")[2].strip()
-                    if not line.strip():
-                        break  # the headers end at the first blank line
-    except (ModuleNotFoundError, OSError):
-        pass
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version("codecarbon")
-    except importlib.metadata.PackageNotFoundError:
+        with (DATA_DIR / "VERSION.json").open(encoding="utf-8") as f:
+            return str(json.load(f)["version"])
+    except (OSError, ValueError, KeyError, TypeError):
         return "unknown"
 
 

@@ -2,9 +2,8 @@
 
 :class:`~greenai.devices.cpu_estimate.CpuEstimate` charges each busy logical CPU
 a share of its package's TDP. The TDP comes from CodeCarbon's CPU table
-(``codecarbon/data/hardware/cpu_power.csv``), read as a plain CSV file:
-``codecarbon`` itself is never imported here (its import is slow and noisy),
-only located with :func:`importlib.util.find_spec`. A model name matches an
+(``cpu_power.csv``, shipped with greenai in ``data/codecarbon`` with CodeCarbon's MIT
+license), read as a plain CSV file. A model name matches an
 entry only when the two cannot be different chips (:func:`match_tdp`); any
 other CPU gets :data:`DEFAULT_TDP_W`. In a virtual machine, a vCPU is one thread
 of the host's package (:func:`lookup_vm_power`).
@@ -14,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import importlib.util
 import math
 import re
 from pathlib import Path
@@ -122,23 +120,13 @@ def host_threads_from_name(model_name: str) -> int | None:
     return 2 * cores if cores > 0 else None
 
 
-def cpu_power_csv_path() -> Path | None:
-    """Locate CodeCarbon's ``cpu_power.csv`` without importing ``codecarbon``.
+CPU_POWER_CSV = Path(__file__).parent / "data" / "codecarbon" / "cpu_power.csv"
+"""CodeCarbon's CPU TDP table, shipped with greenai (MIT license: ``LICENSE`` beside it)."""
 
-    ``find_spec`` on a top-level package reads its location from the import
-    system without executing its ``__init__``.
-    """
-    try:
-        spec = importlib.util.find_spec("codecarbon")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        path = Path(location) / "data" / "hardware" / "cpu_power.csv"
-        if path.is_file():
-            return path
-    return None
+
+def cpu_power_csv_path() -> Path | None:
+    """The shipped ``cpu_power.csv``; None if it is missing (a damaged install)."""
+    return CPU_POWER_CSV if CPU_POWER_CSV.is_file() else None
 
 
 @functools.cache

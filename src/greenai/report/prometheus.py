@@ -46,6 +46,7 @@ and multiprocess directory in :mod:`greenai.report.prometheus_serving`.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import os
@@ -135,6 +136,11 @@ class PrometheusExporter:
         update_interval_s: float = 1.0,
         labels: Mapping[str, str] | None = None,
     ) -> None:
+        if importlib.util.find_spec("prometheus_client") is None:
+            raise ModuleNotFoundError(
+                "greenai's Prometheus exporter needs prometheus_client: "
+                "pip install 'greenai[prometheus]'"
+            )
         if port is not None:
             if isinstance(port, bool) or not isinstance(port, int):
                 raise TypeError(f"port must be an int or None, got {port!r}")
