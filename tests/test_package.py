@@ -56,3 +56,15 @@ def test_cli_demo_prints_a_summary() -> None:
 def test_cli_demo_rejects_bad_seconds(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--seconds", "-1"]) == 2
     assert "greenai: error: --seconds must be positive" in capsys.readouterr().err
+
+
+def test_a_plain_install_depends_on_numpy_nvidia_ml_py_and_psutil_only() -> None:
+    """CodeCarbon's data ships inside greenai; Prometheus, torch and the test tools are extras."""
+    import importlib.metadata
+    import re
+
+    required = importlib.metadata.requires("greenai") or []
+    plain = {
+        re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0].lower() for r in required if "extra ==" not in r
+    }
+    assert plain == {"numpy", "nvidia-ml-py", "psutil", "tomli"}  # tomli: Python < 3.11 only
