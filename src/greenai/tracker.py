@@ -54,7 +54,7 @@ class Tracker(Meter):
         config_path: A TOML file with any of the settings above.
         output_dir: Append the run to ``output_dir/emissions.csv`` (CodeCarbon's
             columns) and write ``output_dir/<run_id>.json``.
-        project_name: The ``project_name`` column of emissions.csv.
+        project_name: The ``project_name`` column of emissions.csv (default: the run's name).
         history: Where to record the run for ``greenai history``: None for the
             default (``$GREENAI_HISTORY``, ``off`` to disable, else the user data
             dir), False for nowhere, True for the default path, or a path.
@@ -95,7 +95,7 @@ class Tracker(Meter):
         intensity_csv: str | os.PathLike[str] | None = None,
         config_path: str | os.PathLike[str] | None = None,
         output_dir: str | os.PathLike[str] | None = None,
-        project_name: str = "greenai",
+        project_name: str | None = None,
         history: bool | str | os.PathLike[str] | None = None,
         target: EnergyTarget | None = None,
         prometheus: int | PrometheusExporter | None = None,
@@ -173,7 +173,7 @@ def _observers(
 
 def _outputs(
     output_dir: str | os.PathLike[str] | None,
-    project_name: str,
+    project_name: str | None,
     history: bool | str | os.PathLike[str] | None,
 ) -> list[Callable[[Result], object]]:
     outputs: list[Callable[[Result], object]] = []

@@ -516,3 +516,13 @@ def test_file_written_by_codecarbon_itself(tmp_path: Path) -> None:
     # CodeCarbon's own reader path: has_valid_headers accepts the file we wrote to.
     rows = read_emissions_csv(path)
     assert [r["run_id"] for r in rows][1] == "greenai-run"
+
+
+def test_rows_of_different_runs_are_told_apart_by_their_name(tmp_path: Path) -> None:
+    """CodeCarbon's project_name column holds the run's name unless one is given."""
+    path = tmp_path / "emissions.csv"
+    for name in ("finetune", "eval", None):
+        append_emissions_row(path, replace(make_result(), name=name))
+    with path.open(newline="") as f:
+        names = [row["project_name"] for row in csv.DictReader(f)]
+    assert names == ["finetune", "eval", "greenai"]

@@ -143,7 +143,7 @@ def append_emissions_row(
     path: str | os.PathLike[str],
     result: Result,
     *,
-    project_name: str = "greenai",
+    project_name: str | None = None,
     experiment_id: str = "",
 ) -> None:
     """Append one row for ``result`` to a CodeCarbon-format ``emissions.csv``.
@@ -160,7 +160,8 @@ def append_emissions_row(
     Args:
         path: The CSV file; created (not its folder) when missing.
         result: The run to record. See the module docstring for each column.
-        project_name: CodeCarbon's ``project_name`` column (the dashboard groups by it).
+        project_name: CodeCarbon's ``project_name`` column (the dashboard groups by it);
+            None: the run's name (``greenai`` for an unnamed run), so rows tell runs apart.
         experiment_id: CodeCarbon's ``experiment_id`` column.
 
     Raises:
@@ -191,7 +192,7 @@ def append_emissions_row(
 
 
 def emissions_row(
-    result: Result, *, project_name: str = "greenai", experiment_id: str = ""
+    result: Result, *, project_name: str | None = None, experiment_id: str = ""
 ) -> dict[str, str]:
     """The CSV cells for ``result``, by column, as text (empty cell = unknown).
 
@@ -220,7 +221,7 @@ def emissions_row(
         "timestamp": time.strftime(
             TIMESTAMP_FORMAT, time.localtime(result.start_unix_s + max(duration_s, 0.0))
         ),
-        "project_name": project_name,
+        "project_name": project_name if project_name is not None else result.name or "greenai",
         "run_id": result.run_id,
         "experiment_id": experiment_id,
         "duration": duration_s,
