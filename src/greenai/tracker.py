@@ -64,6 +64,8 @@ class Tracker(Meter):
         prometheus: Live metrics for Prometheus while the run goes on: a port (served
             on ``port + local rank``, see :class:`~greenai.report.prometheus.PrometheusExporter`)
             or an exporter configured for a multiprocess directory or a Pushgateway.
+        log_to: Experiment trackers to log the run's figures to while it runs and its totals
+            at the end (:mod:`greenai.integrations.experiments`: TensorBoard, MLflow, W&B).
         gather, gather_timeout_s: In a ``torchrun``/``srun`` job, who holds the job's
             result and how long to wait for the other ranks (see
             :class:`greenai.tracking.meter.Meter` and :mod:`greenai.tracking.job`). Only the rank
@@ -99,9 +101,18 @@ class Tracker(Meter):
         history: bool | str | os.PathLike[str] | None = None,
         target: EnergyTarget | None = None,
         prometheus: int | PrometheusExporter | None = None,
+        log_to: Sequence[RunObserver] = (),
         gather: Gather = "rank0",
         gather_timeout_s: float = DEFAULT_GATHER_TIMEOUT_S,
     ) -> None:
+        loggers: object = log_to
+        if isinstance(loggers, str | bytes) or not all(
+            callable(getattr(o, "run_started", None)) for o in log_to
+        ):
+            raise TypeError(
+                "log_to must be a list of experiment loggers (greenai.integrations.experiments: "
+                f"TensorBoardLogger, MLflowLogger, WandbLogger), got {log_to!r}"
+            )
         settings = resolve_settings(
             country=country,
             region=region,
@@ -123,7 +134,7 @@ class Tracker(Meter):
             synchronize=synchronize,
             account=accountant(settings),
             outputs=_outputs(output_dir, project_name, history),
-            observers=_observers(target, name, prometheus),
+            observers=[*_observers(target, name, prometheus), *log_to],
             gather=gather,
             gather_timeout_s=gather_timeout_s,
         )

@@ -415,17 +415,7 @@ class PrometheusExporter:
         assert self._metrics is not None
         if snapshot.energy_j <= 0:
             return
-        so_far = self._tracker.account(
-            Result(
-                name=self._tracker.name,
-                start_unix_s=self._start_unix_s,
-                duration_s=snapshot.elapsed_s,
-                energy_by_device_j=dict(snapshot.energy_by_device_j),
-                sources=dict(snapshot.sources),
-                kinds=dict(snapshot.kinds),
-                partial=snapshot.partial,
-            )
-        )
+        so_far = self._tracker.account(snapshot.as_result(self._tracker.name, self._start_unix_s))
         co2_kg = so_far.co2_kg
         if co2_kg is None or not math.isfinite(co2_kg):
             return

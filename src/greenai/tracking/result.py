@@ -343,6 +343,19 @@ class Snapshot:
     open_windows_j: Mapping[str, float] = field(default_factory=dict)
     partial: bool = False
 
+    def as_result(self, name: str | None, start_unix_s: float) -> Result:
+        """The figures so far as a run :class:`Result` (no windows, steps or timeline), for
+        a tracker's ``account`` to add CO2e and cost to live figures."""
+        return Result(
+            name=name,
+            start_unix_s=start_unix_s,
+            duration_s=self.elapsed_s,
+            energy_by_device_j=dict(self.energy_by_device_j),
+            sources=dict(self.sources),
+            kinds=dict(self.kinds),
+            partial=self.partial,
+        )
+
 
 @dataclass(frozen=True)
 class Band:
