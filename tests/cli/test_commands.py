@@ -170,3 +170,35 @@ def test_history_and_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert json.loads(capsys.readouterr().out)["a"]["run_id"] == runs[1]["run_id"]
     assert main(["compare", "1", "zzz", "--db", str(db)]) == 2
     assert "greenai: error: compare: no run matches 'zzz'" in capsys.readouterr().err
+
+
+def test_history_formats_each_figure_as_every_other_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 1 mg, 40 mJ, 3 ms run reads as such, not as 0.0g, 0J and $0.00."""
+    from greenai.core.units import format_co2_si, format_energy_si, format_usd
+    from greenai.report.history import History
+    from greenai.tracking.result import Result
+
+    tiny = Result(
+        name="tiny",
+        start_unix_s=1.7e9,
+        duration_s=0.003,
+        energy_by_device_j={"gpu0": 0.04},
+        sources={"gpu0": "sim"},
+        kinds={"gpu0": "gpu"},
+        co2_kg=1e-6,
+        cost_usd=2e-7,
+        run_id="tiny-run",
+    )
+    db = tmp_path / "h.sqlite3"
+    History(db).add(tiny)
+    assert main(["history", "--db", str(db)]) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    assert format_energy_si(0.04) == "40 mJ"
+    assert "40 mJ" in line
+    assert format_co2_si(1e-6) == "1 mg"
+    assert "1 mg" in line
+    assert "3 ms" in line
+    assert "<$0.000001" in line  # not 2.00e-07
+    assert format_usd(2e-5) == "$0.0000200"

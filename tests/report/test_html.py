@@ -280,3 +280,16 @@ def test_job_hostnames_are_escaped(make_job: Callable[..., Result]) -> None:
     assert _table_rows(page, "machines")[2][0] == EVIL
     assert f"Nodes 2: host-a, {EVIL}" in " ".join(texts_of(page, "job").split())
     assert "".join(parsed.text).count(EVIL) >= 6
+
+
+def test_the_page_names_settings_and_devices_in_words_not_keys_and_reprs() -> None:
+    import greenai
+
+    with greenai.track("words", gpus=[], history=False, country="FRA") as run:
+        pass
+    page = render_html(run.result)
+    assert "settings_origin" not in page
+    assert "Settings from" in page
+    assert "CpuEstimate(" not in page
+    assert "DramEstimate(" not in page
+    assert "per busy CPU" in page or "RAPL" in page

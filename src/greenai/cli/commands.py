@@ -32,7 +32,13 @@ from greenai.cli.errors import (
 )
 from greenai.cli.limits import add_command as add_limits_command
 from greenai.core.errors import GreenAIError
-from greenai.core.units import format_fixed, format_usd, format_utc
+from greenai.core.units import (
+    format_co2_si,
+    format_duration_short,
+    format_energy_si,
+    format_usd,
+    format_utc,
+)
 
 if TYPE_CHECKING:
     from greenai.tracking.result import Result
@@ -371,13 +377,13 @@ def _history(args: argparse.Namespace) -> int:
         f"{'#':>3}  {'run_id':<8}  {'started (UTC)':<19}  {'name':<20} {'time':>10} "
         f"{'energy':>12} {'CO2e':>10} {'cost':>9}"
     )
-    for r in runs:
-        co2 = "-" if r.co2_kg is None else format_fixed(r.co2_kg * 1e3, 1) + "g"
-        cost = "-" if r.cost_usd is None else format_usd(r.cost_usd, cents=True)
+    for r in runs:  # the same formatter for each figure as every other output
+        cost = "-" if r.cost_usd is None else format_usd(r.cost_usd)
         print(
             f"{r.index:>3}  {r.run_id[:8]:<8}  {format_utc(r.start_unix_s, iso=False):<19}  "
-            f"{(r.name or '')[:20]:<20} {r.duration_s:>9.1f}s {r.energy_j:>11,.0f}J "
-            f"{co2:>10} {cost:>9}" + ("  PARTIAL" if r.partial else "")
+            f"{(r.name or '')[:20]:<20} {format_duration_short(r.duration_s):>10} "
+            f"{format_energy_si(r.energy_j):>12} {format_co2_si(r.co2_kg):>10} {cost:>9}"
+            + ("  PARTIAL" if r.partial else "")
         )
     return 0
 

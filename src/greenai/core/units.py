@@ -25,7 +25,15 @@ from datetime import datetime, timezone
 from typing import Any
 
 # SI prefixes a terminal can print (``u`` for micro).
-_PREFIXES = ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "u"))
+_PREFIXES = (
+    (1e9, "G"),
+    (1e6, "M"),
+    (1e3, "k"),
+    (1.0, ""),
+    (1e-3, "m"),
+    (1e-6, "u"),
+    (1e-9, "n"),
+)
 
 _J_PER_KWH = 3.6e6
 
@@ -85,7 +93,7 @@ def format_si(x: float, unit: str, sig: int = 3) -> str:
     for scale, prefix in _PREFIXES:
         if abs(x) >= scale * 0.9995:
             return f"{format_number(x / scale, sig)} {prefix}{unit}"
-    return f"{format_number(x / 1e-6, sig)} u{unit}"
+    return f"{format_number(x / 1e-9, sig)} n{unit}"
 
 
 def format_share(part: float, whole: float) -> str:
@@ -215,6 +223,8 @@ def format_usd(cost_usd: float | None, *, cents: bool = False) -> str:
         return "n/a"
     if cents or abs(cost_usd) >= 1 or cost_usd == 0:
         return f"${cost_usd:,.2f}"
+    if abs(cost_usd) < 1e-6:  # a millionth of a dollar: no figure that small means anything
+        return "<$0.000001" if cost_usd > 0 else "-<$0.000001"
     return f"${format_figure(cost_usd)}"
 
 

@@ -179,6 +179,9 @@ class CpuEstimate(NoPowerLimit):
                 self._window_start, self._last_power_w = now, power_w
             return power_w
 
+    def __str__(self) -> str:
+        return f"estimate: {self.power_per_busy_cpu_w:.3g} W per busy CPU ({self.tdp_origin})"
+
     def __repr__(self) -> str:
         return (
             f"CpuEstimate(tdp_w={self.tdp_w!r}, "
@@ -206,6 +209,9 @@ class DramEstimate(NoPowerLimit):
     def __init__(self) -> None:
         self.counter_resets = 0
         self._tree = ProcessTree()
+
+    def __str__(self) -> str:
+        return f"estimate: {W_PER_GIB:.3f} W per GiB resident in this process and its children"
 
     def __repr__(self) -> str:
         return f"DramEstimate({W_PER_GIB:.3f} W per GiB resident in this process and its children)"

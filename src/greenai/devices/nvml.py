@@ -90,6 +90,12 @@ class NvmlGpu:
         )
         self.counter_resets = 0  # restarts are found by the tracker's guard, not here
 
+    def __str__(self) -> str:
+        how = "energy counter" if self.has_energy_counter else "power readings"
+        return f"{self.model} ({self.uuid}), NVML {how}" + (
+            " (simulated)" if self.source == "sim" else ""
+        )
+
     def __repr__(self) -> str:
         return f"NvmlGpu({self.name}, {self.model!r}, {self.uuid}, source={self.source})"
 
@@ -181,6 +187,9 @@ class LostGpu:
         self.name = f"gpu{cuda_index}"
         self.reason = reason
         self.source: Source = "sim" if simulated else "nvml-counter"
+
+    def __str__(self) -> str:
+        return f"lost GPU (NVML index {self.nvml_index}): {self.reason}"
 
     def __repr__(self) -> str:
         return f"LostGpu({self.name}, NVML {self.nvml_index}: {self.reason})"

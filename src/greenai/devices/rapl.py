@@ -143,6 +143,9 @@ class RaplDevice(NoPowerLimit):
         """
         raise NotSupportedError(f"{self.name}: RAPL reports energy only; derive power from it")
 
+    def __str__(self) -> str:
+        return f"RAPL {self.kind} energy counter ({self.zone_dir})"
+
     def __repr__(self) -> str:
         return f"RaplDevice({self.name!r}, {self.kind!r}, {str(self.zone_dir)!r})"
 

@@ -51,6 +51,11 @@ _ACCOUNTING_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("gpu_hour_price", "GPU-hour price", "{cur}/GPU-hour"),
     ("gpu_hours", "GPU-hours", "GPU-hours"),
     ("currency", "Price currency", ""),
+    ("country_name", "Country", ""),
+    ("country_iso_code", "Country code (ISO 3166)", ""),
+    ("region", "Region", ""),
+    ("cloud_provider", "Cloud provider", ""),
+    ("cloud_region", "Cloud region", ""),
 )
 
 _METADATA_FIELDS: tuple[tuple[str, str], ...] = (
@@ -68,6 +73,12 @@ _METADATA_FIELDS: tuple[tuple[str, str], ...] = (
 )
 
 _MAX_JOB_ROWS = 500  # nodes, and ranks, listed in a job's tables
+
+
+def _label(key: str) -> str:
+    """A record key no table above names, as words (``tracking_mode``: "Tracking mode")."""
+    words = key.replace("_", " ").strip()
+    return words[:1].upper() + words[1:] if words else key
 
 
 def job_section(result: Result) -> str:
@@ -246,8 +257,12 @@ def accounting_section(result: Result) -> str:
             text = f"{text} {unit.format(cur=currency)}"
         rows.append((label, escape(text)))
     notes = acc.pop("notes", None)
+    origin = acc.pop("settings_origin", None)
+    if isinstance(origin, Mapping):  # where each setting that was given came from
+        given = [f"{k}: {v}" for k, v in origin.items() if v != "default"]
+        rows.append(("Settings from", escape("; ".join(given) or "defaults only")))
     for key, value in acc.items():
-        rows.append((str(key), escape(format_value(value))))
+        rows.append((_label(str(key)), escape(format_value(value))))
     note_items: list[str] = []
     if isinstance(notes, str) and notes:
         note_items = [notes]
@@ -306,7 +321,7 @@ def machine_section(result: Result) -> str:
             cell = escape(format_value(value))
         rows.append((label, cell))
     for key, value in meta.items():
-        rows.append((str(key), escape(format_value(value))))
+        rows.append((_label(str(key)), escape(format_value(value))))
     return (
         f'<section id="machine"><h2>Machine and software</h2>{job_note}{kv_table(rows)}</section>'
     )

@@ -31,7 +31,7 @@ def describe(devices: Sequence[Device]) -> dict[str, Any]:
         "ram_total_gb": _ram_total_gb(),
         "gpu_count": len(gpus),
         "gpu_models": [str(getattr(g, "model", g.name)) for g in gpus],
-        "devices": {d.name: repr(d) for d in devices},
+        "devices": {d.name: str(d) for d in devices},  # a custom device's str is its repr
     }
     launcher = launcher_metadata()
     if launcher:
