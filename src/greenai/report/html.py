@@ -26,6 +26,7 @@ from greenai.report.html_context import accounting_section, job_section, machine
 from greenai.report.html_sections import (
     control_section,
     devices_section,
+    energy_section,
     escape,
     footer,
     header,
@@ -127,6 +128,7 @@ def render_html(result: Result) -> str:
         devices_section(result),
         control_section(result),
         timeline_section(result),
+        energy_section(result),
         windows_section(result),
         steps_section(result),
         accounting_section(result),
