@@ -270,7 +270,7 @@ def test_job_hostnames_are_escaped(make_job: Callable[..., Result]) -> None:
     parsed = parse(page)
     assert "<script" not in page.lower()
     assert {tag for tag, _ in parsed.tags} <= {
-        "html", "head", "meta", "title", "style", "body", "main", "header", "h1", "h2", "h3", "h3",
+        "html", "head", "meta", "title", "style", "body", "main", "header", "h1", "h2", "h3",
         "span", "div", "code", "section", "table", "thead", "tbody", "tr", "th", "td",
         "p", "ul", "li", "br", "footer", "strong",
     }  # fmt: skip
