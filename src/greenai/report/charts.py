@@ -111,8 +111,8 @@ def timeline_svg(
     parts.append(legend_svg)
     xs_px = [px_x(t) for t in times]
     for d, (low, high) in bands.items():
-        runs = band_runs(xs_px[: len(low)], low, high, int(plot_w))
-        parts.append(_band_svg(d, runs, colours[d], px_y))
+        band = band_runs(xs_px[: len(low)], low, high, int(plot_w))
+        parts.append(_band_svg(d, band, colours[d], px_y))
     for d in devices:
         power = list(timeline.power_w[d])[: len(times)]
         runs = downsample(xs_px[: len(power)], power, int(plot_w))
