@@ -1,6 +1,7 @@
 """Results and page parsing for the HTML report's tests (test_html*.py): a simulated training
-run, a partial run and a bare result to render, and an HTML parser that reads the page back.
-The rendered ``trained`` result and its ``page`` are fixtures, in conftest.py.
+run, a partial run, an eight-hour bucketed run and a bare result to render, and an HTML parser
+that reads the page back. The rendered ``trained`` result and its ``page`` are fixtures, in
+conftest.py.
 """
 
 from __future__ import annotations
@@ -9,12 +10,15 @@ import dataclasses
 from html.parser import HTMLParser
 from typing import Any
 
+import numpy as np
 import pytest
 
 import greenai
 from greenai.core.errors import SensorWarning
 from greenai.sim import SimulatedGPU, simulated_nvml
 from greenai.tracking.result import Result
+from greenai.tracking.step_stats import StepDigest
+from greenai.tracking.timeline import PowerBuckets
 
 EVIL = "<script>alert(1)</script>"
 
@@ -73,6 +77,36 @@ def partial() -> Result:
                 with run.window("b"):
                     sim.compute(2.0, gpu=[0, 1])
     return run.result
+
+
+def long_run(name: str = "pretrain") -> Result:
+    """Eight hours on two GPUs, sampled at 1 Hz and kept in 512 buckets of the real
+    :class:`PowerBuckets` (so the timeline has min/max envelopes), gpu1's sensor lost for
+    half an hour, and 50,000 steps of which a sample is kept. Energy is the full-rate
+    samples' integral, as the meter would have it."""
+    rng = np.random.default_rng(7)
+    t = np.arange(0.0, 8 * 3600.0, 1.0)
+    gpu0 = 300.0 + 100.0 * np.sin(t / 900.0) + rng.normal(0.0, 25.0, t.size)
+    gpu1 = 200.0 + 50.0 * np.cos(t / 1300.0) + rng.normal(0.0, 15.0, t.size)
+    gpu1[(t >= 3 * 3600) & (t < 3.5 * 3600)] = np.nan
+    buckets = PowerBuckets(max_buckets=512)
+    buckets.extend(t, {"gpu0": gpu0, "gpu1": gpu1})
+    energy = {
+        d: float(np.nansum((p[1:] + p[:-1]) / 2.0 * np.diff(t)))
+        for d, p in (("gpu0", gpu0), ("gpu1", gpu1))
+    }
+    digest = StepDigest()
+    digest.extend(np.full(50_000, 0.5), rng.gamma(20.0, 15.0, 50_000))
+    return bare(
+        name=name,
+        duration_s=float(t[-1]),
+        energy_by_device_j=energy,
+        sources={"gpu0": "sim", "gpu1": "sim"},
+        kinds={"gpu0": "gpu", "gpu1": "gpu"},
+        timeline=buckets.window(0.0, float(t[-1])),
+        steps=digest.stats(),
+        run_id=f"{name}-0001",
+    )
 
 
 def bare(**changes: Any) -> Result:

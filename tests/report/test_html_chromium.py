@@ -1,4 +1,5 @@
-"""The HTML report rendered in headless Chromium: it draws, and asks the network for nothing.
+"""The HTML reports (a run's page, a long bucketed run's, two runs compared) rendered in
+headless Chromium: they draw, and ask the network for nothing.
 Skipped where chromium is not installed (CI installs it).
 """
 
@@ -15,8 +16,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
+from html_pages import long_run
 
+from greenai.report.comparison import compare_results
 from greenai.report.html import write_html
+from greenai.report.html_compare import write_compare_html
 from greenai.tracking.result import Result
 
 # ------------------------------------------------------------- headless Chromium
@@ -152,6 +156,51 @@ def test_renders_in_headless_chromium(
     for element_id in ("summary", "devices", "timeline-chart", "windows-chart", "accounting"):
         assert f'id="{element_id}"' in dom, element_id
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
+    assert _page_requests(log) == []
+
+
+def _colour_pixels(pixels: npt.NDArray[np.uint8], colour: str) -> int:
+    """How many pixels have exactly this ``#rrggbb`` colour."""
+    rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)], dtype=np.uint8)
+    return int(np.all(pixels == rgb, axis=2).sum())
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (CI installs it)")
+def test_long_bucketed_run_draws_its_envelope_and_energy(
+    tmp_path: Path, browser_profile: Path
+) -> None:
+    html_path = write_html(tmp_path / "long.html", long_run())
+    png_path = tmp_path / "long.png"
+    dom, log = _chromium(html_path, png_path, browser_profile)
+    _, _, pixels = _png_pixels(png_path.read_bytes())
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50, "the screenshot is (nearly) blank"
+    # The envelope: #0072B2 at 20 % over the plot's #fbfcfd, blended by the browser.
+    band = np.array([0xFB, 0xFC, 0xFD]) * 0.8 + np.array([0x00, 0x72, 0xB2]) * 0.2
+    near_band = np.all(np.abs(pixels.astype(float) - band) <= 3, axis=2)
+    assert near_band.sum() > 2000, "no translucent band was drawn"
+    assert _colour_pixels(pixels, "#0072B2") > 500  # gpu0's lines (power and energy), steps
+    assert _colour_pixels(pixels, "#1D2329") > 100  # the total's dashed line
+    for element_id in ("timeline-chart", "energy-chart", "steps-chart"):
+        assert f'id="{element_id}"' in dom, element_id
+    assert _page_requests(log) == []
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (CI installs it)")
+def test_compare_page_renders_both_runs(
+    tmp_path: Path, trained: Result, browser_profile: Path
+) -> None:
+    html_path = write_compare_html(tmp_path / "cmp.html", compare_results(trained, long_run()))
+    png_path = tmp_path / "cmp.png"
+    dom, log = _chromium(html_path, png_path, browser_profile)
+    width, height, pixels = _png_pixels(png_path.read_bytes())
+    assert (width, height) == (1280, 2000)
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50, "the screenshot is (nearly) blank"
+    # Side by side: gpu0's colour is drawn in both halves of the page.
+    left, right = pixels[:, : width // 2], pixels[:, width // 2 :]
+    assert _colour_pixels(left, "#0072B2") > 200
+    assert _colour_pixels(right, "#0072B2") > 200
+    for element_id in ("comparison", "a-timeline-chart", "b-timeline-chart", "b-energy-chart"):
+        assert f'id="{element_id}"' in dom, element_id
     assert _page_requests(log) == []
 
 

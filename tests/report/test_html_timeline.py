@@ -18,8 +18,8 @@ from greenai.core.units import (
     format_usd,
     format_utc,
 )
-from greenai.report.charts import _downsample, _tick_label, _ticks
 from greenai.report.html import render_html
+from greenai.report.svg_axes import downsample, tick_label, ticks
 from greenai.tracking.result import PowerTimeline
 
 
@@ -86,7 +86,7 @@ def test_downsample_keeps_min_and_max_of_every_column() -> None:
     ys = [float(i % 10) for i in range(10_000)]
     ys[5_003] = 1e6
     ys[7_006] = -1e6
-    runs = _downsample(xs, ys, 1000)
+    runs = downsample(xs, ys, 1000)
     assert len(runs) == 1
     drawn = [y for _, y in runs[0]]
     assert len(drawn) <= 2 * 1000 + 2
@@ -100,14 +100,14 @@ def test_downsample_breaks_on_an_all_nan_column() -> None:
     ys = [1.0] * 10_000
     for i in range(5_000, 5_050):  # five whole columns of NaN
         ys[i] = math.nan
-    assert len(_downsample(xs, ys, 1000)) == 2
+    assert len(downsample(xs, ys, 1000)) == 2
 
 
 def test_ticks_are_round_numbers() -> None:
-    assert _ticks(0.0, 19.5, 8) == [0.0, 2.5, 5.0, 7.5, 10.0, 12.5, 15.0, 17.5]
-    assert [_tick_label(t, 2.5) for t in (0.0, 2.5, 10.0)] == ["0", "2.5", "10.0"]
-    assert _tick_label(1200.0, 200.0) == "1,200"
-    assert _ticks(0.0, 756.0, 5) == [0.0, 200.0, 400.0, 600.0]
+    assert ticks(0.0, 19.5, 8) == [0.0, 2.5, 5.0, 7.5, 10.0, 12.5, 15.0, 17.5]
+    assert [tick_label(t, 2.5) for t in (0.0, 2.5, 10.0)] == ["0", "2.5", "10.0"]
+    assert tick_label(1200.0, 200.0) == "1,200"
+    assert ticks(0.0, 756.0, 5) == [0.0, 200.0, 400.0, 600.0]
 
 
 def test_formats() -> None:

@@ -153,6 +153,12 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("b", help="the run to compare with it")
     compare.add_argument("--db", type=Path, help="history database (default: the user data dir)")
     compare.add_argument("--json", action="store_true", help="print JSON")
+    compare.add_argument(
+        "--html",
+        type=Path,
+        metavar="OUT.html",
+        help="also write a page with both runs side by side (power and energy charts)",
+    )
     compare.set_defaults(handler=_compare)
 
     demo = commands.add_parser(
@@ -389,12 +395,21 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from greenai.report.comparison import compare_results
     from greenai.report.history import History
 
+    history = History(args.db)
     try:
-        comparison = History(args.db).compare(args.a, args.b)
+        if args.html is None:
+            comparison = history.compare(args.a, args.b)
+        else:  # the charts need each run's full record (its timeline)
+            comparison = compare_results(history.get_full(args.a), history.get_full(args.b))
     except (KeyError, ValueError) as e:
         raise UsageError(f"compare: {e.args[0] if e.args else e}") from e
+    if args.html is not None:
+        from greenai.report.html_compare import write_compare_html
+
+        write_compare_html(args.html, comparison)
     if args.json:
         print(json.dumps(comparison.to_dict(), indent=2))
         return 0

@@ -51,7 +51,9 @@ class UsageError(CliError):
 def os_error_message(args: argparse.Namespace, error: OSError) -> str:
     """``--md out: Is a directory``: the argument whose path failed, and why."""
     why = error.strerror or type(error).__name__
-    failed = Path(os.fsdecode(error.filename))
+    # A rename's target (filename2) is the path the user named; its source a temporary file.
+    named = [Path(os.fsdecode(f)) for f in (error.filename2, error.filename) if f is not None]
+    failed = next((f for f in named if _path_option(args, f) is not None), named[-1])
     option = _path_option(args, failed)
     if option is None:
         return f"{failed}: {why}"

@@ -7,7 +7,9 @@ and a Content-Security-Policy forbids the browser from fetching anything even if
 a stray reference slipped in. Every string that came from the user (run, window
 and device names, paths, notes) is HTML-escaped.
 
-This module assembles the page: its head, its CSS and the order of its sections.
+This module assembles the page: its head, its CSS and the order of its sections
+(:func:`page` is the skeleton, shared with the comparison of two runs in
+:mod:`greenai.report.html_compare`).
 The sections that give the run's figures are in :mod:`greenai.report.html_sections`,
 those that say where the figures come from (job, assumptions, machine) in
 :mod:`greenai.report.html_context`, the charts in :mod:`greenai.report.charts`, and
@@ -19,6 +21,7 @@ Units: J, kWh, W, s, g/kg CO2e, USD, as in :class:`~greenai.tracking.result.Resu
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from greenai.core.files import write_atomic
@@ -26,6 +29,7 @@ from greenai.report.html_context import accounting_section, job_section, machine
 from greenai.report.html_sections import (
     control_section,
     devices_section,
+    energy_section,
     escape,
     footer,
     header,
@@ -38,7 +42,7 @@ from greenai.report.html_sections import (
 )
 from greenai.tracking.result import Result
 
-__all__ = ["render_html", "write_html"]
+__all__ = ["page", "render_html", "write_html"]
 
 _CSS = """
 :root { color-scheme: light; }
@@ -89,9 +93,44 @@ td.name { overflow-wrap: anywhere; }
 .chart { width: 100%; height: auto; display: block; }
 svg text { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; }
 code { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; }
+main.wide { max-width: 1440px; }
+.pair { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 14px; }
+.pair > section { margin: 0; }
+@media (max-width: 900px) { .pair { grid-template-columns: minmax(0, 1fr); } }
 footer { color: #7a858f; font-size: 12px; margin-top: 20px; text-align: center; }
 @media print { body { background: #fff; } section { break-inside: avoid; } }
 """
+
+
+def page(title: str, sections: Sequence[str], *, wide: bool = False) -> str:
+    """A self-contained HTML document: the head with its strict CSP, the CSS, ``sections``.
+
+    Args:
+        title: The page's title, escaped here.
+        sections: Pieces of HTML, in order; empty ones are left out.
+        wide: A wider page, for two runs side by side.
+    """
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        # Belt and braces: even a stray reference to an outside resource is not fetched.
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+        "style-src 'unsafe-inline'\">",
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        '<meta name="generator" content="greenai">',
+        f"<title>{escape(title)}</title>",
+        f"<style>{_CSS}</style>",
+        "</head>",
+        "<body>",
+        '<main class="wide">' if wide else "<main>",
+        *sections,
+        "</main>",
+        "</body>",
+        "</html>",
+    ]
+    return "\n".join(p for p in parts if p) + "\n"
 
 
 def render_html(result: Result) -> str:
@@ -104,39 +143,24 @@ def render_html(result: Result) -> str:
         The complete HTML document, with inline CSS and SVG charts and no external
         references.
     """
-    title = run_name(result.name)
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        # Belt and braces: even a stray reference to an outside resource is not fetched.
-        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
-        "style-src 'unsafe-inline'\">",
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        '<meta name="generator" content="greenai">',
-        f"<title>greenai report: {escape(title)}</title>",
-        f"<style>{_CSS}</style>",
-        "</head>",
-        "<body>",
-        "<main>",
-        header(result),
-        notices(result),
-        summary_section(result),
-        job_section(result),
-        devices_section(result),
-        control_section(result),
-        timeline_section(result),
-        windows_section(result),
-        steps_section(result),
-        accounting_section(result),
-        machine_section(result),
-        footer(result),
-        "</main>",
-        "</body>",
-        "</html>",
-    ]
-    return "\n".join(p for p in parts if p) + "\n"
+    return page(
+        f"greenai report: {run_name(result.name)}",
+        [
+            header(result),
+            notices(result),
+            summary_section(result),
+            job_section(result),
+            devices_section(result),
+            control_section(result),
+            timeline_section(result),
+            energy_section(result),
+            windows_section(result),
+            steps_section(result),
+            accounting_section(result),
+            machine_section(result),
+            footer(result),
+        ],
+    )
 
 
 def write_html(path: str | os.PathLike[str], result: Result) -> Path:

@@ -1,13 +1,13 @@
 """The sections of the HTML report that give the run's figures, each a piece of HTML:
-header, notices, summary, devices, energy-target control, power over time, windows, steps
-and footer.
+header, notices, summary, devices, energy-target control, power over time, energy (spent
+so far and per step), windows, steps and footer.
 
 :mod:`greenai.report.html` puts them in order on the page, with the sections that
 say where the figures come from (:mod:`greenai.report.html_context`). The charts
-come from :mod:`greenai.report.charts` and every figure is formatted by
-:mod:`greenai.core.units`, as in the Markdown report. Everything that came from
-the user (run, window and device names, paths, notes) goes through
-:func:`escape`.
+come from :mod:`greenai.report.charts` and :mod:`greenai.report.energy_charts`, and
+every figure is formatted by :mod:`greenai.core.units`, as in the Markdown report.
+Everything that came from the user (run, window and device names, paths, notes) goes
+through :func:`escape`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from greenai.core.units import (
     format_usd,
     format_utc,
 )
-from greenai.report.charts import MAX_GANTT_ROWS, PLOT_W, gantt_svg, timeline_svg
+from greenai.report.charts import MAX_GANTT_ROWS, gantt_svg, timeline_svg
 from greenai.report.control_view import (
     control_report,
     decision_rows,
@@ -39,6 +39,14 @@ from greenai.report.control_view import (
     limit_rows,
     more_decisions,
 )
+from greenai.report.energy_charts import (
+    cumulative_energy,
+    cumulative_energy_svg,
+    cumulative_notes,
+    step_energy_svg,
+    step_notes,
+)
+from greenai.report.svg_axes import PLOT_W
 from greenai.tracking.result import Result
 
 # How each source is described next to its figure; the first item is the CSS class.
@@ -278,6 +286,11 @@ def timeline_section(result: Result) -> str:
             else "drawn as the lowest and highest per pixel column"
         )
         notes.append(f"{n:,} samples per device ({drawn}).")
+        if timeline.min_w and timeline.max_w:
+            notes.append(
+                "A long run's samples are kept in buckets: each point is a bucket's mean, "
+                "and the band under its line spans the bucket's lowest to highest reading."
+            )
     for device, power in timeline.power_w.items():
         missing = sum(1 for w in list(power)[:n] if not math.isfinite(w))
         if missing:
@@ -290,6 +303,23 @@ def timeline_section(result: Result) -> str:
         '<section id="timeline"><h2>Power over time</h2>'
         f"{timeline_svg(result)}{note_html}</section>"
     )
+
+
+def energy_section(result: Result) -> str:
+    """Energy spent so far over time and energy per step; empty with neither a timeline
+    nor steps to draw."""
+    parts = []
+    curve = cumulative_energy(result)
+    if curve is not None:
+        notes = "".join(f'<p class="note">{escape(n)}</p>' for n in cumulative_notes(curve))
+        parts.append(f"<h3>Energy spent so far</h3>{cumulative_energy_svg(result, curve)}{notes}")
+    steps_svg = step_energy_svg(result)
+    if steps_svg:
+        notes = "".join(f'<p class="note">{escape(n)}</p>' for n in step_notes(result))
+        parts.append(f"<h3>Energy per step</h3>{steps_svg}{notes}")
+    if not parts:
+        return ""
+    return f'<section id="energy"><h2>Energy</h2>{"".join(parts)}</section>'
 
 
 def _flatten(result: Result) -> list[tuple[int, int, Result]]:
