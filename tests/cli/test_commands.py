@@ -202,3 +202,33 @@ def test_history_formats_each_figure_as_every_other_output(
     assert "3 ms" in line
     assert "<$0.000001" in line  # not 2.00e-07
     assert format_usd(2e-5) == "$0.0000200"
+
+
+def test_compare_text_uses_si_figures_never_e_notation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from greenai.report.history import History
+    from greenai.tracking.result import Result
+
+    db = tmp_path / "h.sqlite3"
+    for run_id, energy_j, co2_kg in (("aaaa", 0.04, 1.2e-8), ("bbbb", 2.5e4, 3e-3)):
+        History(db).add(
+            Result(
+                name=run_id,
+                start_unix_s=1.7e9,
+                duration_s=0.5,
+                energy_by_device_j={"gpu0": energy_j},
+                sources={"gpu0": "sim"},
+                kinds={"gpu0": "gpu"},
+                co2_kg=co2_kg,
+                run_id=run_id,
+            )
+        )
+    assert main(["compare", "aaaa", "bbbb", "--db", str(db)]) == 0
+    text = capsys.readouterr().out
+    assert "40 mJ ->" in text
+    assert "25 kJ" in text
+    assert "12 ug ->" in text  # 1.2e-8 kg
+    assert "3 g" in text
+    assert "e-0" not in text
+    assert "e+0" not in text

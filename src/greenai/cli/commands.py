@@ -41,6 +41,9 @@ from greenai.core.units import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from greenai.report.comparison import Delta
     from greenai.tracking.result import Result
 
 
@@ -415,19 +418,19 @@ def _compare(args: argparse.Namespace) -> int:
         return 0
     print(f"a: {comparison.a.run_id[:8]} {comparison.a.name or ''}")
     print(f"b: {comparison.b.run_id[:8]} {comparison.b.name or ''}")
-    for label, delta, unit in (
-        ("energy", comparison.energy_j, "J"),
-        ("CO2e", comparison.co2_kg, "kg"),
-        ("cost", comparison.cost_usd, "USD"),
-        ("time", comparison.duration_s, "s"),
-    ):
+    rows: tuple[tuple[str, Delta, Callable[[float], str]], ...] = (
+        ("energy", comparison.energy_j, format_energy_si),
+        ("CO2e", comparison.co2_kg, format_co2_si),
+        ("cost", comparison.cost_usd, format_usd),
+        ("time", comparison.duration_s, format_duration_short),
+    )
+    for label, delta, fmt in rows:  # the formatters of every other output
         if delta.a is None or delta.b is None or delta.diff is None:
             print(f"  {label:<7} unknown for one of the runs")
             continue
         rel = f" ({delta.rel:+.1%})" if delta.rel is not None else ""
-        print(
-            f"  {label:<7} {delta.a:>14,.6g} -> {delta.b:>14,.6g} {unit:<3} {delta.diff:+,.6g}{rel}"
-        )
+        diff = ("-" if delta.diff < 0 else "+") + fmt(abs(delta.diff))
+        print(f"  {label:<7} {fmt(delta.a):>12} -> {fmt(delta.b):>12}  {diff}{rel}")
     return 0
 
 

@@ -63,8 +63,7 @@ section { background: #fff; border: 1px solid #dde2e7; border-radius: 8px;
   margin: 0 0 14px; }
 .card { background: #f8faf9; border: 1px solid #dde2e7; border-radius: 6px; padding: 10px 12px; }
 .card .label { color: #5b6670; font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
-.card .value { font-size: 21px; font-weight: 650; margin-top: 2px; white-space: nowrap;
-  overflow: hidden; text-overflow: ellipsis; }
+.card .value { font-size: 21px; font-weight: 650; margin-top: 2px; overflow-wrap: anywhere; }
 .card .extra { color: #5b6670; font-size: 12.5px; }
 table { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; }
 th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid #e7ebee;

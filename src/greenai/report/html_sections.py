@@ -20,6 +20,7 @@ from greenai.core.units import (
     format_co2_g,
     format_co2_g_cell,
     format_co2_kg,
+    format_co2_si,
     format_duration_s,
     format_energy_bound,
     format_energy_j,
@@ -137,7 +138,7 @@ def summary_section(result: Result) -> str:
         _card("Energy", format_energy_short(energy_j), format_energy_kwh(energy_j)),
         _card(
             "CO2e",
-            format_co2_g(co2) if co2 is not None else "n/a",
+            format_co2_si(co2) if co2 is not None else "n/a",  # short: a card never cuts it
             format_co2_kg(co2) if co2 is not None else "not accounted",
         ),
         _card(
