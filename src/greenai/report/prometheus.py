@@ -62,6 +62,7 @@ from greenai.report.prometheus_serving import (
     Endpoint,
     mark_dead_at_exit,
     multiprocess_dir_in_use,
+    release,
     serve,
     unserved_metrics,
 )
@@ -115,6 +116,9 @@ class PrometheusExporter:
         update_interval_s: How often the metrics are updated from the tracker. Units: s.
         labels: Constant labels on every series (``{"cluster": "a"}``): valid
             Prometheus label names, none of the exporter's own.
+        linger_s: The endpoint stops serving this long after the last run using it has
+            ended (two scrapes of the final figures at Prometheus's default 15 s); 0 stops
+            at once, None serves until the process exits. Units: s.
 
     Raises:
         TypeError: An argument has the wrong type.
@@ -135,6 +139,7 @@ class PrometheusExporter:
         push_interval_s: float | None = None,
         update_interval_s: float = 1.0,
         labels: Mapping[str, str] | None = None,
+        linger_s: float | None = 30.0,
     ) -> None:
         if importlib.util.find_spec("prometheus_client") is None:
             raise ModuleNotFoundError(
@@ -161,6 +166,9 @@ class PrometheusExporter:
                     f"push_interval_s={push_interval_s!r} needs a push_gateway to push to"
                 )
         _check_seconds("update_interval_s", update_interval_s)
+        if linger_s is not None:
+            _check_seconds("linger_s", linger_s, zero=True)
+        self._linger_s = linger_s
         self._labels = check_labels(labels)
         self._mp_dir = multiprocess_dir_in_use(multiprocess_dir)
         if port is None and push_gateway is None and self._mp_dir is None:
@@ -175,7 +183,8 @@ class PrometheusExporter:
         self._push_job = push_job
         self._push_interval_s = None if push_interval_s is None else float(push_interval_s)
         self._update_interval_s = float(update_interval_s)
-        self._endpoint: Endpoint | None = None
+        self._endpoint: Endpoint | None = None  # the last one this exporter served on
+        self._serving: Endpoint | None = None  # the one the current run holds
         self._tracker: Meter | None = None
         self._update_lock = threading.Lock()
         self._push_lock = threading.Lock()
@@ -251,6 +260,9 @@ class PrometheusExporter:
                     self._push()
                 except Exception as e:  # an unreachable gateway must not lose the run
                     self._record("push", e)
+        serving, self._serving = self._serving, None
+        if serving is not None:
+            release(serving, self._linger_s)
         if self._problems:
             warn(
                 f"greenai: Prometheus metrics of run {self._run_labels['run']!r} are incomplete: "
@@ -319,9 +331,10 @@ class PrometheusExporter:
                 OutputWarning,
             )
             return None
-        reuse = self._endpoint if port == 0 and self._endpoint is not None else None
+        if port == 0 and self._endpoint is not None:
+            port = self._endpoint.port  # the port this exporter took before, if still its own
         try:
-            endpoint = reuse or serve(self._addr, port, user_labels, self._mp_dir)
+            endpoint = serve(self._addr, port, user_labels, self._mp_dir)
         except OSError as e:
             logger.debug("cannot listen on %s:%d", self._addr, port, exc_info=True)
             warn(
@@ -337,8 +350,9 @@ class PrometheusExporter:
                 "is not served there (give each label set its own port)",
                 OutputWarning,
             )
+            release(endpoint, self._linger_s)
             return None
-        self._endpoint = endpoint
+        self._endpoint = self._serving = endpoint
         self.port = endpoint.port
         return endpoint
 
@@ -453,8 +467,9 @@ class PrometheusExporter:
         self._problems.setdefault(what, f"{type(error).__name__}: {error}")
 
 
-def _check_seconds(name: str, value: object) -> None:
+def _check_seconds(name: str, value: object, *, zero: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-    if not 0 < value < math.inf:
-        raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
+    if not (value >= 0 if zero else value > 0) or not value < math.inf:
+        least = "non-negative" if zero else "positive"
+        raise ValueError(f"{name} must be a {least}, finite number of seconds, got {value!r}")

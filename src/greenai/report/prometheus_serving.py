@@ -3,7 +3,9 @@ serve, the metric objects nothing serves, and the multiprocess directory.
 
 Prometheus allows each metric name once per registry, and a port can be bound
 once per process, so these are process-wide: every exporter (and every run) of
-the process that asks for the same port shares one :class:`Endpoint`, and those
+the process that asks for the same port shares one :class:`Endpoint`, which stops
+serving ``linger_s`` after the last run that uses it has ended (time for a last
+scrape of its final figures; a run that starts meanwhile keeps it), and those
 that serve nothing (push only, or multiprocess files) share one set of
 :class:`~greenai.report.prometheus_metrics.Metrics` per label set. A forked child
 starts with none (its parent's server threads stayed in the parent).
@@ -43,8 +45,16 @@ class Endpoint:
             from prometheus_client.multiprocess import MultiProcessCollector
 
             MultiProcessCollector(self.registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
-        server, _ = start_http_server(port, addr, registry=self.registry)
-        self.port = int(server.server_port)
+        self._server, _ = start_http_server(port, addr, registry=self.registry)
+        self.port = int(self._server.server_port)
+        self.addr = addr
+        self.users = 0  # runs serving here now
+        self._stop_timer: threading.Timer | None = None
+
+    def close(self) -> None:
+        """Stop serving and free the port."""
+        self._server.shutdown()
+        self._server.server_close()
 
 
 _lock = threading.Lock()
@@ -65,13 +75,49 @@ after_fork_in_child(_forget_after_fork)
 
 
 def serve(addr: str, port: int, user_labels: tuple[str, ...], mp_dir: str | None) -> Endpoint:
-    """The process's server on ``(addr, port)``, started on first use (port 0: a new one)."""
+    """The process's server on ``(addr, port)``, started on first use (port 0: a new one),
+    for one more run (give it back with :func:`release`)."""
     with _lock:
         endpoint = _endpoints.get((addr, port)) if port else None
         if endpoint is None:
             endpoint = Endpoint(addr, port, user_labels, mp_dir)
             _endpoints[(addr, endpoint.port)] = endpoint
+        endpoint.users += 1
+        if endpoint._stop_timer is not None:  # a run came back before it stopped: it stays
+            endpoint._stop_timer.cancel()
+            endpoint._stop_timer = None
         return endpoint
+
+
+def release(endpoint: Endpoint, linger_s: float | None) -> None:
+    """A run that :func:`serve` served has ended. After the last one, the server stops in
+    ``linger_s`` (0: now; None: it serves until the process exits)."""
+    with _lock:
+        endpoint.users = max(0, endpoint.users - 1)
+        if endpoint.users or linger_s is None:
+            return
+        if linger_s <= 0:
+            _stop(endpoint)
+            return
+        timer = threading.Timer(linger_s, _stop_if_unused, args=(endpoint,))
+        timer.daemon = True
+        timer.name = "greenai-prometheus-linger"
+        endpoint._stop_timer = timer
+        timer.start()
+
+
+def _stop_if_unused(endpoint: Endpoint) -> None:
+    with _lock:
+        if endpoint.users == 0 and endpoint._stop_timer is not None:
+            _stop(endpoint)
+
+
+def _stop(endpoint: Endpoint) -> None:
+    """Stop ``endpoint`` and forget it (under ``_lock``)."""
+    endpoint._stop_timer = None
+    if _endpoints.get((endpoint.addr, endpoint.port)) is endpoint:
+        del _endpoints[(endpoint.addr, endpoint.port)]
+    endpoint.close()
 
 
 def unserved_metrics(user_labels: tuple[str, ...]) -> Metrics:
