@@ -46,7 +46,13 @@ import torch
 from torch import nn
 from greenai import ops
 torch.manual_seed(0)
-model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8))
+# named like a language model's layers: the README skips its "lm_head", and a skip name that
+# matches no module raises
+model = nn.Sequential()
+model.add_module("fc", nn.Linear(16, 32))
+model.add_module("act", nn.ReLU())
+model.add_module("proj", nn.Linear(32, 32))
+model.add_module("lm_head", nn.Linear(32, 8))
 x = torch.randn(4, 16)
 w = torch.randn(8, 16)
 bias = torch.randn(8)

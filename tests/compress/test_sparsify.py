@@ -13,6 +13,10 @@ from torch import nn
 from greenai import ops
 from greenai.compress import SparseLinear2to4, SparsityReport, sparsify_2to4
 
+# 2:4 on random weights always moves layers past the warning's threshold; the warnings are
+# tested in test_compress_warnings.py, and these tests are about other things
+pytestmark = pytest.mark.filterwarnings("ignore::greenai.core.errors.CompressionWarning")
+
 
 class MLP(nn.Module):
     def __init__(self, d_in: int = 64, hidden: int = 96, d_out: int = 32) -> None:

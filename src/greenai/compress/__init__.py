@@ -1,10 +1,11 @@
 """Make models cheaper to run with the kernels of :mod:`greenai.ops`.
 
-:func:`quantize` replaces a model's ``nn.Linear`` layers by :class:`QuantizedLinear`
+:func:`quantize` replaces a model's linear layers (``nn.Linear``, Hugging Face's ``Conv1D``,
+and any type registered with :func:`register_linear_adapter`) by :class:`QuantizedLinear`
 (int8 or int4 weights, float activations) and reports what it did in a
 :class:`QuantizationReport`. :func:`prune_channels` removes whole channels (and attention
 heads), so layers become physically smaller, and reports it in a :class:`PruningReport`.
-:func:`sparsify_2to4` prunes ``nn.Linear`` weights to the 2:4 pattern and stores them
+:func:`sparsify_2to4` prunes the same layers' weights to the 2:4 pattern and stores them
 compressed in :class:`SparseLinear2to4` (56 % of a float32 weight's bytes), reporting bytes,
 the share of each weight's energy kept and the output error in a :class:`SparsityReport`.
 Importing this package imports torch; ``import greenai`` does not.
@@ -25,6 +26,7 @@ from greenai.compress.compression_report import (
     SparsityReport,
 )
 from greenai.compress.layer_rules import Channels, LayerCall, register_layer_rule
+from greenai.compress.linear_adapters import LinearAdapter, register_linear_adapter
 from greenai.compress.pruning import prune_channels
 from greenai.compress.quantization import QuantizedLinear, quantize
 from greenai.compress.sparsity import SparseLinear2to4, sparsify_2to4
@@ -32,6 +34,7 @@ from greenai.compress.sparsity import SparseLinear2to4, sparsify_2to4
 __all__ = [
     "Channels",
     "LayerCall",
+    "LinearAdapter",
     "PrunedLayer",
     "PrunedMultiheadAttention",
     "PruningReport",
@@ -47,5 +50,6 @@ __all__ = [
     "prune_channels",
     "quantize",
     "register_layer_rule",
+    "register_linear_adapter",
     "sparsify_2to4",
 ]

@@ -69,16 +69,22 @@ def _footer_lines(
     bytes_after: int,
     compression_ratio: float,
     max_relative_error: float | None,
+    warnings: Sequence[str],
 ) -> list[str]:
-    """The end of a report on replaced Linear layers: the layers left alone, then the model's
-    bytes and error."""
-    lines = [f"skipped {s.name} ({s.in_features} -> {s.out_features}): {s.reason}" for s in skipped]
+    """The end of a report on replaced linear layers: the layers left alone, the model's bytes
+    and error, then what was warned."""
+    lines = [
+        f"skipped {s.name}"
+        + ("" if s.in_features is None else f" ({s.in_features} -> {s.out_features})")
+        + f": {s.reason}"
+        for s in skipped
+    ]
     total = (
         f"model: {bytes_before:,} -> {bytes_after:,} bytes (compression {compression_ratio:.2f}x)"
     )
     if max_relative_error is not None:
         total += f", max relative error {max_relative_error:.2%}"
-    return [*lines, total]
+    return [*lines, total, *(f"warning: {w}" for w in warnings)]
 
 
 # --- quantize ---------------------------------------------------------------------------------
@@ -97,15 +103,18 @@ class QuantizedLayer:
     """Input features per scale; None means one scale per output channel."""
     bytes_before: int
     bytes_after: int
+    output_error: float
+    """``||y_q - y|| / ||y||`` of this layer's outputs (see the transform's ``max_layer_error``)."""
 
 
 @dataclass(frozen=True)
 class SkippedLayer:
-    """An ``nn.Linear`` left as it was, and why."""
+    """A linear layer left as it was, and why. The sizes are None for a layer type without a
+    linear adapter, whose weight's layout is unknown."""
 
     name: str
-    in_features: int
-    out_features: int
+    in_features: int | None
+    out_features: int | None
     reason: str
 
 
@@ -117,6 +126,7 @@ _QUANTIZED_COLUMNS = (
     _Column("group", 7, gap=" "),
     _Column("bytes_before", 13, gap=" "),
     _Column("bytes_after", 12, gap=" "),
+    _Column("error", 7, gap=" "),
 )
 
 
@@ -124,7 +134,8 @@ _QUANTIZED_COLUMNS = (
 class QuantizationReport:
     """What :func:`~greenai.compress.quantize` did to a model.
 
-    Every ``nn.Linear`` of the model appears once, in ``layers`` or in ``skipped``.
+    Every linear layer of the model (``nn.Linear``, types with an adapter, and layers that look
+    linear but have none) appears once, in ``layers`` or in ``skipped``.
 
     Attributes:
         bits: 8 or 4, as requested.
@@ -132,11 +143,13 @@ class QuantizationReport:
             :class:`~greenai.compress.QuantizedLinear`).
         symmetric: as requested.
         layers: the replaced layers, in ``named_modules`` order.
-        skipped: the ``nn.Linear`` layers left alone, with the reason.
+        skipped: the linear layers left alone, with the reason.
         bytes_before: bytes of all parameters and buffers of the model before quantizing.
         bytes_after: the same after, counting packed weights, scales and zero points.
         max_relative_error: given a sample input, ``max|y_q - y| / max|y|`` over the model's
             float outputs (the largest such ratio when there are several), else None.
+        warnings: what :func:`~greenai.compress.quantize` warned (a ``CompressionWarning``
+            each): nothing was quantized and why, or layers whose output error is large.
     """
 
     bits: int
@@ -147,6 +160,7 @@ class QuantizationReport:
     bytes_before: int
     bytes_after: int
     max_relative_error: float | None = None
+    warnings: tuple[str, ...] = ()
 
     @property
     def compression_ratio(self) -> float:
@@ -167,6 +181,7 @@ class QuantizationReport:
                 "channel" if r.group_size is None else str(r.group_size),
                 f"{r.bytes_before:,}",
                 f"{r.bytes_after:,}",
+                f"{r.output_error:.2%}",
             )
             for r in self.layers
         ]
@@ -180,6 +195,7 @@ class QuantizationReport:
                 self.bytes_after,
                 self.compression_ratio,
                 self.max_relative_error,
+                self.warnings,
             ),
         ]
         return "\n".join(lines)
@@ -208,6 +224,9 @@ class SparsifiedLayer:
     bytes_before: int
     bytes_after: int
     kept_energy: float
+    output_error: float
+    """``||y_s - y|| / ||y||`` of this layer's outputs (see ``sparsify_2to4``'s
+    ``max_layer_error``)."""
 
 
 _SPARSIFIED_COLUMNS = (
@@ -217,6 +236,7 @@ _SPARSIFIED_COLUMNS = (
     _Column("kept_energy", 11, gap=" "),
     _Column("bytes_before", 13, gap=" "),
     _Column("bytes_after", 12, gap=" "),
+    _Column("error", 7, gap=" "),
 )
 
 
@@ -224,15 +244,19 @@ _SPARSIFIED_COLUMNS = (
 class SparsityReport:
     """What :func:`~greenai.compress.sparsify_2to4` did to a model.
 
-    Every ``nn.Linear`` of the model appears once, in ``layers`` or in ``skipped``.
+    Every linear layer of the model appears once, in ``layers`` or in ``skipped`` (as in
+    :class:`QuantizationReport`).
 
     Attributes:
         layers: the replaced layers, in ``named_modules`` order.
-        skipped: the ``nn.Linear`` layers left alone, with the reason.
+        skipped: the linear layers left alone, with the reason.
         bytes_before: bytes of all parameters and buffers of the model before.
         bytes_after: the same after, counting compressed values and meta.
         max_relative_error: given a sample input, ``max|y_s - y| / max|y|`` over the model's
             float outputs (the largest such ratio when there are several), else None.
+        warnings: what :func:`~greenai.compress.sparsify_2to4` warned (a
+            ``CompressionWarning`` each): nothing was sparsified and why, or layers whose
+            output error is large.
     """
 
     layers: tuple[SparsifiedLayer, ...]
@@ -240,6 +264,7 @@ class SparsityReport:
     bytes_before: int
     bytes_after: int
     max_relative_error: float | None = None
+    warnings: tuple[str, ...] = ()
 
     @property
     def compression_ratio(self) -> float:
@@ -263,6 +288,7 @@ class SparsityReport:
                 f"{r.kept_energy:.2%}",
                 f"{r.bytes_before:,}",
                 f"{r.bytes_after:,}",
+                f"{r.output_error:.2%}",
             )
             for r in self.layers
         ]
@@ -275,6 +301,7 @@ class SparsityReport:
                 self.bytes_after,
                 self.compression_ratio,
                 self.max_relative_error,
+                self.warnings,
             ),
         ]
         return "\n".join(lines)

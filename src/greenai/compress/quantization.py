@@ -1,6 +1,8 @@
-"""Weight-only quantization of a whole model: ``nn.Linear`` layers become :class:`QuantizedLinear`.
+"""Weight-only quantization of a whole model: linear layers become :class:`QuantizedLinear`.
 
-:func:`quantize` walks a model, replaces each eligible ``nn.Linear`` with a
+:func:`quantize` walks a model, replaces each eligible linear layer (``nn.Linear``,
+Hugging Face's ``Conv1D``, or a type registered with
+:func:`~greenai.compress.register_linear_adapter`) with a
 :class:`QuantizedLinear` that holds the weight packed in the formats of :mod:`greenai.ops`
 (int8 per output channel or per group, int4 per group) and runs
 :func:`greenai.ops.quantized_linear` in its forward, and returns a
@@ -10,7 +12,8 @@ many bytes that saved and, given a sample input, how far the outputs moved.
 Which layers are eligible. A layer is replaced only when doing so cannot change what the
 model computes other than by the rounding of its weights:
 
-- its class is ``nn.Linear`` or a subclass that does not override ``forward`` (a subclass
+- its class is ``nn.Linear`` (or another type with an adapter) or a subclass that does not
+  override ``forward`` (a subclass
   that does would lose its behaviour), and no ``forward`` was patched onto the instance
   (as accelerate's offloading hooks do);
 - nothing reads its ``.weight`` directly instead of calling it: ``nn.MultiheadAttention``
@@ -23,9 +26,13 @@ model computes other than by the rounding of its weights:
 - its ``in_features`` fits the format: int4 packs along ``in_features`` in blocks of 32, and
   a given ``group_size`` must divide ``in_features``.
 
-Layers that fail a test are listed in the report with the reason. Naming such a layer
-explicitly in ``modules`` raises ``ValueError`` instead: the caller asked for something that
-cannot be done.
+Layers that fail a test are listed in the report with the reason, and so are layers that
+look linear (a 2-D weight) but have no adapter. Naming such a layer explicitly in
+``modules`` raises ``ValueError`` instead: the caller asked for something that cannot be
+done.
+
+A ``CompressionWarning`` says when nothing was quantized (and why), and names the layers whose
+outputs moved by more than ``max_layer_error`` (see :mod:`greenai.compress._layer_error`).
 """
 
 from __future__ import annotations
@@ -38,6 +45,13 @@ import torch
 from torch import nn
 
 from greenai import ops
+from greenai.compress._layer_error import (
+    DEFAULT_MAX_LAYER_ERROR,
+    capturing,
+    check_max_layer_error,
+    layer_error,
+    warn_about,
+)
 from greenai.compress._linear_swap import (
     Candidate,
     ModuleFilter,
@@ -141,42 +155,45 @@ class QuantizedLinear(nn.Module):
     @classmethod
     def from_linear(
         cls,
-        linear: nn.Linear,
+        linear: nn.Module,
         *,
         bits: int = 8,
         group_size: int | None = None,
         symmetric: bool = True,
     ) -> QuantizedLinear:
-        """Quantize a float ``nn.Linear`` into a new layer on the same device.
+        """Quantize a float ``nn.Linear`` (or a layer of a type with a linear adapter, such as
+        Hugging Face's ``Conv1D``) into a new layer on the same device.
 
         The float layer is left as it is (its weight is read, and its bias copied), so it
         can be compared with the result or dropped.
 
         Raises:
-            TypeError: ``linear`` is not an ``nn.Linear``, or its weight is not float.
+            TypeError: ``linear`` is neither an ``nn.Linear`` nor of a type with an adapter,
+                or its weight is not float.
             ValueError: ``bits`` or ``group_size`` do not fit the layer (see the class), the
                 layer is an uninitialised lazy one, or its weight has NaN or Inf.
         """
-        weight = source_weight(linear)
+        weight, bias = source_weight(linear)
         layer = cls(
-            linear.in_features,
-            linear.out_features,
+            weight.shape[1],
+            weight.shape[0],
             bits=bits,
             group_size=group_size,
             symmetric=symmetric,
-            bias=linear.bias is not None,
+            bias=bias is not None,
             device="meta",  # the real buffers come from ops.quantize below
-            dtype=None if linear.bias is None else linear.bias.dtype,
+            dtype=None if bias is None else bias.dtype,
         )
         with torch.no_grad():
             q, scale, zero_point = ops.quantize(
-                weight.detach(), bits=bits, group_size=layer._ops_group_size, symmetric=symmetric
+                weight.detach().contiguous(),
+                bits=bits,
+                group_size=layer._ops_group_size,
+                symmetric=symmetric,
             )
             layer.qweight, layer.scale, layer.zero_point = q, scale, zero_point
-            if linear.bias is not None:
-                layer.bias = nn.Parameter(
-                    linear.bias.detach().clone(), requires_grad=linear.bias.requires_grad
-                )
+            if bias is not None:
+                layer.bias = nn.Parameter(bias.detach().clone(), requires_grad=bias.requires_grad)
         return layer
 
     @property
@@ -258,11 +275,13 @@ def quantize(
     skip: str | Iterable[str] | None = None,
     sample_input: Any = None,
     inplace: bool = False,
+    max_layer_error: float | None = None,
 ) -> tuple[nn.Module, QuantizationReport]:
-    """Replace a model's ``nn.Linear`` layers by :class:`QuantizedLinear` (weight-only).
+    """Replace a model's linear layers by :class:`QuantizedLinear` (weight-only).
 
     Which layers qualify, and why some never do, is in this module's docstring; every layer
-    left alone is in the report with its reason.
+    left alone is in the report with its reason. Tied weights (GPT-2's ``lm_head`` and
+    ``wte``) stay tied: their layers are left alone.
 
     Args:
         model: any ``nn.Module``. A model that is itself an ``nn.Linear`` comes back as a
@@ -273,18 +292,22 @@ def quantize(
             ``in_features``) for int4. Layers it does not divide are skipped.
         symmetric: codes centred on zero, or spanning ``[min, max]`` with a zero point.
         modules: None for every eligible layer; qualified names as ``named_modules()``
-            gives them (a container's name selects the Linear layers under it); or a
+            gives them (a container's name selects the linear layers under it); or a
             callable ``(name, linear) -> bool``.
         skip: names or ``fnmatch`` patterns of layers to leave alone (``"lm_head"``,
             ``"*.attn.*"``). A pattern matching a container leaves everything under it.
-            Skipping wins over ``modules``.
+            Skipping wins over ``modules``. A pattern that matches no module raises.
         sample_input: a tensor, a tuple of positional arguments or a dict of keyword
             arguments. When given, the model runs on it in eval mode and under
             ``torch.no_grad()`` before and after quantizing, and the report gives the
-            largest relative change of its float outputs. Errors it raises propagate.
+            largest relative change of its float outputs; each layer's error is measured
+            on the inputs it saw. Errors it raises propagate.
         inplace: replace the layers in ``model`` itself. By default the model is deep-copied
             first and left untouched (the weights of the layers to be quantized are shared,
             not copied, so the copy costs only the rest of the model's memory).
+        max_layer_error: a ``CompressionWarning`` names the layers whose relative output
+            error (``||y_q - y|| / ||y||``, in the report as ``output_error``) is above
+            this; None means 0.05 for int8 and 0.20 for int4.
 
     Returns:
         ``(quantized_model, report)``.
@@ -293,7 +316,9 @@ def quantize(
         TypeError: ``model`` is not an ``nn.Module``; ``group_size`` is not an int;
             ``modules``/``skip`` hold something other than names.
         ValueError: ``bits`` is not 8 or 4; ``group_size`` is not a positive multiple of
-            32; ``modules`` names a module the model does not have, or names a layer that
+            32; ``max_layer_error`` is not positive; ``skip`` has a pattern that matches
+            no module; ``modules`` names a module the model does not have, or names a layer
+            that
             cannot be quantized (with the reason); a weight has NaN or Inf.
     """
     if not isinstance(model, nn.Module):
@@ -302,6 +327,9 @@ def quantize(
     _check_group_size(group_size)
     if not isinstance(symmetric, bool):
         raise TypeError(f"symmetric must be a bool, not {symmetric!r}")
+    if max_layer_error is None:
+        max_layer_error = DEFAULT_MAX_LAYER_ERROR[f"int{bits}"]
+    check_max_layer_error(max_layer_error)
     plan, skipped = select_layers(
         model,
         modules,
@@ -312,13 +340,16 @@ def quantize(
     # the one failure left once the formats fit; checked before anything is replaced, so
     # inplace=True never leaves a half-quantized model behind
     for cand, name in plan:
-        if not bool(torch.isfinite(cand.module.weight.detach()).all()):
+        if not bool(torch.isfinite(cand.adapter.weight(cand.module).detach()).all()):
             raise ValueError(
                 f"cannot quantize {name!r}: its weight contains NaN or Inf, which have no int code"
             )
 
     bytes_before = model_bytes(model)
-    reference = run(model, sample_input) if sample_input is not None else None
+    reference, inputs = None, {}
+    if sample_input is not None:
+        with capturing([c.module for c, _ in plan]) as inputs:
+            reference = run(model, sample_input)
 
     target, replaced = replace_layers(
         model,
@@ -329,17 +360,18 @@ def quantize(
         ),
     )
     layers: list[QuantizedLayer] = []
-    for name, linear, qlinear in replaced:
-        assert isinstance(qlinear, QuantizedLinear)
+    for (cand, _), (name, linear, qlinear) in zip(plan, replaced, strict=True):
+        weight = cand.adapter.weight(linear)
         layers.append(
             QuantizedLayer(
                 name,
-                linear.in_features,
-                linear.out_features,
+                weight.shape[1],
+                weight.shape[0],
                 bits,
-                qlinear.group_size,
+                _resolve_group_size(weight.shape[1], bits, group_size),
                 tensors_bytes(linear.parameters(), linear.buffers()),
                 tensors_bytes(qlinear.parameters(), qlinear.buffers()),
+                layer_error(linear, qlinear, inputs.get(id(cand.module)), weight),
             )
         )
         logger.debug("quantized %s to int%d", name, bits)
@@ -356,6 +388,12 @@ def quantize(
         bytes_before=bytes_before,
         bytes_after=model_bytes(target),
         max_relative_error=error,
+        warnings=warn_about(
+            "quantize",
+            [(r.name, r.output_error) for r in layers],
+            skipped,
+            max_layer_error,
+        ),
     )
     return target, report
 
@@ -369,7 +407,7 @@ def _ineligible(
 ) -> str | None:
     """Why a layer that no skip pattern matched is left alone, or None to quantize it."""
     return unreplaceable_reason(cand, selected, tied, "QuantizedLinear") or _format_reason(
-        cand.module.in_features, bits, group_size
+        cand.features[0], bits, group_size
     )
 
 

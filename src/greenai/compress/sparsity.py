@@ -1,7 +1,9 @@
-"""2:4 semi-structured sparsity of a whole model: ``nn.Linear`` layers become
+"""2:4 semi-structured sparsity of a whole model: linear layers become
 :class:`SparseLinear2to4`.
 
-:func:`sparsify_2to4` walks a model, prunes each eligible ``nn.Linear`` weight to the 2:4
+:func:`sparsify_2to4` walks a model, prunes each eligible linear layer's weight
+(``nn.Linear``, Hugging Face's ``Conv1D``, or a type registered with
+:func:`~greenai.compress.register_linear_adapter`) to the 2:4
 pattern of :func:`greenai.ops.mask_2to4` (the 2 largest ``|w|`` of every 4 consecutive
 inputs), stores it compressed (:func:`greenai.ops.compress_2to4`: half the values plus 2-bit
 positions) in a :class:`SparseLinear2to4` that runs :func:`greenai.ops.linear_2to4`, and
@@ -18,7 +20,9 @@ since the pattern works on whole groups of 4. The checks are shared with that mo
 to replace.
 
 No fine-tuning happens here: the pattern is applied once, by magnitude. The report's
-``kept_energy`` tells how much that cost each layer before any retraining.
+``kept_energy`` and ``output_error`` tell how much that cost each layer before any
+retraining, and a ``CompressionWarning`` names the layers whose outputs moved by more than
+``max_layer_error`` (10 % by default: on untrained weights 2:4 moves a layer by about 40 %).
 """
 
 from __future__ import annotations
@@ -31,6 +35,13 @@ import torch
 from torch import nn
 
 from greenai import ops
+from greenai.compress._layer_error import (
+    DEFAULT_MAX_LAYER_ERROR,
+    capturing,
+    check_max_layer_error,
+    layer_error,
+    warn_about,
+)
 from greenai.compress._linear_swap import (
     Candidate,
     ModuleFilter,
@@ -115,32 +126,32 @@ class SparseLinear2to4(nn.Module):
             self.register_parameter("bias", None)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear) -> SparseLinear2to4:
-        """Prune a float ``nn.Linear`` to 2:4 and compress it into a new layer on the same
-        device and in the same dtype.
+    def from_linear(cls, linear: nn.Module) -> SparseLinear2to4:
+        """Prune a float ``nn.Linear`` (or a layer of a type with a linear adapter, such as
+        Hugging Face's ``Conv1D``) to 2:4 and compress it into a new layer on the same device
+        and in the same dtype.
 
         The float layer is left as it is (its weight is read, its bias copied), so it can be
         compared with the result or dropped.
 
         Raises:
-            TypeError: ``linear`` is not an ``nn.Linear``, or its weight is not float.
+            TypeError: ``linear`` is neither an ``nn.Linear`` nor of a type with an adapter,
+                or its weight is not float.
             ValueError: ``in_features`` is not a multiple of 4, or the layer is an
                 uninitialised lazy one.
         """
-        weight = source_weight(linear)
+        weight, bias = source_weight(linear)
         layer = cls(
-            linear.in_features,
-            linear.out_features,
-            bias=linear.bias is not None,
+            weight.shape[1],
+            weight.shape[0],
+            bias=bias is not None,
             device="meta",  # the real buffers come from ops.compress_2to4 below
             dtype=weight.dtype,
         )
         with torch.no_grad():
-            layer.values, layer.meta = ops.compress_2to4(weight.detach())
-            if linear.bias is not None:
-                layer.bias = nn.Parameter(
-                    linear.bias.detach().clone(), requires_grad=linear.bias.requires_grad
-                )
+            layer.values, layer.meta = ops.compress_2to4(weight.detach().contiguous())
+            if bias is not None:
+                layer.bias = nn.Parameter(bias.detach().clone(), requires_grad=bias.requires_grad)
         return layer
 
     @property
@@ -182,8 +193,9 @@ def sparsify_2to4(
     skip: str | Iterable[str] | None = None,
     sample_input: Any = None,
     inplace: bool = False,
+    max_layer_error: float | None = None,
 ) -> tuple[nn.Module, SparsityReport]:
-    """Replace a model's ``nn.Linear`` layers by 2:4-sparse :class:`SparseLinear2to4`.
+    """Replace a model's linear layers by 2:4-sparse :class:`SparseLinear2to4`.
 
     Which layers qualify is in this module's docstring; every layer left alone is in the
     report with its reason. The arguments mean what they mean for
@@ -193,16 +205,21 @@ def sparsify_2to4(
         model: any ``nn.Module``. A model that is itself an ``nn.Linear`` comes back as a
             :class:`SparseLinear2to4` (use the returned model, even with ``inplace=True``).
         modules: None for every eligible layer; qualified names as ``named_modules()``
-            gives them (a container's name selects the Linear layers under it); or a
+            gives them (a container's name selects the linear layers under it); or a
             callable ``(name, linear) -> bool``.
         skip: names or ``fnmatch`` patterns of layers to leave alone. A pattern matching a
-            container leaves everything under it. Skipping wins over ``modules``.
+            container leaves everything under it. Skipping wins over ``modules``. A pattern
+            that matches no module raises.
         sample_input: a tensor, a tuple of positional arguments or a dict of keyword
             arguments. When given, the model runs on it in eval mode under
             ``torch.no_grad()`` before and after, and the report gives the largest relative
-            change of its float outputs.
+            change of its float outputs; each layer's error is measured on the inputs it
+            saw.
         inplace: replace the layers in ``model`` itself. By default the model is deep-copied
             first (sharing the weights about to be replaced) and left untouched.
+        max_layer_error: a ``CompressionWarning`` names the layers whose relative output
+            error (``||y_s - y|| / ||y||``, in the report as ``output_error``) is above
+            this; None means 0.10.
 
     Returns:
         ``(sparse_model, report)``.
@@ -210,28 +227,36 @@ def sparsify_2to4(
     Raises:
         TypeError: ``model`` is not an ``nn.Module``; ``modules``/``skip`` hold something
             other than names.
-        ValueError: ``modules`` names a module the model does not have, or names a layer
-            that cannot be sparsified (with the reason).
+        ValueError: ``max_layer_error`` is not positive; ``skip`` has a pattern that
+            matches no module; ``modules`` names a module the model does not have, or names
+            a layer that cannot be sparsified (with the reason).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    if max_layer_error is None:
+        max_layer_error = DEFAULT_MAX_LAYER_ERROR["2:4"]
+    check_max_layer_error(max_layer_error)
     plan, skipped = select_layers(model, modules, skip, _sparsify_reason, "sparsify")
 
     bytes_before = model_bytes(model)
-    reference = run(model, sample_input) if sample_input is not None else None
+    reference, inputs = None, {}
+    if sample_input is not None:
+        with capturing([c.module for c, _ in plan]) as inputs:
+            reference = run(model, sample_input)
 
     target, replaced = replace_layers(model, plan, inplace, SparseLinear2to4.from_linear)
     layers: list[SparsifiedLayer] = []
-    for name, linear, sparse in replaced:
-        assert isinstance(sparse, SparseLinear2to4)
+    for (cand, _), (name, linear, sparse) in zip(plan, replaced, strict=True):
+        weight = cand.adapter.weight(linear).detach()
         layers.append(
             SparsifiedLayer(
                 name,
-                linear.in_features,
-                linear.out_features,
+                weight.shape[1],
+                weight.shape[0],
                 tensors_bytes(linear.parameters(), linear.buffers()),
                 tensors_bytes(sparse.parameters(), sparse.buffers()),
-                _kept_energy(linear.weight.detach(), sparse.values),
+                _kept_energy(weight),
+                layer_error(linear, sparse, inputs.get(id(cand.module)), weight),
             )
         )
         logger.debug("sparsified %s to 2:4", name)
@@ -245,6 +270,9 @@ def sparsify_2to4(
         bytes_before=bytes_before,
         bytes_after=model_bytes(target),
         max_relative_error=error,
+        warnings=warn_about(
+            "sparsify_2to4", [(r.name, r.output_error) for r in layers], skipped, max_layer_error
+        ),
     )
     return target, report
 
@@ -269,13 +297,14 @@ def _sparsify_reason(
     reason = unreplaceable_reason(cand, selected, tied, "SparseLinear2to4")
     if reason is not None:
         return reason
-    if cand.module.in_features % SPARSE_GROUP:
-        return _k_reason(cand.module.in_features)
+    in_features = cand.features[0]
+    if in_features % SPARSE_GROUP:
+        return _k_reason(in_features)
     return None
 
 
-def _kept_energy(weight: torch.Tensor, values: torch.Tensor) -> float:
-    """``sum(values ** 2) / sum(weight ** 2)`` in float64 (1.0 for an all-zero weight)."""
+def _kept_energy(weight: torch.Tensor) -> float:
+    """``sum(kept ** 2) / sum(weight ** 2)`` in float64 (1.0 for an all-zero weight)."""
     total = float(weight.double().square().sum())
-    kept = float(values.double().square().sum())
+    kept = float((weight * ops.mask_2to4(weight)).double().square().sum())
     return kept / total if total else 1.0

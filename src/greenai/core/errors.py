@@ -72,6 +72,11 @@ class ControlWarning(UserWarning):
     """
 
 
+class CompressionWarning(UserWarning):
+    """A model transform of ``greenai.compress`` changed nothing, or changed a layer's outputs
+    by more than its threshold; the model is returned all the same, and the report says why."""
+
+
 def warn(message: str, category: type[Warning]) -> None:
     """Warn, attributing the warning to the first caller outside greenai.
 
