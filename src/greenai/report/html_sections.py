@@ -400,6 +400,9 @@ def steps_section(result: Result) -> str:
             ("Mean time per step", escape(f"{format_figure(steps.mean_time_s * 1e3, 4)} ms"))
         )
         rows.append(("Mean energy per step", escape(f"{format_figure(steps.mean_energy_j, 4)} J")))
+    for per in (result.per_work("sample"), result.per_work("token")):
+        if per is not None:
+            rows.append((f"Per {per.unit}", escape(str(per))))
     if steps.count:
         sampled = "" if steps.complete else " (sampled)"
         for label, quantiles, scale, unit in (

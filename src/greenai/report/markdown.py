@@ -110,6 +110,9 @@ def render_markdown(result: Result) -> str:
             f"Steps: {steps.count:,}, {format_fixed(steps.mean_time_s * 1e3, 1, 'ms')} and "
             f"{format_fixed(steps.mean_energy_j, 2, 'J')} per step."
         )
+        for per in (result.per_work("sample"), result.per_work("token")):
+            if per is not None:
+                lines.append(f"Per {per.unit}: {per}.")
     lines.append("")
     lines.append(_assumptions(result))
     return "\n".join(lines) + "\n"

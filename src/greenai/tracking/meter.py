@@ -48,7 +48,7 @@ from greenai.tracking.run_config import run_config
 from greenai.tracking.run_samples import RunSamples
 from greenai.tracking.step_log import StepLog
 from greenai.tracking.tracked import Tracked, TrackedFunction
-from greenai.tracking.windows import Span, StepMark, Window, Windows
+from greenai.tracking.windows import Span, StepMark, Window, Windows, step_work
 
 logger = logging.getLogger(__name__)
 
@@ -394,23 +394,19 @@ class Meter:
         start = self._windows.root.start
         return Ledger(self._mark, self._samples, start, lambda: self._state == "running")
 
-    def step(self) -> StepMark:
-        """Mark one training step (a light window: count, time and energy per step)."""
+    def step(self, *, samples: int | None = None, tokens: int | None = None) -> StepMark:
+        """Mark one step (count, time, energy); ``samples``/``tokens``: the work it does, for
+        the energy, CO2e and cost per sample and per token."""
         self._require_running("step")
         assert self._samples is not None
+        inert, work = lambda: self._state == "forked", step_work(samples, tokens)
         return StepMark(
-            self._steps,
-            self._samples,
-            self._config["observers"],
-            inert=lambda: self._state == "forked",
+            self._steps, self._samples, self._config["observers"], inert=inert, work=work
         )
 
     def snapshot(self) -> Snapshot:
-        """Elapsed time, power and energy so far per device, steps and open windows.
-
-        For live displays and metrics: figures come from the samples so far, without
-        waiting for counter updates (the final result can differ slightly).
-        """
+        """Elapsed time, power and energy so far per device, steps and open windows: from the
+        samples so far, without waiting (the final result can differ slightly)."""
         self._require_running("snapshot")
         assert self._results is not None
         assert self._windows is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from greenai.core.units import (
     format_co2_si,
@@ -15,6 +15,7 @@ from greenai.core.units import (
     format_fixed,
     format_number,
     format_power_w,
+    format_si,
     format_usd,
 )
 from greenai.devices.base import DeviceKind, Source
@@ -69,6 +70,34 @@ def _nullable(series: Mapping[str, Sequence[float]]) -> dict[str, list[float | N
 
 def _nan_for_null(series: Mapping[str, Sequence[Any]]) -> dict[str, list[float]]:
     return {k: [math.nan if w is None else float(w) for w in v] for k, v in series.items()}
+
+
+@dataclass(frozen=True)
+class PerWork:
+    """What one unit of work cost (:meth:`Result.per_work`). Units: J, g CO2e, USD.
+
+    Attributes:
+        unit: ``"sample"`` or ``"token"``.
+        count: The units the steps said they processed.
+        energy_j: Energy per unit (all the window's devices).
+        co2_g: CO2e per unit, when the run is accounted.
+        cost_usd: Cost per unit, when prices are known.
+    """
+
+    unit: str
+    count: int
+    energy_j: float
+    co2_g: float | None
+    cost_usd: float | None
+
+    def __str__(self) -> str:
+        """``0.52 J, 81 ug CO2e, $0.0000123 per token (1,024 tokens)``: every report's line."""
+        figures = [format_si(self.energy_j, "J")]
+        if self.co2_g is not None:
+            figures.append(format_si(self.co2_g, "g") + " CO2e")
+        if self.cost_usd is not None:
+            figures.append(format_usd(self.cost_usd))
+        return f"{', '.join(figures)} per {self.unit} ({self.count:,} {self.unit}s)"
 
 
 @dataclass(frozen=True)
@@ -170,6 +199,21 @@ class Result:
     def mean_power_w(self) -> float:
         return self.energy_j / self.duration_s if self.duration_s > 0 else float("nan")
 
+    def per_work(self, unit: Literal["sample", "token"]) -> PerWork | None:
+        """What one sample (or token) cost: the window's whole energy, CO2e and cost divided by
+        the samples (tokens) its steps said they processed (``run.step(samples=, tokens=)``);
+        None when none were said."""
+        count = 0 if self.steps is None else getattr(self.steps, f"{unit}s")
+        if not count:
+            return None
+        return PerWork(
+            unit=unit,
+            count=count,
+            energy_j=self.energy_j / count,
+            co2_g=None if self.co2_kg is None else self.co2_kg * 1e3 / count,
+            cost_usd=None if self.cost_usd is None else self.cost_usd / count,
+        )
+
     def window(self, name: str) -> Result:
         """The first sub-window (searched depth-first) with this name.
 
@@ -211,6 +255,8 @@ class Result:
             "accounting": dict(self.accounting),
             "metadata": dict(self.metadata),
             "steps": self.steps.to_dict() if self.steps else None,
+            "per_sample": _per_work_dict(self.per_work("sample")),
+            "per_token": _per_work_dict(self.per_work("token")),
             "timeline": self.timeline.to_dict(),
             "windows": [w.to_dict() for w in self.windows],
             "device_nodes": dict(self.device_nodes),
@@ -307,6 +353,9 @@ class Result:
             mean_ms = format_fixed(self.steps.mean_time_s * 1e3, 1, "ms")
             mean_j = format_fixed(self.steps.mean_energy_j, 2, "J")
             lines.append(f"  steps: {self.steps.count}, {mean_ms} and {mean_j} per step")
+            for per in (self.per_work("sample"), self.per_work("token")):
+                if per is not None:
+                    lines.append(f"  {per}")
         lines.extend(f"  partial: {reason}" for reason in self.partial_reasons)
         return "\n".join(lines)
 
@@ -417,3 +466,15 @@ def _band_text(band: Band | None, fmt: Callable[[float], str]) -> str:
 
 
 __all__ = ["Band", "Forecast", "PowerTimeline", "Result", "Snapshot", "StepStats"]
+
+
+def _per_work_dict(per: PerWork | None) -> dict[str, Any] | None:
+    """A record's ``per_sample``/``per_token``: derived, written for readers of the JSON."""
+    if per is None:
+        return None
+    return {
+        "count": per.count,
+        "energy_j": per.energy_j,
+        "co2_g": per.co2_g,
+        "cost_usd": per.cost_usd,
+    }

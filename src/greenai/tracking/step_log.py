@@ -41,6 +41,7 @@ class StepLog:
         self._lock = threading.Lock()
         self._starts = array("d")
         self._ends = array("d")
+        self._work = array("q")  # per raw step: samples, tokens (interleaved)
         self._collecting: list[tuple[Span, StepDigest]] = []
         self._stats: dict[int, StepStats | None] = {}  # id(span) -> its steps, once complete
         self._horizon = -math.inf  # every step ended by then is folded
@@ -53,11 +54,15 @@ class StepLog:
         with self._lock:
             self._collecting.append((span, StepDigest()))
 
-    def add(self, start_s: float, end_s: float, samples: RunSamples) -> None:
-        """One step, ended now; folds the older ones when many have gathered. Units: s."""
+    def add(
+        self, start_s: float, end_s: float, samples: RunSamples, work: tuple[int, int] = (0, 0)
+    ) -> None:
+        """One step, ended now, and its ``work`` (samples, tokens); folds the older ones when
+        many have gathered. Units: s."""
         with self._lock:
             self._starts.append(start_s)
             self._ends.append(end_s)
+            self._work.extend(work)
             self.count += 1
             many = len(self._ends) >= FOLD_AT
         if many:
@@ -118,13 +123,16 @@ class StepLog:
                 0.0, np.interp(ends, grid, values) - np.interp(starts, grid, values)
             )
         durations = ends - starts
+        work = np.array(self._work[: 2 * n], dtype=np.int64).reshape(n, 2)
         for span, digest in self._collecting:
             lo = bisect_left(self._starts, span.start.t, 0, n)
             hi = n if span.end is None else bisect_right(self._ends, span.end.t, 0, n)
             if hi > lo:
-                digest.extend(durations[lo:hi], energies[lo:hi])
+                done = work[lo:hi].sum(axis=0)
+                digest.extend(durations[lo:hi], energies[lo:hi], int(done[0]), int(done[1]))
         del self._starts[:n]
         del self._ends[:n]
+        del self._work[: 2 * n]
 
     def _complete_up_to(self, horizon: float) -> None:
         """Spans ended by ``horizon`` have all their steps: keep their statistics only."""

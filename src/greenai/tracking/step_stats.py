@@ -105,6 +105,8 @@ class StepStats:
     sample_index: npt.NDArray[np.int64] | None = None
     duration_quantiles_s: Mapping[str, float] = field(default_factory=dict)
     energy_quantiles_j: Mapping[str, float] = field(default_factory=dict)
+    samples: int = 0
+    tokens: int = 0
 
     def __post_init__(self) -> None:
         if not self.duration_quantiles_s:
@@ -151,6 +153,8 @@ class StepStats:
             "mean_energy_j": self.mean_energy_j,
             "duration_quantiles_s": dict(self.duration_quantiles_s),
             "energy_quantiles_j": dict(self.energy_quantiles_j),
+            "samples": self.samples,
+            "tokens": self.tokens,
             "durations_s": [_six_digits(x) for x in self.durations_s],
             "energies_j": [_six_digits(x) for x in self.energies_j],
         }
@@ -173,6 +177,8 @@ class StepStats:
             sample_index=None if index is None else np.asarray(index, dtype=np.int64),
             duration_quantiles_s=_float_map(data.get("duration_quantiles_s", {})),
             energy_quantiles_j=_float_map(data.get("energy_quantiles_j", {})),
+            samples=int(data.get("samples", 0)),
+            tokens=int(data.get("tokens", 0)),
         )
 
 
@@ -209,12 +215,16 @@ class StepDigest:
         self.count = 0
         self.time_s = 0.0
         self.energy_j = 0.0
+        self.samples = 0  # the work the steps said they did (run.step(samples=, tokens=))
+        self.tokens = 0
         self._low = [math.inf, math.inf]  # duration, energy
         self._high = [-math.inf, -math.inf]
         self._heap: list[tuple[int, int, float, float]] = []  # (-hash, index, s, J)
 
-    def add(self, duration_s: float, energy_j: float) -> None:
-        """One step that has ended: its duration (s) and energy (J)."""
+    def add(self, duration_s: float, energy_j: float, samples: int = 0, tokens: int = 0) -> None:
+        """One step that has ended: its duration (s), energy (J) and work."""
+        self.samples += samples
+        self.tokens += tokens
         import numpy as np
 
         entry = (-step_hash(self.count), self.count, float(duration_s), float(energy_j))
@@ -228,8 +238,11 @@ class StepDigest:
         self,
         durations_s: Sequence[float] | npt.NDArray[np.float64],
         energies_j: Sequence[float] | npt.NDArray[np.float64],
+        samples: int = 0,
+        tokens: int = 0,
     ) -> None:
-        """Many steps, in the order they ended: the same state as one :meth:`add` each.
+        """Many steps, in the order they ended (``samples`` and ``tokens``: their work, in
+        all): the same state as one :meth:`add` each.
 
         Raises:
             ValueError: The two series differ in length.
@@ -240,6 +253,8 @@ class StepDigest:
         e = np.asarray(energies_j, dtype=np.float64)
         if d.shape != e.shape or d.ndim != 1:
             raise ValueError(f"durations_s and energies_j differ: {d.shape} and {e.shape}")
+        self.samples += samples
+        self.tokens += tokens
         hashes = _step_hashes(self.count, self.count + len(d))
         keep = np.argsort(hashes, kind="stable")[: self.sample_size]
         for i in keep.tolist():
@@ -285,6 +300,8 @@ class StepDigest:
             sample_index=None if len(kept) == self.count else index,
             duration_quantiles_s=quantiles[0],
             energy_quantiles_j=quantiles[1],
+            samples=self.samples,
+            tokens=self.tokens,
         )
 
 

@@ -9,6 +9,7 @@ and kept. A step is lighter: :class:`StepMark` hands its times to the run's step
 
 from __future__ import annotations
 
+import operator
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -43,6 +44,27 @@ def walk(span: Span) -> Iterator[Span]:
         yield from walk(child)
 
 
+def step_work(samples: int | None, tokens: int | None) -> tuple[int, int]:
+    """``run.step(samples=, tokens=)``'s counts, checked (None: 0, not said).
+
+    Raises:
+        ValueError: A count is not a whole number >= 0 (the message names it).
+    """
+    counts = []
+    for name, value in (("samples", samples), ("tokens", tokens)):
+        if value is None:
+            counts.append(0)
+            continue
+        try:  # any integer type (numpy's too), never a bool or a float
+            count = -1 if isinstance(value, bool) else operator.index(value)
+        except TypeError:
+            count = -1
+        if count < 0:
+            raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+        counts.append(count)
+    return counts[0], counts[1]
+
+
 class StepMark:
     """One step of a run, as a context manager (see :meth:`greenai.tracking.meter.Meter.step`).
 
@@ -51,9 +73,10 @@ class StepMark:
         samples: The run's samples (the steps' energy comes from them).
         observers: Told of each step that ends normally.
         inert: True when the run is not this process's (a forked child): nothing is marked.
+        work: The samples and tokens the step processes (0: not said).
     """
 
-    __slots__ = ("_clock", "_inert", "_observers", "_samples", "_steps", "_t0")
+    __slots__ = ("_clock", "_inert", "_observers", "_samples", "_steps", "_t0", "_work")
 
     def __init__(
         self,
@@ -62,8 +85,10 @@ class StepMark:
         observers: Sequence[RunObserver],
         *,
         inert: Callable[[], bool],
+        work: tuple[int, int] = (0, 0),
     ) -> None:
         self._steps = steps
+        self._work = work
         self._samples = samples
         self._clock: Clock = samples.clock
         self._observers = observers
@@ -78,7 +103,7 @@ class StepMark:
         if self._inert():
             return  # the parent's run: not this process's to mark
         t1 = self._clock.now()
-        self._steps.add(self._t0, t1, self._samples)
+        self._steps.add(self._t0, t1, self._samples, self._work)
         if exc_type is None:
             for observer in self._observers:
                 observer.step_ended(self._t0, t1)
