@@ -97,6 +97,10 @@ def test_fit_is_metered_per_epoch_and_step_and_target_reaches_the_governor() -> 
     assert [w.name for w in epochs] == ["epoch 0", "epoch 1"]
     assert result.steps is not None
     assert result.steps.count == EPOCHS * STEPS_PER_EPOCH
+    assert result.steps.samples == EPOCHS * STEPS_PER_EPOCH * 4  # each batch's first dim
+    per_sample = result.per_work("sample")
+    assert per_sample is not None
+    assert per_sample.energy_j == pytest.approx(result.energy_j / result.steps.samples)
     for epoch in epochs:
         assert epoch.steps is not None
         assert epoch.steps.count == STEPS_PER_EPOCH

@@ -25,7 +25,7 @@ from greenai.tracking.result import Result
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LoopRun", "missing_framework"]
+__all__ = ["LoopRun", "batch_samples", "missing_framework"]
 
 
 def missing_framework(framework: str, modules: tuple[str, ...], package: str) -> ImportError:
@@ -41,6 +41,19 @@ def missing_framework(framework: str, modules: tuple[str, ...], package: str) ->
         f"greenai's {framework} integration needs {framework}, but {tried} could not be "
         f"imported; install it with: pip install {package}"
     )
+
+
+def batch_samples(batch: Any) -> int | None:
+    """The samples in a batch: the first dimension of its first tensor (the batch itself,
+    or the first in a tuple, list or dict); None when there is none to count."""
+    if isinstance(batch, dict):
+        batch = next(iter(batch.values()), None)
+    elif isinstance(batch, tuple | list):
+        batch = batch[0] if batch else None
+    shape = getattr(batch, "shape", None)
+    if not shape or not isinstance(shape[0], int):
+        return None
+    return int(shape[0])
 
 
 class LoopRun:
@@ -116,13 +129,14 @@ class LoopRun:
         self.epoch_results.append(result)
         return result
 
-    def begin_step(self) -> None:
-        """Enter a ``run.step()`` (a step left open is ended first, as failed)."""
+    def begin_step(self, batch: Any = None) -> None:
+        """Enter a ``run.step()`` (a step left open is ended first, as failed), counting the
+        samples of ``batch`` when it holds a tensor (its first dimension)."""
         if self.tracker is None:
             return
         if self._step is not None:
             self.end_step(failed=True)
-        self._step = self.tracker.step()
+        self._step = self.tracker.step(samples=batch_samples(batch))
         self._step.__enter__()
 
     def end_step(self, *, failed: bool = False) -> None:

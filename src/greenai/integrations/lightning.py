@@ -95,8 +95,8 @@ class GreenAICallback(Callback):  # type: ignore[misc,unused-ignore]
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        """Enter the batch's ``run.step()``."""
-        self.run.begin_step()
+        """Enter the batch's ``run.step()``, with its samples (for the per-sample figures)."""
+        self.run.begin_step(batch)
 
     def on_train_batch_end(
         self,
