@@ -170,10 +170,10 @@ def test_markers_on_module_class_and_function_merge(project: pytest.Pytester) ->
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ("jouls=3", "unknown argument 'jouls' (known: joules, gpu_joules, co2_g, watts, seconds)"),
+        ("jouls=3", "unknown argument 'jouls' (known: joules, gpu_joules, co2_g, usd, watts, seconds)"),
         (
             "100",
-            "takes keyword arguments only (joules, gpu_joules, co2_g, watts, seconds), "
+            "takes keyword arguments only (joules, gpu_joules, co2_g, usd, watts, seconds), "
             "got positional (100,)",
         ),
         ("joules=-1", "joules must be a finite number >= 0 (J), got -1"),
@@ -360,3 +360,35 @@ def test_repeat_budgets_the_median(project: pytest.Pytester, tmp_path: Path) -> 
     assert [w.name for w in test.windows] == ["run 1", "run 2", "run 3"]
     assert [round(w.gpu_energy_j) for w in test.windows] == [700, 1400, 350]
     assert test.metadata["pytest"]["figures"]["energy_j"] == pytest.approx(700, rel=0.01)
+
+
+def test_a_budget_in_dollars(project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """700 J at $0.20/kWh costs $0.0000389: a $0.00001 budget is exceeded, $0.0001 holds."""
+    monkeypatch.setenv("GREENAI_PRICE_PER_KWH", "0.2")
+    project.makepyfile(
+        test_dollars="""
+        import pytest
+
+        @pytest.mark.energy_budget(usd=1e-4)
+        def test_cheap_enough(sim):
+            sim.compute(1.0)
+
+        @pytest.mark.energy_budget(usd=1e-5)
+        def test_too_dear(sim):
+            sim.compute(1.0)
+
+        def test_fixture(sim, energy):
+            with energy.budget(usd=1e-4):
+                sim.compute(1.0)
+        """
+    )
+    result = run(project, GPU_ONLY)
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_too_dear _*",
+            "energy budget exceeded: usd: spent $0.0000389 > budget $0.0000100 (gpu0: 700 J sim)",
+        ]
+    )
+    assert row(result, "::test_cheap_enough").split()[-1] == "ok"
+    assert "$0.000100" in row(result, "::test_cheap_enough")  # the budget, as money

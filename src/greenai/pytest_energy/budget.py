@@ -1,7 +1,7 @@
 """Energy budgets: ``@pytest.mark.energy_budget`` arguments, a test's figures, and the check.
 
 A budget names limits on what a test may spend (``joules``, ``gpu_joules``,
-``co2_g``, ``watts``, ``seconds``). :func:`parse_budget` checks the marker's
+``co2_g``, ``usd``, ``watts``, ``seconds``). :func:`parse_budget` checks the marker's
 arguments; :func:`evaluate` compares a test's :class:`Figures` with the limits
 and says, per limit, whether it held, was exceeded, or could not be measured,
 with a message that gives what was spent, the limit, and where the figure came
@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from greenai.core.units import format_number
+from greenai.core.units import format_number, format_usd
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,12 @@ BUDGET_KINDS: dict[str, BudgetKind] = {
         BudgetKind("joules", "energy_j", "J"),
         BudgetKind("gpu_joules", "gpu_energy_j", "J", device_kinds=("gpu",)),
         BudgetKind("co2_g", "co2_kg", "g CO2e", scale=1000.0),
+        BudgetKind("usd", "cost_usd", "USD"),
         BudgetKind("watts", "mean_power_w", "W"),
         BudgetKind("seconds", "duration_s", "s", device_kinds=()),
     )
 }
-"""The budget arguments, by name. Units: J, J, g CO2e, W (mean power), s."""
+"""The budget arguments, by name. Units: J, J, g CO2e, USD, W (mean power), s."""
 
 
 def parse_budget(args: Iterable[Any], kwargs: Mapping[str, Any], where: str) -> dict[str, float]:
@@ -91,14 +92,21 @@ def parse_budget(args: Iterable[Any], kwargs: Mapping[str, Any], where: str) -> 
     return budget
 
 
+def _amount(kind: BudgetKind, value: float) -> str:
+    """A figure or limit in the budget's unit: ``0.011 g CO2e``, ``$0.0000389``."""
+    if kind.name == "usd":
+        return format_usd(value)
+    return f"{format_number(value)} {kind.unit}"
+
+
 def describe_budget(budget: Mapping[str, float]) -> str:
     """The limits, short: ``600 J, 2 s`` (``-`` for none)."""
     if not budget:
         return "-"
     return ", ".join(
-        f"{format_number(limit)} {BUDGET_KINDS[name].unit.split()[0]}"
-        if name != "gpu_joules"
-        else f"gpu {format_number(limit)} J"
+        f"gpu {format_number(limit)} J"
+        if name == "gpu_joules"
+        else _amount(BUDGET_KINDS[name], limit).split(" CO2e")[0]
         for name, limit in budget.items()
     )
 
@@ -126,6 +134,7 @@ class Figures:
         cpu_energy_j: Energy of the CPU packages (None when none was metered).
         dram_energy_j: Energy of the memory (None when not metered).
         co2_kg: Emissions, as accounted by greenai's settings (None when not accounted).
+        cost_usd: Cost, from greenai's prices (None when no price is set).
         duration_s: The call's duration on the tracker's clock.
         mean_power_w: Energy over duration (None when either is missing or zero time passed).
         devices: Per device: kind, source and energy.
@@ -148,6 +157,7 @@ class Figures:
     duration_s: float
     mean_power_w: float | None
     devices: tuple[DeviceFigure, ...] = ()
+    cost_usd: float | None = None
     runs: int = 1
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     partial: bool = False
@@ -170,6 +180,7 @@ class Figures:
             "cpu_energy_j": self.cpu_energy_j,
             "dram_energy_j": self.dram_energy_j,
             "co2_kg": self.co2_kg,
+            "cost_usd": self.cost_usd,
             "duration_s": self.duration_s,
             "mean_power_w": self.mean_power_w,
             "devices": [
@@ -200,6 +211,7 @@ class Figures:
                 cpu_energy_j=_opt(data["cpu_energy_j"]),
                 dram_energy_j=_opt(data["dram_energy_j"]),
                 co2_kg=_opt(data["co2_kg"]),
+                cost_usd=_opt(data.get("cost_usd")),
                 duration_s=float(data["duration_s"]),
                 mean_power_w=_opt(data["mean_power_w"]),
                 devices=tuple(
@@ -280,23 +292,23 @@ def evaluate(
             continue
         spent = value * kind.scale
         partial = figures.partial and kind.figure != "duration_s"
-        spent_text = f"spent {format_number(spent)} {kind.unit}{_runs_note(kind, figures)}"
+        spent_text = f"spent {_amount(kind, spent)}{_runs_note(kind, figures)}"
         source = _source(kind, figures)
         if spent > limit:
-            text = f"{name}: {spent_text} > budget {format_number(limit)} {kind.unit} ({source})"
+            text = f"{name}: {spent_text} > budget {_amount(kind, limit)} ({source})"
             if partial:
                 reasons = "; ".join(figures.partial_reasons)
                 text += f"; partial, so the true figure is higher ({reasons})"
             checks.append(Check(name, EXCEEDED, limit, spent, text))
         elif partial:
             text = (
-                f"{name}: partial figure {format_number(spent)} {kind.unit} <= budget "
-                f"{format_number(limit)} {kind.unit} may undercount "
+                f"{name}: partial figure {_amount(kind, spent)} <= budget "
+                f"{_amount(kind, limit)} may undercount "
                 f"({'; '.join(figures.partial_reasons)})"
             )
             checks.append(Check(name, UNMEASURED, limit, spent, text))
         else:
-            text = f"{name}: {spent_text} <= budget {format_number(limit)} {kind.unit} ({source})"
+            text = f"{name}: {spent_text} <= budget {_amount(kind, limit)} ({source})"
             checks.append(Check(name, OK, limit, spent, text))
     return checks
 

@@ -38,6 +38,7 @@ FIGURE_FIELDS = (
     "cpu_energy_j",
     "dram_energy_j",
     "co2_kg",
+    "cost_usd",
     "duration_s",
     "mean_power_w",
 )
@@ -118,6 +119,7 @@ def figures_of(runs: list[Result], *, virtual_clock: bool) -> Figures:
         cpu_energy_j=medians["cpu_energy_j"],
         dram_energy_j=medians["dram_energy_j"],
         co2_kg=medians["co2_kg"],
+        cost_usd=medians["cost_usd"],
         duration_s=0.0 if duration is None else duration,
         mean_power_w=medians["mean_power_w"],
         devices=devices,
@@ -142,6 +144,7 @@ def _run_figures(result: Result) -> dict[str, float | None]:
         "cpu_energy_j": result.cpu_energy_j if "cpu" in kinds else None,
         "dram_energy_j": result.dram_energy_j if "dram" in kinds else None,
         "co2_kg": result.co2_kg,
+        "cost_usd": result.cost_usd,
         "duration_s": result.duration_s,
         "mean_power_w": mean_w,
     }
@@ -422,13 +425,14 @@ class EnergyFixture:
         joules: float | None = None,
         gpu_joules: float | None = None,
         co2_g: float | None = None,
+        usd: float | None = None,
         watts: float | None = None,
         seconds: float | None = None,
         name: str = "budget",
     ) -> Iterator[Measurement]:
         """Meter the ``with`` block and fail the test if it spends more than the limits.
 
-        The limits are those of ``@pytest.mark.energy_budget`` (J, J, g CO2e, W, s);
+        The limits are those of ``@pytest.mark.energy_budget`` (J, J, g CO2e, USD, W, s);
         a limit that cannot be measured follows ``--energy-unmeasured``. A block
         that raises is not checked: its exception goes on.
 
@@ -441,6 +445,7 @@ class EnergyFixture:
                 ("joules", joules),
                 ("gpu_joules", gpu_joules),
                 ("co2_g", co2_g),
+                ("usd", usd),
                 ("watts", watts),
                 ("seconds", seconds),
             )
@@ -450,7 +455,7 @@ class EnergyFixture:
         if not limits:
             raise ValueError(
                 "energy.budget() needs at least one limit: "
-                "joules, gpu_joules, co2_g, watts or seconds"
+                "joules, gpu_joules, co2_g, usd, watts or seconds"
             )
         with self.measure(name) as measurement:
             yield measurement

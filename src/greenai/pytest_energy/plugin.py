@@ -128,7 +128,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        f"{MARKER}(joules=None, gpu_joules=None, co2_g=None, watts=None, seconds=None): "
+        f"{MARKER}(joules=None, gpu_joules=None, co2_g=None, usd=None, watts=None, "
+        "seconds=None): "
         "meter the test's call with greenai and fail it when it spends more than any "
         "limit given (J, J, g CO2e, mean W, s)",
     )
@@ -357,7 +358,7 @@ def energy(request: pytest.FixtureRequest) -> EnergyFixture:
 
     ``with energy.measure("step") as m: ...`` then ``m.result`` (a
     :class:`greenai.Result`: ``energy_j``, ``gpu_energy_j``, ``duration_s``,
-    ``co2_kg``...); ``with energy.budget(joules=..., gpu_joules=..., co2_g=...,
+    ``co2_kg``...); ``with energy.budget(joules=..., gpu_joules=..., co2_g=..., usd=...,
     watts=..., seconds=...): ...`` fails the test when the block spends more.
     """
     from greenai.pytest_energy.metering import EnergyFixture
