@@ -170,7 +170,10 @@ def test_markers_on_module_class_and_function_merge(project: pytest.Pytester) ->
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ("jouls=3", "unknown argument 'jouls' (known: joules, gpu_joules, co2_g, usd, watts, seconds)"),
+        (
+            "jouls=3",
+            "unknown argument 'jouls' (known: joules, gpu_joules, co2_g, usd, watts, seconds)",
+        ),
         (
             "100",
             "takes keyword arguments only (joules, gpu_joules, co2_g, usd, watts, seconds), "

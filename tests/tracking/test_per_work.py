@@ -86,3 +86,43 @@ def test_a_count_that_is_not_a_whole_number_is_refused(bad: object) -> None:
             run.step(samples=bad)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match=r"tokens must be a whole number >= 0, got"):
             run.step(tokens=bad)  # type: ignore[arg-type]
+
+
+def test_a_step_counts_the_tokens_it_made_once_it_knows_them() -> None:
+    """Decoding: the tokens a request produced are known only after it ran."""
+    with simulated_nvml([SimulatedGPU()], virtual_clock=True) as sim:
+        with greenai.track("serve", cpu=False, dram=False, history=False, country="FRA") as run:
+            for made in (17, 5, 42):
+                with run.step(samples=1) as step:
+                    sim.compute(0.002 * made)
+                    step.count(tokens=made)
+            with pytest.raises(ValueError, match="tokens must be a whole number >= 0, got -3"):
+                with run.step() as step:
+                    step.count(tokens=-3)
+    assert run.result.steps is not None
+    assert run.result.steps.tokens == 64
+    assert run.result.steps.samples == 3
+
+
+def test_the_hugging_face_callback_counts_the_tokens_the_trainer_saw() -> None:
+    pytest.importorskip("transformers")
+    from types import SimpleNamespace
+
+    from greenai.integrations.huggingface import GreenAICallback
+
+    callback = GreenAICallback("hf", cpu=False, dram=False, history=False, country="FRA")
+    state = SimpleNamespace(num_input_tokens_seen=100, epoch=0.0)
+    args = SimpleNamespace(device=None)
+    with simulated_nvml([SimulatedGPU()], virtual_clock=True) as sim:
+        callback.on_train_begin(args, state, None)
+        callback.on_epoch_begin(args, state, None)
+        for tokens in (512, 256, 0):
+            callback.on_step_begin(args, state, None)
+            sim.compute(0.01)
+            state.num_input_tokens_seen += tokens
+            callback.on_step_end(args, state, None)
+        callback.on_epoch_end(args, state, None)
+        callback.on_train_end(args, state, None)
+    result = callback.result
+    assert result.steps is not None
+    assert result.steps.tokens == 768  # what was seen before training is not this run's

@@ -139,11 +139,14 @@ class LoopRun:
         self._step = self.tracker.step(samples=batch_samples(batch))
         self._step.__enter__()
 
-    def end_step(self, *, failed: bool = False) -> None:
-        """Exit the open ``run.step()``; a failed step is not counted by the governor."""
+    def end_step(self, *, failed: bool = False, tokens: int | None = None) -> None:
+        """Exit the open ``run.step()`` (with the ``tokens`` it processed, when known); a
+        failed step is not counted by the governor."""
         step, self._step = self._step, None
         if step is None:
             return
+        if tokens:
+            step.count(tokens=tokens)
         if failed:
             error = RuntimeError("training step failed")
             step.__exit__(RuntimeError, error, None)

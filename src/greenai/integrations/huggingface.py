@@ -64,6 +64,7 @@ class GreenAICallback(TrainerCallback):  # type: ignore[misc,unused-ignore]
     ) -> None:
         super().__init__()
         self.run = LoopRun(name, target, track_kwargs)
+        self._tokens_seen = 0  # the Trainer's num_input_tokens_seen at the last step's end
 
     @property
     def result(self) -> Result:
@@ -87,6 +88,7 @@ class GreenAICallback(TrainerCallback):  # type: ignore[misc,unused-ignore]
         **kwargs: Any,
     ) -> None:
         """Start metering; a GPU-only run meters this process's device."""
+        self._tokens_seen = int(getattr(state, "num_input_tokens_seen", 0) or 0)
         model = kwargs.get("model")
         defaults: dict[str, Any] = {}
         device = getattr(args, "device", None)
@@ -122,8 +124,12 @@ class GreenAICallback(TrainerCallback):  # type: ignore[misc,unused-ignore]
         control: TrainerControl,
         **kwargs: Any,
     ) -> None:
-        """Exit the step's ``run.step()``: the governor may change the limit here."""
-        self.run.end_step()
+        """Exit the step's ``run.step()`` with its tokens (the growth of the Trainer's
+        ``num_input_tokens_seen``, counted when ``include_num_input_tokens_seen`` is on): the
+        governor may change the limit here."""
+        seen = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+        tokens, self._tokens_seen = max(0, seen - self._tokens_seen), seen
+        self.run.end_step(tokens=tokens)
 
     def on_epoch_end(
         self,

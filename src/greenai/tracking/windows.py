@@ -95,6 +95,12 @@ class StepMark:
         self._inert = inert
         self._t0 = 0.0
 
+    def count(self, *, samples: int | None = None, tokens: int | None = None) -> None:
+        """Add work the step did, once it is known (tokens a ``generate`` made), before the
+        step ends. Raises ValueError for a count that is not a whole number >= 0."""
+        more = step_work(samples, tokens)
+        self._work = (self._work[0] + more[0], self._work[1] + more[1])
+
     def __enter__(self) -> StepMark:
         self._t0 = self._clock.now()
         return self
