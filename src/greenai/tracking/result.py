@@ -348,7 +348,7 @@ class Result:
                 f"({where}, PUE {format_number(self.accounting.get('pue', 1.0), 6)})"
             )
         if self.cost_usd is not None:
-            lines.append(f"  cost: ${format_number(self.cost_usd, 3, sci_from=3)}")
+            lines.append(f"  cost: {format_usd(self.cost_usd)}")
         if self.steps and self.steps.count:
             mean_ms = format_fixed(self.steps.mean_time_s * 1e3, 1, "ms")
             mean_j = format_fixed(self.steps.mean_energy_j, 2, "J")
