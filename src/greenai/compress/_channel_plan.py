@@ -69,8 +69,11 @@ class Plan:
     """TransformerEncoderLayer name -> kept feed-forward units."""
 
 
-def _keep_count(n: int, amount: float) -> int:
-    return max(1, math.floor(n * (1.0 - amount) + _EPS))
+def _keep_count(n: int, amount: float, round_to: int = 1) -> int:
+    """Channels of ``n`` to keep: ``floor(n * (1 - amount))``, at least one, rounded *up* to
+    a multiple of ``round_to`` (so never more removed than asked), at most ``n``."""
+    keep = max(1, math.floor(n * (1.0 - amount) + _EPS))
+    return min(n, -(-keep // round_to) * round_to)
 
 
 def make_plan(
@@ -79,6 +82,7 @@ def make_plan(
     amount: float,
     p: int,
     extra_pins: dict[str, str],
+    round_to: int = 1,
 ) -> Plan:
     roots = analysis.channel_roots
     pins = dict(analysis.pin_reasons)
@@ -107,9 +111,11 @@ def make_plan(
     for members in by_pool.values():
         free = [c for c in members if c not in pins]
         if len(free) == len(members):
-            drop = len(members) - _keep_count(len(members), amount)
-        else:
-            drop = len(free) - math.floor(len(free) * (1.0 - amount) + _EPS)
+            keep = _keep_count(len(members), amount, round_to)
+        else:  # pinned channels stay on top of the kept share of the free ones
+            keep = len(members) - len(free) + math.floor(len(free) * (1.0 - amount) + _EPS)
+            keep = min(len(members), -(-keep // round_to) * round_to)
+        drop = len(members) - keep
         free.sort(key=lambda c: (scores[c], c))
         removed.update(free[:drop])
     # A producer may hold only some of its pool's classes; never empty one.
@@ -156,7 +162,7 @@ def make_plan(
         layer = modules[name]
         assert isinstance(layer, nn.TransformerEncoderLayer)
         units = _powered(layer.linear1.weight, 0, p) + _powered(layer.linear2.weight, 1, p)
-        keep = _keep_count(len(units), amount)
+        keep = _keep_count(len(units), amount, round_to)
         if keep < len(units):
             order = sorted(range(len(units)), key=lambda u: (-units[u], u))
             plan.hidden[name] = torch.tensor(sorted(order[:keep]), dtype=torch.long)

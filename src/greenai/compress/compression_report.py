@@ -368,6 +368,7 @@ class PruningReport:
         macs_before, macs_after: multiply-accumulates of one run on ``example_inputs``
             (convs, linears, attention; see :mod:`greenai.compress._macs`).
         bytes_before, bytes_after: bytes of all parameters and buffers.
+        round_to: kept channel counts were rounded up to a multiple of this.
     """
 
     amount: float
@@ -380,6 +381,7 @@ class PruningReport:
     macs_after: int
     bytes_before: int
     bytes_after: int
+    round_to: int = 1
 
     @property
     def macs_ratio(self) -> float:
