@@ -121,6 +121,7 @@ def test_a_registered_rule_prunes_a_custom_layer_through_it(layer: type[_Doubled
         assert torch.equal(pruned(x), _masked(model, report)(x))
 
 
+@pytest.mark.filterwarnings("ignore:nothing was pruned:greenai.core.errors.CompressionWarning")
 def test_a_custom_layer_whose_channels_are_all_kept_is_listed() -> None:
     model = nn.Sequential(RuledLayer(8, 4)).double()
     pruned, report = prune_channels(model, 0.5, round_to=1, example_inputs=_inputs())
@@ -131,6 +132,7 @@ def test_a_custom_layer_whose_channels_are_all_kept_is_listed() -> None:
     assert pruned[0].weight.shape == (4, 8)
 
 
+@pytest.mark.filterwarnings("ignore:nothing was pruned:greenai.core.errors.CompressionWarning")
 def test_an_unregistered_custom_leaf_is_left_alone_and_listed() -> None:
     model, x = _model(UnruledLayer), _inputs()
     pruned, report = prune_channels(model, 0.5, round_to=1, example_inputs=x)
@@ -145,6 +147,7 @@ def test_an_unregistered_custom_leaf_is_left_alone_and_listed() -> None:
         assert torch.equal(pruned(x), model(x))
 
 
+@pytest.mark.filterwarnings("ignore:nothing was pruned:greenai.core.errors.CompressionWarning")
 def test_input_channels_a_rule_says_nothing_about_are_kept() -> None:
     model, x = _model(SilentLayer), _inputs()
     pruned, report = prune_channels(model, 0.5, round_to=1, example_inputs=x)
@@ -181,6 +184,7 @@ def test_bad_registrations_are_refused_with_the_value(
         register_layer_rule(layer_type, rule)  # type: ignore[arg-type]
 
 
+@pytest.mark.filterwarnings("ignore:nothing was pruned:greenai.core.errors.CompressionWarning")
 def test_subclasses_of_torch_layers_take_their_rules_unless_they_override_forward() -> None:
     class MyConv(nn.Conv2d):
         pass

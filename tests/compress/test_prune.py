@@ -31,6 +31,7 @@ from greenai.compress import (
     TraceFailedError,
     prune_channels,
 )
+from greenai.core.errors import CompressionWarning
 
 # --- outputs equal the masked original --------------------------------------------------------
 
@@ -140,6 +141,7 @@ def test_flatten_maps_a_channel_to_a_block_of_linear_columns() -> None:
     assert torch.equal(run_model(pruned, x), run_model(masked_original(model, report), x))
 
 
+@pytest.mark.filterwarnings("ignore:nothing was pruned:greenai.core.errors.CompressionWarning")
 def test_reshape_that_fixes_the_channel_count_pins_them() -> None:
     class FixedView(ConvFlattenLinear):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -191,6 +193,7 @@ def test_untraceable_submodule_is_kept_whole_and_listed() -> None:
     assert torch.equal(run_model(pruned, x), run_model(masked_original(model, report), x))
 
 
+@pytest.mark.filterwarnings("ignore:nothing was pruned:greenai.core.errors.CompressionWarning")
 def test_ignore_by_name_and_by_object() -> None:
     model = mlp()
     x = torch.randn(3, 16)
@@ -207,7 +210,8 @@ def test_ignore_by_name_and_by_object() -> None:
 def test_amount_zero_changes_nothing() -> None:
     model = TinyResNet().eval()
     x = torch.randn(1, 3, 8, 8)
-    pruned, report = prune_channels(model, 0.0, round_to=1, example_inputs=x)
+    with pytest.warns(CompressionWarning, match="nothing was pruned: amount is 0"):
+        pruned, report = prune_channels(model, 0.0, round_to=1, example_inputs=x)
     assert report.layers == ()
     assert report.macs_before == report.macs_after
     assert report.params_ratio == 1.0

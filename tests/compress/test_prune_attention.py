@@ -111,6 +111,7 @@ def test_pruned_attention_unbatched_separate_kv_dims_and_averaged_weights() -> N
     torch.testing.assert_close(weights, per_head[kept].mean(0), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore:nothing was pruned:greenai.core.errors.CompressionWarning")
 def test_attention_whose_weights_are_used_keeps_its_heads() -> None:
     class UsesWeights(AttentionModel):
         def forward(self, x: torch.Tensor) -> torch.Tensor:

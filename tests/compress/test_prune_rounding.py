@@ -9,6 +9,7 @@ from prune_models import TinyResNet, run_model
 from torch import nn
 
 from greenai.compress import prune_channels
+from greenai.core.errors import CompressionWarning
 
 
 class OddWidths(nn.Module):
@@ -50,7 +51,8 @@ def test_rounding_never_removes_more_and_keeps_at_least_one_group() -> None:
     x = torch.randn(1, 3, 5, 5)
     pruned, _ = prune_channels(model, 0.99, example_inputs=x, round_to=16)
     assert _widths(pruned) == (16, 16)  # floor(63 * 0.01) = 0 -> 1 -> one group of 16
-    pruned, _ = prune_channels(model, 0.3, example_inputs=x, round_to=64)
+    with pytest.warns(CompressionWarning, match="leaves every pool whole"):
+        pruned, _ = prune_channels(model, 0.3, example_inputs=x, round_to=64)
     assert _widths(pruned) == (63, 128)  # 44 -> 64 is more than 63: the pool keeps all
     pruned, _ = prune_channels(model, 0.5, example_inputs=x, round_to=32)
     assert _widths(pruned) == (32, 64)  # floor(31.5) = 31 -> 32; 64 is a multiple already
@@ -74,3 +76,40 @@ def test_default_rounding_gives_multiples_of_8_on_a_residual_network() -> None:
 def test_bad_round_to_is_refused_naming_it(bad: object, error: type[Exception]) -> None:
     with pytest.raises(error, match=rf"round_to must be an int >= 1, not {bad!r}"):
         prune_channels(OddWidths(), 0.3, example_inputs=torch.randn(1, 3, 4, 4), round_to=bad)  # type: ignore[arg-type]
+
+
+# --- what amount means, and nothing pruned ---------------------------------------------------
+
+
+def test_report_gives_the_shares_of_channels_params_and_macs_removed() -> None:
+    model = nn.Sequential(nn.Linear(10, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU())
+    model.append(nn.Linear(40, 5))
+    x = torch.randn(3, 10)
+    _, report = prune_channels(model, 0.3, example_inputs=x)
+    # 40 * 0.7 = 28 -> 32 kept of 40 in each of the two hidden pools
+    assert (report.channels_removed, report.channels_removable) == (16, 80)
+    assert report.channels_removed_share == pytest.approx(0.2)
+    params_after = 10 * 32 + 32 + 32 * 32 + 32 + 32 * 5 + 5
+    params_before = 10 * 40 + 40 + 40 * 40 + 40 + 40 * 5 + 5
+    assert report.params_removed == pytest.approx(1 - params_after / params_before)
+    macs_after, macs_before = 3 * (320 + 1024 + 160), 3 * (400 + 1600 + 200)
+    assert report.macs_removed == pytest.approx(1 - macs_after / macs_before)
+    text = str(report)
+    assert "removed 20% of channels (16 of 80 removable) -> " in text
+    assert f"{report.params_removed:.0%} of parameters, {report.macs_removed:.0%} of MACs" in text
+    assert report.warnings == ()
+
+
+def test_nothing_pruned_warns_with_the_reason() -> None:
+    model = nn.Sequential(nn.Linear(10, 12), nn.ReLU(), nn.Linear(12, 5))
+    x = torch.randn(3, 10)
+    with pytest.warns(CompressionWarning, match="amount 0.2 with round_to 8 leaves every pool"):
+        _, report = prune_channels(model, 0.2, example_inputs=x)
+    assert report.layers == ()
+    assert "warning: nothing was pruned" in str(report)
+    with pytest.warns(CompressionWarning, match="amount is 0"):
+        prune_channels(model, 0.0, example_inputs=x)
+    with pytest.warns(CompressionWarning, match="must be kept.*reaches the model's output"):
+        prune_channels(nn.Sequential(nn.Linear(10, 12)), 0.5, example_inputs=x, round_to=1)
+    with pytest.warns(CompressionWarning, match="no convolution, linear or attention layer"):
+        prune_channels(nn.ReLU(), 0.5, example_inputs=x)

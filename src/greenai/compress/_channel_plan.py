@@ -67,6 +67,10 @@ class Plan:
     """MultiheadAttention name -> kept heads."""
     hidden: dict[str, torch.Tensor] = field(default_factory=dict)
     """TransformerEncoderLayer name -> kept feed-forward units."""
+    removable: int = 0
+    """Channel classes of convs and linears the walk found free to remove."""
+    removed: int = 0
+    """How many of them go."""
 
 
 def _keep_count(n: int, amount: float, round_to: int = 1) -> int:
@@ -108,8 +112,10 @@ def make_plan(
     for c in classes.tolist():
         by_pool.setdefault(int(analysis.pool_roots[c]), []).append(c)
     removed: set[int] = set()
+    removable = 0
     for members in by_pool.values():
         free = [c for c in members if c not in pins]
+        removable += len(free)
         if len(free) == len(members):
             keep = _keep_count(len(members), amount, round_to)
         else:  # pinned channels stay on top of the kept share of the free ones
@@ -124,7 +130,7 @@ def make_plan(
         if all(c in removed for c in own):
             removed.discard(max(own, key=lambda c: (scores[c], -c)))
 
-    plan = Plan()
+    plan = Plan(removable=removable, removed=len(removed))
     removed_arr = np.fromiter(sorted(removed), dtype=np.int64)
 
     def kept(elems: IntArray) -> torch.Tensor | None:

@@ -358,8 +358,12 @@ _PRUNED_COLUMNS = (
 class PruningReport:
     """What :func:`~greenai.compress.prune_channels` did to a model.
 
+    ``amount`` is a share of *channels*; removing a channel shrinks the layer producing it and
+    the layers reading it, so the shares of parameters and MACs removed are larger
+    (``amount`` 0.3 removes about half of a plain CNN's). ``str()`` shows all three.
+
     Attributes:
-        amount: as requested.
+        amount: as requested: the share of each prunable pool's channels to remove.
         importance: ``"l1"`` or ``"l2"``.
         layers: layers whose shape changed, in ``named_modules`` order.
         skipped: prunable layers (convs, linears, attention, layers with a registered rule
@@ -369,6 +373,11 @@ class PruningReport:
             (convs, linears, attention; see :mod:`greenai.compress._macs`).
         bytes_before, bytes_after: bytes of all parameters and buffers.
         round_to: kept channel counts were rounded up to a multiple of this.
+        channels_removable: channels of convs and linears (counted once per tied set) that
+            the walk found free to remove.
+        channels_removed: how many of them were removed.
+        warnings: what :func:`~greenai.compress.prune_channels` warned (a
+            ``CompressionWarning`` each): nothing was pruned, and why.
     """
 
     amount: float
@@ -382,6 +391,25 @@ class PruningReport:
     bytes_before: int
     bytes_after: int
     round_to: int = 1
+    channels_removable: int = 0
+    channels_removed: int = 0
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def channels_removed_share(self) -> float:
+        """``channels_removed / channels_removable`` (0.0 when nothing was removable): at most
+        ``amount``, less where rounding or the one channel a pool keeps left more."""
+        return self.channels_removed / self.channels_removable if self.channels_removable else 0.0
+
+    @property
+    def params_removed(self) -> float:
+        """Share of the model's parameters removed, in ``[0, 1)``."""
+        return 1.0 - self.params_after / self.params_before if self.params_before else 0.0
+
+    @property
+    def macs_removed(self) -> float:
+        """Share of the model's counted MACs removed, in ``[0, 1)``."""
+        return 1.0 - self.macs_after / self.macs_before if self.macs_before else 0.0
 
     @property
     def macs_ratio(self) -> float:
@@ -406,13 +434,17 @@ class PruningReport:
             for r in self.layers
         ]
         lines = [
-            f"prune_channels: amount {self.amount:g}, {self.importance}: "
-            f"{len(self.layers)} layers pruned, {len(self.skipped)} skipped",
+            f"prune_channels: amount {self.amount:g}, {self.importance}, round_to "
+            f"{self.round_to}: {len(self.layers)} layers pruned, {len(self.skipped)} skipped",
+            f"removed {self.channels_removed_share:.0%} of channels ({self.channels_removed:,} of "
+            f"{self.channels_removable:,} removable) -> {self.params_removed:.0%} of parameters, "
+            f"{self.macs_removed:.0%} of MACs",
             *_layer_table(_PRUNED_COLUMNS, cells),
             *(f"skipped {s.name} ({s.kind}): {s.reason}" for s in self.skipped),
             f"model: params {self.params_before:,} -> {self.params_after:,} "
             f"({self.params_ratio:.2f}x), MACs {self.macs_before:,} -> {self.macs_after:,} "
             f"({self.macs_ratio:.2f}x), bytes {self.bytes_before:,} -> {self.bytes_after:,}",
+            *(f"warning: {w}" for w in self.warnings),
         ]
         return "\n".join(lines)
 

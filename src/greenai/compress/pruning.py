@@ -47,12 +47,13 @@ import torch
 from torch import nn
 
 from greenai.compress._attention import PrunedMultiheadAttention
-from greenai.compress._channel_plan import apply_plan, attention_weights, make_plan
+from greenai.compress._channel_plan import Plan, apply_plan, attention_weights, make_plan
 from greenai.compress._graph import Analysis, analyze
 from greenai.compress._macs import count_macs
 from greenai.compress._measure import model_bytes
 from greenai.compress._op_tables import CONVS
 from greenai.compress.compression_report import PrunedLayer, PruningReport, SkippedModule
+from greenai.core.errors import CompressionWarning, warn
 
 __all__ = ["prune_channels"]
 
@@ -188,6 +189,9 @@ def prune_channels(
             )
         )
         logger.debug("pruned %s", name)
+    warnings = () if layers else (_nothing_pruned(float(amount), round_to, analysis, plan),)
+    for message in warnings:
+        warn(message, CompressionWarning)
     report = PruningReport(
         amount=float(amount),
         importance=importance,
@@ -200,8 +204,31 @@ def prune_channels(
         bytes_before=bytes_before,
         bytes_after=model_bytes(target),
         round_to=round_to,
+        channels_removable=plan.removable,
+        channels_removed=plan.removed,
+        warnings=warnings,
     )
     return target, report
+
+
+def _nothing_pruned(amount: float, round_to: int, analysis: Analysis, plan: Plan) -> str:
+    """Why no layer changed, for the warning."""
+    if amount == 0.0:
+        return "nothing was pruned: amount is 0"
+    if not (analysis.producers or analysis.attention or analysis.encoder_layers):
+        return (
+            "nothing was pruned: the model has no convolution, linear or attention layer "
+            "that greenai can prune"
+        )
+    if plan.removable == 0 and not (plan.heads or plan.hidden):
+        reasons = list(dict.fromkeys(analysis.pin_reasons.values()))
+        shown = "; ".join(reasons[:3]) + ("; ..." if len(reasons) > 3 else "")
+        return f"nothing was pruned: every channel must be kept ({shown or 'see the report'})"
+    return (
+        f"nothing was pruned: amount {amount:g} with round_to {round_to} leaves every pool "
+        f"whole (each keeps a multiple of {round_to} channels, at least one); raise amount "
+        "or lower round_to"
+    )
 
 
 # --- checks and bookkeeping ------------------------------------------------------------------
