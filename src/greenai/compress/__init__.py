@@ -16,6 +16,7 @@ from __future__ import annotations
 from greenai.compress._attention import PrunedMultiheadAttention
 from greenai.compress._tracing import TraceFailedError
 from greenai.compress.compression_report import (
+    KeptChannels,
     PrunedLayer,
     PruningReport,
     QuantizationReport,
@@ -33,6 +34,7 @@ from greenai.compress.sparsity import SparseLinear2to4, sparsify_2to4
 
 __all__ = [
     "Channels",
+    "KeptChannels",
     "LayerCall",
     "LinearAdapter",
     "PrunedLayer",

@@ -71,6 +71,9 @@ class Plan:
     """Channel classes of convs and linears the walk found free to remove."""
     removed: int = 0
     """How many of them go."""
+    kept: list[tuple[tuple[str, ...], int, str]] = field(default_factory=list)
+    """Channels the walk pinned: (producing layers, channel classes, reason), per pool and
+    reason."""
 
 
 def _keep_count(n: int, amount: float, round_to: int = 1) -> int:
@@ -130,7 +133,11 @@ def make_plan(
         if all(c in removed for c in own):
             removed.discard(max(own, key=lambda c: (scores[c], -c)))
 
-    plan = Plan(removable=removable, removed=len(removed))
+    plan = Plan(
+        removable=removable,
+        removed=len(removed),
+        kept=_kept_groups(analysis, modules, pins, classes),
+    )
     removed_arr = np.fromiter(sorted(removed), dtype=np.int64)
 
     def kept(elems: IntArray) -> torch.Tensor | None:
@@ -173,6 +180,28 @@ def make_plan(
             order = sorted(range(len(units)), key=lambda u: (-units[u], u))
             plan.hidden[name] = torch.tensor(sorted(order[:keep]), dtype=torch.long)
     return plan
+
+
+def _kept_groups(
+    analysis: Analysis, modules: dict[str, nn.Module], pins: dict[int, str], classes: IntArray
+) -> list[tuple[tuple[str, ...], int, str]]:
+    """The pinned classes grouped by pool and reason, with the layers producing them."""
+    roots, order = analysis.channel_roots, list(modules)
+    makers: dict[int, list[str]] = {}
+    for name, elems in analysis.producers.items():
+        for c in np.unique(roots[elems]).tolist():
+            makers.setdefault(c, []).append(name)
+    groups: dict[tuple[int, str], tuple[set[str], list[int]]] = {}
+    for c in classes.tolist():
+        if c in pins:
+            layers, members = groups.setdefault((int(analysis.pool_roots[c]), pins[c]), (set(), []))
+            layers.update(makers.get(c, ()))
+            members.append(c)
+    kept = [
+        (tuple(sorted(layers, key=order.index)), len(members), reason)
+        for (_, reason), (layers, members) in groups.items()
+    ]
+    return sorted(kept, key=lambda k: order.index(k[0][0]) if k[0] else len(order))
 
 
 def _weight(m: nn.Module) -> torch.Tensor:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "KeptChannels",
     "PrunedLayer",
     "PruningReport",
     "QuantizationReport",
@@ -344,6 +345,18 @@ class SkippedModule:
     reason: str
 
 
+@dataclass(frozen=True)
+class KeptChannels:
+    """Channels :func:`~greenai.compress.prune_channels` had to keep, and why: one tied set
+    (pool) of channels and one reason. ``layers`` are the layers producing them; ``channels``
+    counts them once per tied set (a residual stream's channel is one, however many layers
+    add into it)."""
+
+    layers: tuple[str, ...]
+    channels: int
+    reason: str
+
+
 _PRUNED_COLUMNS = (
     _Column("layer", left=True),
     _Column("kind", left=True),
@@ -378,6 +391,7 @@ class PruningReport:
         channels_removed: how many of them were removed.
         warnings: what :func:`~greenai.compress.prune_channels` warned (a
             ``CompressionWarning`` each): nothing was pruned, and why.
+        kept: every set of channels that had to be kept (not pruned), with its reason.
     """
 
     amount: float
@@ -394,6 +408,7 @@ class PruningReport:
     channels_removable: int = 0
     channels_removed: int = 0
     warnings: tuple[str, ...] = ()
+    kept: tuple[KeptChannels, ...] = ()
 
     @property
     def channels_removed_share(self) -> float:
@@ -441,12 +456,18 @@ class PruningReport:
             f"{self.macs_removed:.0%} of MACs",
             *_layer_table(_PRUNED_COLUMNS, cells),
             *(f"skipped {s.name} ({s.kind}): {s.reason}" for s in self.skipped),
+            *(f"kept {k.channels:,} channels of {_names(k.layers)}: {k.reason}" for k in self.kept),
             f"model: params {self.params_before:,} -> {self.params_after:,} "
             f"({self.params_ratio:.2f}x), MACs {self.macs_before:,} -> {self.macs_after:,} "
             f"({self.macs_ratio:.2f}x), bytes {self.bytes_before:,} -> {self.bytes_after:,}",
             *(f"warning: {w}" for w in self.warnings),
         ]
         return "\n".join(lines)
+
+
+def _names(layers: tuple[str, ...], shown: int = 3) -> str:
+    more = len(layers) - shown
+    return ", ".join(layers[:shown]) + (f" and {more} more" if more > 0 else "") or "no layer"
 
 
 def _shape_text(shape: tuple[int, ...]) -> str:

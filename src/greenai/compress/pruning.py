@@ -52,7 +52,12 @@ from greenai.compress._graph import Analysis, analyze
 from greenai.compress._macs import count_macs
 from greenai.compress._measure import model_bytes
 from greenai.compress._op_tables import CONVS
-from greenai.compress.compression_report import PrunedLayer, PruningReport, SkippedModule
+from greenai.compress.compression_report import (
+    KeptChannels,
+    PrunedLayer,
+    PruningReport,
+    SkippedModule,
+)
 from greenai.core.errors import CompressionWarning, warn
 
 __all__ = ["prune_channels"]
@@ -207,6 +212,7 @@ def prune_channels(
         channels_removable=plan.removable,
         channels_removed=plan.removed,
         warnings=warnings,
+        kept=tuple(KeptChannels(*k) for k in plan.kept),
     )
     return target, report
 
