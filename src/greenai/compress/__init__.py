@@ -29,6 +29,7 @@ from greenai.compress.compression_report import (
 from greenai.compress.layer_rules import Channels, LayerCall, register_layer_rule
 from greenai.compress.linear_adapters import LinearAdapter, register_linear_adapter
 from greenai.compress.pruning import prune_channels
+from greenai.compress.pruning_plan import apply_pruning_plan
 from greenai.compress.quantization import QuantizedLinear, quantize
 from greenai.compress.sparsity import SparseLinear2to4, sparsify_2to4
 
@@ -49,6 +50,7 @@ __all__ = [
     "SparsifiedLayer",
     "SparsityReport",
     "TraceFailedError",
+    "apply_pruning_plan",
     "prune_channels",
     "quantize",
     "register_layer_rule",

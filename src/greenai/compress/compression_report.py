@@ -9,7 +9,8 @@ kept together so that they read alike and share one renderer for their layer tab
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = [
     "KeptChannels",
@@ -392,6 +393,9 @@ class PruningReport:
         warnings: what :func:`~greenai.compress.prune_channels` warned (a
             ``CompressionWarning`` each): nothing was pruned, and why.
         kept: every set of channels that had to be kept (not pruned), with its reason.
+        plan: the original indices each changed layer keeps, JSON-serialisable: with
+            :func:`~greenai.compress.apply_pruning_plan` it rebuilds the pruned shapes on a
+            freshly built model, so that the pruned ``state_dict`` loads into it.
     """
 
     amount: float
@@ -409,6 +413,7 @@ class PruningReport:
     channels_removed: int = 0
     warnings: tuple[str, ...] = ()
     kept: tuple[KeptChannels, ...] = ()
+    plan: dict[str, Any] = field(default_factory=dict)
 
     @property
     def channels_removed_share(self) -> float:

@@ -58,6 +58,7 @@ from greenai.compress.compression_report import (
     PruningReport,
     SkippedModule,
 )
+from greenai.compress.pruning_plan import plan_to_json
 from greenai.core.errors import CompressionWarning, warn
 
 __all__ = ["prune_channels"]
@@ -213,6 +214,7 @@ def prune_channels(
         channels_removed=plan.removed,
         warnings=warnings,
         kept=tuple(KeptChannels(*k) for k in plan.kept),
+        plan=plan_to_json(plan),
     )
     return target, report
 
