@@ -4,7 +4,9 @@
 and any type registered with :func:`register_linear_adapter`) by :class:`QuantizedLinear`
 (int8 or int4 weights, float activations) and reports what it did in a
 :class:`QuantizationReport`. :func:`prune_channels` removes whole channels (and attention
-heads), so layers become physically smaller, and reports it in a :class:`PruningReport`.
+heads), so layers become physically smaller, and reports it in a :class:`PruningReport`;
+the report's ``plan`` and :func:`apply_pruning_plan` load a pruned ``state_dict`` into a
+freshly built model.
 :func:`sparsify_2to4` prunes the same layers' weights to the 2:4 pattern and stores them
 compressed in :class:`SparseLinear2to4` (56 % of a float32 weight's bytes), reporting bytes,
 the share of each weight's energy kept and the output error in a :class:`SparsityReport`.
