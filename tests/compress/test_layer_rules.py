@@ -107,7 +107,7 @@ def _inputs() -> torch.Tensor:
 @pytest.mark.parametrize("layer", [RuledLayer, RuledSubclass])
 def test_a_registered_rule_prunes_a_custom_layer_through_it(layer: type[_DoubledLinear]) -> None:
     model, x = _model(layer), _inputs()
-    pruned, report = prune_channels(model, 0.5, example_inputs=x)
+    pruned, report = prune_channels(model, 0.5, round_to=1, example_inputs=x)
 
     rows = {r.name: r for r in report.layers}
     assert rows["2"].kind == layer.__name__
@@ -121,9 +121,10 @@ def test_a_registered_rule_prunes_a_custom_layer_through_it(layer: type[_Doubled
         assert torch.equal(pruned(x), _masked(model, report)(x))
 
 
+@pytest.mark.filterwarnings("ignore:nothing was pruned:greenai.core.errors.CompressionWarning")
 def test_a_custom_layer_whose_channels_are_all_kept_is_listed() -> None:
     model = nn.Sequential(RuledLayer(8, 4)).double()
-    pruned, report = prune_channels(model, 0.5, example_inputs=_inputs())
+    pruned, report = prune_channels(model, 0.5, round_to=1, example_inputs=_inputs())
 
     skipped = {s.name: (s.kind, s.reason) for s in report.skipped}
     assert skipped["0"] == ("RuledLayer", "its output channels: reaches the model's output")
@@ -131,9 +132,10 @@ def test_a_custom_layer_whose_channels_are_all_kept_is_listed() -> None:
     assert pruned[0].weight.shape == (4, 8)
 
 
+@pytest.mark.filterwarnings("ignore:nothing was pruned:greenai.core.errors.CompressionWarning")
 def test_an_unregistered_custom_leaf_is_left_alone_and_listed() -> None:
     model, x = _model(UnruledLayer), _inputs()
-    pruned, report = prune_channels(model, 0.5, example_inputs=x)
+    pruned, report = prune_channels(model, 0.5, round_to=1, example_inputs=x)
 
     skipped = {s.name: s.reason for s in report.skipped}
     assert "torch.fx could not trace it" in skipped["2"]
@@ -145,9 +147,10 @@ def test_an_unregistered_custom_leaf_is_left_alone_and_listed() -> None:
         assert torch.equal(pruned(x), model(x))
 
 
+@pytest.mark.filterwarnings("ignore:nothing was pruned:greenai.core.errors.CompressionWarning")
 def test_input_channels_a_rule_says_nothing_about_are_kept() -> None:
     model, x = _model(SilentLayer), _inputs()
-    pruned, report = prune_channels(model, 0.5, example_inputs=x)
+    pruned, report = prune_channels(model, 0.5, round_to=1, example_inputs=x)
 
     skipped = {s.name: s.reason for s in report.skipped}
     assert "whose layer rule does not use them" in skipped["0"]
@@ -161,7 +164,7 @@ def test_a_rule_that_returns_something_else_is_refused() -> None:
 
     register_layer_rule(Odd, lambda call: "channels")
     with pytest.raises(TypeError, match=r"layer rule of Odd returned 'channels' for '2'"):
-        prune_channels(_model(Odd), 0.5, example_inputs=_inputs())
+        prune_channels(_model(Odd), 0.5, round_to=1, example_inputs=_inputs())
 
 
 @pytest.mark.parametrize(
@@ -181,6 +184,7 @@ def test_bad_registrations_are_refused_with_the_value(
         register_layer_rule(layer_type, rule)  # type: ignore[arg-type]
 
 
+@pytest.mark.filterwarnings("ignore:nothing was pruned:greenai.core.errors.CompressionWarning")
 def test_subclasses_of_torch_layers_take_their_rules_unless_they_override_forward() -> None:
     class MyConv(nn.Conv2d):
         pass
@@ -194,12 +198,12 @@ def test_subclasses_of_torch_layers_take_their_rules_unless_they_override_forwar
 
     x = torch.randn(2, 3, 6, 6)
     model = nn.Sequential(MyConv(3, 8, 3), nn.ReLU(), MyPool(2), nn.Flatten(), nn.Linear(32, 2))
-    pruned, report = prune_channels(model, 0.5, example_inputs=x)
+    pruned, report = prune_channels(model, 0.5, round_to=1, example_inputs=x)
     rows = {r.name: r for r in report.layers}
     assert (rows["0"].kind, rows["0"].shape_after) == ("MyConv", (4, 3, 3, 3))
     assert rows["4"].shape_after == (2, 16)
     assert pruned(x).shape == (2, 2)
 
     model = nn.Sequential(PatchedConv(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(128, 2))
-    _, report = prune_channels(model, 0.5, example_inputs=x)
+    _, report = prune_channels(model, 0.5, round_to=1, example_inputs=x)
     assert "not called as a module" in {s.name: s.reason for s in report.skipped}["0"]

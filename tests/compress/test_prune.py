@@ -31,6 +31,7 @@ from greenai.compress import (
     TraceFailedError,
     prune_channels,
 )
+from greenai.core.errors import CompressionWarning
 
 # --- outputs equal the masked original --------------------------------------------------------
 
@@ -38,7 +39,7 @@ from greenai.compress import (
 def test_mlp_outputs_equal_the_masked_original_exactly() -> None:
     model = integer_weights(mlp())
     x = torch.randint(-3, 4, (7, 16)).double()
-    pruned, report = prune_channels(model, 0.5, example_inputs=x)
+    pruned, report = prune_channels(model, 0.5, round_to=1, example_inputs=x)
     rows = layer_rows(report)
     assert pruned[0].out_features == 16
     assert pruned[2].in_features == 16
@@ -53,7 +54,7 @@ def test_mlp_with_float_weights_matches_to_rounding() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 8)).double()
     x = torch.randn(5, 16, dtype=torch.float64)
-    pruned, report = prune_channels(model, 0.3, example_inputs=x)
+    pruned, report = prune_channels(model, 0.3, round_to=1, example_inputs=x)
     assert pruned[0].out_features == math.floor(32 * 0.7)
     torch.testing.assert_close(
         run_model(pruned, x), run_model(masked_original(model, report), x), rtol=1e-12, atol=1e-12
@@ -63,7 +64,7 @@ def test_mlp_with_float_weights_matches_to_rounding() -> None:
 def test_conv_bn_chain_matches_with_exact_and_folded_batchnorm() -> None:
     model = integer_weights(ConvChain())
     x = torch.randint(-2, 3, (2, 3, 8, 8)).double()
-    pruned, report = prune_channels(model, 0.5, example_inputs=x)
+    pruned, report = prune_channels(model, 0.5, round_to=1, example_inputs=x)
     assert (pruned.conv1.out_channels, pruned.bn1.num_features) == (8, 8)
     assert pruned.bn1.running_mean.shape == (8,)
     assert (pruned.conv2.in_channels, pruned.conv2.out_channels, pruned.fc.in_features) == (
@@ -75,7 +76,7 @@ def test_conv_bn_chain_matches_with_exact_and_folded_batchnorm() -> None:
 
     model = random_bn_stats(ConvChain().double())
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
-    pruned, report = prune_channels(model, 0.3, example_inputs=x)
+    pruned, report = prune_channels(model, 0.3, round_to=1, example_inputs=x)
     torch.testing.assert_close(
         run_model(pruned, x), run_model(masked_original(model, report), x), rtol=1e-10, atol=1e-10
     )
@@ -84,7 +85,7 @@ def test_conv_bn_chain_matches_with_exact_and_folded_batchnorm() -> None:
 def test_residual_blocks_tie_the_channels_they_add() -> None:
     model = integer_weights(TinyResNet(), high=2)
     x = torch.randint(-2, 3, (2, 3, 8, 8)).double()
-    pruned, report = prune_channels(model, 0.5, example_inputs=x)
+    pruned, report = prune_channels(model, 0.5, round_to=1, example_inputs=x)
     rows = layer_rows(report)
     # stem, layer1.conv2 and the identity path add up: one residual stream, pruned alike
     stream = rows["stem.0"].kept_out
@@ -100,7 +101,7 @@ def test_residual_blocks_tie_the_channels_they_add() -> None:
 def test_concatenation_maps_channels_by_offset() -> None:
     model = integer_weights(Inception(), high=2)
     x = torch.randint(-2, 3, (1, 3, 6, 6)).double()
-    pruned, report = prune_channels(model, 0.5, example_inputs=x)
+    pruned, report = prune_channels(model, 0.5, round_to=1, example_inputs=x)
     rows = layer_rows(report)
     b1, b2 = rows["b1"].kept_out, rows["b2"].kept_out
     assert (len(b1), len(b2)) == (4, 6)
@@ -113,7 +114,7 @@ def test_depthwise_and_grouped_convs_lose_whole_groups() -> None:
     model = integer_weights(MobileNetish(), high=2)
     model.gn.eps = 0.0
     x = torch.randint(-2, 3, (2, 3, 6, 6)).double()
-    pruned, report = prune_channels(model, 0.5, example_inputs=x)
+    pruned, report = prune_channels(model, 0.5, round_to=1, example_inputs=x)
     rows = layer_rows(report)
     # depthwise: passes the stem's channels through
     assert rows["dw"].kept_out == rows["stem"].kept_out == rows["bn"].kept_out
@@ -132,7 +133,7 @@ def test_depthwise_and_grouped_convs_lose_whole_groups() -> None:
 def test_flatten_maps_a_channel_to_a_block_of_linear_columns() -> None:
     model = integer_weights(ConvFlattenLinear())
     x = torch.randint(-2, 3, (3, 3, 6, 6)).double()
-    pruned, report = prune_channels(model, 0.5, example_inputs=x)
+    pruned, report = prune_channels(model, 0.5, round_to=1, example_inputs=x)
     rows = layer_rows(report)
     kept = rows["conv"].kept_out
     assert len(kept) == 4
@@ -140,6 +141,7 @@ def test_flatten_maps_a_channel_to_a_block_of_linear_columns() -> None:
     assert torch.equal(run_model(pruned, x), run_model(masked_original(model, report), x))
 
 
+@pytest.mark.filterwarnings("ignore:nothing was pruned:greenai.core.errors.CompressionWarning")
 def test_reshape_that_fixes_the_channel_count_pins_them() -> None:
     class FixedView(ConvFlattenLinear):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -147,7 +149,7 @@ def test_reshape_that_fixes_the_channel_count_pins_them() -> None:
 
     model = FixedView()
     x = torch.randn(3, 3, 6, 6)
-    pruned, report = prune_channels(model, 0.5, example_inputs=x)
+    pruned, report = prune_channels(model, 0.5, round_to=1, example_inputs=x)
     assert report.layers == ()
     assert "fixes the channel count" in skipped_reasons(report)["conv"]
     assert torch.equal(run_model(pruned, x), run_model(model, x))
@@ -167,7 +169,7 @@ def test_residual_with_the_model_input_pins_the_branch() -> None:
 
     model = InputResidual()
     x = torch.randn(4, 8)
-    pruned, report = prune_channels(model, 0.5, example_inputs=x)
+    pruned, report = prune_channels(model, 0.5, round_to=1, example_inputs=x)
     assert pruned.fc1.out_features == 8
     assert pruned.fc2.in_features == 8
     assert pruned.fc2.out_features == 8
@@ -181,7 +183,7 @@ def test_residual_with_the_model_input_pins_the_branch() -> None:
 def test_untraceable_submodule_is_kept_whole_and_listed() -> None:
     model = integer_weights(WithOpaque())
     x = torch.randint(-2, 3, (3, 8)).double()
-    pruned, report = prune_channels(model, 0.5, example_inputs=x)
+    pruned, report = prune_channels(model, 0.5, round_to=1, example_inputs=x)
     skipped = skipped_reasons(report)
     assert "could not trace" in skipped["odd"]
     assert "fx could not trace" in skipped["fc1"]
@@ -191,14 +193,15 @@ def test_untraceable_submodule_is_kept_whole_and_listed() -> None:
     assert torch.equal(run_model(pruned, x), run_model(masked_original(model, report), x))
 
 
+@pytest.mark.filterwarnings("ignore:nothing was pruned:greenai.core.errors.CompressionWarning")
 def test_ignore_by_name_and_by_object() -> None:
     model = mlp()
     x = torch.randn(3, 16)
-    pruned, report = prune_channels(model, 0.5, example_inputs=x, ignore="2")
+    pruned, report = prune_channels(model, 0.5, round_to=1, example_inputs=x, ignore="2")
     assert pruned[2].weight.shape == (24, 32)
     assert pruned[0].out_features == 32  # feeds the ignored layer
     assert skipped_reasons(report)["2"] == "in ignore"
-    pruned, _ = prune_channels(model, 0.5, example_inputs=x, ignore=[model[0]])
+    pruned, _ = prune_channels(model, 0.5, round_to=1, example_inputs=x, ignore=[model[0]])
     assert pruned[0].weight.shape == (32, 16)
     assert pruned[2].in_features == 32
     assert pruned[2].out_features == 12
@@ -207,7 +210,8 @@ def test_ignore_by_name_and_by_object() -> None:
 def test_amount_zero_changes_nothing() -> None:
     model = TinyResNet().eval()
     x = torch.randn(1, 3, 8, 8)
-    pruned, report = prune_channels(model, 0.0, example_inputs=x)
+    with pytest.warns(CompressionWarning, match="nothing was pruned: amount is 0"):
+        pruned, report = prune_channels(model, 0.0, round_to=1, example_inputs=x)
     assert report.layers == ()
     assert report.macs_before == report.macs_after
     assert report.params_ratio == 1.0
@@ -232,7 +236,7 @@ def test_output_shapes_are_unchanged_for_every_model() -> None:
     for model, x in cases:
         model.eval()
         for amount in (0.3, 0.5, 0.9):
-            pruned, report = prune_channels(model, amount, example_inputs=x)
+            pruned, report = prune_channels(model, amount, round_to=1, example_inputs=x)
             assert run_model(pruned, x).shape == run_model(model, x).shape, type(model).__name__
             assert report.macs_after <= report.macs_before
 
@@ -248,14 +252,16 @@ def test_the_weakest_channels_go(importance: str) -> None:
     with torch.no_grad():
         model[0].weight[weak] *= 1e-3
         model[2].weight[:, weak] *= 1e-3
-    _, report = prune_channels(model, 0.3, example_inputs=torch.randn(2, 6), importance=importance)
+    _, report = prune_channels(
+        model, 0.3, round_to=1, example_inputs=torch.randn(2, 6), importance=importance
+    )
     assert layer_rows(report)["0"].kept_out == tuple(i for i in range(10) if i not in weak)
 
 
 def test_report_counts_params_macs_and_bytes() -> None:
     model = mlp()
     x = torch.randn(7, 16)
-    pruned, report = prune_channels(model, 0.5, example_inputs=x)
+    pruned, report = prune_channels(model, 0.5, round_to=1, example_inputs=x)
     assert report.params_before == sum(p.numel() for p in model.parameters())
     assert report.params_after == sum(p.numel() for p in pruned.parameters())
     assert report.bytes_after == 4 * report.params_after
@@ -279,7 +285,7 @@ def test_original_is_untouched_unless_inplace() -> None:
     model.conv1.weight.requires_grad_(False)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(2, 3, 8, 8)
-    pruned, _ = prune_channels(model, 0.5, example_inputs=x)
+    pruned, _ = prune_channels(model, 0.5, round_to=1, example_inputs=x)
     for k, v in model.state_dict().items():
         assert torch.equal(v, state[k]), k  # BatchNorm statistics too
     assert model.conv1.weight.shape == (16, 3, 3, 3)
@@ -291,7 +297,7 @@ def test_original_is_untouched_unless_inplace() -> None:
     assert pruned.conv2.weight.requires_grad
     assert pruned.conv1.weight.dtype == torch.float32
 
-    same, _ = prune_channels(model, 0.5, example_inputs=x, inplace=True)
+    same, _ = prune_channels(model, 0.5, round_to=1, example_inputs=x, inplace=True)
     assert same is model
     assert model.conv1.out_channels == 8
 
@@ -301,21 +307,21 @@ def test_bad_arguments_are_refused_with_the_value() -> None:
     x = torch.randn(2, 16)
     for amount in (-0.1, 1.0, float("nan")):
         with pytest.raises(ValueError, match=r"amount must be in \[0, 1\)"):
-            prune_channels(model, amount, example_inputs=x)
+            prune_channels(model, amount, round_to=1, example_inputs=x)
     with pytest.raises(TypeError, match="amount"):
-        prune_channels(model, True, example_inputs=x)
+        prune_channels(model, True, round_to=1, example_inputs=x)
     with pytest.raises(ValueError, match="importance"):
-        prune_channels(model, 0.5, example_inputs=x, importance="l3")
+        prune_channels(model, 0.5, round_to=1, example_inputs=x, importance="l3")
     with pytest.raises(ValueError, match=r"'nope', 'fc'.*does not have"):
-        prune_channels(model, 0.5, example_inputs=x, ignore=["0", "nope", "fc"])
+        prune_channels(model, 0.5, round_to=1, example_inputs=x, ignore=["0", "nope", "fc"])
     with pytest.raises(ValueError, match="Linear object"):
-        prune_channels(model, 0.5, example_inputs=x, ignore=nn.Linear(2, 2))
+        prune_channels(model, 0.5, round_to=1, example_inputs=x, ignore=nn.Linear(2, 2))
     with pytest.raises(ValueError, match="example_inputs do not fit"):
-        prune_channels(model, 0.5, example_inputs=torch.randn(2, 15))
+        prune_channels(model, 0.5, round_to=1, example_inputs=torch.randn(2, 15))
     with pytest.raises(ValueError, match=r"example_inputs has 2 tensors but .* takes 1 to 1"):
-        prune_channels(model, 0.5, example_inputs=(x, x))
+        prune_channels(model, 0.5, round_to=1, example_inputs=(x, x))
     with pytest.raises(TypeError, match="example_inputs"):
-        prune_channels(model, 0.5, example_inputs=[[1.0]])  # type: ignore[list-item]
+        prune_channels(model, 0.5, round_to=1, example_inputs=[[1.0]])  # type: ignore[list-item]
     assert model[0].out_features == 32
 
 
@@ -331,7 +337,7 @@ def test_untraceable_model_forward_names_the_fx_failure() -> None:
             return x
 
     with pytest.raises(TraceFailedError, match=r"torch.fx could not trace Branchy.forward.*"):
-        prune_channels(Branchy(), 0.5, example_inputs=torch.randn(2, 4))
+        prune_channels(Branchy(), 0.5, round_to=1, example_inputs=torch.randn(2, 4))
 
 
 # --- more graph shapes ------------------------------------------------------------------------
@@ -350,7 +356,7 @@ def test_patch_embedding_transpose_into_linear_prunes_conv_channels() -> None:
 
     model = integer_weights(PatchEmbed())
     x = torch.randint(-2, 3, (2, 3, 4, 4)).double()
-    pruned, report = prune_channels(model, 0.5, example_inputs=x)
+    pruned, report = prune_channels(model, 0.5, round_to=1, example_inputs=x)
     assert pruned.patch.out_channels == 8
     assert layer_rows(report)["mlp"].kept_in == layer_rows(report)["patch"].kept_out
     assert torch.equal(run_model(pruned, x), run_model(masked_original(model, report), x))
@@ -372,7 +378,7 @@ def test_a_module_called_twice_is_pruned_alike_for_both_calls() -> None:
 
     model = integer_weights(Twice())
     x = torch.randint(-2, 3, (3, 8)).double()
-    pruned, report = prune_channels(model, 0.5, example_inputs=x)
+    pruned, report = prune_channels(model, 0.5, round_to=1, example_inputs=x)
     assert pruned.shared.out_features == 8
     assert pruned.shared.in_features == 8  # its input is tied to the model's input
     assert "does not track" in skipped_reasons(report)["fc1"]
@@ -390,7 +396,7 @@ def test_tied_weights_are_not_pruned() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.mlp(x) + self.twin(x).sum(-1, keepdim=True)
 
-    pruned, report = prune_channels(Tied(), 0.5, example_inputs=torch.randn(2, 16))
+    pruned, report = prune_channels(Tied(), 0.5, round_to=1, example_inputs=torch.randn(2, 16))
     assert pruned.mlp[0].out_features == 32
     assert "tied" in skipped_reasons(report)["mlp.0"]
     assert pruned.mlp[2].out_features == 12
@@ -406,5 +412,5 @@ def test_forward_with_default_arguments_takes_fewer_example_inputs() -> None:
         def forward(self, x: torch.Tensor, scale: float = 2.0) -> torch.Tensor:
             return self.fc2(torch.relu(self.fc1(x))) * scale
 
-    pruned, _ = prune_channels(Scaled(), 0.5, example_inputs=torch.randn(3, 4))
+    pruned, _ = prune_channels(Scaled(), 0.5, round_to=1, example_inputs=torch.randn(3, 4))
     assert pruned.fc1.out_features == 4

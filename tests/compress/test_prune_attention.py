@@ -27,7 +27,7 @@ def test_attention_heads_are_pruned_whole() -> None:
     torch.manual_seed(0)
     model = AttentionModel().double().eval()
     x = torch.randn(2, 5, 12, dtype=torch.float64)
-    pruned, report = prune_channels(model, 0.5, example_inputs=x)
+    pruned, report = prune_channels(model, 0.5, round_to=1, example_inputs=x)
     assert isinstance(pruned.attn, PrunedMultiheadAttention)
     assert (pruned.attn.num_heads, pruned.attn.head_dim) == (4, 4)
     assert pruned.attn.q_proj.weight.shape == (16, 32)
@@ -111,6 +111,7 @@ def test_pruned_attention_unbatched_separate_kv_dims_and_averaged_weights() -> N
     torch.testing.assert_close(weights, per_head[kept].mean(0), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore:nothing was pruned:greenai.core.errors.CompressionWarning")
 def test_attention_whose_weights_are_used_keeps_its_heads() -> None:
     class UsesWeights(AttentionModel):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,7 +120,7 @@ def test_attention_whose_weights_are_used_keeps_its_heads() -> None:
             return self.head(a) + w.sum()
 
     model = UsesWeights()
-    pruned, report = prune_channels(model, 0.5, example_inputs=torch.randn(2, 5, 12))
+    pruned, report = prune_channels(model, 0.5, round_to=1, example_inputs=torch.randn(2, 5, 12))
     assert isinstance(pruned.attn, nn.MultiheadAttention)
     assert "attention weights are used" in skipped_reasons(report)["attn"]
 
@@ -140,7 +141,7 @@ def test_transformer_encoder_layer_prunes_its_feed_forward_and_keeps_heads(grad:
 
     model = Encoder().eval()
     x = torch.randn(2, 6, 8)
-    pruned, report = prune_channels(model, 0.5, example_inputs=x)
+    pruned, report = prune_channels(model, 0.5, round_to=1, example_inputs=x)
     assert pruned.layer.linear1.out_features == 32
     assert pruned.layer.linear2.in_features == 32
     assert isinstance(pruned.layer.self_attn, nn.MultiheadAttention)
@@ -164,7 +165,7 @@ def test_transformer_encoder_stack_prunes_each_layers_feed_forward() -> None:
 
     model = Stack().eval()
     x = torch.randn(2, 5, 16)
-    pruned, report = prune_channels(model, 0.5, example_inputs=x)
+    pruned, report = prune_channels(model, 0.5, round_to=1, example_inputs=x)
     assert [lay.linear1.out_features for lay in pruned.encoder.layers] == [16, 16]
     assert {"encoder.layers.0.self_attn", "encoder.layers.1.self_attn"} <= set(
         skipped_reasons(report)

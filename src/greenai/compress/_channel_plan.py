@@ -67,10 +67,20 @@ class Plan:
     """MultiheadAttention name -> kept heads."""
     hidden: dict[str, torch.Tensor] = field(default_factory=dict)
     """TransformerEncoderLayer name -> kept feed-forward units."""
+    removable: int = 0
+    """Channel classes of convs and linears the walk found free to remove."""
+    removed: int = 0
+    """How many of them go."""
+    kept: list[tuple[tuple[str, ...], int, str]] = field(default_factory=list)
+    """Channels the walk pinned: (producing layers, channel classes, reason), per pool and
+    reason."""
 
 
-def _keep_count(n: int, amount: float) -> int:
-    return max(1, math.floor(n * (1.0 - amount) + _EPS))
+def _keep_count(n: int, amount: float, round_to: int = 1) -> int:
+    """Channels of ``n`` to keep: ``floor(n * (1 - amount))``, at least one, rounded *up* to
+    a multiple of ``round_to`` (so never more removed than asked), at most ``n``."""
+    keep = max(1, math.floor(n * (1.0 - amount) + _EPS))
+    return min(n, -(-keep // round_to) * round_to)
 
 
 def make_plan(
@@ -79,6 +89,7 @@ def make_plan(
     amount: float,
     p: int,
     extra_pins: dict[str, str],
+    round_to: int = 1,
 ) -> Plan:
     roots = analysis.channel_roots
     pins = dict(analysis.pin_reasons)
@@ -104,12 +115,16 @@ def make_plan(
     for c in classes.tolist():
         by_pool.setdefault(int(analysis.pool_roots[c]), []).append(c)
     removed: set[int] = set()
+    removable = 0
     for members in by_pool.values():
         free = [c for c in members if c not in pins]
+        removable += len(free)
         if len(free) == len(members):
-            drop = len(members) - _keep_count(len(members), amount)
-        else:
-            drop = len(free) - math.floor(len(free) * (1.0 - amount) + _EPS)
+            keep = _keep_count(len(members), amount, round_to)
+        else:  # pinned channels stay on top of the kept share of the free ones
+            keep = len(members) - len(free) + math.floor(len(free) * (1.0 - amount) + _EPS)
+            keep = min(len(members), -(-keep // round_to) * round_to)
+        drop = len(members) - keep
         free.sort(key=lambda c: (scores[c], c))
         removed.update(free[:drop])
     # A producer may hold only some of its pool's classes; never empty one.
@@ -118,7 +133,11 @@ def make_plan(
         if all(c in removed for c in own):
             removed.discard(max(own, key=lambda c: (scores[c], -c)))
 
-    plan = Plan()
+    plan = Plan(
+        removable=removable,
+        removed=len(removed),
+        kept=_kept_groups(analysis, modules, pins, classes),
+    )
     removed_arr = np.fromiter(sorted(removed), dtype=np.int64)
 
     def kept(elems: IntArray) -> torch.Tensor | None:
@@ -156,11 +175,33 @@ def make_plan(
         layer = modules[name]
         assert isinstance(layer, nn.TransformerEncoderLayer)
         units = _powered(layer.linear1.weight, 0, p) + _powered(layer.linear2.weight, 1, p)
-        keep = _keep_count(len(units), amount)
+        keep = _keep_count(len(units), amount, round_to)
         if keep < len(units):
             order = sorted(range(len(units)), key=lambda u: (-units[u], u))
             plan.hidden[name] = torch.tensor(sorted(order[:keep]), dtype=torch.long)
     return plan
+
+
+def _kept_groups(
+    analysis: Analysis, modules: dict[str, nn.Module], pins: dict[int, str], classes: IntArray
+) -> list[tuple[tuple[str, ...], int, str]]:
+    """The pinned classes grouped by pool and reason, with the layers producing them."""
+    roots, order = analysis.channel_roots, list(modules)
+    makers: dict[int, list[str]] = {}
+    for name, elems in analysis.producers.items():
+        for c in np.unique(roots[elems]).tolist():
+            makers.setdefault(c, []).append(name)
+    groups: dict[tuple[int, str], tuple[set[str], list[int]]] = {}
+    for c in classes.tolist():
+        if c in pins:
+            layers, members = groups.setdefault((int(analysis.pool_roots[c]), pins[c]), (set(), []))
+            layers.update(makers.get(c, ()))
+            members.append(c)
+    kept = [
+        (tuple(sorted(layers, key=order.index)), len(members), reason)
+        for (_, reason), (layers, members) in groups.items()
+    ]
+    return sorted(kept, key=lambda k: order.index(k[0][0]) if k[0] else len(order))
 
 
 def _weight(m: nn.Module) -> torch.Tensor:

@@ -24,6 +24,7 @@ from greenai.compress._op_tables import (
     BINARY_METHODS,
     ELEMENTWISE_FUNCTIONS,
     ELEMENTWISE_METHODS,
+    PASS_THROUGH_FUNCTION_NAMES,
     POOL_FUNCTIONS,
     REDUCTIONS,
 )
@@ -58,7 +59,7 @@ def call_function(walk: Walk, node: fx.Node) -> None:
             walk.env[node] = None
     elif not walk.tracked_args(node):
         walk.env[node] = None
-    elif target in ELEMENTWISE_FUNCTIONS:
+    elif target in ELEMENTWISE_FUNCTIONS or _qualified_name(target) in PASS_THROUGH_FUNCTION_NAMES:
         _elementwise(walk, node, first)
     elif target in BINARY_FUNCTIONS:
         _binary(walk, node)
@@ -79,6 +80,10 @@ def call_function(walk: Walk, node: fx.Node) -> None:
         _call_method(walk, node, method=str(getattr(target, "__name__", "")))
     else:
         walk.unknown(node, f"feeds {describe(node)}, which greenai does not prune through")
+
+
+def _qualified_name(target: Any) -> str:
+    return f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', '')}"
 
 
 def _call_method(walk: Walk, node: fx.Node, method: str | None = None) -> None:

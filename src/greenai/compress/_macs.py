@@ -1,22 +1,31 @@
 """Multiply-accumulates a model spends on one input, per layer, counted with forward hooks.
 
-Counted: convolutions, linears and attention (projections, scores and the weighted sum of
-values). Norms, activations and pooling are a small share and are not counted, as in most
-MAC counters. Attention and encoder layers are counted from their inputs' shapes in one
-hook, because their fast paths read the child layers' weights without calling them; the
-counts are attributed to the child layers' names so that rows per layer stay meaningful.
+Counted: convolutions, linears (``nn.Linear``, Hugging Face ``Conv1D`` and any type with a
+linear adapter, see :mod:`greenai.compress.linear_adapters`), attention (projections, scores
+and the weighted sum of values), and the matrix products a forward calls as functions
+(``torch.matmul``/``@``, ``mm``, ``bmm``, ``addmm``, ``baddbmm``, ``F.linear``,
+``F.scaled_dot_product_attention``), seen through a ``TorchFunctionMode`` and attributed to
+the innermost module running them; inside a layer counted by its hook they are not counted
+again. Norms, activations and pooling are a small share and are not counted, as in most MAC
+counters. Attention and encoder layers are counted from their inputs' shapes in one hook,
+because their fast paths read the child layers' weights without calling them; the counts are
+attributed to the child layers' names so that rows per layer stay meaningful.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from greenai.compress._attention import PrunedMultiheadAttention
 from greenai.compress._op_tables import CONVS
+from greenai.compress.linear_adapters import adapter_for
 
 __all__ = ["count_macs"]
 
@@ -44,6 +53,72 @@ def _attention_macs(m: nn.Module, query: torch.Tensor, key: torch.Tensor) -> tup
     return proj, scores, batch * tgt * inner * embed
 
 
+def _inner(a: torch.Tensor) -> int:
+    return int(a.shape[-1]) if a.dim() else 1
+
+
+def _sdpa_macs(args: tuple[Any, ...], kwargs: dict[str, Any], out: torch.Tensor) -> int:
+    """``q @ k^T`` and ``weights @ v``: per query row, ``S * E`` and ``S * Ev``."""
+    q = args[0] if args else kwargs["query"]
+    k = args[1] if len(args) > 1 else kwargs["key"]
+    return (
+        out.numel()
+        // int(out.shape[-1])
+        * int(k.shape[-2])
+        * (int(q.shape[-1]) + int(out.shape[-1]))
+    )
+
+
+_FUNCTIONAL: dict[Any, Callable[[tuple[Any, ...], dict[str, Any], torch.Tensor], int]] = {
+    **{
+        f: lambda a, k, out: out.numel() * _inner(a[0])
+        for f in (
+            torch.matmul,
+            torch.mm,
+            torch.bmm,
+            torch.Tensor.matmul,
+            torch.Tensor.__matmul__,
+            torch.Tensor.mm,
+            torch.Tensor.bmm,
+        )
+    },
+    F.linear: lambda a, k, out: out.numel() * int((a[1] if len(a) > 1 else k["weight"]).shape[-1]),
+    **{f: lambda a, k, out: out.numel() * _inner(a[1]) for f in (torch.addmm, torch.baddbmm)},
+    F.scaled_dot_product_attention: _sdpa_macs,
+}
+"""Matrix products called as functions -> ``(args, kwargs, output) -> MACs``."""
+
+
+class _FunctionalMacs(TorchFunctionMode):
+    """Counts the calls of :data:`_FUNCTIONAL` made outside layers counted by their hooks."""
+
+    def __init__(self, add: Callable[[str, int], None]) -> None:
+        super().__init__()
+        self.add = add
+        self.stack: list[tuple[str, bool]] = [("", False)]
+        """Running modules, innermost last: (name, counted by its hook)."""
+        self.inside_counted = 0
+
+    def __torch_function__(
+        self,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        count = _FUNCTIONAL.get(func)
+        if count is not None and not self.inside_counted and isinstance(out, torch.Tensor):
+            self.add(self.stack[-1][0], count(args, kwargs, out))
+        return out
+
+
+def _hooked(m: nn.Module) -> bool:
+    """Counted by its own hook (whatever it calls inside is not counted again)."""
+    return isinstance(m, (nn.Linear, *CONVS, *_COMPOSITES)) or adapter_for(m) is not None
+
+
 def count_macs(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> dict[str, int]:
     """MACs per module name for one run on ``example_inputs`` (eval mode, no autograd; the
     training flags are restored, so BatchNorm statistics are untouched)."""
@@ -59,10 +134,7 @@ def count_macs(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> di
 
     def hook(m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         name = names[id(m)]
-        if isinstance(m, nn.Linear):
-            assert isinstance(out, torch.Tensor)
-            add(name, out.numel() * m.in_features)
-        elif isinstance(m, CONVS):
+        if isinstance(m, CONVS):
             assert isinstance(out, torch.Tensor)
             add(name, out.numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size))
         elif isinstance(m, (nn.MultiheadAttention, PrunedMultiheadAttention)):
@@ -77,17 +149,33 @@ def count_macs(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> di
             tokens = src.numel() // src.shape[-1]
             add(f"{name}.linear1", tokens * m.linear1.in_features * m.linear1.out_features)
             add(f"{name}.linear2", tokens * m.linear2.in_features * m.linear2.out_features)
+        else:
+            adapter = adapter_for(m)
+            assert adapter is not None
+            assert isinstance(out, torch.Tensor)
+            add(name, out.numel() * int(adapter.weight(m).shape[1]))
+
+    functional = _FunctionalMacs(add)
+
+    def enter(m: nn.Module, args: tuple[Any, ...]) -> None:
+        counted = _hooked(m)
+        functional.stack.append((names.get(id(m), ""), counted))
+        functional.inside_counted += counted
+
+    def leave(m: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+        _, counted = functional.stack.pop()
+        functional.inside_counted -= counted
 
     handles = []
     for m in model.modules():
-        if id(m) in inside:
-            continue
-        if isinstance(m, (nn.Linear, *CONVS, *_COMPOSITES)):
+        handles.append(m.register_forward_pre_hook(enter))
+        handles.append(m.register_forward_hook(leave, always_call=True))
+        if id(m) not in inside and _hooked(m):
             handles.append(m.register_forward_hook(hook, with_kwargs=True))
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), functional:
             model(*example_inputs)
     finally:
         for h in handles:

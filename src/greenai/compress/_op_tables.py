@@ -90,10 +90,17 @@ ELEMENTWISE_FUNCTIONS: set[Any] = {
     F.dropout1d,
     F.dropout2d,
     F.dropout3d,
+    F.alpha_dropout,
+    F.feature_alpha_dropout,
     torch.abs,
     torch.exp,
     torch.neg,
 }
+PASS_THROUGH_FUNCTION_NAMES = {"torchvision.ops.stochastic_depth.stochastic_depth"}
+"""Functions of other libraries, by ``module.qualname`` (so they are never imported here), that
+act on each channel alone: identities in eval mode that only scale or drop whole samples in
+training (stochastic depth), so they never pin channels. torchvision wraps
+``stochastic_depth`` with ``torch.fx.wrap``, so it is one node in the graph."""
 ELEMENTWISE_METHODS = {
     "relu",
     "relu_",

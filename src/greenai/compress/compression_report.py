@@ -9,9 +9,11 @@ kept together so that they read alike and share one renderer for their layer tab
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = [
+    "KeptChannels",
     "PrunedLayer",
     "PruningReport",
     "QuantizationReport",
@@ -344,6 +346,18 @@ class SkippedModule:
     reason: str
 
 
+@dataclass(frozen=True)
+class KeptChannels:
+    """Channels :func:`~greenai.compress.prune_channels` had to keep, and why: one tied set
+    (pool) of channels and one reason. ``layers`` are the layers producing them; ``channels``
+    counts them once per tied set (a residual stream's channel is one, however many layers
+    add into it)."""
+
+    layers: tuple[str, ...]
+    channels: int
+    reason: str
+
+
 _PRUNED_COLUMNS = (
     _Column("layer", left=True),
     _Column("kind", left=True),
@@ -358,8 +372,12 @@ _PRUNED_COLUMNS = (
 class PruningReport:
     """What :func:`~greenai.compress.prune_channels` did to a model.
 
+    ``amount`` is a share of *channels*; removing a channel shrinks the layer producing it and
+    the layers reading it, so the shares of parameters and MACs removed are larger
+    (``amount`` 0.3 removes about half of a plain CNN's). ``str()`` shows all three.
+
     Attributes:
-        amount: as requested.
+        amount: as requested: the share of each prunable pool's channels to remove.
         importance: ``"l1"`` or ``"l2"``.
         layers: layers whose shape changed, in ``named_modules`` order.
         skipped: prunable layers (convs, linears, attention, layers with a registered rule
@@ -368,6 +386,16 @@ class PruningReport:
         macs_before, macs_after: multiply-accumulates of one run on ``example_inputs``
             (convs, linears, attention; see :mod:`greenai.compress._macs`).
         bytes_before, bytes_after: bytes of all parameters and buffers.
+        round_to: kept channel counts were rounded up to a multiple of this.
+        channels_removable: channels of convs and linears (counted once per tied set) that
+            the walk found free to remove.
+        channels_removed: how many of them were removed.
+        warnings: what :func:`~greenai.compress.prune_channels` warned (a
+            ``CompressionWarning`` each): nothing was pruned, and why.
+        kept: every set of channels that had to be kept (not pruned), with its reason.
+        plan: the original indices each changed layer keeps, JSON-serialisable: with
+            :func:`~greenai.compress.apply_pruning_plan` it rebuilds the pruned shapes on a
+            freshly built model, so that the pruned ``state_dict`` loads into it.
     """
 
     amount: float
@@ -380,6 +408,28 @@ class PruningReport:
     macs_after: int
     bytes_before: int
     bytes_after: int
+    round_to: int = 1
+    channels_removable: int = 0
+    channels_removed: int = 0
+    warnings: tuple[str, ...] = ()
+    kept: tuple[KeptChannels, ...] = ()
+    plan: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def channels_removed_share(self) -> float:
+        """``channels_removed / channels_removable`` (0.0 when nothing was removable): at most
+        ``amount``, less where rounding or the one channel a pool keeps left more."""
+        return self.channels_removed / self.channels_removable if self.channels_removable else 0.0
+
+    @property
+    def params_removed(self) -> float:
+        """Share of the model's parameters removed, in ``[0, 1)``."""
+        return 1.0 - self.params_after / self.params_before if self.params_before else 0.0
+
+    @property
+    def macs_removed(self) -> float:
+        """Share of the model's counted MACs removed, in ``[0, 1)``."""
+        return 1.0 - self.macs_after / self.macs_before if self.macs_before else 0.0
 
     @property
     def macs_ratio(self) -> float:
@@ -404,15 +454,25 @@ class PruningReport:
             for r in self.layers
         ]
         lines = [
-            f"prune_channels: amount {self.amount:g}, {self.importance}: "
-            f"{len(self.layers)} layers pruned, {len(self.skipped)} skipped",
+            f"prune_channels: amount {self.amount:g}, {self.importance}, round_to "
+            f"{self.round_to}: {len(self.layers)} layers pruned, {len(self.skipped)} skipped",
+            f"removed {self.channels_removed_share:.0%} of channels ({self.channels_removed:,} of "
+            f"{self.channels_removable:,} removable) -> {self.params_removed:.0%} of parameters, "
+            f"{self.macs_removed:.0%} of MACs",
             *_layer_table(_PRUNED_COLUMNS, cells),
             *(f"skipped {s.name} ({s.kind}): {s.reason}" for s in self.skipped),
+            *(f"kept {k.channels:,} channels of {_names(k.layers)}: {k.reason}" for k in self.kept),
             f"model: params {self.params_before:,} -> {self.params_after:,} "
             f"({self.params_ratio:.2f}x), MACs {self.macs_before:,} -> {self.macs_after:,} "
             f"({self.macs_ratio:.2f}x), bytes {self.bytes_before:,} -> {self.bytes_after:,}",
+            *(f"warning: {w}" for w in self.warnings),
         ]
         return "\n".join(lines)
+
+
+def _names(layers: tuple[str, ...], shown: int = 3) -> str:
+    more = len(layers) - shown
+    return ", ".join(layers[:shown]) + (f" and {more} more" if more > 0 else "") or "no layer"
 
 
 def _shape_text(shape: tuple[int, ...]) -> str:

@@ -16,9 +16,13 @@ value rows and its ``out_proj`` columns).
 How many. ``amount`` is applied per *pool*: the channels of one producing layer and
 everything tied to them (a ResNet stage's residual stream is one pool). A pool of ``n``
 channels keeps ``floor(n * (1 - amount))`` of them (at least one); channels the walk must
-keep count in ``n`` but are never removed, so such a pool loses
-``m - floor(m * (1 - amount))`` of its ``m`` removable channels. Attention keeps
-``floor(num_heads * (1 - amount))`` heads, at least one.
+keep count in ``n`` but are never removed, so such a pool keeps them plus
+``floor(m * (1 - amount))`` of its ``m`` removable channels. The number kept is then rounded
+*up* to a multiple of ``round_to`` (at most ``n``), so fewer channels may go than asked,
+never more. Attention keeps ``floor(num_heads * (1 - amount))`` heads, at least one (heads
+are not rounded). A channel removed shrinks both the layer producing it and the layers
+reading it, so removing 30 % of the channels removes about half of the parameters and MACs;
+the report gives the shares removed.
 
 Which. Importance ``"l1"``/``"l2"`` scores each channel by the p-norm of every weight its
 removal takes away: the producing layers' rows, the consuming layers' columns (a channel
@@ -43,18 +47,32 @@ import torch
 from torch import nn
 
 from greenai.compress._attention import PrunedMultiheadAttention
-from greenai.compress._channel_plan import apply_plan, attention_weights, make_plan
+from greenai.compress._channel_plan import Plan, apply_plan, attention_weights, make_plan
 from greenai.compress._graph import Analysis, analyze
 from greenai.compress._macs import count_macs
 from greenai.compress._measure import model_bytes
 from greenai.compress._op_tables import CONVS
-from greenai.compress.compression_report import PrunedLayer, PruningReport, SkippedModule
+from greenai.compress.compression_report import (
+    KeptChannels,
+    PrunedLayer,
+    PruningReport,
+    SkippedModule,
+)
+from greenai.compress.pruning_plan import plan_to_json
+from greenai.core.errors import CompressionWarning, warn
 
 __all__ = ["prune_channels"]
 
 logger = logging.getLogger(__name__)
 
 _IMPORTANCE_P = {"l1": 1, "l2": 2}
+
+DEFAULT_ROUND_TO = 8
+"""Kept channel counts are multiples of this by default. The CPU kernels torch calls (oneDNN
+convolutions, MKL/OpenBLAS GEMMs) work on blocks of 8 float32 lanes (AVX2) or 16 (AVX-512)
+along the channels; a count such as 44 or 89 leaves a remainder handled by slower scalar or
+masked code, and pruned models measured slower than the originals with such counts. 8 is
+the AVX2 block and still leaves small layers room to shrink."""
 
 
 # --- prune_channels --------------------------------------------------------------------------
@@ -68,6 +86,7 @@ def prune_channels(
     importance: str = "l2",
     ignore: str | nn.Module | Iterable[str | nn.Module] = (),
     inplace: bool = False,
+    round_to: int = DEFAULT_ROUND_TO,
 ) -> tuple[nn.Module, PruningReport]:
     """Remove the least important channels of a model's layers; shapes of outputs unchanged.
 
@@ -78,7 +97,9 @@ def prune_channels(
     Args:
         model: any ``nn.Module`` whose ``forward`` torch.fx can trace. Submodules it cannot
             trace are kept whole (as leaves) and listed.
-        amount: fraction of each pool's channels to remove, in ``[0, 1)``; 0 changes nothing.
+        amount: share of the channels of each prunable pool to remove, in ``[0, 1)``; 0
+            changes nothing. Parameters and MACs fall by more (both sides of a channel go);
+            the report's ``params_removed`` and ``macs_removed`` say by how much.
         example_inputs: a tensor or a tuple of tensors, the positional arguments of
             ``forward``. The model runs on them (eval mode, no autograd, training flags and
             BatchNorm statistics untouched) to learn shapes and count MACs.
@@ -87,15 +108,19 @@ def prune_channels(
             channels must not change, inputs and outputs; a container covers what it holds.
         inplace: prune ``model`` itself. By default a deep copy is pruned and ``model`` is
             left untouched.
+        round_to: the number of channels each pool keeps is rounded up to a multiple of this
+            (an int >= 1; 1: no rounding). The default, 8, suits CPU kernels.
 
     Returns:
         ``(pruned_model, report)``.
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``; ``amount`` is not a number;
-            ``example_inputs`` is not a tensor or a tuple of tensors; ``ignore`` holds
+            ``round_to`` is not an int; ``example_inputs`` is not a tensor or a tuple of
+            tensors; ``ignore`` holds
             something other than names and modules.
-        ValueError: ``amount`` is outside ``[0, 1)``; ``importance`` is unknown; ``ignore``
+        ValueError: ``amount`` is outside ``[0, 1)``; ``round_to`` is below 1;
+            ``importance`` is unknown; ``ignore``
             names modules the model does not have; ``example_inputs`` do not fit the model.
         greenai.compress.TraceFailedError: torch.fx cannot trace the model's own forward
             (a ``ValueError``).
@@ -106,6 +131,10 @@ def prune_channels(
         raise TypeError(f"amount must be a number in [0, 1), not {amount!r}")
     if not 0.0 <= amount < 1.0:  # also rejects NaN
         raise ValueError(f"amount must be in [0, 1), not {amount!r}")
+    if isinstance(round_to, bool) or not isinstance(round_to, int):
+        raise TypeError(f"round_to must be an int >= 1, not {round_to!r}")
+    if round_to < 1:
+        raise ValueError(f"round_to must be an int >= 1, not {round_to!r}")
     if importance not in _IMPORTANCE_P:
         raise ValueError(f"importance must be 'l2' or 'l1', not {importance!r}")
     inputs = _example_inputs(example_inputs)
@@ -119,7 +148,7 @@ def prune_channels(
     extra_pins = {
         name: f"shares its weight with {other} (tied)" for name, other in _tied(target).items()
     }
-    plan = make_plan(analysis, modules, float(amount), p, extra_pins)
+    plan = make_plan(analysis, modules, float(amount), p, extra_pins, round_to)
 
     macs_before = count_macs(target, inputs)
     params_before, bytes_before = _params(target), model_bytes(target)
@@ -166,6 +195,9 @@ def prune_channels(
             )
         )
         logger.debug("pruned %s", name)
+    warnings = () if layers else (_nothing_pruned(float(amount), round_to, analysis, plan),)
+    for message in warnings:
+        warn(message, CompressionWarning)
     report = PruningReport(
         amount=float(amount),
         importance=importance,
@@ -177,8 +209,34 @@ def prune_channels(
         macs_after=sum(macs_after.values()),
         bytes_before=bytes_before,
         bytes_after=model_bytes(target),
+        round_to=round_to,
+        channels_removable=plan.removable,
+        channels_removed=plan.removed,
+        warnings=warnings,
+        kept=tuple(KeptChannels(*k) for k in plan.kept),
+        plan=plan_to_json(plan),
     )
     return target, report
+
+
+def _nothing_pruned(amount: float, round_to: int, analysis: Analysis, plan: Plan) -> str:
+    """Why no layer changed, for the warning."""
+    if amount == 0.0:
+        return "nothing was pruned: amount is 0"
+    if not (analysis.producers or analysis.attention or analysis.encoder_layers):
+        return (
+            "nothing was pruned: the model has no convolution, linear or attention layer "
+            "that greenai can prune"
+        )
+    if plan.removable == 0 and not (plan.heads or plan.hidden):
+        reasons = list(dict.fromkeys(analysis.pin_reasons.values()))
+        shown = "; ".join(reasons[:3]) + ("; ..." if len(reasons) > 3 else "")
+        return f"nothing was pruned: every channel must be kept ({shown or 'see the report'})"
+    return (
+        f"nothing was pruned: amount {amount:g} with round_to {round_to} leaves every pool "
+        f"whole (each keeps a multiple of {round_to} channels, at least one); raise amount "
+        "or lower round_to"
+    )
 
 
 # --- checks and bookkeeping ------------------------------------------------------------------
