@@ -133,9 +133,18 @@ def test_prometheus_port_serves_the_runs_accounted_metrics() -> None:
             prometheus=exporter,
         ) as run:
             sim.compute(0.3)
-            with urlopen(f"http://127.0.0.1:{exporter.port}/metrics", timeout=10) as page:
-                text = page.read().decode()
-    samples = {s.name: s for family in text_string_to_metric_families(text) for s in family.samples}
+            for _ in range(100):  # the update thread may come late on a busy host
+                with urlopen(f"http://127.0.0.1:{exporter.port}/metrics", timeout=10) as page:
+                    text = page.read().decode()
+                samples = {
+                    s.name: s
+                    for family in text_string_to_metric_families(text)
+                    for s in family.samples
+                }
+                first = samples.get("greenai_energy_joules_total")
+                if first is not None and first.value > 0:
+                    break
+                sim.compute(0.05)
     energy = samples["greenai_energy_joules_total"]
     assert energy.labels["run"] == "live"
     assert energy.labels["device"] == "gpu0"
