@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from greenai.core.errors import OutputWarning, warn
+from greenai.integrations import missing_framework
 
 if TYPE_CHECKING:
     import os
@@ -138,13 +139,6 @@ def _finite(values: Mapping[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if math.isfinite(float(v))}
 
 
-def _needs(package: str, module: str) -> ImportError:
-    return ImportError(
-        f"greenai's {package} logger needs {package}, but {module!r} could not be "
-        f"imported; install it with: pip install {package}"
-    )
-
-
 class TensorBoardLogger(ExperimentLogger):
     """Scalars in TensorBoard event files under ``log_dir`` (or through ``writer``, a
     ``torch.utils.tensorboard.SummaryWriter`` of the user's, left open)."""
@@ -165,7 +159,9 @@ class TensorBoardLogger(ExperimentLogger):
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as e:
-                raise _needs("tensorboard", "torch.utils.tensorboard") from e
+                raise missing_framework(
+                    "TensorBoard", ("torch.utils.tensorboard",), "tensorboard"
+                ) from e
             writer, self._owned = SummaryWriter(log_dir=str(log_dir)), True
         else:
             self._owned = False
@@ -193,7 +189,7 @@ class MLflowLogger(ExperimentLogger):
         try:
             import mlflow
         except ImportError as e:
-            raise _needs("mlflow", "mlflow") from e
+            raise missing_framework("MLflow", ("mlflow",), "mlflow") from e
         self._mlflow = mlflow
         self.run_id = run_id
         self._started = False
@@ -238,7 +234,7 @@ class WandbLogger(ExperimentLogger):
         try:
             import wandb
         except ImportError as e:
-            raise _needs("wandb", "wandb") from e
+            raise missing_framework("Weights & Biases", ("wandb",), "wandb") from e
         self._wandb = wandb
         self.run = run
         self.project = project
