@@ -11,8 +11,11 @@ Units: SVG user units (CSS px at 100 % zoom) for geometry; data in the caller's 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from html import escape
+from typing import TypeVar
+
+T = TypeVar("T")
 
 # Okabe-Ito colours, which stay distinguishable for colour-blind readers; black last.
 PALETTE = (
@@ -169,18 +172,12 @@ def downsample(
     dip visible at a fraction of the size. A column whose samples are all NaN
     breaks the line.
     """
+    if len(xs_px) <= 2 * buckets:
+        return _split_at_gaps(
+            (x, y) if math.isfinite(y) else None for x, y in zip(xs_px, ys, strict=True)
+        )
     runs: list[list[tuple[float, float]]] = []
     current: list[tuple[float, float]] = []
-    if len(xs_px) <= 2 * buckets:
-        for x, y in zip(xs_px, ys, strict=True):
-            if math.isfinite(y):
-                current.append((x, y))
-            elif current:
-                runs.append(current)
-                current = []
-        if current:
-            runs.append(current)
-        return runs
 
     x_lo, x_hi = xs_px[0], xs_px[-1]
     scale = buckets / (x_hi - x_lo) if x_hi > x_lo else 0.0
@@ -226,18 +223,11 @@ def band_runs(
     column, each column becomes one point at its first finite x, holding the lowest low
     and highest high of the column; a column whose points are all NaN breaks the band.
     """
-    runs: list[list[tuple[float, float, float]]] = []
-    current: list[tuple[float, float, float]] = []
     if len(xs_px) <= 2 * buckets:
-        for x, lo, hi in zip(xs_px, lows, highs, strict=True):
-            if math.isfinite(lo) and math.isfinite(hi):
-                current.append((x, lo, hi))
-            elif current:
-                runs.append(current)
-                current = []
-        if current:
-            runs.append(current)
-        return runs
+        return _split_at_gaps(
+            (x, lo, hi) if math.isfinite(lo) and math.isfinite(hi) else None
+            for x, lo, hi in zip(xs_px, lows, highs, strict=True)
+        )
 
     x_lo, x_hi = xs_px[0], xs_px[-1]
     scale = buckets / (x_hi - x_lo) if x_hi > x_lo else 0.0
@@ -251,8 +241,14 @@ def band_runs(
             columns[b] = (x, lo, hi)
         else:
             columns[b] = (seen[0], min(seen[1], lo), max(seen[2], hi))
-    for b in sorted(columns):
-        point = columns[b]
+    return _split_at_gaps(columns[b] for b in sorted(columns))
+
+
+def _split_at_gaps(points: Iterable[T | None]) -> list[list[T]]:
+    """The points as runs to draw, each ended by a gap (None)."""
+    runs: list[list[T]] = []
+    current: list[T] = []
+    for point in points:
         if point is not None:
             current.append(point)
         elif current:
